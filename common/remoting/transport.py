@@ -1,0 +1,274 @@
+"""Remoting transport on ``asyncio.Protocol``: many requests in flight per connection, matched by opaque.
+
+Both ends of a connection can send requests: brokers send NOTIFY_CONSUMER_IDS_CHANGED to clients on the
+connection the client opened. A malformed or oversize frame closes that one connection and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from krocket.common.codes import FLAG_ONEWAY, ResponseCode
+from krocket.common.errors import (
+    ConnectionClosedError,
+    FrameError,
+    KrocketError,
+    RemotingTimeoutError,
+)
+from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, RemotingCommand, encode_parts
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
+CloseCallback = Callable[["Connection"], None]
+
+_WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+
+class Connection(asyncio.Protocol):
+    """One remoting connection. ``handler`` answers requests from the peer."""
+
+    def __init__(self, handler: RequestHandler | None = None, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self._handler = handler
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
+        self._opaque = itertools.count(1)
+        self._transport: asyncio.Transport | None = None
+        self._closed = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._close_callbacks: list[CloseCallback] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.peer = "?"
+        self.attributes: dict[str, Any] = {}
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            commands = self._decoder.feed(data)
+        except FrameError as exc:
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self.close()
+            return
+        for cmd in commands:
+            if cmd.is_response:
+                fut = self._pending.pop(cmd.opaque, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(cmd)
+            else:
+                self._dispatch(cmd)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        error = ConnectionClosedError(f"connection to {self.peer} closed")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
+        self._writable.set()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        for callback in self._close_callbacks:
+            try:
+                callback(self)
+            except Exception:  # a faulty callback must not stop the others
+                log.exception("close callback failed for %s", self.peer)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- serving requests ----------------------------------------------------------------------------
+    def _dispatch(self, cmd: RemotingCommand) -> None:
+        if self._handler is None:
+            if not cmd.is_oneway:
+                self.send(
+                    cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not served here")
+                )
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(cmd))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, cmd: RemotingCommand) -> None:
+        assert self._handler is not None
+        try:
+            response = await self._handler(self, cmd)
+        except KrocketError as exc:
+            response = cmd.response(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("request code %s from %s failed", cmd.code, self.peer)
+            response = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+        if response is not None and not cmd.is_oneway:
+            response.opaque = cmd.opaque
+            self.send(response)
+
+    # -- sending ------------------------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def send(self, cmd: RemotingCommand) -> None:
+        """Write one command now (no waiting for buffer space)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosedError(f"connection to {self.peer} is closed")
+        head, body = encode_parts(cmd)
+        if body:
+            transport.writelines((head, body))
+        else:
+            transport.write(head)
+
+    async def request(self, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
+        """Send a request and wait for its response."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+        cmd.opaque = next(self._opaque)
+        fut: asyncio.Future[RemotingCommand] = asyncio.get_running_loop().create_future()
+        self._pending[cmd.opaque] = fut
+        try:
+            self.send(cmd)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RemotingTimeoutError(
+                f"no response from {self.peer} to request code {cmd.code} within {timeout:.1f}s"
+            ) from None
+        finally:
+            self._pending.pop(cmd.opaque, None)
+
+    async def oneway(self, cmd: RemotingCommand) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+        cmd.opaque = next(self._opaque)
+        cmd.flag |= FLAG_ONEWAY
+        self.send(cmd)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def on_close(self, callback: CloseCallback) -> None:
+        self._close_callbacks.append(callback)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+class RemotingServer:
+    """A TCP server whose connections answer requests through ``handler``."""
+
+    def __init__(
+        self,
+        handler: RequestHandler,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        on_connect: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self.host = host
+        self.port = port
+        self._on_connect = on_connect
+        self._server: asyncio.base_events.Server | None = None
+        self.connections: set[Connection] = set()
+
+    def _make_connection(self) -> Connection:
+        conn = Connection(self._handler)
+        self.connections.add(conn)
+        conn.on_close(self.connections.discard)
+        if self._on_connect is not None:
+            self._on_connect(conn)
+        return conn
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_connection, self.host, self.port, reuse_address=True, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self.connections):
+                conn.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+class ConnectionPool:
+    """Client side: one connection per address, opened on first use and re-opened after a close."""
+
+    def __init__(self, handler: RequestHandler | None = None, connect_timeout: float = 3.0) -> None:
+        self._handler = handler
+        self._connect_timeout = connect_timeout
+        self._connections: dict[str, Connection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, addr: str) -> Connection:
+        conn = self._connections.get(addr)
+        if conn is not None and conn.is_open:
+            return conn
+        lock = self._locks.setdefault(addr, asyncio.Lock())
+        async with lock:
+            conn = self._connections.get(addr)
+            if conn is not None and conn.is_open:
+                return conn
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                raise KrocketError(f"address {addr!r} is not host:port")
+            loop = asyncio.get_running_loop()
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: Connection(self._handler), host, int(port)), self._connect_timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionClosedError(f"cannot connect to {addr}: {exc or 'timed out'}") from None
+            self._connections[addr] = conn
+            return conn
+
+    async def request(self, addr: str, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
+        conn = await self.get(addr)
+        return await conn.request(cmd, timeout)
+
+    async def oneway(self, addr: str, cmd: RemotingCommand) -> None:
+        conn = await self.get(addr)
+        await conn.oneway(cmd)
+
+    def drop(self, addr: str) -> None:
+        conn = self._connections.pop(addr, None)
+        if conn is not None:
+            conn.close()
+
+    def addresses(self) -> list[str]:
+        return [a for a, c in self._connections.items() if c.is_open]
+
+    async def close(self) -> None:
+        conns = list(self._connections.values())
+        self._connections.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.wait_closed(), 1.0)
+            except TimeoutError:
+                conn.abort()
