@@ -1,0 +1,104 @@
+"""Calls to a broker's HTTP admin API (port 10913), and the seam that says where a broker is.
+
+`BrokerResolver` maps (BrokerGroup, ordinal) to the admin base URL. In a cluster that is the pod's stable
+DNS name; tests swap in a resolver that points at a broker process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+from krocket.operator import build_brokergroup
+from krocket.operator import constants as c
+from krocket.operator.build_common import meta
+from krocket.operator.placement import TopicConfig
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or answered with a server error; retry later."""
+
+
+class BrokerRejected(Exception):
+    """The broker refused the request (HTTP 4xx other than 404): the request itself is wrong."""
+
+
+class BrokerResolver(Protocol):
+    def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:
+        """Base URL of the admin API of pod `ordinal` of `group`, or None when it has no address yet."""
+        ...
+
+
+class DnsResolver:
+    """Pods are reached through the group's headless Service: `<pod>.<group>-headless.<ns>.svc:10913`."""
+
+    def __init__(self, port: int = c.BROKER_HTTP_PORT) -> None:
+        self._port = port
+
+    def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:
+        md = meta(group)
+        return f"http://{build_brokergroup.pod_host(md['name'], md['namespace'], ordinal)}:{self._port}"
+
+
+class StaticResolver:
+    """Fixed URLs per (namespace, group name, ordinal); for tests and for brokers outside the cluster."""
+
+    def __init__(self, urls: Mapping[tuple[str, str, int], str] | None = None) -> None:
+        self.urls: dict[tuple[str, str, int], str] = dict(urls or {})
+
+    def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:
+        md = meta(group)
+        return self.urls.get((md["namespace"], md["name"], ordinal))
+
+
+class BrokerAdmin:
+    """Thin async wrapper over the admin API; one aiohttp session shared by all calls."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float = 5.0) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _call(self, method: str, url: str, json: Any = None) -> tuple[int, Any]:
+        try:
+            async with self._session.request(method, url, json=json, timeout=self._timeout) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except (aiohttp.ContentTypeError, ValueError):
+                    body = {"error": (await resp.text())[:200]}
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise BrokerUnavailable(f"{method} {url}: {e.__class__.__name__}: {e}") from e
+        if status >= 500:
+            raise BrokerUnavailable(f"{method} {url}: HTTP {status} {body}")
+        if 400 <= status < 500 and status != 404:
+            raise BrokerRejected(f"{method} {url}: HTTP {status} {(body or {}).get('error', body)}")
+        return status, body
+
+    async def broker_info(self, base: str) -> dict[str, Any]:
+        _, body = await self._call("GET", f"{base}/api/v1/broker")
+        return dict(body or {})
+
+    async def ready(self, base: str) -> bool:
+        try:
+            async with self._session.get(f"{base}/readyz", timeout=self._timeout) as resp:
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def list_topics(self, base: str) -> list[dict[str, Any]]:
+        _, body = await self._call("GET", f"{base}/api/v1/topics")
+        return list((body or {}).get("topics") or [])
+
+    async def get_topic(self, base: str, topic: str) -> dict[str, Any] | None:
+        status, body = await self._call("GET", f"{base}/api/v1/topics/{quote(topic, safe='')}")
+        return None if status == 404 else dict(body)
+
+    async def upsert_topic(self, base: str, cfg: TopicConfig) -> dict[str, Any]:
+        _, body = await self._call("POST", f"{base}/api/v1/topics", json=cfg.as_request())
+        return dict(body or {})
+
+    async def delete_topic(self, base: str, topic: str) -> bool:
+        status, _ = await self._call("DELETE", f"{base}/api/v1/topics/{quote(topic, safe='')}")
+        return status != 404

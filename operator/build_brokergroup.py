@@ -1,0 +1,428 @@
+"""BrokerGroup -> ConfigMap, headless Service, StatefulSet (master = ordinal 0), PodDisruptionBudget (pure).
+
+Also the pure decisions the reconciler takes for a group: the rolling-update partition, slave scale-down
+and storage changes. Nothing here talks to the API server or to a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from krocket.operator import build_namesrv
+from krocket.operator import constants as c
+from krocket.operator.build_common import (
+    Manifest,
+    apply_pod_template,
+    child_metadata,
+    common_labels,
+    meta,
+    pdb,
+    restricted_security_context,
+    selector_labels,
+    spec_of,
+    stable_hash,
+)
+from krocket.operator.quantity import parse_quantity
+
+COMPONENT = c.COMPONENT_BROKER
+DATA_VOLUME = "data"
+DEFAULT_STORAGE_SIZE = "10Gi"
+
+# Keys the operator owns in broker.yaml; `brokerConfig.extra` may not set them (the CRD refuses them too).
+RESERVED_CONFIG_KEYS = frozenset(
+    {
+        "brokerClusterName",
+        "brokerName",
+        "brokerId",
+        "brokerRole",
+        "flushDiskType",
+        "namesrvAddr",
+        "listenPort",
+        "haListenPort",
+        "httpPort",
+        "storePathRootDir",
+    }
+)
+
+
+class SpecError(ValueError):
+    """A spec the operator refuses; `reason` is the condition reason shown to the user."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- names ------------------------------------------------------------------------------------------
+
+
+def statefulset_name(name: str) -> str:
+    return name
+
+
+def headless_service_name(name: str) -> str:
+    return f"{name}-headless"
+
+
+def configmap_name(name: str) -> str:
+    return f"{name}-config"
+
+
+def broker_name(body: Mapping[str, Any]) -> str:
+    return str(spec_of(body).get("brokerName") or meta(body)["name"])
+
+
+def cluster_name(body: Mapping[str, Any]) -> str:
+    return str(spec_of(body).get("clusterName") or "DefaultCluster")
+
+
+def replicas(body: Mapping[str, Any]) -> int:
+    return 1 + int(spec_of(body).get("slaves", 1))
+
+
+def pod_name(name: str, ordinal: int) -> str:
+    return f"{statefulset_name(name)}-{ordinal}"
+
+
+def pod_host(name: str, namespace: str, ordinal: int) -> str:
+    return f"{pod_name(name, ordinal)}.{headless_service_name(name)}.{namespace}.svc"
+
+
+def pvc_name(name: str, ordinal: int) -> str:
+    return f"{DATA_VOLUME}-{statefulset_name(name)}-{ordinal}"
+
+
+def namesrv_address(body: Mapping[str, Any]) -> str:
+    """Name servers are addressed by the NameServerSet's headless Service: scaling them restarts nothing."""
+    ref = spec_of(body).get("nameServerSetRef") or {}
+    if ref.get("address"):
+        return str(ref["address"])
+    ns = ref.get("namespace") or meta(body)["namespace"]
+    return build_namesrv.address(str(ref.get("name", "")), ns)
+
+
+# --- broker.yaml ------------------------------------------------------------------------------------
+
+
+def broker_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The broker.yaml content shared by every pod of the group; brokerId comes from the pod index."""
+    spec = spec_of(body)
+    cfg = spec.get("brokerConfig") or {}
+    out: dict[str, Any] = {}
+    for key, value in (cfg.get("extra") or {}).items():
+        if key not in RESERVED_CONFIG_KEYS:
+            out[str(key)] = str(value)
+    out.update(
+        {
+            "autoCreateTopicEnable": bool(cfg.get("autoCreateTopicEnable", False)),
+            "fileReservedTime": int(cfg.get("fileReservedTime", 72)),
+            "diskMaxUsedSpaceRatio": int(cfg.get("diskMaxUsedSpaceRatio", 75)),
+            "brokerClusterName": cluster_name(body),
+            "brokerName": broker_name(body),
+            "brokerRole": "SYNC_MASTER" if spec.get("replicationMode") == "SYNC" else "ASYNC_MASTER",
+            "flushDiskType": "SYNC_FLUSH" if spec.get("flushMode") == "SYNC" else "ASYNC_FLUSH",
+            "namesrvAddr": namesrv_address(body),
+            "listenPort": c.BROKER_PORT,
+            "haListenPort": c.BROKER_HA_PORT,
+            "httpPort": c.BROKER_HTTP_PORT,
+            "storePathRootDir": c.DATA_DIR,
+        }
+    )
+    return out
+
+
+def configmap(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    text = yaml.safe_dump(broker_config(body), sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(body, configmap_name(name), common_labels(name, COMPONENT, cluster_name(body))),
+        "data": {c.CONFIG_FILE: text},
+    }
+
+
+# --- pods and StatefulSet ---------------------------------------------------------------------------
+
+
+def _affinity(body: Mapping[str, Any]) -> dict[str, Any]:
+    name = meta(body)["name"]
+    mode = spec_of(body).get("podAntiAffinity", "required")
+    same_group = {"matchLabels": selector_labels(name, COMPONENT)}
+    other_groups = {"matchLabels": {c.LABEL_CLUSTER: cluster_name(body), c.LABEL_COMPONENT: COMPONENT}}
+    zone_spread = {
+        "weight": 50,
+        "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone", "labelSelector": other_groups},
+    }
+    anti: dict[str, Any] = {"preferredDuringSchedulingIgnoredDuringExecution": [zone_spread]}
+    host_term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": same_group}
+    if mode == "required":
+        anti["requiredDuringSchedulingIgnoredDuringExecution"] = [host_term]
+    elif mode == "preferred":
+        anti["preferredDuringSchedulingIgnoredDuringExecution"].insert(0, {"weight": 100, "podAffinityTerm": host_term})
+    return {"podAntiAffinity": anti}
+
+
+def pod_template(body: Mapping[str, Any]) -> Manifest:
+    name, spec = meta(body)["name"], spec_of(body)
+    headless = headless_service_name(name)
+    pod_sc, ctr_sc = restricted_security_context()
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {
+            "name": "KROCKET_BROKER_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{c.LABEL_POD_INDEX}']"}},
+        },
+        {"name": "KROCKET_ADVERTISE_HOST", "value": f"$(POD_NAME).{headless}.$(POD_NAMESPACE).svc"},
+        {"name": "KROCKET_NAMESRV_ADDR", "value": namesrv_address(body)},
+    ]
+    container: dict[str, Any] = {
+        "name": "broker",
+        "image": spec.get("image", c.DEFAULT_IMAGE),
+        "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
+        "args": ["broker", "--config", f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"],
+        "env": env,
+        "ports": [
+            {"name": "remoting", "containerPort": c.BROKER_PORT, "protocol": "TCP"},
+            {"name": "ha", "containerPort": c.BROKER_HA_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": c.BROKER_HTTP_PORT, "protocol": "TCP"},
+        ],
+        # A crashed broker replays its commit log before /healthz answers: give recovery time.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": ctr_sc,
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": c.DATA_DIR},
+            {"name": "config", "mountPath": c.CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if spec.get("resources"):
+        container["resources"] = dict(spec["resources"])
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": configmap_name(name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if (spec.get("storage") or {}).get("ephemeral"):
+        volumes.insert(0, {"name": DATA_VOLUME, "emptyDir": {}})
+    labels = common_labels(name, COMPONENT, cluster_name(body))
+    template: Manifest = {
+        "metadata": {
+            "labels": labels,
+            # Changing broker.yaml changes this hash, which rolls the pods in the safe order.
+            "annotations": {c.ANN_CONFIG_HASH: stable_hash(broker_config(body))},
+        },
+        "spec": {
+            "containers": [container],
+            "securityContext": pod_sc,
+            "terminationGracePeriodSeconds": 60,
+            "affinity": _affinity(body),
+            "volumes": volumes,
+        },
+    }
+    return apply_pod_template(template, spec.get("podTemplate"))
+
+
+def volume_claim_template(body: Mapping[str, Any]) -> Manifest:
+    storage = spec_of(body).get("storage") or {}
+    name = meta(body)["name"]
+    vct: Manifest = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": DATA_VOLUME, "labels": common_labels(name, COMPONENT, cluster_name(body))},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": str(storage.get("size", DEFAULT_STORAGE_SIZE))}},
+        },
+    }
+    if storage.get("storageClassName"):
+        vct["spec"]["storageClassName"] = storage["storageClassName"]
+    return vct
+
+
+def statefulset(body: Mapping[str, Any], *, partition: int = 0, replica_count: int | None = None) -> Manifest:
+    """The group's StatefulSet.
+
+    Updates use `RollingUpdate` with a `partition` the operator moves: 1 while slaves roll (highest ordinal
+    first, each waited on until Ready by the StatefulSet controller), then 0 once a slave is in sync, so the
+    master (ordinal 0) restarts last. `replica_count` lets the reconciler hold a scale-down.
+    """
+    name, spec = meta(body)["name"], spec_of(body)
+    storage = spec.get("storage") or {}
+    template = pod_template(body)
+    retention = storage.get("retentionPolicy") or {}
+    sts_spec: dict[str, Any] = {
+        "replicas": replicas(body) if replica_count is None else replica_count,
+        "serviceName": headless_service_name(name),
+        "podManagementPolicy": "OrderedReady",
+        "selector": {"matchLabels": selector_labels(name, COMPONENT)},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}},
+        "persistentVolumeClaimRetentionPolicy": {
+            "whenDeleted": retention.get("whenDeleted", "Retain"),
+            "whenScaled": retention.get("whenScaled", "Retain"),
+        },
+        "template": template,
+    }
+    if not storage.get("ephemeral"):
+        sts_spec["volumeClaimTemplates"] = [volume_claim_template(body)]
+    labels = common_labels(name, COMPONENT, cluster_name(body))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(body, statefulset_name(name), labels, {c.ANN_TEMPLATE_HASH: stable_hash(template)}),
+        "spec": sts_spec,
+    }
+
+
+def headless_service(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            body, headless_service_name(name), common_labels(name, COMPONENT, cluster_name(body))
+        ),
+        "spec": {
+            "clusterIP": "None",
+            # Per-pod DNS must exist before a pod is Ready: a slave resolves its master to replicate.
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(name, COMPONENT),
+            "ports": [
+                {"name": "remoting", "port": c.BROKER_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "ha", "port": c.BROKER_HA_PORT, "targetPort": "ha", "protocol": "TCP"},
+                {"name": "http", "port": c.BROKER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def disruption_budget(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    return pdb(body, name, COMPONENT, cluster_name(body), 1)
+
+
+def children(body: Mapping[str, Any], *, partition: int = 0, replica_count: int | None = None) -> list[Manifest]:
+    return [
+        configmap(body),
+        headless_service(body),
+        statefulset(body, partition=partition, replica_count=replica_count),
+        disruption_budget(body),
+    ]
+
+
+# --- decisions --------------------------------------------------------------------------------------
+
+
+def check_storage_change(body: Mapping[str, Any], existing_sts: Mapping[str, Any] | None) -> str | None:
+    """Refuse a storage class change or a shrink against the live StatefulSet.
+
+    Returns the new size to expand PVCs to, or None when nothing changes. Raises SpecError when refused.
+    """
+    storage = spec_of(body).get("storage") or {}
+    if existing_sts is None or storage.get("ephemeral"):
+        return None
+    vcts = (existing_sts.get("spec") or {}).get("volumeClaimTemplates") or []
+    vct = next((v for v in vcts if (v.get("metadata") or {}).get("name") == DATA_VOLUME), None)
+    if vct is None:
+        return None
+    old_class = (vct.get("spec") or {}).get("storageClassName")
+    new_class = storage.get("storageClassName")
+    if new_class and old_class and new_class != old_class:
+        raise SpecError(
+            "NotSupported",
+            f"storage.storageClassName cannot change ({old_class!r} -> {new_class!r}); "
+            "create a new BrokerGroup and move topics to it instead",
+        )
+    old_size = str(vct["spec"]["resources"]["requests"]["storage"])
+    new_size = str(storage.get("size", DEFAULT_STORAGE_SIZE))
+    if parse_quantity(new_size) < parse_quantity(old_size):
+        raise SpecError(
+            "NotSupported",
+            f"storage.size cannot shrink ({old_size} -> {new_size}); volumes only grow. Set it back to >= {old_size}",
+        )
+    return new_size if parse_quantity(new_size) > parse_quantity(old_size) else None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    partition: int
+    rolling: bool
+    reason: str
+    message: str
+
+
+def rollout(
+    *,
+    replica_count: int,
+    template_changed: bool,
+    sts: Mapping[str, Any] | None,
+    slave_in_sync: bool,
+) -> Rollout:
+    """Decide the StatefulSet partition for a safe roll: slaves first, master last and only after a slave
+    is in sync. With no slaves there is nobody to fail over to, so the master rolls at once.
+    """
+    current = ((((sts or {}).get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}).get(
+        "partition", 0
+    )
+    status = (sts or {}).get("status") or {}
+    if replica_count <= 1:
+        rolling = template_changed or _revision_pending(status)
+        return Rollout(0, rolling, "RollingUpdateInProgress" if rolling else "Idle", "no slaves: master restarts")
+    if template_changed:
+        return Rollout(1, True, "RollingUpdateInProgress", "rolling slaves first (highest ordinal first)")
+    if not _revision_pending(status):
+        return Rollout(0, False, "Idle", "all pods run the current revision")
+    if int(current) == 0:
+        return Rollout(0, True, "RollingUpdateInProgress", "rolling the master")
+    slaves_done = int(status.get("updatedReplicas", 0) or 0) >= replica_count - 1
+    all_ready = int(status.get("readyReplicas", 0) or 0) >= replica_count
+    if slaves_done and all_ready and slave_in_sync:
+        return Rollout(0, True, "RollingUpdateInProgress", "slaves updated and in sync: rolling the master")
+    if slaves_done and all_ready:
+        return Rollout(1, True, "WaitingForSlaveInSync", "slaves updated; waiting for a slave to catch up")
+    return Rollout(1, True, "RollingUpdateInProgress", "rolling slaves (highest ordinal first)")
+
+
+def _revision_pending(status: Mapping[str, Any]) -> bool:
+    cur, upd = status.get("currentRevision"), status.get("updateRevision")
+    return bool(cur and upd and cur != upd)
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    replicas: int
+    blocked: bool
+    message: str
+
+
+def scale(*, desired: int, current: int | None, master_ready: bool, skip_check: bool) -> ScaleDecision:
+    """Slaves are removed highest ordinal first (the StatefulSet controller does that) and only while the
+    master is Ready, so readers that used the removed slave fall back to it. `skip_check` overrides.
+    """
+    if current is None or desired >= current:
+        return ScaleDecision(desired, False, "")
+    if master_ready or skip_check:
+        return ScaleDecision(desired, False, f"removing slaves {list(range(desired, current))}")
+    return ScaleDecision(
+        current,
+        True,
+        f"cannot remove slaves {list(range(desired, current))} while the master is not Ready "
+        f'(consumers reading from them need it); wait, or set annotation {c.ANN_SKIP_DRAIN_CHECK}="true"',
+    )

@@ -1,0 +1,191 @@
+"""NameServerSet -> StatefulSet, headless Service, client Service, PodDisruptionBudget (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from krocket.operator import constants as c
+from krocket.operator.build_common import (
+    Manifest,
+    apply_pod_template,
+    child_metadata,
+    common_labels,
+    meta,
+    pdb,
+    restricted_security_context,
+    selector_labels,
+    spec_of,
+    stable_hash,
+)
+
+COMPONENT = c.COMPONENT_NAMESRV
+
+
+def headless_service_name(name: str) -> str:
+    return f"{name}-headless"
+
+
+def client_service_name(name: str) -> str:
+    return name
+
+
+def statefulset_name(name: str) -> str:
+    return name
+
+
+def address(name: str, namespace: str) -> str:
+    """The DNS address brokers and clients use: the headless Service resolves to every ready name server."""
+    return f"{headless_service_name(name)}.{namespace}.svc:{c.NAMESRV_PORT}"
+
+
+def pod_addresses(name: str, namespace: str, replicas: int) -> list[str]:
+    """Per-pod stable DNS names, for RocketMQ clients that want a `;`-joined list."""
+    svc = headless_service_name(name)
+    return [f"{statefulset_name(name)}-{i}.{svc}.{namespace}.svc:{c.NAMESRV_PORT}" for i in range(replicas)]
+
+
+def _pod_template(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    spec = spec_of(body)
+    pod_sc, ctr_sc = restricted_security_context()
+    container: dict[str, Any] = {
+        "name": "namesrv",
+        "image": spec.get("image", c.DEFAULT_NAMESRV_IMAGE),
+        "imagePullPolicy": spec.get("imagePullPolicy", "IfNotPresent"),
+        "args": [
+            "namesrv",
+            "--listen-port",
+            str(c.NAMESRV_PORT),
+            "--http-port",
+            str(c.NAMESRV_HTTP_PORT),
+        ],
+        "ports": [
+            {"name": "remoting", "containerPort": c.NAMESRV_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": c.NAMESRV_HTTP_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": ctr_sc,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if spec.get("resources"):
+        container["resources"] = dict(spec["resources"])
+    template: Manifest = {
+        "metadata": {"labels": common_labels(name, COMPONENT)},
+        "spec": {
+            "containers": [container],
+            "securityContext": pod_sc,
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": selector_labels(name, COMPONENT)},
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    return apply_pod_template(template, spec.get("podTemplate"))
+
+
+def statefulset(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    spec = spec_of(body)
+    template = _pod_template(body)
+    labels = common_labels(name, COMPONENT)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(body, statefulset_name(name), labels, {c.ANN_TEMPLATE_HASH: stable_hash(template)}),
+        "spec": {
+            "replicas": int(spec.get("replicas", 2)),
+            "serviceName": headless_service_name(name),
+            # Name servers share nothing, so they may start and stop in parallel.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(name, COMPONENT)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "template": template,
+        },
+    }
+
+
+def headless_service(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(body, headless_service_name(name), common_labels(name, COMPONENT)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": False,
+            "selector": selector_labels(name, COMPONENT),
+            "ports": [
+                {"name": "remoting", "port": c.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "http", "port": c.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def client_service(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    svc_spec = spec_of(body).get("service") or {}
+    md = child_metadata(body, client_service_name(name), common_labels(name, COMPONENT), svc_spec.get("annotations"))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": md,
+        "spec": {
+            "type": svc_spec.get("type", "ClusterIP"),
+            "selector": selector_labels(name, COMPONENT),
+            "ports": [
+                {"name": "remoting", "port": c.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "http", "port": c.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def disruption_budget(body: Mapping[str, Any]) -> Manifest:
+    name = meta(body)["name"]
+    max_unavailable = int((spec_of(body).get("pdb") or {}).get("maxUnavailable", 1))
+    return pdb(body, name, COMPONENT, None, max_unavailable)
+
+
+def children(body: Mapping[str, Any]) -> list[Manifest]:
+    """Every object a NameServerSet owns, in the order they should be applied."""
+    return [headless_service(body), client_service(body), statefulset(body), disruption_budget(body)]
+
+
+def status(body: Mapping[str, Any], sts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Status fields derived from the spec and the observed StatefulSet (conditions are added elsewhere)."""
+    name, ns = meta(body)["name"], meta(body)["namespace"]
+    replicas = int(spec_of(body).get("replicas", 2))
+    sts_status = (sts or {}).get("status") or {}
+    addresses = pod_addresses(name, ns, replicas)
+    return {
+        "replicas": int(sts_status.get("replicas", 0) or 0),
+        "readyReplicas": int(sts_status.get("readyReplicas", 0) or 0),
+        "labelSelector": ",".join(f"{k}={v}" for k, v in selector_labels(name, COMPONENT).items()),
+        "address": address(name, ns),
+        "serviceAddress": f"{client_service_name(name)}.{ns}.svc:{c.NAMESRV_PORT}",
+        "addresses": addresses,
+        "nsAddr": ";".join(addresses),
+    }

@@ -1,0 +1,107 @@
+"""Status conditions (Kubernetes `metav1.Condition` shape) with reasons a user can act on.
+
+Pure functions: the caller passes the current list and the clock, and gets a new list back.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+
+# Condition types.
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+ROLLING_UPDATE = "RollingUpdate"
+SCALE_BLOCKED = "ScaleBlocked"
+
+# Reasons (CamelCase, stable: users and alerts match on them).
+REASON_ALL_READY = "AllReplicasReady"
+REASON_WAITING = "WaitingForReplicas"
+REASON_NO_REPLICAS = "ScaledToZero"
+REASON_ROLLING = "RollingUpdateInProgress"
+REASON_WAITING_FOR_SYNC = "WaitingForSlaveInSync"
+REASON_ROLLED = "RollingUpdateComplete"
+REASON_MASTER_DOWN = "MasterNotReady"
+REASON_SLAVE_DOWN = "SlaveNotReady"
+REASON_NAMESRV_MISSING = "NameServerSetNotFound"
+REASON_CONFLICT = "ResourceConflict"
+REASON_NOT_SUPPORTED = "NotSupported"
+REASON_INVALID = "InvalidSpec"
+REASON_CREATED = "Created"
+REASON_UPDATED = "Updated"
+REASON_IN_SYNC = "InSync"
+REASON_BROKER_UNAVAILABLE = "BrokerUnavailable"
+REASON_NO_BROKER_GROUPS = "NoBrokerGroupsSelected"
+REASON_DRAINING = "Draining"
+REASON_SCALE_BLOCKED = "DrainBlocked"
+REASON_DELETING = "Deleting"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+    def as_dict(self, now: str, observed_generation: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": now,
+        }
+        if observed_generation is not None:
+            out["observedGeneration"] = observed_generation
+        return out
+
+
+def now_iso(clock: datetime.datetime | None = None) -> str:
+    ts = clock or datetime.datetime.now(datetime.UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    current: Iterable[Mapping[str, Any]] | None,
+    updates: Iterable[Condition],
+    *,
+    now: str,
+    observed_generation: int | None = None,
+) -> list[dict[str, Any]]:
+    """Return `current` with `updates` applied.
+
+    `lastTransitionTime` only moves when a condition's status changes, as Kubernetes conventions ask;
+    conditions not mentioned in `updates` are kept as they are.
+    """
+    result: dict[str, dict[str, Any]] = {}
+    for cond in current or ():
+        if isinstance(cond, Mapping) and "type" in cond:
+            result[str(cond["type"])] = dict(cond)
+    for upd in updates:
+        new = upd.as_dict(now, observed_generation)
+        old = result.get(upd.type)
+        if old is not None and old.get("status") == upd.status and old.get("lastTransitionTime"):
+            new["lastTransitionTime"] = old["lastTransitionTime"]
+        result[upd.type] = new
+    order = {READY: 0}
+    return sorted(result.values(), key=lambda c: (order.get(c["type"], 1), c["type"]))
+
+
+def find(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:
+    for cond in conditions or ():
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> bool:
+    cond = find(conditions, ctype)
+    return cond is not None and cond.get("status") == TRUE

@@ -1,0 +1,132 @@
+"""kopf handlers: thin glue between kopf and the reconcile functions.
+
+`register()` puts every handler into the registry it is given, so an operator run (or a test) owns its
+registry and nothing is registered at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from krocket.operator import constants as c
+from krocket.operator import reconcile as rec
+from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.kube import BROKERGROUPS, NAMESERVERSETS
+
+log = logging.getLogger(__name__)
+
+
+def _ctx(memo: Any) -> OperatorContext:
+    ctx = memo["ctx"] if isinstance(memo, Mapping) else memo.ctx
+    if not isinstance(ctx, OperatorContext):
+        raise RuntimeError("kopf memo carries no OperatorContext; start the operator through krocket.operator.main")
+    return ctx
+
+
+def _emit(obj: Mapping[str, Any], outcome: rec.Outcome) -> None:
+    for ev in outcome.events:
+        kopf.event(dict(obj), type=ev.type, reason=ev.reason, message=ev.message[:1000])
+
+
+def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: rec.Outcome, *, raise_retry: bool = True) -> None:
+    for key, value in outcome.status.items():
+        patch.status[key] = value
+    _emit(body, outcome)
+    if outcome.retry_after is not None and raise_retry:
+        raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after)
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """Our own finalizer and annotation names, so several kopf operators never step on each other."""
+    settings.persistence.finalizer = c.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = None) -> None:
+    cfg = config or OperatorConfig()
+    g, v = c.GROUP, c.VERSION
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        configure_settings(settings)
+        await _ctx(memo).start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        await _ctx(memo).close()
+
+    @kopf.on.probe(id="context", registry=registry)
+    def probe(memo: Any, **_: Any) -> bool:
+        return _ctx(memo).kube is not None
+
+    # NameServerSet ----------------------------------------------------------------------------------
+    @kopf.on.resume(g, v, c.NAMESERVERSETS, registry=registry)
+    @kopf.on.create(g, v, c.NAMESERVERSETS, registry=registry)
+    @kopf.on.update(g, v, c.NAMESERVERSETS, registry=registry)
+    async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)))
+
+    @kopf.timer(
+        g, v, c.NAMESERVERSETS, interval=cfg.resync_interval, initial_delay=cfg.resync_interval, registry=registry
+    )
+    async def nameserverset_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)), raise_retry=False)
+
+    # BrokerGroup ------------------------------------------------------------------------------------
+    @kopf.on.resume(g, v, c.BROKERGROUPS, registry=registry)
+    @kopf.on.create(g, v, c.BROKERGROUPS, registry=registry)
+    @kopf.on.update(g, v, c.BROKERGROUPS, registry=registry)
+    async def brokergroup(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)))
+
+    @kopf.timer(
+        g, v, c.BROKERGROUPS, interval=cfg.status_interval, initial_delay=cfg.status_interval, registry=registry
+    )
+    async def brokergroup_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)), raise_retry=False)
+
+    # Children: a StatefulSet changed (status moved, or it was edited/deleted out of band) -----------
+    @kopf.on.event("apps", "v1", "statefulsets", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=registry)
+    async def child_statefulset(body: kopf.Body, memo: Any, **_: Any) -> None:
+        ctx = _ctx(memo)
+        owner_ref = next((r for r in body.metadata.get("ownerReferences") or [] if r.get("controller")), None)
+        if owner_ref is None or ctx.kube is None:
+            return
+        kind = {c.KIND_NAMESERVERSET: NAMESERVERSETS, c.KIND_BROKERGROUP: BROKERGROUPS}.get(owner_ref.get("kind"))
+        if kind is None:
+            return
+        owner = await ctx.kube.get(kind, body.metadata.namespace, owner_ref["name"])
+        if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
+            return
+        if owner.get("metadata", {}).get("uid") != owner_ref.get("uid"):
+            return
+        if kind is NAMESERVERSETS:
+            outcome = await rec.reconcile_nameserverset(owner, ctx)
+        else:
+            outcome = await rec.reconcile_brokergroup(owner, ctx)
+        await ctx.kube.patch(kind, body.metadata.namespace, owner_ref["name"], {"status": outcome.status}, "status")
+        _emit(owner, outcome)
+
+    # Topic ------------------------------------------------------------------------------------------
+    @kopf.on.resume(g, v, c.TOPICS, registry=registry)
+    @kopf.on.create(g, v, c.TOPICS, registry=registry)
+    @kopf.on.update(g, v, c.TOPICS, registry=registry)
+    async def topic(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+        _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo), retry))
+
+    @kopf.timer(g, v, c.TOPICS, interval=cfg.resync_interval, initial_delay=cfg.resync_interval, registry=registry)
+    async def topic_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        """Repairs drift (queues changed or the topic deleted out of band) and picks up new groups."""
+        _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo)), raise_retry=False)
+
+    @kopf.on.delete(g, v, c.TOPICS, registry=registry)
+    async def topic_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+        _relay(body, patch, await rec.delete_topic(body, _ctx(memo), retry))
