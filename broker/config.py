@@ -1,0 +1,96 @@
+"""Broker settings, with RocketMQ's names (camelCase in YAML, snake_case here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krocket.common.config import build_config, env_layer, load_yaml
+from krocket.common.errors import ConfigError
+
+FLUSH_MODES = ("ASYNC_FLUSH", "SYNC_FLUSH")
+ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
+
+# KROCKET_<NAME> environment variables the broker reads (the operator sets these in pods).
+ENV_SETTINGS = {
+    "BROKER_ID": "brokerId",
+    "ADVERTISE_HOST": "brokerIP1",
+    "NAMESRV_ADDR": "namesrvAddr",
+    "BROKER_NAME": "brokerName",
+    "CLUSTER_NAME": "brokerClusterName",
+    "STORE_DIR": "storePathRootDir",
+}
+
+
+@dataclass
+class BrokerConfig:
+    broker_cluster_name: str = "DefaultCluster"
+    broker_name: str = "broker-a"
+    broker_id: int = 0
+    broker_role: str = "ASYNC_MASTER"
+    namesrv_addr: str = ""
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 10911
+    ha_listen_port: int = 10912
+    http_port: int = 10913
+    broker_i_p1: str = ""  # advertised host; RocketMQ calls it brokerIP1
+    store_path_root_dir: str = "./store"
+    flush_disk_type: str = "ASYNC_FLUSH"
+    mapped_file_size_commit_log: int = 1024 * 1024 * 1024
+    auto_create_topic_enable: bool = False
+    default_topic_queue_nums: int = 8
+    max_message_size: int = 4 * 1024 * 1024
+    file_reserved_time: int = 72
+    disk_max_used_space_ratio: int = 75
+    disk_space_warning_level_ratio: int = 90
+    register_name_server_period: int = 30_000
+    long_polling_enable: bool = True
+    short_polling_time_mills: int = 1000
+    channel_expired_timeout: int = 120_000
+    flush_consumer_offset_interval: int = 5000
+    sync_flush_timeout: int = 5000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_slave(self) -> bool:
+        return self.broker_id != 0 or self.broker_role == "SLAVE"
+
+    def validate(self) -> None:
+        if self.flush_disk_type not in FLUSH_MODES:
+            raise ConfigError(f"flushDiskType must be one of {', '.join(FLUSH_MODES)}, got {self.flush_disk_type!r}")
+        if self.broker_role not in ROLES:
+            raise ConfigError(f"brokerRole must be one of {', '.join(ROLES)}, got {self.broker_role!r}")
+        if self.broker_id < 0:
+            raise ConfigError(f"brokerId must be 0 (master) or a positive slave id, got {self.broker_id}")
+        for name in ("listen_port", "ha_listen_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port < 65536:
+                raise ConfigError(f"{name} must be a TCP port (0 picks a free one), got {port}")
+        if not self.broker_name:
+            raise ConfigError("brokerName must not be empty")
+        if self.mapped_file_size_commit_log < 64 * 1024:
+            raise ConfigError("mappedFileSizeCommitLog must be at least 64 KiB")
+        if not 1 <= self.disk_space_warning_level_ratio <= 99:
+            raise ConfigError("diskSpaceWarningLevelRatio must be a percentage between 1 and 99")
+
+    @property
+    def store_dir(self) -> Path:
+        return Path(self.store_path_root_dir)
+
+
+def load_broker_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> BrokerConfig:
+    """File < ``KROCKET_*`` environment < explicit overrides (CLI flags)."""
+    file_layer = load_yaml(path) if path else {}
+    env = env_layer("KROCKET_", ENV_SETTINGS)
+    if "namesrvAddr" not in env and _env_namesrv():
+        env["namesrvAddr"] = _env_namesrv()
+    config = build_config(BrokerConfig, file_layer, env, overrides or {})
+    config.validate()
+    return config
+
+
+def _env_namesrv() -> str:
+    import os
+
+    return os.environ.get("NAMESRV_ADDR", "")

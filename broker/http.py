@@ -1,0 +1,157 @@
+"""The broker's aiohttp app: health, metrics and the admin API (topics, consumer groups, broker state)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from krocket.broker.service import BrokerService
+from krocket.common.codes import PERM_READ_WRITE
+from krocket.common.errors import KrocketError
+from krocket.common.metrics import Metrics
+from krocket.common.topic import TopicConfig
+
+SERVICE_KEY = web.AppKey("service", BrokerService)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+STATE_KEY = web.AppKey("state", dict)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    ready = state.get("serving", False) and state["registration"].registered
+    return web.json_response(
+        {"ready": ready, "serving": state.get("serving", False), "registered": state["registration"].registered},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS_KEY].render(), content_type="text/plain")
+
+
+async def broker_info(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    state = request.app[STATE_KEY]
+    config = service.config
+    return web.json_response(
+        {
+            "clusterName": config.broker_cluster_name,
+            "brokerName": config.broker_name,
+            "brokerId": config.broker_id,
+            "role": "SLAVE" if config.is_slave else config.broker_role,
+            "addr": state["registration"].broker_addr,
+            "haAddr": state["registration"].ha_addr,
+            "maxPhyOffset": service.store.max_phy_offset,
+            "registered": state["registration"].registered,
+            "nameServers": state["registration"].registered_with,
+            "flushDiskType": config.flush_disk_type,
+        }
+    )
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    return web.json_response({"topics": [c.to_json() for _, c in sorted(service.topics.topics.items())]})
+
+
+async def get_topic(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    name = request.match_info["topic"]
+    config = service.topics.get(name)
+    if config is None:
+        return _error(404, f"topic {name} does not exist on this broker")
+    data = config.to_json()
+    data["queues"] = service.topic_stats(name)
+    return web.json_response(data)
+
+
+async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfig:
+    try:
+        body: dict[str, Any] = await request.json()
+    except (ValueError, json.JSONDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
+        )
+    topic = name or body.get("topicName") or body.get("topic")
+    if not topic:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "topicName is required"}), content_type="application/json")
+    try:
+        return TopicConfig(
+            topic_name=str(topic),
+            read_queue_nums=int(body.get("readQueueNums", 8)),
+            write_queue_nums=int(body.get("writeQueueNums", body.get("readQueueNums", 8))),
+            perm=int(body.get("perm", PERM_READ_WRITE)),
+            order=bool(body.get("order", False)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"bad topic field: {exc}"}), content_type="application/json"
+        ) from None
+
+
+async def upsert_topic(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    config = await _topic_from_body(request, request.match_info.get("topic"))
+    try:
+        saved = service.create_topic(config)
+    except KrocketError as exc:
+        return _error(400, exc.message)
+    return web.json_response(saved.to_json())
+
+
+async def delete_topic(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    name = request.match_info["topic"]
+    if not service.delete_topic(name):
+        return _error(404, f"topic {name} does not exist on this broker")
+    return web.json_response({"deleted": name})
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    groups = sorted(set(service.offsets.all_groups()) | set(service.consumers.groups))
+    return web.json_response({"groups": [{"group": g, "clients": service.consumers.client_ids(g)} for g in groups]})
+
+
+async def group_offsets(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    group = request.match_info["group"]
+    return web.json_response(
+        {"group": group, "clients": service.consumers.client_ids(group), "offsets": service.consumer_progress(group)}
+    )
+
+
+def make_app(service: BrokerService, metrics_registry: Metrics, state: dict[str, Any]) -> web.Application:
+    app = web.Application()
+    app[SERVICE_KEY] = service
+    app[METRICS_KEY] = metrics_registry
+    app[STATE_KEY] = state
+    app.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics),
+            web.get("/api/v1/broker", broker_info),
+            web.get("/api/v1/topics", list_topics),
+            web.post("/api/v1/topics", upsert_topic),
+            web.get("/api/v1/topics/{topic}", get_topic),
+            web.put("/api/v1/topics/{topic}", upsert_topic),
+            web.delete("/api/v1/topics/{topic}", delete_topic),
+            web.get("/api/v1/groups", list_groups),
+            web.get("/api/v1/groups/{group}/offsets", group_offsets),
+        ]
+    )
+    return app

@@ -1,0 +1,78 @@
+"""Remoting front end of the broker: request code -> processor, thin over ``BrokerService``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from krocket.broker.processors.admin import (
+    process_all_consumer_offset,
+    process_all_topic_config,
+    process_create_topic,
+    process_delete_topic,
+    process_get_topic_config,
+    process_query_message,
+    process_runtime_info,
+    process_view_message,
+)
+from krocket.broker.processors.client import (
+    process_consumer_list,
+    process_heartbeat,
+    process_unregister_client,
+)
+from krocket.broker.processors.offsets import (
+    process_earliest_time,
+    process_max_offset,
+    process_min_offset,
+    process_query_consumer_offset,
+    process_search_offset,
+    process_update_consumer_offset,
+)
+from krocket.broker.processors.pull import process_pull
+from krocket.broker.processors.send import process_send
+from krocket.broker.service import BrokerService
+from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.metrics import Metrics
+from krocket.common.remoting import Connection, RemotingCommand
+
+Processor = Callable[[BrokerService, Connection, RemotingCommand], Awaitable[RemotingCommand]]
+
+PROCESSORS: dict[int, Processor] = {
+    RequestCode.SEND_MESSAGE: process_send,
+    RequestCode.SEND_MESSAGE_V2: process_send,
+    RequestCode.SEND_BATCH_MESSAGE: process_send,
+    RequestCode.PULL_MESSAGE: process_pull,
+    RequestCode.HEART_BEAT: process_heartbeat,
+    RequestCode.UNREGISTER_CLIENT: process_unregister_client,
+    RequestCode.GET_CONSUMER_LIST_BY_GROUP: process_consumer_list,
+    RequestCode.QUERY_CONSUMER_OFFSET: process_query_consumer_offset,
+    RequestCode.UPDATE_CONSUMER_OFFSET: process_update_consumer_offset,
+    RequestCode.GET_MAX_OFFSET: process_max_offset,
+    RequestCode.GET_MIN_OFFSET: process_min_offset,
+    RequestCode.SEARCH_OFFSET_BY_TIMESTAMP: process_search_offset,
+    RequestCode.GET_EARLIEST_MSG_STORETIME: process_earliest_time,
+    RequestCode.UPDATE_AND_CREATE_TOPIC: process_create_topic,
+    RequestCode.DELETE_TOPIC_IN_BROKER: process_delete_topic,
+    RequestCode.GET_ALL_TOPIC_CONFIG: process_all_topic_config,
+    RequestCode.GET_TOPIC_CONFIG: process_get_topic_config,
+    RequestCode.GET_ALL_CONSUMER_OFFSET: process_all_consumer_offset,
+    RequestCode.GET_BROKER_RUNTIME_INFO: process_runtime_info,
+    RequestCode.VIEW_MESSAGE_BY_ID: process_view_message,
+    RequestCode.QUERY_MESSAGE: process_query_message,
+}
+
+
+def make_handler(
+    service: BrokerService, metrics: Metrics
+) -> Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand | None]]:
+    metrics.counter("broker_requests_total", "Remoting requests served, by request code")
+
+    async def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+        processor = PROCESSORS.get(cmd.code)
+        metrics.inc("broker_requests_total", code=str(cmd.code))
+        if processor is None:
+            return cmd.response(
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by this broker"
+            )
+        return await processor(service, conn, cmd)
+
+    return handle

@@ -1,0 +1,91 @@
+"""Admin codes: topics (17, 21, 215, 351), offsets table (43), runtime info (28), messages (12, 33)."""
+
+from __future__ import annotations
+
+from krocket.broker.headers import Header
+from krocket.broker.service import BrokerService
+from krocket.common.codes import PERM_READ_WRITE, ResponseCode
+from krocket.common.errors import TopicNotExistError
+from krocket.common.message import decode_offset_msg_id
+from krocket.common.remoting import Connection, RemotingCommand
+from krocket.common.route import dumps
+from krocket.common.topic import TopicConfig
+
+
+async def process_create_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    h = Header(cmd.ext_fields)
+    config = TopicConfig(
+        topic_name=h.str("topic"),
+        read_queue_nums=h.int("readQueueNums", 8),
+        write_queue_nums=h.int("writeQueueNums", 8),
+        perm=h.int("perm", PERM_READ_WRITE),
+        topic_filter_type=h.str("topicFilterType", "SINGLE_TAG"),
+        topic_sys_flag=h.int("topicSysFlag", 0),
+        order=h.bool("order"),
+    )
+    service.create_topic(config)
+    return cmd.response(ResponseCode.SUCCESS)
+
+
+async def process_delete_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    service.delete_topic(Header(cmd.ext_fields).str("topic"))
+    return cmd.response(ResponseCode.SUCCESS)
+
+
+async def process_all_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    body = {
+        "topicConfigTable": {n: c.to_json() for n, c in service.topics.topics.items()},
+        "dataVersion": {"counter": service.topics.data_version, "timestamp": 0},
+    }
+    return cmd.response(ResponseCode.SUCCESS, None, None, dumps(body))
+
+
+async def process_get_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    topic = Header(cmd.ext_fields).str("topic")
+    config = service.topics.get(topic)
+    if config is None:
+        raise TopicNotExistError(f"topic {topic} does not exist on broker {service.config.broker_name}")
+    return cmd.response(ResponseCode.SUCCESS, None, None, dumps({"topicConfig": config.to_json()}))
+
+
+async def process_all_consumer_offset(
+    service: BrokerService, conn: Connection, cmd: RemotingCommand
+) -> RemotingCommand:
+    table = {key: {str(q): o for q, o in queues.items()} for key, queues in service.offsets.table.items()}
+    return cmd.response(ResponseCode.SUCCESS, None, None, dumps({"offsetTable": table}))
+
+
+async def process_runtime_info(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    stats = {k: str(v) for k, v in service.store.stats().items()}
+    stats.update(
+        {
+            "brokerName": service.config.broker_name,
+            "brokerId": str(service.config.broker_id),
+            "putTps": str(service.sent_messages),
+            "getTotal": str(service.pulled_messages),
+        }
+    )
+    return cmd.response(ResponseCode.SUCCESS, None, None, dumps({"table": stats}))
+
+
+async def process_view_message(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    h = Header(cmd.ext_fields)
+    offset = h.int("offset", -1)
+    if offset < 0 and h.opt("msgId"):
+        offset = decode_offset_msg_id(h.str("msgId"))[1]
+    record = service.store.read_record(offset)
+    if record is None:
+        return cmd.response(ResponseCode.SYSTEM_ERROR, f"no message at commit log offset {offset}")
+    return cmd.response(ResponseCode.SUCCESS, None, None, record)
+
+
+async def process_query_message(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    h = Header(cmd.ext_fields)
+    records = service.store.query_by_key(
+        h.str("topic"), h.str("key"), h.int("maxNum", 32), h.int("beginTimestamp", 0), h.int("endTimestamp", 2**62)
+    )
+    if not records:
+        return cmd.response(ResponseCode.QUERY_NOT_FOUND, "no message with that key")
+    return cmd.response(
+        ResponseCode.SUCCESS, None, {"indexLastUpdateTimestamp": 0, "indexLastUpdatePhyoffset": 0}, b"".join(records)
+    )

@@ -1,0 +1,43 @@
+"""HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38)."""
+
+from __future__ import annotations
+
+import json
+
+from krocket.broker.headers import Header
+from krocket.broker.service import BrokerService
+from krocket.common.codes import PERM_READ_WRITE, ResponseCode
+from krocket.common.errors import MessageIllegalError
+from krocket.common.remoting import Connection, RemotingCommand
+from krocket.common.route import dumps
+from krocket.common.topic import TopicConfig, retry_topic
+
+
+async def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    try:
+        data = json.loads(cmd.body or b"{}")
+    except ValueError as exc:
+        raise MessageIllegalError(f"heartbeat body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MessageIllegalError("heartbeat body must be a JSON object")
+    service.consumers.heartbeat(conn, data)
+    if not service.config.is_slave:
+        for consumer in data.get("consumerDataSet") or []:
+            topic = retry_topic(str(consumer.get("groupName", "")))
+            if service.topics.get(topic) is None:
+                service.topics.upsert(TopicConfig(topic, 1, 1, PERM_READ_WRITE))
+    return cmd.response(ResponseCode.SUCCESS)
+
+
+async def process_unregister_client(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    h = Header(cmd.ext_fields)
+    service.consumers.unregister(conn, h.str("clientID", ""), h.opt("consumerGroup"), h.opt("producerGroup"))
+    return cmd.response(ResponseCode.SUCCESS)
+
+
+async def process_consumer_list(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    group = Header(cmd.ext_fields).str("consumerGroup")
+    ids = service.consumers.client_ids(group)
+    if not ids:
+        return cmd.response(ResponseCode.SYSTEM_ERROR, f"no consumer of group {group} is connected")
+    return cmd.response(ResponseCode.SUCCESS, None, None, dumps({"consumerIdList": ids}))

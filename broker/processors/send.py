@@ -1,0 +1,59 @@
+"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320)."""
+
+from __future__ import annotations
+
+from krocket.broker.headers import Header
+from krocket.broker.service import BrokerService
+from krocket.common.errors import MessageIllegalError
+from krocket.common.message import RecordError, decode_batch, decode_properties, pack_host
+from krocket.common.remoting import Connection, RemotingCommand
+
+
+def _born_host(conn: Connection) -> bytes:
+    try:
+        return pack_host(conn.peer)
+    except (ValueError, OSError):
+        return b"\x7f\x00\x00\x01\x00\x00\x00\x00"
+
+
+def _reply(cmd: RemotingCommand, outcome) -> RemotingCommand:  # type: ignore[no-untyped-def]
+    return cmd.response(
+        outcome.code,
+        outcome.remark,
+        {
+            "msgId": outcome.msg_id,
+            "queueId": outcome.queue_id,
+            "queueOffset": outcome.queue_offset,
+            "MSG_REGION": "DefaultRegion",
+            "TRACE_ON": "true",
+        },
+    )
+
+
+async def process_send(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    h = Header.for_send(cmd.ext_fields)
+    topic = h.str("topic")
+    common = {
+        "topic": topic,
+        "queue_id": h.int("queueId", -1),
+        "sys_flag": h.int("sysFlag", 0),
+        "born_timestamp": h.int("bornTimestamp", 0),
+        "born_host": _born_host(conn),
+        "default_topic": h.opt("defaultTopic"),
+        "default_queue_nums": h.int("defaultTopicQueueNums", 4),
+    }
+    if cmd.code == 320 or h.bool("batch"):
+        try:
+            items = decode_batch(cmd.body)
+        except RecordError as exc:
+            raise MessageIllegalError(f"batch body is malformed: {exc}") from None
+        outcome = await service.send_batch(items=items, **common)
+    else:
+        outcome = await service.send(
+            body=cmd.body,
+            properties=decode_properties(h.str("properties", "")),
+            flag=h.int("flag", 0),
+            reconsume_times=h.int("reconsumeTimes", 0),
+            **common,
+        )
+    return _reply(cmd, outcome)

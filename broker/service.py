@@ -1,0 +1,310 @@
+"""The broker's service layer: what the remoting processors and the HTTP API both call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from krocket.broker.config import BrokerConfig
+from krocket.broker.consumer_manager import ConsumerManager
+from krocket.broker.long_polling import LongPolling
+from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.tag_filter import parse_tag_expression
+from krocket.broker.topic_manager import TopicManager
+from krocket.common.codes import PERM_READ, ResponseCode
+from krocket.common.errors import (
+    KrocketError,
+    MessageIllegalError,
+    NoPermissionError,
+    ServiceNotAvailableError,
+    TopicNotExistError,
+)
+from krocket.common.message import PROPERTY_TAGS, BatchItem, tags_code
+from krocket.common.topic import TopicConfig, validate_topic
+
+log = logging.getLogger(__name__)
+
+MAX_SUSPEND_S = 20.0
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    msg_id: str
+    queue_id: int
+    queue_offset: int
+    code: int = ResponseCode.SUCCESS
+    remark: str | None = None
+
+
+@dataclass(slots=True)
+class PullOutcome:
+    code: int
+    body: bytes
+    next_begin_offset: int
+    min_offset: int
+    max_offset: int
+    suggest_broker_id: int = 0
+    remark: str | None = None
+
+
+_FOUND = "FOUND"
+_PULL_CODES = {
+    "NO_MATCHED_MESSAGE": ResponseCode.PULL_RETRY_IMMEDIATELY,
+    "OFFSET_FOUND_NULL": ResponseCode.PULL_NOT_FOUND,
+    "OFFSET_OVERFLOW_ONE": ResponseCode.PULL_NOT_FOUND,
+    "OFFSET_OVERFLOW_BADLY": ResponseCode.PULL_OFFSET_MOVED,
+    "OFFSET_TOO_SMALL": ResponseCode.PULL_OFFSET_MOVED,
+}
+
+
+class BrokerService:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        store: Any,
+        topics: TopicManager,
+        offsets: ConsumerOffsetManager,
+        consumers: ConsumerManager,
+        polling: LongPolling,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.topics = topics
+        self.offsets = offsets
+        self.consumers = consumers
+        self.polling = polling
+        self._rr = 0
+        self.sent_messages = 0
+        self.pulled_messages = 0
+
+    # -- send ---------------------------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self.config.is_slave:
+            raise ServiceNotAvailableError(
+                f"broker {self.config.broker_name} id {self.config.broker_id} is a slave; send to its master"
+            )
+
+    def _resolve_queue(self, config: TopicConfig, queue_id: int) -> int:
+        if queue_id < 0:
+            self._rr += 1
+            return self._rr % max(config.write_queue_nums, 1)
+        return queue_id
+
+    def _check_body(self, size: int) -> None:
+        if size > self.config.max_message_size:
+            raise MessageIllegalError(
+                f"message body is {size} bytes; the broker limit (maxMessageSize) is {self.config.max_message_size}"
+            )
+        if size == 0:
+            raise MessageIllegalError("message body is empty")
+
+    async def send(
+        self,
+        topic: str,
+        queue_id: int,
+        body: bytes,
+        properties: dict[str, str],
+        flag: int,
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        reconsume_times: int = 0,
+        default_topic: str | None = None,
+        default_queue_nums: int | None = None,
+    ) -> SendOutcome:
+        self._check_writable()
+        self._check_body(len(body))
+        config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
+        queue_id = self._resolve_queue(config, queue_id)
+        result = self.store.put_message(
+            topic,
+            queue_id,
+            body,
+            properties,
+            flag=flag,
+            sys_flag=sys_flag,
+            born_timestamp=born_timestamp,
+            born_host=born_host,
+            reconsume_times=reconsume_times,
+        )
+        self.sent_messages += 1
+        outcome = SendOutcome(result.msg_id, queue_id, result.queue_offset)
+        await self._await_flush(result.end_offset, outcome)
+        return outcome
+
+    async def send_batch(
+        self,
+        topic: str,
+        queue_id: int,
+        items: list[BatchItem],
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        default_topic: str | None = None,
+        default_queue_nums: int | None = None,
+    ) -> SendOutcome:
+        self._check_writable()
+        if not items:
+            raise MessageIllegalError("batch holds no message")
+        total = 0
+        for item in items:
+            self._check_body(len(item.body))
+            total += len(item.body)
+        if total > self.config.max_message_size:
+            raise MessageIllegalError(
+                f"batch bodies add up to {total} bytes; the limit (maxMessageSize) is {self.config.max_message_size}"
+            )
+        config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
+        queue_id = self._resolve_queue(config, queue_id)
+        results = self.store.put_messages(
+            topic,
+            queue_id,
+            [(i.body, i.properties, i.flag) for i in items],
+            sys_flag=sys_flag,
+            born_timestamp=born_timestamp,
+            born_host=born_host,
+        )
+        self.sent_messages += len(results)
+        outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
+        await self._await_flush(results[-1].end_offset, outcome)
+        return outcome
+
+    async def _await_flush(self, end_offset: int, outcome: SendOutcome) -> None:
+        if self.config.flush_disk_type != "SYNC_FLUSH":
+            return
+        try:
+            await self.store.wait_flushed(end_offset)
+        except KrocketError as exc:
+            outcome.code = exc.code
+            outcome.remark = exc.message
+
+    # -- pull -----------------------------------------------------------------------------------------------
+    def _readable_topic(self, topic: str) -> TopicConfig:
+        validate_topic(topic)
+        config = self.topics.get(topic)
+        if config is None:
+            raise TopicNotExistError(f"topic {topic} does not exist on broker {self.config.broker_name}")
+        if not config.perm & PERM_READ:
+            raise NoPermissionError(f"topic {topic} is not readable on broker {self.config.broker_name}")
+        return config
+
+    def _get(self, topic: str, queue_id: int, offset: int, max_msgs: int, codes: set[int] | None) -> PullOutcome:
+        got = self.store.get_messages(topic, queue_id, offset, max_msgs=max_msgs, tag_codes=codes)
+        status = getattr(got.status, "name", got.status)
+        if status == _FOUND:
+            self.pulled_messages += got.count
+            return PullOutcome(ResponseCode.SUCCESS, got.body, got.next_begin_offset, got.min_offset, got.max_offset)
+        if status == "NO_MESSAGE_IN_QUEUE":
+            code = ResponseCode.PULL_OFFSET_MOVED if offset != 0 else ResponseCode.PULL_NOT_FOUND
+        else:
+            code = _PULL_CODES.get(status, ResponseCode.PULL_NOT_FOUND)
+        return PullOutcome(code, b"", got.next_begin_offset, got.min_offset, got.max_offset)
+
+    async def pull(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        max_msgs: int,
+        expression: str | None,
+        suspend_ms: int,
+        commit_offset: int | None,
+    ) -> PullOutcome:
+        config = self._readable_topic(topic)
+        if not 0 <= queue_id < max(config.read_queue_nums, 1):
+            raise MessageIllegalError(
+                f"queueId {queue_id} is out of range for topic {topic} ({config.read_queue_nums} read queues)"
+            )
+        if expression is None:
+            sub = self.consumers.subscription(group, topic)
+            codes = (sub.code_set or None) if sub else None
+        else:
+            codes = parse_tag_expression(expression)
+        if commit_offset is not None and commit_offset >= 0 and not self.config.is_slave:
+            self.offsets.commit(group, topic, queue_id, commit_offset)
+        max_msgs = max(1, min(max_msgs, 1024))
+        outcome = self._get(topic, queue_id, offset, max_msgs, codes)
+        if outcome.code == ResponseCode.PULL_NOT_FOUND and suspend_ms > 0:
+            timeout = (
+                min(suspend_ms / 1000.0, MAX_SUSPEND_S)
+                if self.config.long_polling_enable
+                else min(suspend_ms, self.config.short_polling_time_mills) / 1000.0
+            )
+            if self.config.long_polling_enable:
+                await self.polling.wait(
+                    topic, queue_id, offset, codes, timeout, lambda: self.store.max_offset(topic, queue_id) > offset
+                )
+            else:
+                await asyncio.sleep(timeout)
+            outcome = self._get(topic, queue_id, offset, max_msgs, codes)
+        return outcome
+
+    def on_dispatched(self, topic: str, queue_id: int, max_offset: int, code: int | None) -> None:
+        self.polling.notify(topic, queue_id, max_offset, code)
+
+    # -- offsets ----------------------------------------------------------------------------------------------
+    def query_offset(self, group: str, topic: str, queue_id: int, zero_if_not_found: bool = True) -> int | None:
+        offset = self.offsets.query(group, topic, queue_id)
+        if offset is not None:
+            return offset
+        if zero_if_not_found and self.store.min_offset(topic, queue_id) <= 0:
+            return 0  # RocketMQ: a group's first start on a young queue begins at 0
+        return None
+
+    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        if self.config.is_slave:
+            raise ServiceNotAvailableError("consumer offsets are committed to the master")
+        if offset < 0:
+            raise MessageIllegalError(f"offset must not be negative, got {offset}")
+        self.offsets.commit(group, topic, queue_id, offset)
+
+    def consumer_progress(self, group: str) -> list[dict[str, Any]]:
+        rows = []
+        for topic, queues in sorted(self.offsets.offsets_of(group).items()):
+            for queue_id, offset in sorted(queues.items()):
+                broker_offset = self.store.max_offset(topic, queue_id)
+                rows.append(
+                    {
+                        "topic": topic,
+                        "queueId": queue_id,
+                        "brokerOffset": broker_offset,
+                        "consumerOffset": offset,
+                        "lag": max(broker_offset - offset, 0),
+                    }
+                )
+        return rows
+
+    # -- topics -----------------------------------------------------------------------------------------------
+    def create_topic(self, config: TopicConfig) -> TopicConfig:
+        if self.config.is_slave:
+            raise ServiceNotAvailableError("topics are created on the master")
+        if config.write_queue_nums > config.read_queue_nums:
+            raise MessageIllegalError(
+                f"writeQueueNums ({config.write_queue_nums}) must not exceed readQueueNums ({config.read_queue_nums})"
+            )
+        return self.topics.upsert(config)
+
+    def delete_topic(self, topic: str) -> bool:
+        existed = self.topics.delete(topic)
+        if existed:
+            self.offsets.delete_topic(topic)
+            self.store.delete_topic(topic)
+        return existed
+
+    def topic_stats(self, topic: str) -> list[dict[str, Any]]:
+        config = self._readable_topic(topic)
+        return [
+            {"queueId": q, "minOffset": self.store.min_offset(topic, q), "maxOffset": self.store.max_offset(topic, q)}
+            for q in range(config.read_queue_nums)
+        ]
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+def tags_code_of(properties: dict[str, str]) -> int:
+    return tags_code(properties.get(PROPERTY_TAGS))

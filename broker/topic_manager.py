@@ -1,0 +1,118 @@
+"""Topic configs of one broker, persisted in ``config/topics.json``; auto-creation through TBW102."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE
+from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
+from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, RETRY_GROUP_PREFIX, TopicConfig, validate_topic
+
+log = logging.getLogger(__name__)
+
+
+class TopicManager:
+    def __init__(
+        self, config_dir: Path, auto_create: bool, default_queue_nums: int, on_change: Callable[[], None] | None = None
+    ) -> None:
+        self._path = config_dir / "topics.json"
+        self._auto_create = auto_create
+        self._default_queue_nums = default_queue_nums
+        self._on_change = on_change
+        self.topics: dict[str, TopicConfig] = {}
+        self.data_version = 0
+
+    def load(self) -> None:
+        data = read_json(self._path, {"topicConfigTable": {}})
+        for raw in data.get("topicConfigTable", {}).values():
+            config = TopicConfig.from_json(raw)
+            self.topics[config.topic_name] = config
+        self.data_version = int(data.get("dataVersion", 0))
+        if self._auto_create:
+            self.topics.setdefault(
+                AUTO_CREATE_TOPIC_KEY,
+                TopicConfig(
+                    AUTO_CREATE_TOPIC_KEY,
+                    self._default_queue_nums,
+                    self._default_queue_nums,
+                    PERM_READ_WRITE | PERM_INHERIT,
+                ),
+            )
+        else:
+            self.topics.pop(AUTO_CREATE_TOPIC_KEY, None)
+
+    def persist(self) -> None:
+        write_json_atomic(
+            self._path,
+            {
+                "topicConfigTable": {name: cfg.to_json() for name, cfg in self.topics.items()},
+                "dataVersion": self.data_version,
+            },
+        )
+
+    def _changed(self) -> None:
+        self.data_version += 1
+        self.persist()
+        if self._on_change is not None:
+            self._on_change()
+
+    def get(self, topic: str) -> TopicConfig | None:
+        return self.topics.get(topic)
+
+    def upsert(self, config: TopicConfig) -> TopicConfig:
+        config.validate()
+        if config.topic_name == AUTO_CREATE_TOPIC_KEY and not self._auto_create:
+            raise MessageIllegalError(f"{AUTO_CREATE_TOPIC_KEY} is reserved for topic auto-creation")
+        old = self.topics.get(config.topic_name)
+        if old == config:
+            return config
+        self.topics[config.topic_name] = config
+        log.info(
+            "%s topic %s: read=%d write=%d perm=%d",
+            "updated" if old else "created",
+            config.topic_name,
+            config.read_queue_nums,
+            config.write_queue_nums,
+            config.perm,
+        )
+        self._changed()
+        return config
+
+    def delete(self, topic: str) -> bool:
+        if self.topics.pop(topic, None) is None:
+            return False
+        log.info("deleted topic %s", topic)
+        self._changed()
+        return True
+
+    def for_send(
+        self, topic: str, default_topic: str | None, default_queue_nums: int | None, queue_id: int
+    ) -> TopicConfig:
+        """The topic's config for a send, auto-creating it the RocketMQ way when allowed."""
+        validate_topic(topic)
+        config = self.topics.get(topic)
+        if config is None and topic.startswith(RETRY_GROUP_PREFIX):
+            config = self.upsert(TopicConfig(topic, 1, 1, PERM_READ_WRITE))
+        if config is None:
+            template = self.topics.get(default_topic or "") if default_topic else None
+            if not self._auto_create or template is None or not template.perm & PERM_INHERIT:
+                raise TopicNotExistError(
+                    f"topic {topic} does not exist on this broker and auto-creation is "
+                    f"{'off' if not self._auto_create else 'not allowed through ' + repr(default_topic)}; "
+                    "create it with `krocket topic create`"
+                )
+            nums = min(default_queue_nums or template.write_queue_nums, template.write_queue_nums)
+            config = self.upsert(TopicConfig(topic, nums, nums, PERM_READ_WRITE))
+        if not config.perm & 2:
+            raise NoPermissionError(f"topic {topic} is not writable on this broker")
+        if not 0 <= queue_id < max(config.write_queue_nums, config.read_queue_nums):
+            raise MessageIllegalError(
+                f"queueId {queue_id} is out of range for topic {topic} ({config.write_queue_nums} write queues)"
+            )
+        return config
+
+    def auto_create_enabled(self) -> bool:
+        return self._auto_create

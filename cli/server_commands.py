@@ -1,0 +1,91 @@
+"""``krocket namesrv``, ``krocket broker`` and ``krocket operator``: the long-running servers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from krocket.common.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    ns = sub.add_parser("namesrv", help="run a name server")
+    ns.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    ns.add_argument("--listen-port", type=int, default=9876, help="remoting port (default 9876; 0 = free port)")
+    ns.add_argument("--http-port", type=int, default=9877, help="HTTP port (default 9877; 0 = free port)")
+    ns.add_argument("--data-dir", default=None, help="directory for persisted KV config (default: none)")
+    ns.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
+    ns.set_defaults(func=run_namesrv)
+
+    br = sub.add_parser("broker", help="run a broker (flags override the --config YAML file)")
+    br.add_argument("--config", "-c", default=None, help="YAML file of broker settings (RocketMQ names)")
+    br.add_argument("--host", dest="listenHost", default=None, help="address to bind (default 0.0.0.0)")
+    br.add_argument("--listen-port", dest="listenPort", type=int, default=None, help="remoting port (default 10911)")
+    br.add_argument("--http-port", dest="httpPort", type=int, default=None, help="HTTP port (default 10913)")
+    br.add_argument("--ha-port", dest="haListenPort", type=int, default=None, help="HA port (default 10912)")
+    br.add_argument("--namesrv", dest="namesrvAddr", default=None, help="name servers host:port[;host:port]")
+    br.add_argument("--cluster", dest="brokerClusterName", default=None, help="cluster name (default DefaultCluster)")
+    br.add_argument("--broker-name", dest="brokerName", default=None, help="broker group name (default broker-a)")
+    br.add_argument("--broker-id", dest="brokerId", type=int, default=None, help="0 = master, >0 = slave")
+    br.add_argument("--role", dest="brokerRole", choices=["ASYNC_MASTER", "SYNC_MASTER", "SLAVE"], default=None)
+    br.add_argument("--flush", dest="flushDiskType", choices=["ASYNC_FLUSH", "SYNC_FLUSH"], default=None)
+    br.add_argument("--store-dir", dest="storePathRootDir", default=None, help="data directory (default ./store)")
+    br.add_argument("--advertise-host", dest="brokerIP1", default=None,
+                    help="host clients and name servers use to reach this broker")
+    br.add_argument("--segment-bytes", dest="mappedFileSizeCommitLog", type=int, default=None,
+                    help="commit log segment size in bytes (default 1 GiB)")
+    auto = br.add_mutually_exclusive_group()
+    auto.add_argument("--auto-create-topic", dest="autoCreateTopicEnable", action="store_const", const=True,
+                      default=None, help="create unknown topics on first send (RocketMQ's TBW102 way)")
+    auto.add_argument("--no-auto-create-topic", dest="autoCreateTopicEnable", action="store_const", const=False)
+    br.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
+    br.set_defaults(func=run_broker)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (needs the 'operator' extra)")
+    op.add_argument("--namespace", "-n", action="append", default=None, help="namespace to watch (repeatable)")
+    op.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    op.add_argument("--liveness-port", type=int, default=8080, help="kopf liveness endpoint port (default 8080)")
+    op.add_argument("--peering", default=None, help="kopf peering object name for leader election")
+    op.set_defaults(func=run_operator)
+
+
+def run_namesrv(args: argparse.Namespace) -> int:
+    from krocket.namesrv.__main__ import main as namesrv_main
+
+    argv = ["--host", args.host, "--port", str(args.listen_port), "--http-port", str(args.http_port),
+            "--log-level", args.log_level]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.ports_file:
+        argv += ["--ports-file", args.ports_file]
+    namesrv_main(argv)
+    return 0
+
+
+BROKER_FLAGS = ("listenHost", "listenPort", "httpPort", "haListenPort", "namesrvAddr", "brokerClusterName",
+                "brokerName", "brokerId", "brokerRole", "flushDiskType", "storePathRootDir", "brokerIP1",
+                "mappedFileSizeCommitLog", "autoCreateTopicEnable")
+
+
+def run_broker(args: argparse.Namespace) -> int:
+    from krocket.broker.config import load_broker_config
+    from krocket.broker.server import run_broker as serve
+
+    overrides = {name: getattr(args, name) for name in BROKER_FLAGS if getattr(args, name) is not None}
+    config = load_broker_config(args.config, overrides)
+    try:
+        asyncio.run(serve(config, args.ports_file))
+    except OSError as exc:
+        raise ConfigError(f"broker cannot start: {exc}") from None
+    return 0
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    try:
+        from krocket.operator.main import run
+    except ImportError as exc:
+        raise ConfigError(f"the operator needs the 'operator' extra (pip install 'krocket[operator]'): {exc}") from None
+    run(namespaces=args.namespace, cluster_wide=args.all_namespaces, liveness_port=args.liveness_port,
+        peering=args.peering)
+    return 0

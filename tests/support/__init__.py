@@ -1,0 +1,1 @@
+"""Helpers shared by the test layers (real processes on loopback, waiting on conditions)."""
