@@ -1,0 +1,222 @@
+"""The client instance: connections, name server routes, heartbeats and the background schedule.
+
+Like RocketMQ's MQClientInstance, but not a process-wide singleton: every Producer, PushConsumer,
+PullConsumer and Admin owns one. It refreshes the routes of the topics its members use every 30 s, sends
+heartbeats to every broker of those routes every 30 s, runs its consumers' rebalance every
+``rebalance_interval`` seconds and at once when a broker sends NOTIFY_CONSUMER_IDS_CHANGED (40), and has
+them persist their offsets every 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.errors import KrocketError
+from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand
+from krocket.common.route import MASTER_ID, TopicRouteData
+
+from . import broker_api
+from .namesrv import NameServerClient
+
+log = logging.getLogger(__name__)
+
+ROUTE_REFRESH_S = 30.0
+HEARTBEAT_S = 30.0
+PERSIST_S = 5.0
+
+_instance_counter = itertools.count(1)
+
+
+def local_ip() -> str:
+    """The address other hosts would see us by (no packet is sent)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("10.255.255.255", 1))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def make_client_id(instance_name: str | None = None) -> str:
+    """``ip@instanceName``; by default unique per object (``pid#n#random``), as RocketMQ does per process."""
+    name = instance_name or f"{os.getpid()}#{next(_instance_counter)}#{random.getrandbits(32):08x}"
+    return f"{local_ip()}@{name}"
+
+
+class ConsumerMember(Protocol):
+    """What the instance needs from a consumer."""
+
+    group: str
+
+    def heartbeat_data(self) -> dict[str, Any]: ...
+
+    async def rebalance(self) -> None: ...
+
+    async def persist_offsets(self) -> None: ...
+
+
+class ClientInstance:
+    def __init__(self, namesrv: str | None = None, *, instance_name: str | None = None,
+                 rebalance_interval: float = 20.0, timeout: float = 3.0) -> None:
+        self.client_id = make_client_id(instance_name)
+        self.pool = ConnectionPool(self._serve)
+        self.namesrv = NameServerClient(self.pool, namesrv, timeout)
+        self.timeout = timeout
+        self.rebalance_interval = rebalance_interval
+        self.topics: set[str] = set()
+        self.producer_groups: set[str] = set()
+        self.consumers: list[ConsumerMember] = []
+        # brokerName -> {brokerId: addr}, merged from every route fetched.
+        self.brokers: dict[str, dict[int, str]] = {}
+        self._heartbeat_addrs: set[str] = set()
+        self._rebalance_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._tasks = [
+            self._spawn(self._every(ROUTE_REFRESH_S, self.refresh_routes), "routes"),
+            self._spawn(self._every(HEARTBEAT_S, self.send_heartbeats), "heartbeat"),
+            self._spawn(self._every(PERSIST_S, self._persist_all), "persist"),
+        ]
+        if self.consumers:
+            self._tasks.append(self._spawn(self._rebalance_loop(), "rebalance"))
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._unregister_all()
+        await self.pool.close()
+        self._started = False
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro, name=f"krocket-{name}")  # type: ignore[arg-type]
+
+    async def _every(self, period: float, fn: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
+
+    # -- routes -------------------------------------------------------------------------------------
+    def _learn(self, route: TopicRouteData) -> None:
+        for broker in route.broker_datas:
+            self.brokers[broker.broker_name] = dict(broker.broker_addrs)
+
+    async def route(self, topic: str, fresh: bool = False) -> TopicRouteData:
+        """The topic's route (cached; the refresh task keeps it current). Raises ``TopicNotExistError``."""
+        self.topics.add(topic)
+        route = None if fresh else self.namesrv.cached_route(topic)
+        if route is None:
+            route = await self.namesrv.fetch_route(topic)
+            self._learn(route)
+            if self.all_broker_addrs() - self._heartbeat_addrs:
+                await self.send_heartbeats()
+        return route
+
+    async def refresh_routes(self) -> None:
+        self.namesrv.resolve()
+        for topic in sorted(self.topics):
+            try:
+                self._learn(await self.namesrv.fetch_route(topic))
+            except KrocketError as exc:
+                log.debug("route of %s not refreshed: %s", topic, exc)
+        new = self.all_broker_addrs() - self._heartbeat_addrs
+        if new:
+            await self.send_heartbeats()
+
+    def broker_addr(self, broker_name: str, broker_id: int = MASTER_ID, only_this: bool = False) -> str | None:
+        """An address of ``broker_name``: the given id, else (unless ``only_this``) any other member."""
+        addrs = self.brokers.get(broker_name) or {}
+        addr = addrs.get(broker_id)
+        if addr is None and not only_this and addrs:
+            addr = addrs[min(addrs)]
+        return addr
+
+    def all_broker_addrs(self) -> set[str]:
+        return {addr for addrs in self.brokers.values() for addr in addrs.values()}
+
+    # -- heartbeats -----------------------------------------------------------------------------------
+    def heartbeat_body(self) -> dict[str, Any]:
+        return {"clientID": self.client_id,
+                "producerDataSet": [{"groupName": g} for g in sorted(self.producer_groups)],
+                "consumerDataSet": [c.heartbeat_data() for c in self.consumers]}
+
+    async def send_heartbeats(self) -> None:
+        if not self.producer_groups and not self.consumers:
+            return
+        addrs = sorted(self.all_broker_addrs())
+        body = self.heartbeat_body()
+        results = await asyncio.gather(
+            *(broker_api.heartbeat(self.pool, a, body, self.timeout) for a in addrs), return_exceptions=True)
+        for addr, result in zip(addrs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("heartbeat to %s failed: %s", addr, result)
+                self._heartbeat_addrs.discard(addr)
+            else:
+                self._heartbeat_addrs.add(addr)
+
+    async def _unregister_all(self) -> None:
+        groups: list[tuple[str | None, str | None]] = [(g, None) for g in self.producer_groups]
+        groups += [(None, c.group) for c in self.consumers]
+        calls = [broker_api.unregister_client(self.pool, addr, self.client_id, p, c, 1.0)
+                 for addr in self.pool.addresses() if addr in self.all_broker_addrs() for p, c in groups]
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    # -- consumers ----------------------------------------------------------------------------------
+    def add_consumer(self, consumer: ConsumerMember) -> None:
+        self.consumers.append(consumer)
+        if self._started and not any(t.get_name() == "krocket-rebalance" for t in self._tasks):
+            self._tasks.append(self._spawn(self._rebalance_loop(), "rebalance"))
+
+    def rebalance_soon(self) -> None:
+        self._rebalance_now.set()
+
+    async def _rebalance_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rebalance_now.wait(), self.rebalance_interval)
+            self._rebalance_now.clear()
+            for consumer in list(self.consumers):
+                try:
+                    await consumer.rebalance()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("rebalance of group %s failed: %s", consumer.group, exc)
+
+    async def _persist_all(self) -> None:
+        for consumer in list(self.consumers):
+            await consumer.persist_offsets()
+
+    # -- requests from brokers ------------------------------------------------------------------------
+    async def _serve(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+        if cmd.code == RequestCode.NOTIFY_CONSUMER_IDS_CHANGED:
+            group = cmd.ext_fields.get("consumerGroup", "")
+            if any(c.group == group for c in self.consumers):
+                log.info("broker %s says consumers of group %s changed; rebalancing", conn.peer, group)
+                self.rebalance_soon()
+            return None
+        return cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                            f"request code {cmd.code} is not supported by this client")

@@ -1,0 +1,243 @@
+"""Producer: sync, oneway, batch and ordered (selector) sends with retries on another broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from krocket.common.codes import ResponseCode
+from krocket.common.errors import (
+    ConnectionClosedError,
+    KrocketError,
+    MessageIllegalError,
+    RemoteError,
+    RemotingTimeoutError,
+    TopicNotExistError,
+)
+from krocket.common.message import (
+    COMPRESS_OVER_BYTES,
+    MAX_MESSAGE_BYTES,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_WAIT,
+    SYSFLAG_COMPRESSED,
+    Message,
+    UniqueIdGenerator,
+    encode_batch,
+    encode_properties,
+)
+from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
+
+from . import broker_api
+from .instance import ClientInstance
+from .selector import DEFAULT_TOPIC_QUEUE_NUMS, QueueSelector, publish_queues
+from .types import MessageQueue, SendResult
+
+log = logging.getLogger(__name__)
+
+Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
+
+# Broker answers that are worth another broker (RocketMQ's retryResponseCodes, plus SYSTEM_BUSY).
+RETRY_CODES = frozenset({ResponseCode.TOPIC_NOT_EXIST, ResponseCode.SERVICE_NOT_AVAILABLE,
+                         ResponseCode.SYSTEM_ERROR, ResponseCode.SYSTEM_BUSY, ResponseCode.NO_PERMISSION})
+COMPRESS_LEVEL = 5
+
+
+class Producer:
+    def __init__(self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2,
+                 *, compress_over: int = COMPRESS_OVER_BYTES, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 instance_name: str | None = None) -> None:
+        validate_group(group)
+        self.group = group
+        self.send_timeout = send_timeout
+        self.retries = retries
+        self.compress_over = compress_over
+        self.max_message_bytes = max_message_bytes
+        self._namesrv = namesrv
+        self._instance_name = instance_name
+        self._instance: ClientInstance | None = None
+        self._ids = UniqueIdGenerator()
+        self._selector = QueueSelector()
+        # topics without a route yet -> queues taken from the auto-create topic's route
+        self._via_default: dict[str, list[MessageQueue]] = {}
+
+    @property
+    def instance(self) -> ClientInstance:
+        if self._instance is None:
+            raise KrocketError(f"producer {self.group} is not started; call start() first")
+        return self._instance
+
+    @property
+    def client_id(self) -> str:
+        return self.instance.client_id
+
+    async def start(self) -> None:
+        if self._instance is not None:
+            return
+        self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name,
+                                        timeout=self.send_timeout)
+        self._instance.producer_groups.add(self.group)
+        await self._instance.start()
+        log.info("producer %s started as %s (name servers %s)", self.group, self._instance.client_id,
+                 ";".join(self._instance.namesrv.addresses))
+
+    async def shutdown(self) -> None:
+        if self._instance is None:
+            return
+        instance, self._instance = self._instance, None
+        await instance.shutdown()
+        log.info("producer %s stopped", self.group)
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # -- routes --------------------------------------------------------------------------------------
+    async def queues(self, topic: str) -> list[MessageQueue]:
+        """The topic's writable queues (those of the auto-create topic when it does not exist yet)."""
+        return await self._publish_info(topic)
+
+    async def _publish_info(self, topic: str) -> list[MessageQueue]:
+        instance = self.instance
+        route = instance.namesrv.cached_route(topic)
+        if route is not None:
+            queues = publish_queues(topic, route)
+            if queues:
+                self._via_default.pop(topic, None)
+                return queues
+        if topic in self._via_default:
+            return self._via_default[topic]
+        try:
+            queues = publish_queues(topic, await instance.route(topic, fresh=True))
+            if queues:
+                return queues
+        except TopicNotExistError:
+            pass
+        # Not created yet: send to brokers that may auto-create it; the refresh task keeps asking for the
+        # topic's own route, which the broker registers once it has created the topic.
+        default = await instance.route(AUTO_CREATE_TOPIC_KEY)
+        queues = publish_queues(topic, default, DEFAULT_TOPIC_QUEUE_NUMS)
+        if not queues:
+            raise TopicNotExistError(f"topic {topic!r} has no route and no broker allows auto-creating it")
+        log.info("topic %s has no route yet; sending through %s", topic, AUTO_CREATE_TOPIC_KEY)
+        self._via_default[topic] = queues
+        return queues
+
+    # -- building requests ---------------------------------------------------------------------------------
+    def _check(self, msg: Message) -> None:
+        validate_topic(msg.topic)
+        if not isinstance(msg.body, bytes | bytearray | memoryview):
+            raise MessageIllegalError("message body must be bytes")
+        if len(msg.body) == 0:
+            raise MessageIllegalError("message body is empty")
+        if len(msg.body) > self.max_message_bytes:
+            raise MessageIllegalError(f"message body is {len(msg.body)} bytes; at most "
+                                      f"{self.max_message_bytes} allowed")
+
+    def _prepare(self, msg: Message) -> tuple[str, dict[str, str], bytes, int]:
+        """(unique id, wire properties, body, sysFlag) of one message."""
+        props = msg.wire_properties()
+        uniq = props.get(PROPERTY_UNIQ_KEY) or self._ids.next_id()
+        props[PROPERTY_UNIQ_KEY] = uniq
+        props.setdefault(PROPERTY_WAIT, "true")
+        body = bytes(msg.body)
+        sys_flag = 0
+        if len(body) > self.compress_over:
+            body = zlib.compress(body, COMPRESS_LEVEL)
+            sys_flag |= SYSFLAG_COMPRESSED
+        return uniq, props, body, sys_flag
+
+    def _header(self, topic: str, queue_id: int, props: dict[str, str], sys_flag: int, flag: int,
+                batch: bool) -> dict[str, Any]:
+        return {"a": self.group, "b": topic, "c": AUTO_CREATE_TOPIC_KEY, "d": DEFAULT_TOPIC_QUEUE_NUMS,
+                "e": queue_id, "f": sys_flag, "g": int(time.time() * 1000), "h": flag,
+                "i": encode_properties(props).decode(), "j": 0, "k": False, "m": batch}
+
+    # -- sending ---------------------------------------------------------------------------------------
+    async def send(self, msg: Message, selector: Selector | None = None, arg: Any = None,
+                   timeout: float | None = None) -> SendResult:
+        """Send and wait for the broker's answer. With ``selector``, the message goes to the queue it picks
+        (ordered messages): no retry on another queue, so order is kept."""
+        self._check(msg)
+        uniq, props, body, sys_flag = self._prepare(msg)
+        queues = await self._publish_info(msg.topic)
+        if selector is not None:
+            queue = selector(list(queues), msg, arg)
+            return await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq,
+                                       timeout or self.send_timeout)  # type: ignore[return-value]
+        return await self._send_with_retries(msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout)
+
+    async def send_oneway(self, msg: Message) -> None:
+        """Send without waiting for an answer (no retries; the message may be lost)."""
+        self._check(msg)
+        uniq, props, body, sys_flag = self._prepare(msg)
+        queues = await self._publish_info(msg.topic)
+        queue = self._selector.select(queues)
+        await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq, self.send_timeout,
+                            oneway=True)
+
+    async def send_batch(self, messages: Sequence[Message], timeout: float | None = None) -> SendResult:
+        """Send messages of one topic in one request; ``msg_id`` is their unique ids, comma-joined."""
+        if not messages:
+            raise MessageIllegalError("a batch needs at least one message")
+        topic = messages[0].topic
+        items: list[tuple[bytes, dict[str, str], int]] = []
+        ids: list[str] = []
+        for msg in messages:
+            if msg.topic != topic:
+                raise MessageIllegalError(f"a batch must have one topic; got {topic!r} and {msg.topic!r}")
+            self._check(msg)
+            props = msg.wire_properties()
+            uniq = props.get(PROPERTY_UNIQ_KEY) or self._ids.next_id()
+            props[PROPERTY_UNIQ_KEY] = uniq
+            props.setdefault(PROPERTY_WAIT, "true")
+            ids.append(uniq)
+            items.append((bytes(msg.body), props, msg.flag))
+        body = encode_batch(items)
+        if len(body) > self.max_message_bytes:
+            raise MessageIllegalError(f"batch body is {len(body)} bytes; at most {self.max_message_bytes} "
+                                      "allowed; split it")
+        return await self._send_with_retries(topic, {PROPERTY_WAIT: "true"}, body, 0, 0, True,
+                                             ",".join(ids), timeout)
+
+    async def _send_with_retries(self, topic: str, props: dict[str, str], body: bytes, sys_flag: int,
+                                 flag: int, batch: bool, uniq: str, timeout: float | None) -> SendResult:
+        deadline = time.monotonic() + (timeout or self.send_timeout)
+        last_failed: str | None = None
+        error: Exception | None = None
+        for attempt in range(1 + self.retries):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            queues = await self._publish_info(topic)
+            queue = self._selector.select(queues, last_failed)
+            try:
+                result = await self._send_to(queue, props, body, sys_flag, flag, batch, uniq, remaining)
+            except (ConnectionClosedError, RemotingTimeoutError) as exc:
+                error = exc
+            except RemoteError as exc:
+                if exc.code not in RETRY_CODES:
+                    raise
+                error = exc
+            else:
+                self._selector.faults.mark_ok(queue.broker_name)
+                assert result is not None
+                return result
+            last_failed = queue.broker_name
+            self._selector.faults.mark_failed(queue.broker_name)
+            log.warning("send to %s failed (attempt %d of %d): %s", queue, attempt + 1, 1 + self.retries, error)
+        raise error or RemotingTimeoutError(f"send to topic {topic} timed out")
+
+    async def _send_to(self, queue: MessageQueue, props: dict[str, str], body: bytes, sys_flag: int, flag: int,
+                       batch: bool, uniq: str, timeout: float, oneway: bool = False) -> SendResult | None:
+        addr = self.instance.broker_addr(queue.broker_name, only_this=True)
+        if addr is None:
+            raise ConnectionClosedError(f"broker {queue.broker_name} has no master in the route")
+        header = self._header(queue.topic, queue.queue_id, props, sys_flag, flag, batch)
+        return await broker_api.send_message(self.instance.pool, addr, queue, header, body, timeout,
+                                             batch=batch, oneway=oneway, uniq_id=uniq)
