@@ -209,8 +209,9 @@ def group_status(
         "master": master,
         "slaves": slaves,
         "registered": bool(master.get("registered", False)),
-        "currentImage": _current_image(sts),
     }
+    if _current_image(sts):
+        status["currentImage"] = _current_image(sts)
     if max_lag is not None:
         status["replicationLagBytes"] = max_lag
     return status
