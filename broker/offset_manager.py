@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from krocket.common.jsonfile import read_json, write_json_atomic
 
@@ -12,7 +14,9 @@ class ConsumerOffsetManager:
         self._path = config_dir / "consumerOffset.json"
         # "topic@group" -> {queueId: offset}, RocketMQ's key layout.
         self.table: dict[str, dict[int, int]] = {}
-        self._dirty = False
+        self._version = 0  # bumped by every change
+        self._persisted_version = 0
+        self._lock: asyncio.Lock | None = None
 
     def load(self) -> None:
         data = read_json(self._path, {"offsetTable": {}})
@@ -20,20 +24,35 @@ class ConsumerOffsetManager:
             key: {int(q): int(o) for q, o in queues.items()} for key, queues in data.get("offsetTable", {}).items()
         }
 
+    def _snapshot(self) -> dict[str, Any]:
+        return {"offsetTable": {key: {str(q): o for q, o in queues.items()} for key, queues in self.table.items()}}
+
     def persist(self) -> None:
-        if not self._dirty:
+        """Write the table now if it changed (periodic and at stop)."""
+        version = self._version
+        if version == self._persisted_version:
             return
-        self._dirty = False
-        write_json_atomic(
-            self._path,
-            {"offsetTable": {key: {str(q): o for q, o in queues.items()} for key, queues in self.table.items()}},
-        )
+        write_json_atomic(self._path, self._snapshot())
+        self._persisted_version = version
+
+    async def persist_durably(self) -> None:
+        """Return once every change made before the call is on disk; concurrent callers share one write."""
+        wanted = self._version
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._persisted_version >= wanted:
+                return
+            version = self._version
+            snapshot = self._snapshot()
+            await asyncio.get_running_loop().run_in_executor(None, write_json_atomic, self._path, snapshot)
+            self._persisted_version = max(self._persisted_version, version)
 
     def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         queues = self.table.setdefault(f"{topic}@{group}", {})
         if queues.get(queue_id) != offset:
             queues[queue_id] = offset
-            self._dirty = True
+            self._version += 1
 
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         return self.table.get(f"{topic}@{group}", {}).get(queue_id)
@@ -55,4 +74,4 @@ class ConsumerOffsetManager:
     def delete_topic(self, topic: str) -> None:
         for key in [k for k in self.table if k.partition("@")[0] == topic]:
             del self.table[key]
-            self._dirty = True
+            self._version += 1

@@ -255,12 +255,14 @@ class BrokerService:
             return 0  # RocketMQ: a group's first start on a young queue begins at 0
         return None
 
-    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """An explicit commit: acknowledged only once it is on disk, so it survives ``kill -9``."""
         if self.config.is_slave:
             raise ServiceNotAvailableError("consumer offsets are committed to the master")
         if offset < 0:
             raise MessageIllegalError(f"offset must not be negative, got {offset}")
         self.offsets.commit(group, topic, queue_id, offset)
+        await self.offsets.persist_durably()
 
     def consumer_progress(self, group: str) -> list[dict[str, Any]]:
         rows = []

@@ -24,7 +24,7 @@ async def process_update_consumer_offset(
     service: BrokerService, conn: Connection, cmd: RemotingCommand
 ) -> RemotingCommand:
     h = Header(cmd.ext_fields)
-    service.commit_offset(h.str("consumerGroup"), h.str("topic"), h.int("queueId"), h.int("commitOffset"))
+    await service.commit_offset(h.str("consumerGroup"), h.str("topic"), h.int("queueId"), h.int("commitOffset"))
     return cmd.response(ResponseCode.SUCCESS)
 
 
