@@ -78,14 +78,25 @@ def topic_upsert(args: argparse.Namespace) -> int:
 
     async def run(admin: Any) -> Any:
         fn = admin.create_topic if args.verb == "create" else admin.update_topic
-        return await fn(args.topic, read_queues=args.read_queues, write_queues=write, perm=args.perm,
-                        cluster=args.cluster, broker_names=args.broker)
+        return await fn(
+            args.topic,
+            read_queues=args.read_queues,
+            write_queues=write,
+            perm=args.perm,
+            cluster=args.cluster,
+            broker_names=args.broker,
+        )
 
     brokers = asyncio.run(_with_admin(args, run))
     names = brokers if isinstance(brokers, list) else []
-    _print(args, {"topic": args.topic, "brokers": names},
-           [f"{args.verb}d topic {args.topic} ({args.read_queues} read / {write} write queues) on "
-            f"{', '.join(map(str, names)) or 'the selected brokers'}"])
+    _print(
+        args,
+        {"topic": args.topic, "brokers": names},
+        [
+            f"{args.verb}d topic {args.topic} ({args.read_queues} read / {write} write queues) on "
+            f"{', '.join(map(str, names)) or 'the selected brokers'}"
+        ],
+    )
     return 0
 
 
@@ -101,8 +112,10 @@ def topic_route(args: argparse.Namespace) -> int:
     lines = [f"{'BROKER':12} {'READ':>5} {'WRITE':>5} {'PERM':>4}  ADDRESSES"]
     addrs = {b["brokerName"]: b["brokerAddrs"] for b in data["brokerDatas"]}
     for q in data["queueDatas"]:
-        lines.append(f"{q['brokerName']:12} {q['readQueueNums']:>5} {q['writeQueueNums']:>5} {q['perm']:>4}  "
-                     f"{', '.join(f'{k}={v}' for k, v in addrs.get(q['brokerName'], {}).items())}")
+        lines.append(
+            f"{q['brokerName']:12} {q['readQueueNums']:>5} {q['writeQueueNums']:>5} {q['perm']:>4}  "
+            f"{', '.join(f'{k}={v}' for k, v in addrs.get(q['brokerName'], {}).items())}"
+        )
     _print(args, data, lines)
     return 0
 
@@ -119,8 +132,9 @@ def cluster_list(args: argparse.Namespace) -> int:
     brokers = info.get("brokerAddrTable", {})
     for cluster, names in sorted(info.get("clusterAddrTable", {}).items()):
         for name in sorted(names):
-            for broker_id, addr in sorted(brokers.get(name, {}).get("brokerAddrs", {}).items(),
-                                          key=lambda kv: int(kv[0])):
+            for broker_id, addr in sorted(
+                brokers.get(name, {}).get("brokerAddrs", {}).items(), key=lambda kv: int(kv[0])
+            ):
                 lines.append(f"{cluster:16} {name:12} {broker_id:>3}  {addr}")
     _print(args, info, lines)
     return 0
@@ -132,9 +146,11 @@ def consumer_progress(args: argparse.Namespace) -> int:
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'BROKER_OFFSET':>14} {'CONSUMER_OFFSET':>16} {'LAG':>10}"]
     total = 0
     for r in rows:
-        lines.append(f"{r.get('topic', ''):20} {r.get('broker_name', r.get('broker', '')):12} "
-                     f"{r.get('queue_id', ''):>4} {r.get('broker_offset', ''):>14} "
-                     f"{r.get('consumer_offset', ''):>16} {r.get('lag', ''):>10}")
+        lines.append(
+            f"{r.get('topic', ''):20} {r.get('broker_name', r.get('broker', '')):12} "
+            f"{r.get('queue_id', ''):>4} {r.get('broker_offset', ''):>14} "
+            f"{r.get('consumer_offset', ''):>16} {r.get('lag', ''):>10}"
+        )
         total += int(r.get("lag", 0) or 0)
     lines.append(f"total lag: {total}")
     _print(args, rows, lines)

@@ -60,8 +60,7 @@ class ChildProcess:
         return self.proc.pid if self.proc is not None else None
 
     def _command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "krocket.cli.main", self.role, *self.args,
-               "--ports-file", str(self.ports_file)]
+        cmd = [sys.executable, "-m", "krocket.cli.main", self.role, *self.args, "--ports-file", str(self.ports_file)]
         if self.port:  # restart on the ports it had
             cmd += ["--listen-port", str(self.port), "--http-port", str(self.http_port)]
         return cmd
@@ -71,16 +70,19 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
 
     def wait_ports(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode} during start; "
-                                   f"last log lines:\n{self.tail_log()}")
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.proc.returncode} during start; "
+                    f"last log lines:\n{self.tail_log()}"
+                )
             try:
                 ports = json.loads(self.ports_file.read_text())
                 self.port, self.http_port = int(ports["port"]), int(ports["http_port"])
@@ -122,8 +124,16 @@ class ChildProcess:
             return json.loads(resp.read())
 
     def describe(self) -> dict[str, Any]:
-        return {"role": self.role, "name": self.name, "brokerName": self.broker_name, "brokerId": self.broker_id,
-                "pid": self.pid, "port": self.port, "httpPort": self.http_port, "log": str(self.log_path)}
+        return {
+            "role": self.role,
+            "name": self.name,
+            "brokerName": self.broker_name,
+            "brokerId": self.broker_id,
+            "pid": self.pid,
+            "port": self.port,
+            "httpPort": self.http_port,
+            "log": str(self.log_path),
+        }
 
 
 @dataclass
@@ -141,9 +151,18 @@ class LocalCluster:
         return [*self.namesrvs, *self.brokers]
 
     @classmethod
-    def plan(cls, data_dir: Path, namesrvs: int = 1, groups: int = 2, flush: str = "async",
-             first_namesrv_port: int = 0, auto_create: bool = True, cluster_name: str = "DefaultCluster",
-             segment_bytes: int | None = None, extra_broker_args: list[str] | None = None) -> LocalCluster:
+    def plan(
+        cls,
+        data_dir: Path,
+        namesrvs: int = 1,
+        groups: int = 2,
+        flush: str = "async",
+        first_namesrv_port: int = 0,
+        auto_create: bool = True,
+        cluster_name: str = "DefaultCluster",
+        segment_bytes: int | None = None,
+        extra_broker_args: list[str] | None = None,
+    ) -> LocalCluster:
         if namesrvs < 1 or groups < 1:
             raise ConfigError("a local cluster needs at least one name server and one broker group")
         if groups > len(GROUP_NAMES):
@@ -160,15 +179,35 @@ class LocalCluster:
         flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
         for g in range(groups):
             name = f"broker-{GROUP_NAMES[g]}"
-            args = ["--host", "127.0.0.1", "--broker-name", name, "--broker-id", "0", "--cluster", cluster_name,
-                    "--store-dir", str(data_dir / name / "0"), "--flush", flush_type,
-                    "--listen-port", "0", "--http-port", "0", "--ha-port", "0",
-                    "--auto-create-topic" if auto_create else "--no-auto-create-topic"]
+            args = [
+                "--host",
+                "127.0.0.1",
+                "--broker-name",
+                name,
+                "--broker-id",
+                "0",
+                "--cluster",
+                cluster_name,
+                "--store-dir",
+                str(data_dir / name / "0"),
+                "--flush",
+                flush_type,
+                "--listen-port",
+                "0",
+                "--http-port",
+                "0",
+                "--ha-port",
+                "0",
+                "--auto-create-topic" if auto_create else "--no-auto-create-topic",
+            ]
             if segment_bytes:
                 args += ["--segment-bytes", str(segment_bytes)]
             args += extra_broker_args or []
-            cluster.brokers.append(ChildProcess("broker", f"{name}-0", args, data_dir, logs / f"{name}-0.log",
-                                                broker_name=name, broker_id=0))
+            cluster.brokers.append(
+                ChildProcess(
+                    "broker", f"{name}-0", args, data_dir, logs / f"{name}-0.log", broker_name=name, broker_id=0
+                )
+            )
         return cluster
 
     def start(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
@@ -203,16 +242,19 @@ class LocalCluster:
                 if broker.name not in pending:
                     continue
                 if not broker.is_running():
-                    raise RuntimeError(f"{broker.name} exited with code {broker.proc.returncode if broker.proc else '?'}; "
-                                       f"last log lines:\n{broker.tail_log()}")
+                    raise RuntimeError(
+                        f"{broker.name} exited with code {broker.proc.returncode if broker.proc else '?'}; "
+                        f"last log lines:\n{broker.tail_log()}"
+                    )
                 try:
                     info = broker.http_json("/api/v1/broker")
                 except (OSError, urllib.error.URLError, ValueError):
                     continue
                 if len(info.get("nameServers", [])) >= len(self.namesrvs):
                     pending.discard(broker.name)
-                    progress(f"{broker.name} serving on {broker.addr}, registered with {len(self.namesrvs)} "
-                             "name server(s)")
+                    progress(
+                        f"{broker.name} serving on {broker.addr}, registered with {len(self.namesrvs)} name server(s)"
+                    )
             if pending:
                 time.sleep(0.1)
         if pending:
@@ -221,9 +263,17 @@ class LocalCluster:
     def write_state(self) -> Path:
         path = self.data_dir / "cluster.json"
         tmp = path.with_name("cluster.json.tmp")
-        tmp.write_text(json.dumps({"namesrvAddr": self.namesrv_addr, "dataDir": str(self.data_dir),
-                                   "supervisorPid": os.getpid(),
-                                   "processes": [c.describe() for c in self.children]}, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "namesrvAddr": self.namesrv_addr,
+                    "dataDir": str(self.data_dir),
+                    "supervisorPid": os.getpid(),
+                    "processes": [c.describe() for c in self.children],
+                },
+                indent=2,
+            )
+        )
         os.replace(tmp, path)
         return path
 

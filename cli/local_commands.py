@@ -24,8 +24,11 @@ def register(sub: Any) -> None:
     up.add_argument("--flush", choices=["sync", "async"], default="async", help="flush mode (default async)")
     up.add_argument("--data-dir", default="./.krocket", help="data directory (default ./.krocket)")
     up.add_argument("--namesrv-port", type=int, default=9876, help="first name server's port (default 9876)")
-    up.add_argument("--no-auto-create-topic", action="store_true",
-                    help="refuse sends to unknown topics (auto-creation is on by default locally)")
+    up.add_argument(
+        "--no-auto-create-topic",
+        action="store_true",
+        help="refuse sends to unknown topics (auto-creation is on by default locally)",
+    )
     up.set_defaults(func=local_up)
     status = verbs.add_parser("status", help="show the processes of a running local cluster")
     status.add_argument("--data-dir", default="./.krocket")
@@ -47,8 +50,14 @@ def local_up(args: argparse.Namespace) -> int:
     if not port_is_free(args.namesrv_port):
         raise ConfigError(f"port {args.namesrv_port} is busy; stop what uses it or pass --namesrv-port")
     data_dir = Path(args.data_dir)
-    cluster = LocalCluster.plan(data_dir, namesrvs=args.namesrvs, groups=args.groups, flush=args.flush,
-                                first_namesrv_port=args.namesrv_port, auto_create=not args.no_auto_create_topic)
+    cluster = LocalCluster.plan(
+        data_dir,
+        namesrvs=args.namesrvs,
+        groups=args.groups,
+        flush=args.flush,
+        first_namesrv_port=args.namesrv_port,
+        auto_create=not args.no_auto_create_topic,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -56,8 +65,11 @@ def local_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"krocket: starting {args.namesrvs} name server(s) and {args.groups} broker group(s) in {data_dir}",
-          file=sys.stderr, flush=True)
+    print(
+        f"krocket: starting {args.namesrvs} name server(s) and {args.groups} broker group(s) in {data_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.monotonic()
     try:
         cluster.start(_progress)
@@ -67,18 +79,26 @@ def local_up(args: argparse.Namespace) -> int:
     state = cluster.write_state()
     print(f"krocket: cluster ready in {time.monotonic() - started:.1f}s; state in {state}", file=sys.stderr)
     print(f"NAMESRV_ADDR={cluster.namesrv_addr}", flush=True)
-    print(f"""
+    print(
+        f"""
 Try it in another shell:
   export NAMESRV_ADDR='{cluster.namesrv_addr}'
   krocket send --topic demo --count 10 'hello krocket'
   krocket consume --topic demo --group demo-consumers --from first --count 10
-Press Ctrl-C to stop the cluster.""", file=sys.stderr, flush=True)
+Press Ctrl-C to stop the cluster.""",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while not stop.wait(1.0):
             for child in cluster.children:
                 if not child.is_running():
-                    print(f"krocket: {child.name} exited with code {child.proc.returncode if child.proc else '?'}; "
-                          f"log: {child.log_path}", file=sys.stderr, flush=True)
+                    print(
+                        f"krocket: {child.name} exited with code {child.proc.returncode if child.proc else '?'}; "
+                        f"log: {child.log_path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     stop.set()
                     break
     finally:
@@ -94,9 +114,11 @@ def local_status(args: argparse.Namespace) -> int:
     print(f"{'ROLE':8} {'NAME':14} {'BROKER':10} {'ID':>3} {'PID':>8} {'PORT':>6} {'HTTP':>6} STATE")
     for proc in state["processes"]:
         alive = _alive(proc.get("pid"))
-        print(f"{proc['role']:8} {proc['name']:14} {proc.get('brokerName') or '-':10} "
-              f"{proc.get('brokerId') if proc.get('brokerId') is not None else '-':>3} {proc['pid']:>8} "
-              f"{proc['port']:>6} {proc['httpPort']:>6} {'running' if alive else 'stopped'}")
+        print(
+            f"{proc['role']:8} {proc['name']:14} {proc.get('brokerName') or '-':10} "
+            f"{proc.get('brokerId') if proc.get('brokerId') is not None else '-':>3} {proc['pid']:>8} "
+            f"{proc['port']:>6} {proc['httpPort']:>6} {'running' if alive else 'stopped'}"
+        )
     return 0
 
 

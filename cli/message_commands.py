@@ -30,8 +30,13 @@ def register(sub: Any) -> None:
     consume.add_argument("--topic", "-t", required=True)
     consume.add_argument("--group", "-g", default="krocket-cli-consumer")
     consume.add_argument("--expression", "-e", default="*", help="tag expression: * or 'TagA || TagB'")
-    consume.add_argument("--from", dest="consume_from", choices=["first", "last"], default="last",
-                         help="where a group without stored offsets starts (default last)")
+    consume.add_argument(
+        "--from",
+        dest="consume_from",
+        choices=["first", "last"],
+        default="last",
+        help="where a group without stored offsets starts (default last)",
+    )
     consume.add_argument("--broadcast", action="store_true", help="broadcasting mode (offsets kept locally)")
     consume.add_argument("--count", "-n", type=int, default=0, help="stop after this many (default: run on)")
     consume.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds")
@@ -66,9 +71,18 @@ def send_messages(args: argparse.Namespace) -> int:
             for i, body in enumerate(bodies, 1):
                 msg = Message(args.topic, body, tags=args.tag, keys=args.key, properties=dict(props))
                 result = await producer.send(msg)
-                print(json.dumps({"msgId": result.msg_id, "status": str(getattr(result.status, "name", result.status)),
-                                  "broker": result.queue.broker_name, "queueId": result.queue.queue_id,
-                                  "queueOffset": result.queue_offset}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "msgId": result.msg_id,
+                            "status": str(getattr(result.status, "name", result.status)),
+                            "broker": result.queue.broker_name,
+                            "queueId": result.queue.queue_id,
+                            "queueOffset": result.queue_offset,
+                        }
+                    ),
+                    flush=True,
+                )
                 if len(bodies) >= 100 and i % 100 == 0:
                     print(f"sent {i}/{len(bodies)}", file=sys.stderr, flush=True)
         finally:
@@ -89,18 +103,32 @@ def consume_messages(args: argparse.Namespace) -> int:
         async def listener(messages: list[Any]) -> Any:
             nonlocal got, last
             for m in messages:
-                print(json.dumps({"msgId": m.msg_id, "topic": m.topic, "tags": m.tags, "keys": m.keys,
-                                  "queueId": m.queue_id, "queueOffset": m.queue_offset,
-                                  "body": m.body.decode(errors="replace")}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "msgId": m.msg_id,
+                            "topic": m.topic,
+                            "tags": m.tags,
+                            "keys": m.keys,
+                            "queueId": m.queue_id,
+                            "queueOffset": m.queue_offset,
+                            "body": m.body.decode(errors="replace"),
+                        }
+                    ),
+                    flush=True,
+                )
                 got += 1
                 if args.count and got >= args.count:
                     done.set()
             last = time.monotonic()
             return ConsumeStatus.SUCCESS
 
-        consumer = PushConsumer(args.group, namesrv_from_env(args.namesrv),
-                                message_model="BROADCASTING" if args.broadcast else "CLUSTERING",
-                                consume_from=args.consume_from.upper())
+        consumer = PushConsumer(
+            args.group,
+            namesrv_from_env(args.namesrv),
+            message_model="BROADCASTING" if args.broadcast else "CLUSTERING",
+            consume_from=args.consume_from.upper(),
+        )
         consumer.subscribe(args.topic, args.expression)
         consumer.register_listener(listener)
         await consumer.start()

@@ -31,13 +31,28 @@ def register(sub: Any) -> None:
     br.add_argument("--role", dest="brokerRole", choices=["ASYNC_MASTER", "SYNC_MASTER", "SLAVE"], default=None)
     br.add_argument("--flush", dest="flushDiskType", choices=["ASYNC_FLUSH", "SYNC_FLUSH"], default=None)
     br.add_argument("--store-dir", dest="storePathRootDir", default=None, help="data directory (default ./store)")
-    br.add_argument("--advertise-host", dest="brokerIP1", default=None,
-                    help="host clients and name servers use to reach this broker")
-    br.add_argument("--segment-bytes", dest="mappedFileSizeCommitLog", type=int, default=None,
-                    help="commit log segment size in bytes (default 1 GiB)")
+    br.add_argument(
+        "--advertise-host",
+        dest="brokerIP1",
+        default=None,
+        help="host clients and name servers use to reach this broker",
+    )
+    br.add_argument(
+        "--segment-bytes",
+        dest="mappedFileSizeCommitLog",
+        type=int,
+        default=None,
+        help="commit log segment size in bytes (default 1 GiB)",
+    )
     auto = br.add_mutually_exclusive_group()
-    auto.add_argument("--auto-create-topic", dest="autoCreateTopicEnable", action="store_const", const=True,
-                      default=None, help="create unknown topics on first send (RocketMQ's TBW102 way)")
+    auto.add_argument(
+        "--auto-create-topic",
+        dest="autoCreateTopicEnable",
+        action="store_const",
+        const=True,
+        default=None,
+        help="create unknown topics on first send (RocketMQ's TBW102 way)",
+    )
     auto.add_argument("--no-auto-create-topic", dest="autoCreateTopicEnable", action="store_const", const=False)
     br.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
     br.set_defaults(func=run_broker)
@@ -53,8 +68,16 @@ def register(sub: Any) -> None:
 def run_namesrv(args: argparse.Namespace) -> int:
     from krocket.namesrv.__main__ import main as namesrv_main
 
-    argv = ["--host", args.host, "--port", str(args.listen_port), "--http-port", str(args.http_port),
-            "--log-level", args.log_level]
+    argv = [
+        "--host",
+        args.host,
+        "--port",
+        str(args.listen_port),
+        "--http-port",
+        str(args.http_port),
+        "--log-level",
+        args.log_level,
+    ]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if args.ports_file:
@@ -63,9 +86,22 @@ def run_namesrv(args: argparse.Namespace) -> int:
     return 0
 
 
-BROKER_FLAGS = ("listenHost", "listenPort", "httpPort", "haListenPort", "namesrvAddr", "brokerClusterName",
-                "brokerName", "brokerId", "brokerRole", "flushDiskType", "storePathRootDir", "brokerIP1",
-                "mappedFileSizeCommitLog", "autoCreateTopicEnable")
+BROKER_FLAGS = (
+    "listenHost",
+    "listenPort",
+    "httpPort",
+    "haListenPort",
+    "namesrvAddr",
+    "brokerClusterName",
+    "brokerName",
+    "brokerId",
+    "brokerRole",
+    "flushDiskType",
+    "storePathRootDir",
+    "brokerIP1",
+    "mappedFileSizeCommitLog",
+    "autoCreateTopicEnable",
+)
 
 
 def run_broker(args: argparse.Namespace) -> int:
@@ -86,6 +122,10 @@ def run_operator(args: argparse.Namespace) -> int:
         from krocket.operator.main import run
     except ImportError as exc:
         raise ConfigError(f"the operator needs the 'operator' extra (pip install 'krocket[operator]'): {exc}") from None
-    run(namespaces=args.namespace, cluster_wide=args.all_namespaces, liveness_port=args.liveness_port,
-        peering=args.peering)
+    run(
+        namespaces=args.namespace,
+        cluster_wide=args.all_namespaces,
+        liveness_port=args.liveness_port,
+        peering=args.peering,
+    )
     return 0

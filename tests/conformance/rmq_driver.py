@@ -64,9 +64,18 @@ def push(args: argparse.Namespace) -> None:
     def on_message(msg) -> ConsumeStatus:  # type: ignore[no-untyped-def]
         nonlocal got
         with lock:
-            _emit({"got": msg.body.decode(), "id": msg.id, "tags": (msg.tags or b"").decode(),
-                   "keys": (msg.keys or b"").decode(), "queue_id": msg.queue_id, "queue_offset": msg.queue_offset,
-                   "topic": msg.topic, "seq": (msg.get_property("seq") or b"").decode()})
+            _emit(
+                {
+                    "got": msg.body.decode(),
+                    "id": msg.id,
+                    "tags": (msg.tags or b"").decode(),
+                    "keys": (msg.keys or b"").decode(),
+                    "queue_id": msg.queue_id,
+                    "queue_offset": msg.queue_offset,
+                    "topic": msg.topic,
+                    "seq": (msg.get_property("seq") or b"").decode(),
+                }
+            )
             got += 1
             if got >= args.expect:
                 enough.set()

@@ -13,7 +13,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from krocket.client import Message, Producer, PullConsumer
 from krocket.client.types import PullStatus
 
@@ -25,8 +24,12 @@ DRIVER = Path(__file__).with_name("rmq_driver.py")
 def run_driver(tmp_path: Path, *args: str, timeout: float = 60.0) -> list[dict]:
     home = tmp_path / "cpp-home"  # the C++ client writes its logs under $HOME/logs
     home.mkdir(exist_ok=True)
-    proc = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, timeout=timeout,
-                          env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), *args],
+        capture_output=True,
+        timeout=timeout,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
     lines = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
     assert lines and lines[-1].get("done"), f"driver failed (rc {proc.returncode}): {proc.stderr.decode()[-2000:]}"
     return lines[:-1]
@@ -54,16 +57,30 @@ async def produce(namesrv: str, topic: str, bodies_tags: list[tuple[str, str | N
     producer = Producer("conformance-producer", namesrv)
     await producer.start()
     try:
-        return [(await producer.send(Message(topic, body.encode(), tags=tag, keys=[f"k-{body}"]))).msg_id
-                for body, tag in bodies_tags]
+        return [
+            (await producer.send(Message(topic, body.encode(), tags=tag, keys=[f"k-{body}"]))).msg_id
+            for body, tag in bodies_tags
+        ]
     finally:
         await producer.shutdown()
 
 
 def test_cpp_produces_krocket_consumes(cluster, tmp_path):
     ns = cluster.namesrv_addr.split(";")[0]
-    sent = run_driver(tmp_path, "produce", "--namesrv", ns, "--topic", "CppToKrocket", "--count", "20",
-                      "--tag", "TagA", "--keys", "key")
+    sent = run_driver(
+        tmp_path,
+        "produce",
+        "--namesrv",
+        ns,
+        "--topic",
+        "CppToKrocket",
+        "--count",
+        "20",
+        "--tag",
+        "TagA",
+        "--keys",
+        "key",
+    )
     assert len(sent) == 20 and all(s["status"] == 0 for s in sent)
     got = asyncio.run(read_all(cluster.namesrv_addr, "CppToKrocket"))
     assert sorted(m.body.decode() for m in got) == sorted(s["sent"] for s in sent)
@@ -75,8 +92,20 @@ def test_cpp_produces_krocket_consumes(cluster, tmp_path):
 
 def test_krocket_produces_cpp_push_consumer_consumes(cluster, tmp_path):
     ids = asyncio.run(produce(cluster.namesrv_addr, "KrocketToCpp", [(f"kr-{i}", "TagA") for i in range(20)]))
-    got = run_driver(tmp_path, "push", "--namesrv", cluster.namesrv_addr, "--topic", "KrocketToCpp",
-                     "--group", "cpp-consumers", "--expect", "20", "--timeout", "40")
+    got = run_driver(
+        tmp_path,
+        "push",
+        "--namesrv",
+        cluster.namesrv_addr,
+        "--topic",
+        "KrocketToCpp",
+        "--group",
+        "cpp-consumers",
+        "--expect",
+        "20",
+        "--timeout",
+        "40",
+    )
     assert sorted(g["got"] for g in got) == sorted(f"kr-{i}" for i in range(20))
     assert {g["id"] for g in got} == set(ids)
     assert all(g["tags"] == "TagA" for g in got)
@@ -85,16 +114,43 @@ def test_krocket_produces_cpp_push_consumer_consumes(cluster, tmp_path):
 def test_cpp_push_consumer_with_tag_filter_gets_exactly_the_matching_messages(cluster, tmp_path):
     plan = [(f"m-{i}", ("TagA", "TagB", "TagC")[i % 3]) for i in range(30)]
     asyncio.run(produce(cluster.namesrv_addr, "TagFilter", plan))
-    got = run_driver(tmp_path, "push", "--namesrv", cluster.namesrv_addr, "--topic", "TagFilter",
-                     "--group", "cpp-tag-consumers", "--expr", "TagA || TagC", "--expect", "20",
-                     "--timeout", "40", "--linger", "2")
+    got = run_driver(
+        tmp_path,
+        "push",
+        "--namesrv",
+        cluster.namesrv_addr,
+        "--topic",
+        "TagFilter",
+        "--group",
+        "cpp-tag-consumers",
+        "--expr",
+        "TagA || TagC",
+        "--expect",
+        "20",
+        "--timeout",
+        "40",
+        "--linger",
+        "2",
+    )
     assert sorted(g["got"] for g in got) == sorted(b for b, t in plan if t in ("TagA", "TagC"))
 
 
 def test_cpp_send_orderly_lands_in_the_selected_queue(cluster, tmp_path):
     for arg in (0, 1, 5):
-        sent = run_driver(tmp_path, "produce", "--namesrv", cluster.namesrv_addr, "--topic", "Orderly",
-                          "--count", "8", "--orderly-arg", str(arg), "--prefix", f"arg{arg}")
+        sent = run_driver(
+            tmp_path,
+            "produce",
+            "--namesrv",
+            cluster.namesrv_addr,
+            "--topic",
+            "Orderly",
+            "--count",
+            "8",
+            "--orderly-arg",
+            str(arg),
+            "--prefix",
+            f"arg{arg}",
+        )
         assert all(s["status"] == 0 for s in sent)
     got = asyncio.run(read_all(cluster.namesrv_addr, "Orderly"))
     queues: dict[str, set] = defaultdict(set)
@@ -110,8 +166,19 @@ def test_cpp_send_orderly_lands_in_the_selected_queue(cluster, tmp_path):
 
 
 def test_cpp_batch_send(cluster, tmp_path):
-    sent = run_driver(tmp_path, "produce", "--namesrv", cluster.namesrv_addr, "--topic", "CppBatch",
-                      "--count", "10", "--batch", "--prefix", "batch")
+    sent = run_driver(
+        tmp_path,
+        "produce",
+        "--namesrv",
+        cluster.namesrv_addr,
+        "--topic",
+        "CppBatch",
+        "--count",
+        "10",
+        "--batch",
+        "--prefix",
+        "batch",
+    )
     assert sent[0]["status"] == 0
     got = asyncio.run(read_all(cluster.namesrv_addr, "CppBatch"))
     assert sorted(m.body.decode() for m in got) == sorted(f"batch-{i}" for i in range(10))

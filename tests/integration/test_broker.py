@@ -13,11 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.cluster import LocalCluster, start_cluster
-from support.remoting import call, pull, pull_all, send
-
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.remoting import ConnectionPool
+from support.cluster import LocalCluster, start_cluster
+from support.remoting import call, pull, pull_all, send
 
 
 @pytest.fixture
@@ -133,9 +132,12 @@ def test_tag_filter_on_the_broker(one_broker: LocalCluster):
 
 
 def _http(broker, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{broker.http_port}{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{broker.http_port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -147,8 +149,9 @@ def test_http_topic_admin_api(one_broker: LocalCluster):
     broker = one_broker.brokers[0]
     assert _http(broker, "GET", "/healthz")[0] == 200
     assert _http(broker, "GET", "/readyz")[0] == 200
-    status, body = _http(broker, "POST", "/api/v1/topics", {"topicName": "Http1", "readQueueNums": 4,
-                                                             "writeQueueNums": 4})
+    status, body = _http(
+        broker, "POST", "/api/v1/topics", {"topicName": "Http1", "readQueueNums": 4, "writeQueueNums": 4}
+    )
     assert status == 200 and body["readQueueNums"] == 4
     status, body = _http(broker, "PUT", "/api/v1/topics/Http1", {"readQueueNums": 6, "writeQueueNums": 6})
     assert status == 200 and body["writeQueueNums"] == 6
@@ -156,8 +159,9 @@ def test_http_topic_admin_api(one_broker: LocalCluster):
     status, body = _http(broker, "GET", "/api/v1/topics/Http1")
     assert status == 200 and len(body["queues"]) == 6
     assert _http(broker, "POST", "/api/v1/topics", {"topicName": "bad name"})[0] == 400
-    assert _http(broker, "POST", "/api/v1/topics", {"topicName": "W", "readQueueNums": 1,
-                                                    "writeQueueNums": 2})[0] == 400
+    assert (
+        _http(broker, "POST", "/api/v1/topics", {"topicName": "W", "readQueueNums": 1, "writeQueueNums": 2})[0] == 400
+    )
     assert _http(broker, "DELETE", "/api/v1/topics/Http1")[0] == 200
     assert _http(broker, "GET", "/api/v1/topics/Http1")[0] == 404
     assert _http(broker, "DELETE", "/api/v1/topics/Http1")[0] == 404
@@ -175,8 +179,12 @@ def _restart_and_read(cluster: LocalCluster, crash: bool, topic: str, count: int
             resp = await send(pool, broker.addr, topic, f"{topic}-{i}".encode(), queue_id=i % 2)
             assert resp.code == ResponseCode.SUCCESS
             acked.append(resp.ext_fields["msgId"])
-        resp = await call(pool, broker.addr, RequestCode.UPDATE_CONSUMER_OFFSET,
-                          {"consumerGroup": "g1", "topic": topic, "queueId": 0, "commitOffset": 7})
+        resp = await call(
+            pool,
+            broker.addr,
+            RequestCode.UPDATE_CONSUMER_OFFSET,
+            {"consumerGroup": "g1", "topic": topic, "queueId": 0, "commitOffset": 7},
+        )
         assert resp.code == ResponseCode.SUCCESS
 
     asyncio.run(_with_pool(produce))
@@ -193,8 +201,9 @@ def _restart_and_read(cluster: LocalCluster, crash: bool, topic: str, count: int
         for q in (0, 1):
             got += [m.offset_msg_id for m in await pull_all(pool, broker.addr, topic, q)]
         assert sorted(got) == sorted(acked)
-        resp = await call(pool, broker.addr, RequestCode.QUERY_CONSUMER_OFFSET,
-                          {"consumerGroup": "g1", "topic": topic, "queueId": 0})
+        resp = await call(
+            pool, broker.addr, RequestCode.QUERY_CONSUMER_OFFSET, {"consumerGroup": "g1", "topic": topic, "queueId": 0}
+        )
         assert resp.code == ResponseCode.SUCCESS and resp.ext_fields["offset"] == "7"
 
     asyncio.run(_with_pool(verify))

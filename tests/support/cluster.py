@@ -12,11 +12,24 @@ from krocket.cli.local_cluster import ChildProcess, LocalCluster
 __all__ = ["ChildProcess", "LocalCluster", "start_cluster", "wait_until", "wait_until_async"]
 
 
-def start_cluster(data_dir: Path, namesrvs: int = 2, groups: int = 2, flush: str = "async",
-                  auto_create: bool = True, segment_bytes: int | None = None,
-                  extra_broker_args: list[str] | None = None) -> LocalCluster:
-    cluster = LocalCluster.plan(data_dir, namesrvs=namesrvs, groups=groups, flush=flush, auto_create=auto_create,
-                                segment_bytes=segment_bytes, extra_broker_args=extra_broker_args)
+def start_cluster(
+    data_dir: Path,
+    namesrvs: int = 2,
+    groups: int = 2,
+    flush: str = "async",
+    auto_create: bool = True,
+    segment_bytes: int | None = None,
+    extra_broker_args: list[str] | None = None,
+) -> LocalCluster:
+    cluster = LocalCluster.plan(
+        data_dir,
+        namesrvs=namesrvs,
+        groups=groups,
+        flush=flush,
+        auto_create=auto_create,
+        segment_bytes=segment_bytes,
+        extra_broker_args=extra_broker_args,
+    )
     try:
         cluster.start()
     except BaseException:
@@ -25,8 +38,9 @@ def start_cluster(data_dir: Path, namesrvs: int = 2, groups: int = 2, flush: str
     return cluster
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05,
-               message: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05, message: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -35,8 +49,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-async def wait_until_async(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
-                           interval: float = 0.05, message: str = "condition") -> None:
+async def wait_until_async(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()

@@ -9,27 +9,80 @@ from krocket.common.message import decode_records, encode_properties
 from krocket.common.remoting import ConnectionPool, RemotingCommand, header_fields
 
 
-async def call(pool: ConnectionPool, addr: str, code: int, fields: dict[str, Any] | None = None,
-               body: bytes = b"", timeout: float = 5.0) -> RemotingCommand:
+async def call(
+    pool: ConnectionPool,
+    addr: str,
+    code: int,
+    fields: dict[str, Any] | None = None,
+    body: bytes = b"",
+    timeout: float = 5.0,
+) -> RemotingCommand:
     cmd = RemotingCommand(code, ext_fields=header_fields(fields or {}), body=body)
     return await pool.request(addr, cmd, timeout)
 
 
-async def send(pool: ConnectionPool, addr: str, topic: str, body: bytes, queue_id: int = 0,
-               properties: dict[str, str] | None = None) -> RemotingCommand:
-    return await call(pool, addr, RequestCode.SEND_MESSAGE_V2, {
-        "a": "test-producer", "b": topic, "c": "TBW102", "d": 4, "e": queue_id, "f": 0, "g": 0, "h": 0,
-        "i": encode_properties(properties or {}).decode(), "j": 0, "k": False, "m": False}, body)
+async def send(
+    pool: ConnectionPool,
+    addr: str,
+    topic: str,
+    body: bytes,
+    queue_id: int = 0,
+    properties: dict[str, str] | None = None,
+) -> RemotingCommand:
+    return await call(
+        pool,
+        addr,
+        RequestCode.SEND_MESSAGE_V2,
+        {
+            "a": "test-producer",
+            "b": topic,
+            "c": "TBW102",
+            "d": 4,
+            "e": queue_id,
+            "f": 0,
+            "g": 0,
+            "h": 0,
+            "i": encode_properties(properties or {}).decode(),
+            "j": 0,
+            "k": False,
+            "m": False,
+        },
+        body,
+    )
 
 
-async def pull(pool: ConnectionPool, addr: str, topic: str, queue_id: int, offset: int, max_nums: int = 32,
-               suspend_ms: int = 0, expression: str = "*", group: str = "test-group",
-               timeout: float = 30.0) -> RemotingCommand:
+async def pull(
+    pool: ConnectionPool,
+    addr: str,
+    topic: str,
+    queue_id: int,
+    offset: int,
+    max_nums: int = 32,
+    suspend_ms: int = 0,
+    expression: str = "*",
+    group: str = "test-group",
+    timeout: float = 30.0,
+) -> RemotingCommand:
     sys_flag = 0x4 | (0x2 if suspend_ms else 0)
-    return await call(pool, addr, RequestCode.PULL_MESSAGE, {
-        "consumerGroup": group, "topic": topic, "queueId": queue_id, "queueOffset": offset,
-        "maxMsgNums": max_nums, "sysFlag": sys_flag, "commitOffset": 0, "suspendTimeoutMillis": suspend_ms,
-        "subscription": expression, "subVersion": 0, "expressionType": "TAG"}, timeout=timeout)
+    return await call(
+        pool,
+        addr,
+        RequestCode.PULL_MESSAGE,
+        {
+            "consumerGroup": group,
+            "topic": topic,
+            "queueId": queue_id,
+            "queueOffset": offset,
+            "maxMsgNums": max_nums,
+            "sysFlag": sys_flag,
+            "commitOffset": 0,
+            "suspendTimeoutMillis": suspend_ms,
+            "subscription": expression,
+            "subVersion": 0,
+            "expressionType": "TAG",
+        },
+        timeout=timeout,
+    )
 
 
 async def pull_all(pool: ConnectionPool, addr: str, topic: str, queue_id: int, offset: int = 0) -> list[Any]:

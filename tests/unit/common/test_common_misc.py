@@ -1,7 +1,6 @@
 from dataclasses import dataclass
 
 import pytest
-
 from krocket.common.addresses import parse_addr_list, resolve_addr_list
 from krocket.common.config import build_config
 from krocket.common.errors import ConfigError, MessageIllegalError
@@ -38,8 +37,10 @@ def test_route_json_and_lenient_parse():
     assert data["brokerDatas"][0]["brokerAddrs"] == {"0": "127.0.0.1:1"}
     assert TopicRouteData.from_json(data) == route
     legacy = '{"brokerDatas":[{"brokerAddrs":{0:"127.0.0.1:1",1:"127.0.0.1:2"},"brokerName":"b"}],"queueDatas":[]}'
-    assert TopicRouteData.from_json(loads_lenient(legacy)).broker_datas[0].broker_addrs == {0: "127.0.0.1:1",
-                                                                                           1: "127.0.0.1:2"}
+    assert TopicRouteData.from_json(loads_lenient(legacy)).broker_datas[0].broker_addrs == {
+        0: "127.0.0.1:1",
+        1: "127.0.0.1:2",
+    }
 
 
 @dataclass

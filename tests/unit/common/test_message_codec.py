@@ -1,7 +1,6 @@
 import zlib
 
 import pytest
-
 from krocket.common.message import (
     SYSFLAG_COMPRESSED,
     Message,
@@ -22,16 +21,33 @@ from krocket.common.message import (
 
 
 def _record(body=b"hello", props=None, phys=100, sys_flag=0):
-    return encode_record(topic=b"TopicA", body=body, properties=encode_properties(props or {"TAGS": "TagA"}),
-                         queue_id=2, flag=3, queue_offset=5, physical_offset=phys, sys_flag=sys_flag,
-                         born_timestamp=1000, born_host=pack_host("127.0.0.1:4000"), store_timestamp=2000,
-                         store_host=pack_host("127.0.0.1:10911"))
+    return encode_record(
+        topic=b"TopicA",
+        body=body,
+        properties=encode_properties(props or {"TAGS": "TagA"}),
+        queue_id=2,
+        flag=3,
+        queue_offset=5,
+        physical_offset=phys,
+        sys_flag=sys_flag,
+        born_timestamp=1000,
+        born_host=pack_host("127.0.0.1:4000"),
+        store_timestamp=2000,
+        store_host=pack_host("127.0.0.1:10911"),
+    )
 
 
 def test_record_round_trip():
     msg = decode_record(_record(), check_crc=True)
     assert (msg.topic, msg.body, msg.tags, msg.queue_id, msg.flag, msg.queue_offset, msg.commit_log_offset) == (
-        "TopicA", b"hello", "TagA", 2, 3, 5, 100)
+        "TopicA",
+        b"hello",
+        "TagA",
+        2,
+        3,
+        5,
+        100,
+    )
     assert msg.born_host == "127.0.0.1:4000" and msg.store_host == "127.0.0.1:10911"
     assert decode_offset_msg_id(msg.offset_msg_id) == ("127.0.0.1:10911", 100)
 

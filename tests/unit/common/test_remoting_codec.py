@@ -2,7 +2,6 @@ import json
 import struct
 
 import pytest
-
 from krocket.common.codes import FLAG_RESPONSE, LanguageCode
 from krocket.common.errors import FrameError
 from krocket.common.remoting import (
@@ -22,7 +21,13 @@ def test_json_frame_round_trip_keeps_every_field():
     assert length == len(frame) - 4
     got = decode_frame(frame[4:])
     assert (got.code, got.opaque, got.flag, got.ext_fields, got.remark, got.body) == (
-        310, 7, 0, {"b": "TopicA", "e": "3"}, "hi", b"\x00body")
+        310,
+        7,
+        0,
+        {"b": "TopicA", "e": "3"},
+        "hi",
+        b"\x00body",
+    )
 
 
 def test_json_header_is_rocketmq_shaped():
@@ -34,8 +39,15 @@ def test_json_header_is_rocketmq_shaped():
 
 
 def test_binary_header_round_trip_and_response_keeps_serialization():
-    cmd = RemotingCommand(11, opaque=99, ext_fields={"topic": "T", "queueId": "1"}, remark="r", body=b"x",
-                          language=LanguageCode.JAVA, serialize=SERIALIZE_ROCKETMQ)
+    cmd = RemotingCommand(
+        11,
+        opaque=99,
+        ext_fields={"topic": "T", "queueId": "1"},
+        remark="r",
+        body=b"x",
+        language=LanguageCode.JAVA,
+        serialize=SERIALIZE_ROCKETMQ,
+    )
     got = decode_frame(encode(cmd)[4:])
     assert got.serialize == SERIALIZE_ROCKETMQ
     assert (got.code, got.opaque, got.ext_fields, got.remark, got.body) == (11, 99, cmd.ext_fields, "r", b"x")
@@ -54,14 +66,17 @@ def test_decoder_splits_partial_and_coalesced_frames():
     assert [len(c.body) for c in got] == list(range(5))
 
 
-@pytest.mark.parametrize("frame", [
-    struct.pack(">i", 17 * 1024 * 1024) + b"xxxx",  # over the 16 MiB limit
-    struct.pack(">i", 2) + b"xx",  # shorter than the header length field
-    struct.pack(">ii", 8, 100) + b"{}{}",  # header length past the frame
-    struct.pack(">ii", 6, 2) + b"{}",  # JSON without a code
-    struct.pack(">ii", 7, 3) + b"{x}",  # not JSON
-    struct.pack(">ii", 6, (7 << 24) | 2) + b"{}",  # unknown serialization type
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        struct.pack(">i", 17 * 1024 * 1024) + b"xxxx",  # over the 16 MiB limit
+        struct.pack(">i", 2) + b"xx",  # shorter than the header length field
+        struct.pack(">ii", 8, 100) + b"{}{}",  # header length past the frame
+        struct.pack(">ii", 6, 2) + b"{}",  # JSON without a code
+        struct.pack(">ii", 7, 3) + b"{x}",  # not JSON
+        struct.pack(">ii", 6, (7 << 24) | 2) + b"{}",  # unknown serialization type
+    ],
+)
 def test_malformed_frames_raise_frame_error(frame):
     with pytest.raises(FrameError):
         FrameDecoder().feed(frame)
