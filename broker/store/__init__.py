@@ -1,0 +1,1 @@
+"""krocket component."""
