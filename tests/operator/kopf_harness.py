@@ -1,0 +1,272 @@
+"""Run the krocket operator (kopf) against kmock's Kubernetes emulator, with fake or real brokers.
+
+- `StampingEmulator`: kmock plus the server-side metadata kopf relies on (namespace, uid,
+  resourceVersion, generation, creationTimestamp) and 422 on a failed JSON-patch `test`.
+- `OperatorThread`: kopf in its own thread and event loop (fast teardown, no interference with the test
+  loop that serves the emulator), with a fresh registry and its own OperatorContext.
+- `FakeBrokers`: an in-memory stand-in for broker admin APIs, keyed by URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import jsonpatch
+import kmock
+import kopf
+from krocket.operator import constants as c
+from krocket.operator.broker_admin import BrokerUnavailable
+from krocket.operator.build_common import meta
+from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.handlers import register
+from krocket.operator.kube import Credentials
+from krocket.operator.placement import TopicConfig
+
+_rv = itertools.count(1000)
+
+CR_RESOURCES = {
+    f"{c.API_VERSION}/{c.NAMESERVERSETS}": ("NameServerSet", "nameserverset", ["status", "scale"]),
+    f"{c.API_VERSION}/{c.BROKERGROUPS}": ("BrokerGroup", "brokergroup", ["status", "scale"]),
+    f"{c.API_VERSION}/{c.TOPICS}": ("Topic", "topic", ["status"]),
+}
+WATCHED = [*CR_RESOURCES, "apps/v1/statefulsets"]
+
+
+@attrs.define(kw_only=True)
+class StampingEmulator(kmock.KubernetesEmulator):
+    async def _handle(self, request):  # type: ignore[no-untyped-def]
+        data = request.data
+        if request.resource is not None and request.subresource in (None, "status"):
+            if request.action == kmock.action.CREATE and isinstance(data, dict):
+                md = data.setdefault("metadata", {})
+                if request.namespace and not md.get("namespace"):
+                    md["namespace"] = request.namespace
+                md.setdefault("uid", str(uuid.uuid4()))
+                md["resourceVersion"] = str(next(_rv))
+                md.setdefault("generation", 1)
+                md.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                key = (request.resource, request.namespace, request.name)
+                current = self.objects[key] if key in self.objects and not self.objects[key].deleted else None
+                new_rv = str(next(_rv))
+                if isinstance(data, list):
+                    if current is not None:
+                        try:
+                            jsonpatch.apply_patch(dict(current.raw), [op for op in data if op.get("op") == "test"])
+                        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e)) from e
+                    data.append({"op": "add", "path": "/metadata/resourceVersion", "value": new_rv})
+                elif isinstance(data, dict):
+                    if data.get("metadata") is None:
+                        data["metadata"] = {}
+                    data["metadata"]["resourceVersion"] = new_rv
+                    if "spec" in data and current is not None and request.subresource is None:
+                        gen = int(dict(current.get("metadata", {})).get("generation", 1))
+                        data["metadata"]["generation"] = gen + 1
+        return await super()._handle(request)
+
+
+def declare_resources(k: kmock.KubernetesEmulator) -> None:
+    k.resources.load_bundled()
+    for res, (kind, singular, subresources) in CR_RESOURCES.items():
+        k.resources[res] = {
+            "kind": kind,
+            "singular": singular,
+            "namespaced": True,
+            "verbs": ["list", "watch", "get", "patch", "create", "delete"],
+            "shortnames": [],
+            "categories": ["krocket"],
+            "subresources": subresources,
+        }
+
+
+# --- reading the emulator ---------------------------------------------------------------------------
+
+
+def get(k: kmock.KubernetesEmulator, res: str, ns: str, name: str) -> dict[str, Any] | None:
+    key = (k.resource(res), ns, name)
+    if key not in k.objects:
+        return None
+    obj = k.objects[key]
+    return None if obj.deleted else obj.raw
+
+
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            last_exc = e
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+def condition(obj: Mapping[str, Any] | None, ctype: str = "Ready") -> dict[str, Any] | None:
+    for cnd in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cnd.get("type") == ctype:
+            return cnd
+    return None
+
+
+def event_reasons(k: kmock.KubernetesEmulator, ns: str) -> list[str]:
+    out = []
+    for req in k[k.resource("v1/events"), "post"]:
+        if isinstance(req.data, dict) and req.data.get("metadata", {}).get("namespace", ns) == ns:
+            out.append(req.data.get("reason"))
+    return out
+
+
+# --- fake brokers -----------------------------------------------------------------------------------
+
+
+class FakeBrokers:
+    """Broker admin API in memory. URLs look like fake://<ns>/<group>/<ordinal>."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, dict[str, dict[str, Any]]] = {}
+        self.info: dict[str, dict[str, Any]] = {}
+        self.down: set[str] = set()
+        self.lock = threading.Lock()
+
+    def _check(self, url: str) -> None:
+        if any(url.startswith(d) for d in self.down):
+            raise BrokerUnavailable(f"{url} is down")
+
+    async def broker_info(self, url: str) -> dict[str, Any]:
+        self._check(url)
+        return dict(self.info.get(url, {"registered": True, "maxPhyOffset": 0}))
+
+    async def ready(self, url: str) -> bool:
+        return url not in self.down
+
+    async def list_topics(self, url: str) -> list[dict[str, Any]]:
+        self._check(url)
+        return list(self.topics.get(url, {}).values())
+
+    async def get_topic(self, url: str, topic: str) -> dict[str, Any] | None:
+        self._check(url)
+        with self.lock:
+            found = self.topics.get(url, {}).get(topic)
+            return dict(found) if found else None
+
+    async def upsert_topic(self, url: str, cfg: TopicConfig) -> dict[str, Any]:
+        self._check(url)
+        with self.lock:
+            obj = {**cfg.as_request(), "topicSysFlag": 0, "order": False}
+            self.topics.setdefault(url, {})[cfg.topic_name] = obj
+            return dict(obj)
+
+    async def delete_topic(self, url: str, topic: str) -> bool:
+        self._check(url)
+        with self.lock:
+            return self.topics.get(url, {}).pop(topic, None) is not None
+
+
+class FakeResolver:
+    def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:
+        md = meta(group)
+        return f"fake://{md['namespace']}/{md['name']}/{ordinal}"
+
+
+FAST = OperatorConfig(
+    resync_interval=1.0, status_interval=1.0, admin_timeout=2.0, retry_base_delay=0.3, retry_max_delay=2.0
+)
+
+
+# --- kopf in a thread -------------------------------------------------------------------------------
+
+
+class OperatorThread:
+    """kopf with a fresh registry in its own thread and loop, pointed at `url`."""
+
+    def __init__(self, url: str, ctx: OperatorContext, namespaces: list[str] | None = None) -> None:
+        self.url = url
+        self.ctx = ctx
+        self.namespaces = namespaces
+        self.stop_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="kopf-test", daemon=True)
+
+    def _main(self) -> None:
+        registry = kopf.OperatorRegistry()
+        register(registry, self.ctx.config)
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=self.url, default_namespace="default")
+
+        settings = kopf.OperatorSettings()
+        settings.watching.server_timeout = 10
+        settings.watching.reconnect_backoff = 0.2
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    settings=settings,
+                    clusterwide=not self.namespaces,
+                    namespaces=self.namespaces or (),
+                    standalone=True,
+                    stop_flag=self.stop_flag,
+                    memo=kopf.Memo(ctx=self.ctx),
+                )
+            )
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            self.error = e
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(15)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    k: kmock.KubernetesEmulator,
+    *,
+    resolver: Any = None,
+    admin: Any = None,
+    config: OperatorConfig = FAST,
+    namespaces: list[str] | None = None,
+):
+    url = str(k.url).rstrip("/") if hasattr(k, "url") else None
+    if url is None:
+        raise RuntimeError("emulator has no URL")
+    ctx = OperatorContext(
+        credentials=lambda: Credentials(server=url),
+        config=config,
+        resolver=resolver or FakeResolver(),
+        admin=admin,
+    )
+    op = OperatorThread(url, ctx, namespaces)
+    op.start()
+    await wait_for(
+        lambda: all(len(k[kmock.action.WATCH, k.resource(r)]) > 0 for r in WATCHED) or op.error,
+        timeout=20,
+        what="kopf to start watching",
+    )
+    if op.error:
+        raise op.error
+    await asyncio.sleep(0.2)
+    try:
+        yield op
+    finally:
+        op.stop()
+        logging.getLogger(__name__).debug("operator thread stopped: alive=%s", op.thread.is_alive())
