@@ -457,8 +457,8 @@ class MessageStore:
         cq = None
         if tx != TRANSACTION_PREPARED and tx != TRANSACTION_ROLLBACK:
             cq = self.queues.get(meta.topic, meta.queue_id)
-            # Do not bring back the queues of a deleted topic from records before the checkpoint.
-            if cq is None and (force_cq or meta.queue_offset == 0):
+            # Queues are created only for records past the checkpoint, so a deleted topic stays deleted.
+            if cq is None and force_cq:
                 cq = self.queues.get_or_create(meta.topic, meta.queue_id)
             if cq is not None and (force_cq or meta.queue_offset >= cq.max_offset):
                 props = decode_properties(meta.properties)
@@ -624,8 +624,15 @@ class MessageStore:
 
     # -- topics ----------------------------------------------------------------------------------------
     def delete_topic(self, topic: str) -> int:
-        """Drop the consume queues of ``topic``; returns how many were dropped."""
-        return self.queues.delete_topic(topic)
+        """Drop the consume queues of ``topic``; returns how many were dropped.
+
+        A checkpoint is written at once, so recovery does not rebuild the queues from older records.
+        """
+        dropped = self.queues.delete_topic(topic)
+        fds, finish = self._prepare_logics_flush()
+        fdatasync_all(fds)
+        finish()
+        return dropped
 
     def topics_with_queues(self) -> dict[str, list[int]]:
         return self.queues.topics()

@@ -6,8 +6,6 @@ import os
 import struct
 
 import pytest
-from conftest import BORN_HOST, SEGMENT, StoreFactory, body, props
-
 from krocket.common.errors import MessageIllegalError
 from krocket.common.message import (
     BLANK_MAGIC,
@@ -16,6 +14,7 @@ from krocket.common.message import (
     decode_records,
     offset_msg_id,
 )
+from store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
 
 
 def test_put_get_round_trip(make_store: StoreFactory) -> None:
