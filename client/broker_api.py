@@ -114,9 +114,14 @@ async def pull_message(pool: ConnectionPool, addr: str, group: str, queue: Messa
 # -- offsets ----------------------------------------------------------------------------------------
 async def query_consumer_offset(pool: ConnectionPool, addr: str, group: str, queue: MessageQueue,
                                 timeout: float = 3.0) -> int:
-    """The group's stored offset of ``queue``, or -1 when the broker has none."""
+    """The group's stored offset of ``queue``, or -1 when the broker has none.
+
+    Sends ``setZeroIfNotFound=false``: without it a RocketMQ broker answers 0 for a group it has never
+    seen on a young queue, and CONSUME_FROM_LAST would start at the beginning (brokers before 5.x ignore
+    the field and keep doing that)."""
     response = await invoke(pool, addr, RequestCode.QUERY_CONSUMER_OFFSET,
-                            {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id},
+                            {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id,
+                             "setZeroIfNotFound": False},
                             timeout=timeout, accept=(ResponseCode.SUCCESS, ResponseCode.QUERY_NOT_FOUND))
     if response.code == ResponseCode.QUERY_NOT_FOUND:
         return -1
