@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FLUSH_MODES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
@@ -87,6 +90,8 @@ def load_broker_config(path: str | None = None, overrides: dict[str, Any] | None
         env["namesrvAddr"] = _env_namesrv()
     config = build_config(BrokerConfig, file_layer, env, overrides or {})
     config.validate()
+    if config.extra:
+        log.warning("settings krocket does not use (kept, ignored): %s", ", ".join(sorted(config.extra)))
     return config
 
 

@@ -66,4 +66,4 @@ class Header:
         value = self._fields.get(name)
         if value is None:
             return default
-        return value.lower() == "true"
+        return value.lower() in ("true", "1")  # the C++ client sends "1"

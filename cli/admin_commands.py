@@ -129,29 +129,27 @@ def topic_delete(args: argparse.Namespace) -> int:
 def cluster_list(args: argparse.Namespace) -> int:
     info = asyncio.run(_with_admin(args, lambda a: a.cluster_info()))
     lines = [f"{'CLUSTER':16} {'BROKER':12} {'ID':>3}  ADDRESS"]
-    brokers = info.get("brokerAddrTable", {})
-    for cluster, names in sorted(info.get("clusterAddrTable", {}).items()):
-        for name in sorted(names):
-            for broker_id, addr in sorted(
-                brokers.get(name, {}).get("brokerAddrs", {}).items(), key=lambda kv: int(kv[0])
-            ):
-                lines.append(f"{cluster:16} {name:12} {broker_id:>3}  {addr}")
-    _print(args, info, lines)
+    data: dict[str, Any] = {"clusters": {}, "brokers": {}}
+    for cluster, names in sorted(info.clusters.items()):
+        data["clusters"][cluster] = names
+        for name in names:
+            broker = info.brokers.get(name)
+            addrs = broker.broker_addrs if broker else {}
+            data["brokers"][name] = {str(k): v for k, v in sorted(addrs.items())}
+            for broker_id, addr in sorted(addrs.items()):
+                role = "master" if broker_id == 0 else "slave"
+                lines.append(f"{cluster:16} {name:12} {broker_id:>3}  {addr} ({role})")
+    _print(args, data, lines)
     return 0
 
 
 def consumer_progress(args: argparse.Namespace) -> int:
-    rows = asyncio.run(_with_admin(args, lambda a: a.consumer_progress(args.group, args.topic)))
-    rows = [r if isinstance(r, dict) else r.__dict__ for r in rows]
+    progress = asyncio.run(_with_admin(args, lambda a: a.consumer_progress(args.group, args.topic)))
+    rows = [r.as_dict() for r in progress]
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'BROKER_OFFSET':>14} {'CONSUMER_OFFSET':>16} {'LAG':>10}"]
-    total = 0
     for r in rows:
-        lines.append(
-            f"{r.get('topic', ''):20} {r.get('broker_name', r.get('broker', '')):12} "
-            f"{r.get('queue_id', ''):>4} {r.get('broker_offset', ''):>14} "
-            f"{r.get('consumer_offset', ''):>16} {r.get('lag', ''):>10}"
-        )
-        total += int(r.get("lag", 0) or 0)
-    lines.append(f"total lag: {total}")
+        lines.append(f"{r['topic']:20} {r['broker']:12} {r['queue_id']:>4} {r['broker_offset']:>14} "
+                     f"{r['consumer_offset']:>16} {r['lag']:>10}")
+    lines.append(f"total lag: {sum(r['lag'] for r in rows)}")
     _print(args, rows, lines)
     return 0

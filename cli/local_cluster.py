@@ -172,10 +172,8 @@ class LocalCluster:
         logs = data_dir / "logs"
         for i in range(namesrvs):
             port = first_namesrv_port if i == 0 and first_namesrv_port else 0
-            ns = ChildProcess("namesrv", f"namesrv-{i}", ["--host", "127.0.0.1"], data_dir, logs / f"namesrv-{i}.log")
-            if port:
-                ns.args += ["--listen-port", str(port), "--http-port", "0"]
-            cluster.namesrvs.append(ns)
+            args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0"]
+            cluster.namesrvs.append(ChildProcess("namesrv", f"namesrv-{i}", args, data_dir, logs / f"namesrv-{i}.log"))
         flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
         for g in range(groups):
             name = f"broker-{GROUP_NAMES[g]}"

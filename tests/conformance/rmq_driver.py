@@ -55,13 +55,13 @@ def produce(args: argparse.Namespace) -> None:
 
 
 def push(args: argparse.Namespace) -> None:
-    from rocketmq.client import ConsumeStatus, PushConsumer
+    from rocketmq.client import PushConsumer
 
     got = 0
     lock = threading.Lock()
     enough = threading.Event()
 
-    def on_message(msg) -> ConsumeStatus:  # type: ignore[no-untyped-def]
+    def on_message(msg) -> None:  # type: ignore[no-untyped-def]  # returning normally = CONSUME_SUCCESS
         nonlocal got
         with lock:
             _emit(
@@ -79,7 +79,6 @@ def push(args: argparse.Namespace) -> None:
             got += 1
             if got >= args.expect:
                 enough.set()
-        return ConsumeStatus.CONSUME_SUCCESS
 
     consumer = PushConsumer(args.group)
     consumer.set_namesrv_addr(args.namesrv)

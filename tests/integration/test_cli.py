@@ -54,9 +54,12 @@ def test_broker_with_a_bad_config_file_exits_2(tmp_path):
     cfg.write_text("flushDiskType: SOMETIMES\n")
     result = krocket("broker", "--config", str(cfg))
     assert result.returncode == 2 and "flushDiskType must be one of" in result.stderr
-    cfg.write_text("noSuchSetting: 1\n")
+    cfg.write_text("listenPort: not-a-port\n")
     result = krocket("broker", "--config", str(cfg))
-    assert result.returncode == 2 and "unknown setting 'noSuchSetting'" in result.stderr
+    assert result.returncode == 2 and "'listenPort' must be of type int" in result.stderr
+    cfg.write_text("- a list, not a mapping\n")
+    result = krocket("broker", "--config", str(cfg))
+    assert result.returncode == 2 and "must hold a mapping" in result.stderr
 
 
 def test_local_up_on_a_busy_port_exits_2(tmp_path):
