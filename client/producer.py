@@ -15,6 +15,7 @@ from krocket.common.errors import (
     MessageIllegalError,
     RemoteError,
     RemotingTimeoutError,
+    ServiceNotAvailableError,
     TopicNotExistError,
 )
 from krocket.common.message import (
@@ -113,11 +114,15 @@ class Producer:
         if topic in self._via_default:
             return self._via_default[topic]
         try:
-            queues = publish_queues(topic, await instance.route(topic, fresh=True))
-            if queues:
-                return queues
+            route = await instance.route(topic, fresh=True)
         except TopicNotExistError:
-            pass
+            route = None
+        if route is not None:
+            queues = publish_queues(topic, route)
+            if not queues:  # it exists: never auto-create it elsewhere, like RocketMQ
+                raise ServiceNotAvailableError(f"topic {topic!r} has no writable queue on a broker with a master "
+                                               "online")
+            return queues
         # Not created yet: send to brokers that may auto-create it; the refresh task keeps asking for the
         # topic's own route, which the broker registers once it has created the topic.
         default = await instance.route(AUTO_CREATE_TOPIC_KEY)

@@ -35,7 +35,7 @@ class FakeNamesrv:
         return f"127.0.0.1:{self.server.port}"
 
     def route(self, topic: str) -> TopicRouteData | None:
-        qds = [QueueData(b.name, b.topics[topic].queues, b.topics[topic].queues, 6)
+        qds = [QueueData(b.name, b.topics[topic].queues, b.topics[topic].queues, b.topics[topic].perm)
                for b in self.brokers if topic in b.topics and b.online]
         if not qds:
             return None
@@ -65,6 +65,7 @@ class FakeNamesrv:
 @dataclass
 class FakeTopic:
     queues: int
+    perm: int = 6
     logs: list[list[bytes]] = field(default_factory=list)
     tags: list[list[str | None]] = field(default_factory=list)
     stored: list[list[int]] = field(default_factory=list)

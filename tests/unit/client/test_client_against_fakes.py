@@ -224,3 +224,33 @@ async def test_name_server_failover(fake: FakeCluster) -> None:
     dead = "127.0.0.1:1"
     async with Producer("pg", f"{dead};{fake.namesrv_addr}") as producer:
         assert (await producer.send(Message("T", b"x"))).status is SendStatus.SEND_OK
+
+
+async def test_existing_read_only_topic_is_not_auto_created_elsewhere(fake: FakeCluster) -> None:
+    fake.create_topic("RO")
+    for b in fake.brokers:
+        b.topics["RO"].perm = 4
+    async with Producer("pg", fake.namesrv_addr) as producer:
+        with pytest.raises(Exception, match="no writable queue"):
+            await producer.send(Message("RO", b"x"))
+    assert all(not b.sent_headers for b in fake.brokers)
+
+
+async def test_flow_control_by_count_and_bytes() -> None:
+    from krocket.client.process_queue import ProcessQueue
+    from krocket.client.types import MessageQueue
+
+    consumer = PushConsumer("cg", "127.0.0.1:1", pull_threshold_for_queue=2, pull_threshold_size_mib_for_queue=1)
+    mq = MessageQueue("T", "b", 0)
+    pq = ProcessQueue()
+
+    def msg(offset: int, size: int) -> MessageExt:
+        return MessageExt("T", b"x" * size, {}, 0, offset, 0, 0, 0, 0, 0, "", 0, "", 0, "")
+
+    pq.put([msg(0, 1), msg(1, 1)])
+    assert not consumer._flow_controlled(mq, pq)
+    pq.put([msg(2, 1)])
+    assert consumer._flow_controlled(mq, pq)  # 3 messages > 2
+    pq = ProcessQueue()
+    pq.put([msg(0, 2 * 1024 * 1024)])
+    assert consumer._flow_controlled(mq, pq)  # 2 MiB > 1 MiB
