@@ -22,8 +22,6 @@ from .broker_api import command, json_body
 
 log = logging.getLogger(__name__)
 
-ROUTE_TTL_S = 30.0
-
 
 class NameServerClient:
     """Talks to any one of the name servers, sticking to one until it fails, then trying the next."""
@@ -95,18 +93,6 @@ class NameServerClient:
         route = TopicRouteData.from_json(json_body(response))
         self._routes[topic] = (time.monotonic(), route)
         return route
-
-    async def route(self, topic: str, max_age: float = ROUTE_TTL_S) -> TopicRouteData:
-        """The cached route when fresh enough, else a fresh one; the stale one if name servers fail."""
-        cached = self._routes.get(topic)
-        if cached is not None and time.monotonic() - cached[0] < max_age:
-            return cached[1]
-        try:
-            return await self.fetch_route(topic)
-        except ConnectionClosedError:
-            if cached is not None:
-                return cached[1]
-            raise
 
     def cached_route(self, topic: str) -> TopicRouteData | None:
         cached = self._routes.get(topic)

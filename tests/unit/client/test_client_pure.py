@@ -256,3 +256,15 @@ def test_batch_body_roundtrip() -> None:
     items = decode_batch(body)
     assert [i.body for i in items] == [b"one", b"two"]
     assert items[0].properties == {"TAGS": "A", PROPERTY_UNIQ_KEY: "1"} and items[1].flag == 3
+
+
+def test_name_server_list_from_env_and_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from krocket.client.namesrv import NameServerClient
+    from krocket.common.remoting import ConnectionPool
+
+    monkeypatch.setenv("NAMESRV_ADDR", "localhost:9876;127.0.0.1:9877")
+    monkeypatch.delenv("KROCKET_NAMESRV_ADDR", raising=False)
+    client = NameServerClient(ConnectionPool())
+    assert client.addresses == ["127.0.0.1:9876", "127.0.0.1:9877"]
+    explicit = NameServerClient(ConnectionPool(), "127.0.0.1:1")
+    assert explicit.addresses == ["127.0.0.1:1"]
