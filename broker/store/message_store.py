@@ -255,7 +255,7 @@ class MessageStore:
         if not self._opened:
             raise ServiceNotAvailableError("the message store is not open")
         now = time.monotonic()
-        if now - self._disk_checked_at >= self._disk_check_interval:
+        if now - self._disk_checked_at >= self._disk_check_interval or self._disk_check_interval <= 0:
             self._disk_checked_at = now
             ratio = self.retention.used_ratio(fresh=True)
             if ratio > self.config.disk_warning_ratio:
@@ -297,12 +297,14 @@ class MessageStore:
     def put_message(self, topic: str, queue_id: int, body: bytes, properties: dict[str, str], flag: int = 0,
                     sys_flag: int = 0, born_timestamp: int = 0, born_host: bytes = b"",
                     reconsume_times: int = 0) -> PutResult:
-        """Append one message and dispatch it to its consume queue and the index."""
-        self._check_writable()
+        """Append one message and dispatch it to its consume queue and the index (the hot path: kept flat)."""
+        now_mono = time.monotonic()
+        if not self._opened or now_mono - self._disk_checked_at >= self._disk_check_interval:
+            self._check_writable()
         if len(body) > self._max_body:
             raise MessageIllegalError(
                 f"message body is {len(body)} bytes; at most {self._max_body} allowed")
-        prefix = self._prefix(topic)
+        prefix = self._topic_prefix.get(topic) or self._prefix(topic)
         props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
         if len(props) > MAX_PROPERTIES_BYTES:
             raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
@@ -311,21 +313,32 @@ class MessageStore:
             born_host = store_host
         total = 90 + len(body) + len(prefix) + len(props)
         commitlog = self.commitlog
-        phy = commitlog.reserve(total)
+        phy = commitlog.wrote if total + BLANK_MIN_BYTES <= commitlog._tail_room else commitlog.reserve(total)
         now = int(time.time() * 1000)
         tx = sys_flag & TRANSACTION_TYPE_MASK
-        dispatch = tx != TRANSACTION_PREPARED and tx != TRANSACTION_ROLLBACK
-        cq = self.queues.get_or_create(topic, queue_id) if dispatch else None
-        qoff = cq.max_offset if cq is not None else 0
-        commitlog.append3(
-            RECORD.pack(total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy, sys_flag,
-                        born_timestamp or now, born_host, now, store_host, reconsume_times, 0, len(body)),
-            body, prefix + I16.pack(len(props)) + props)
+        if tx != TRANSACTION_PREPARED and tx != TRANSACTION_ROLLBACK:
+            cq = self.queues.queues.get((topic, queue_id)) or self.queues.get_or_create(topic, queue_id)
+            qoff = cq.max_offset
+        else:
+            cq = None
+            qoff = 0
+        buf = commitlog._buf
+        buf += RECORD.pack(total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy, sys_flag,
+                           born_timestamp or now, born_host, now, store_host, reconsume_times, 0, len(body))
+        buf += body
+        buf += prefix
+        buf += I16.pack(len(props))
+        buf += props
+        commitlog.wrote = phy + total
+        commitlog._tail_room -= total
+        if len(buf) >= commitlog._commit_limit:
+            commitlog.commit()
         self._last_store_ts = now
         tcode = 0
         if cq is not None:
             tags = properties.get(PROPERTY_TAGS)
-            tcode = self._tags_code(tags) if tags else 0
+            if tags:
+                tcode = self._tags_codes.get(tags) or self._tags_code(tags)
             cq.append(phy, total, tcode)
         if self._index_enabled and properties:
             self._index_keys(topic, properties, phy, now)
@@ -339,8 +352,8 @@ class MessageStore:
 
     def put_messages(self, topic: str, queue_id: int, items: list[tuple[bytes, dict[str, str], int]],
                      sys_flag: int = 0, born_timestamp: int = 0, born_host: bytes = b"") -> list[PutResult]:
-        """Append a batch to one queue with consecutive queue offsets, as one contiguous write (split only
-        where a batch is bigger than what is left of a segment... and then at record boundaries)."""
+        """Append a batch of (body, properties, flag) to one queue with consecutive queue offsets, as one
+        contiguous write; a batch larger than what a segment has left is split at record boundaries."""
         self._check_writable()
         if not items:
             return []
@@ -348,7 +361,8 @@ class MessageStore:
         store_host = self._store_host
         if len(born_host) != 8:
             born_host = store_host
-        encoded: list[tuple[bytes, bytes, dict[str, str], int]] = []
+        fixed = 90 + len(prefix)
+        encoded: list[tuple[int, bytes, bytes, dict[str, str], int]] = []
         for body, properties, flag in items:
             if len(body) > self._max_body:
                 raise MessageIllegalError(
@@ -356,45 +370,44 @@ class MessageStore:
             props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
             if len(props) > MAX_PROPERTIES_BYTES:
                 raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
-            encoded.append((body, props, properties, flag))
+            encoded.append((fixed + len(body) + len(props), body, props, properties, flag))
         commitlog = self.commitlog
         limit = commitlog.segment_bytes - BLANK_MIN_BYTES
         cq = self.queues.get_or_create(topic, queue_id)
+        index = self._index_enabled
+        listeners = self._listeners
+        pack = RECORD.pack
         results: list[PutResult] = []
-        i = 0
-        n = len(encoded)
+        i, n = 0, len(encoded)
         while i < n:
-            # The longest run from i that fits one segment.
-            j, run = i, 0
-            while j < n:
-                size = 90 + len(encoded[j][0]) + len(prefix) + len(encoded[j][1])
-                if run + size > limit:
-                    break
-                run += size
+            j, run = i, 0  # the longest run from i that fits one segment
+            while j < n and run + encoded[j][0] <= limit:
+                run += encoded[j][0]
                 j += 1
             if j == i:
-                commitlog.reserve(90 + len(encoded[i][0]) + len(prefix) + len(encoded[i][1]))  # raises
+                commitlog.reserve(encoded[i][0])  # raises: the record fits no segment
             phy = commitlog.reserve(run)
             now = int(time.time() * 1000)
-            parts: list[bytes] = []
-            for body, props, properties, flag in encoded[i:j]:
-                total = 90 + len(body) + len(prefix) + len(props)
+            born = born_timestamp or now
+            out = bytearray()
+            for total, body, props, properties, flag in encoded[i:j]:
                 qoff = cq.max_offset
-                parts.append(RECORD.pack(
-                    total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy, sys_flag,
-                    born_timestamp or now, born_host, now, store_host, 0, 0, len(body)))
-                parts.append(body)
-                parts.append(prefix + I16.pack(len(props)) + props)
-                tags = properties.get(PROPERTY_TAGS)
+                out += pack(total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy,
+                            sys_flag, born, born_host, now, store_host, 0, 0, len(body))
+                out += body
+                out += prefix
+                out += I16.pack(len(props))
+                out += props
+                tags = properties.get(PROPERTY_TAGS) if properties else None
                 tcode = self._tags_code(tags) if tags else 0
                 cq.append(phy, total, tcode)
-                if self._index_enabled and properties:
+                if index and properties:
                     self._index_keys(topic, properties, phy, now)
                 results.append(PutResult(phy, qoff, total, now, store_host))
-                for cb in self._listeners:
+                for cb in listeners:
                     cb(topic, queue_id, qoff + 1, tcode)
                 phy += total
-            commitlog.append(b"".join(parts))
+            commitlog.append(out)
             self._last_store_ts = now
             i = j
         self._schedule_commit()
