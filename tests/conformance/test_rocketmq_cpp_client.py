@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from krocket.client import Message, Producer, PullConsumer
 from krocket.client.types import PullStatus
+from krocket.common.errors import TopicNotExistError
 
 pytest.importorskip("rocketmq.client", reason="the conformance client rocketmq==0.4.4 is a dev dependency")
 
@@ -40,7 +41,14 @@ async def read_all(namesrv: str, topic: str, expression: str = "*") -> list:
     await consumer.start()
     try:
         out = []
-        for queue in await consumer.fetch_queues(topic):
+        queues = []
+        for _ in range(100):  # an auto-created topic reaches the name servers with the broker's next registration
+            try:
+                queues = await consumer.fetch_queues(topic)
+                break
+            except TopicNotExistError:
+                await asyncio.sleep(0.1)
+        for queue in queues:
             offset = 0
             for _ in range(1000):
                 result = await consumer.pull(queue, expression, offset, 32)
