@@ -1,0 +1,1 @@
+"""`krocket bench`: producer/consumer benchmarks shaped like the peer kit."""
