@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from .types import MessageQueue
 log = logging.getLogger(__name__)
 
 DEFAULT_OFFSET_DIR = Path("~/.krocket_offsets")
+WARN_EVERY_S = 60.0
 
 
 class OffsetStore(Protocol):
@@ -61,6 +63,7 @@ class RemoteBrokerOffsetStore(_MemoryTable):
         self._query = query
         self._commit = commit
         self._persisted: dict[MessageQueue, int] = {}
+        self._warned: dict[MessageQueue, float] = {}
 
     async def read_stored(self, queue: MessageQueue) -> int:
         offset = await self._query(queue)
@@ -76,7 +79,10 @@ class RemoteBrokerOffsetStore(_MemoryTable):
         results = await asyncio.gather(*(self._commit(q, o) for q, o in todo), return_exceptions=True)
         for (queue, offset), result in zip(todo, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("committing offset %d of %s failed: %s", offset, queue, result)
+                now = time.monotonic()
+                if now - self._warned.get(queue, -1e9) >= WARN_EVERY_S:
+                    self._warned[queue] = now
+                    log.warning("committing offset %d of %s failed (will retry): %s", offset, queue, result)
             else:
                 self._persisted[queue] = offset
 

@@ -326,11 +326,12 @@ class PushConsumer:
             self._store.remove(mq)
 
     # -- offsets ------------------------------------------------------------------------------------
-    def _addr(self, mq: MessageQueue) -> str:
+    def _addr(self, mq: MessageQueue, master_only: bool = False) -> str:
+        """The master of the queue's broker group; for reads, any member when the master is gone."""
         assert self._instance is not None
-        addr = self._instance.broker_addr(mq.broker_name)
+        addr = self._instance.broker_addr(mq.broker_name, only_this=master_only)
         if addr is None:
-            raise KrocketError(f"broker {mq.broker_name} is not in the route")
+            raise KrocketError(f"broker {mq.broker_name} has no {'master' if master_only else 'member'} in the route")
         return addr
 
     async def _query_offset(self, mq: MessageQueue) -> int:
@@ -339,7 +340,8 @@ class PushConsumer:
 
     async def _commit_offset(self, mq: MessageQueue, offset: int) -> None:
         assert self._instance is not None
-        await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq), self.group, mq, offset)
+        await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq, master_only=True), self.group,
+                                                mq, offset)
 
     async def _initial_offset(self, mq: MessageQueue) -> int:
         """The stored offset, else where ``consume_from`` says (RocketMQ's computePullFromWhere)."""
