@@ -11,13 +11,24 @@ that consume queues or the index lack are dispatched again (idempotently).
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from krocket.common.message import BLANK_MAGIC
+from krocket.common.message import BLANK_MAGIC, MAGIC_V1, RECORD_FIXED_BYTES
 
 from .checkpoint import CheckpointData
-from .commitlog import BLANK_MIN_BYTES, RECORD_MIN_BYTES, TOTAL_MAGIC, BadRecord, CommitLog, RecordMeta, parse_record
+from .commitlog import (
+    BLANK_MIN_BYTES,
+    I16,
+    RECORD,
+    RECORD_MIN_BYTES,
+    TOTAL_MAGIC,
+    BadRecord,
+    CommitLog,
+    RecordMeta,
+    parse_record,
+)
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
 
@@ -81,40 +92,81 @@ class Recovery:
               report: RecoveryReport) -> tuple[int, str]:
         segs = self.commitlog.files.segments
         check_crc = self.config.check_crc_on_recover
+        queues = self.queues.queues
+        redispatch = self.redispatch
+        unpack = RECORD.unpack_from
+        crc32 = zlib.crc32
+        topics: dict[bytes, str] = {}
+        scanned = 0
         for si in range(start_idx, len(segs)):
             seg = segs[si]
             last = si == len(segs) - 1
-            chunk = b""
+            view = memoryview(b"")
             chunk_pos = 0
             pos = 0
+            base = seg.start
+            capacity = seg.capacity
+            wrote = seg.wrote
             while True:
-                if pos + BLANK_MIN_BYTES > seg.wrote:
-                    if pos == seg.wrote and last:
-                        return seg.start + pos, "end of data"
-                    return seg.start + pos, "segment ends without a BLANK record"
-                if pos + BLANK_MIN_BYTES > chunk_pos + len(chunk):
-                    chunk, chunk_pos = seg.read(pos, SCAN_CHUNK), pos
-                total, magic = TOTAL_MAGIC.unpack_from(chunk, pos - chunk_pos)
+                if pos + BLANK_MIN_BYTES > wrote:
+                    report.records_scanned += scanned
+                    if pos == wrote and last:
+                        return base + pos, "end of data"
+                    return base + pos, "segment ends without a BLANK record"
+                p = pos - chunk_pos
+                if p + RECORD_FIXED_BYTES > len(view):
+                    view, chunk_pos = memoryview(seg.read(pos, SCAN_CHUNK)), pos
+                    p = 0
+                total, magic = TOTAL_MAGIC.unpack_from(view, p)
                 if magic == BLANK_MAGIC:
-                    if total != seg.capacity - pos:
-                        return seg.start + pos, f"BLANK record of {total} bytes does not end the segment"
-                    if seg.wrote < seg.capacity:
-                        seg.truncate(seg.capacity)
+                    if total != capacity - pos:
+                        report.records_scanned += scanned
+                        return base + pos, f"BLANK record of {total} bytes does not end the segment"
+                    if wrote < capacity:
+                        seg.truncate(capacity)
                     break
-                if total < RECORD_MIN_BYTES or pos + total + BLANK_MIN_BYTES > seg.capacity:
-                    return seg.start + pos, f"impossible record size {total}"
-                if pos + total > seg.wrote:
-                    return seg.start + pos, "torn record"
-                if pos + total > chunk_pos + len(chunk):
-                    chunk, chunk_pos = seg.read(pos, max(SCAN_CHUNK, total)), pos
-                try:
-                    meta = parse_record(chunk, pos - chunk_pos, seg.start + pos, check_crc)
-                except BadRecord as exc:
-                    return seg.start + pos, str(exc)
-                report.records_scanned += 1
-                self.redispatch(meta, meta.phy >= logics_from, meta.phy >= index_from)
+                if total < RECORD_MIN_BYTES or pos + total + BLANK_MIN_BYTES > capacity:
+                    report.records_scanned += scanned
+                    return base + pos, f"impossible record size {total}"
+                if pos + total > wrote:
+                    report.records_scanned += scanned
+                    return base + pos, "torn record"
+                if p + total > len(view):
+                    view, chunk_pos = memoryview(seg.read(pos, max(SCAN_CHUNK, total))), pos
+                    p = 0
+                phy = base + pos
+                (_t, _m, crc, queue_id, _flag, queue_offset, phys, _sys, _bts, _bh, _sts, _sh, _rc, _ptx,
+                 body_len) = unpack(view, p)
+                body_end = p + RECORD_FIXED_BYTES + body_len
+                ok = (magic == MAGIC_V1 and phys == phy and body_len >= 0 and not _sys & 0x30
+                      and body_end + 3 <= p + total)
+                if ok:
+                    topic_len = view[body_end]
+                    props_at = body_end + 1 + topic_len
+                    ok = (props_at + 2 <= p + total
+                          and props_at + 2 + I16.unpack_from(view, props_at)[0] == p + total)
+                if not ok or (check_crc and crc32(view[p + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != crc):
+                    # The slow path says exactly what is wrong (and accepts MAGIC_V2 records).
+                    try:
+                        meta = parse_record(view, p, phy, check_crc)
+                    except BadRecord as exc:
+                        report.records_scanned += scanned
+                        return phy, str(exc)
+                    redispatch(meta, phy >= logics_from, phy >= index_from)
+                else:
+                    raw_topic = bytes(view[body_end + 1 : props_at])
+                    topic = topics.get(raw_topic)
+                    if topic is None:
+                        topic = topics[raw_topic] = raw_topic.decode(errors="replace")
+                    cq = queues.get((topic, queue_id))
+                    force = phy >= logics_from
+                    if force or phy >= index_from or (cq is not None and queue_offset >= cq.max_offset):
+                        redispatch(parse_record(view, p, phy, False), force, phy >= index_from)
+                scanned += 1
                 pos += total
             if last:
                 # The last segment is complete; the next append rolls to a new one.
-                return seg.start + seg.capacity, "end of data"
+                report.records_scanned += scanned
+                return base + capacity, "end of data"
+        report.records_scanned += scanned
         return self.commitlog.max_offset, "end of data"
