@@ -195,6 +195,7 @@ class IndexService:
     def _roll(self, ts: int) -> IndexFile:
         if self._current is not None:
             self._current.write_out()
+            os.fdatasync(self._current.fd)  # the checkpoint will claim it; rare (once per file)
             self._current.writable = False
             self._current._slots = None
             self._current.close_fd()

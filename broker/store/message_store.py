@@ -222,6 +222,8 @@ class MessageStore:
         data = self.checkpoint.data
         physic_offset = self.commitlog.flushed
         ckpt = self.checkpoint
+        if not fds and data.logics_offset == dispatched and data.physic_offset == physic_offset:
+            return fds, lambda: None  # idle: nothing new to record
 
         def finish() -> None:
             data.physic_offset = physic_offset

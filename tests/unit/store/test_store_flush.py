@@ -132,3 +132,15 @@ def test_append_raw_replicates_byte_for_byte(make_store: StoreFactory, tmp_path:
     slave.close()
     slave = make_store(root=tmp_path / "slave")
     assert len(decode_records(slave.get_messages("Rep", 1, 0, max_msgs=1000, max_bytes=10**9).body)) == 150
+
+
+async def test_appends_reach_the_files_every_loop_tick(make_store: StoreFactory) -> None:
+    store = make_store(commit_buffer_bytes=10**9)
+    store.start_background()
+    try:
+        r = store.put_message("K", 0, body(1), props(1))
+        assert store.commitlog.pending_bytes == r.wrote_bytes  # still in the user-space buffer
+        await asyncio.sleep(0)
+        assert store.commitlog.pending_bytes == 0 and store.commitlog.committed == r.end_offset
+    finally:
+        await store.stop_background()
