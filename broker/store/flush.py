@@ -118,17 +118,17 @@ class FlushService:
         self._waiters = keep
 
     # -- background loops ------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._tasks:
             return
         self._kick = asyncio.Event()
         if self.config.sync_flush:
-            self._tasks.append(asyncio.create_task(self._group_commit_loop(), name="krocket-group-commit"))
+            self._tasks.append(loop.create_task(self._group_commit_loop(), name="krocket-group-commit"))
         else:
-            self._tasks.append(asyncio.create_task(self._async_flush_loop(), name="krocket-async-flush"))
-        self._tasks.append(asyncio.create_task(self._logics_loop(), name="krocket-flush-logics"))
+            self._tasks.append(loop.create_task(self._async_flush_loop(), name="krocket-async-flush"))
+        self._tasks.append(loop.create_task(self._logics_loop(), name="krocket-flush-logics"))
         if self.retention is not None:
-            self._tasks.append(asyncio.create_task(self._retention_loop(), name="krocket-retention"))
+            self._tasks.append(loop.create_task(self._retention_loop(), name="krocket-retention"))
 
     async def _group_commit_loop(self) -> None:
         kick = self._kick

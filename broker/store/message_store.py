@@ -190,9 +190,10 @@ class MessageStore:
         self.close()
 
     def start_background(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start flush and retention tasks on the running loop; appends are then written out every tick."""
+        """Start the flush and retention tasks on ``loop`` (default: the running loop); from then on
+        buffered appends are also written out once per loop iteration."""
         self._loop = loop or asyncio.get_running_loop()
-        self.flusher.start()
+        self.flusher.start(self._loop)
 
     async def stop_background(self) -> None:
         await self.flusher.stop()
