@@ -54,6 +54,7 @@ async def broker_info(request: web.Request) -> web.Response:
             "registered": state["registration"].registered,
             "nameServers": state["registration"].registered_with,
             "flushDiskType": config.flush_disk_type,
+            "replication": state["broker"].replication(),
         }
     )
 

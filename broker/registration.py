@@ -27,7 +27,8 @@ class NameServerRegistration:
         self._registered: set[str] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.master_addr: str | None = None
+        self.master_addr: str | None = None  # for a slave: its master's remoting and HA addresses
+        self.master_ha_addr: str | None = None
 
     @property
     def registered(self) -> bool:
@@ -93,9 +94,9 @@ class NameServerRegistration:
         if response.code != ResponseCode.SUCCESS:
             log.warning("name server %s refused registration: %s", addr, response.remark)
             return False
-        master = response.ext_fields.get("masterAddr")
-        if master:
-            self.master_addr = master
+        if self._config.is_slave:
+            self.master_addr = response.ext_fields.get("masterAddr") or None
+            self.master_ha_addr = self._config.ha_master_address or response.ext_fields.get("haServerAddr") or None
         return True
 
     def trigger(self) -> None:
@@ -110,8 +111,10 @@ class NameServerRegistration:
                 await self.register_once()
             except Exception:
                 log.exception("registration round failed")
+            # A slave that has not learned its master yet asks again soon, not in 30 s.
+            wait = 1.0 if self._config.is_slave and not self.master_ha_addr else period
             try:
-                await asyncio.wait_for(self._wakeup.wait(), period)
+                await asyncio.wait_for(self._wakeup.wait(), wait)
             except TimeoutError:
                 pass
 

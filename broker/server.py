@@ -14,6 +14,9 @@ from typing import Any
 from aiohttp import web
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
+from krocket.broker.ha.master import HAMaster
+from krocket.broker.ha.metadata_sync import MetadataSync
+from krocket.broker.ha.slave import HASlave
 from krocket.broker.http import make_app
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
@@ -62,11 +65,15 @@ class Broker:
         self.service: BrokerService | None = None
         self.remoting: RemotingServer | None = None
         self.registration: NameServerRegistration | None = None
+        self.ha_master: HAMaster | None = None
+        self.ha_slave: HASlave | None = None
+        self.metadata_sync: MetadataSync | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.state: dict[str, Any] = {"serving": False}
         self.port = config.listen_port
         self.http_port = config.http_port
+        self.ha_port = config.ha_listen_port
 
     def _topics_changed(self) -> None:
         if self.registration is not None:
@@ -120,8 +127,28 @@ class Broker:
         handler_ref["h"] = make_handler(self.service, self.metrics)
         self.store.start_background(asyncio.get_running_loop())
 
-        self.registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{config.ha_listen_port}")
+        ha_port = config.ha_listen_port
+        if not config.is_slave:
+            self.ha_master = HAMaster(
+                self.store, config.listen_host, config.ha_listen_port, config.slave_timeout_mills / 1000.0
+            )
+            ha_port = await self.ha_master.start()
+            self.store.on_dispatched(self.ha_master.on_new_data)
+            self.service.ha_master = self.ha_master
+        self.ha_port = ha_port
+        self.registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{ha_port}")
         self.state["registration"] = self.registration
+        self.state["broker"] = self
+        registration = self.registration
+        if config.is_slave:
+            self.ha_slave = HASlave(
+                self.store, lambda: registration.master_ha_addr, sync_flush=config.flush_disk_type == "SYNC_FLUSH"
+            )
+            self.ha_slave.start()
+            self.metadata_sync = MetadataSync(
+                self.topics, self.offsets, lambda: registration.master_addr, config.metadata_sync_period_mills / 1000.0
+            )
+            self.metadata_sync.start()
         self._register_metrics()
         app = make_app(self.service, self.metrics, self.state)
         self._http_runner = web.AppRunner(app, access_log=None)
@@ -170,8 +197,28 @@ class Broker:
             "broker_suspended_pulls", "Pull requests held by long polling", lambda: float(self.polling.suspended())
         )
         self.metrics.gauge_fn(
+            "broker_replication_lag_bytes",
+            "Bytes a slave is behind its master (on a master: per slave; on a slave: its own)",
+            self._replication_lag,
+        )
+        self.metrics.gauge_fn(
             "broker_consumer_lag_messages", "Messages not yet consumed, per group and topic", self._lag_by_group
         )
+
+    def replication(self) -> dict[str, Any]:
+        if self.ha_master is not None:
+            return {"role": "master", "slaves": self.ha_master.status()}
+        if self.ha_slave is not None:
+            return {"role": "slave", **self.ha_slave.status()}
+        return {}
+
+    def _replication_lag(self) -> dict[tuple[tuple[str, str], ...], float]:
+        if self.ha_master is not None:
+            return {(("slave", s["peer"]),): float(s["lagBytes"]) for s in self.ha_master.status()}
+        if self.ha_slave is not None:
+            lag = self.ha_slave.status()["lagBytes"]
+            return {(("slave", "self"),): float(lag if lag is not None else -1)}
+        return {}
 
     def _lag_by_group(self) -> dict[tuple[tuple[str, str], ...], float]:
         assert self.service is not None
@@ -201,6 +248,12 @@ class Broker:
                 await task
         if self.registration is not None:
             await self.registration.stop()
+        if self.ha_slave is not None:
+            await self.ha_slave.stop()
+        if self.metadata_sync is not None:
+            await self.metadata_sync.stop()
+        if self.ha_master is not None:
+            await self.ha_master.stop()
         self.polling.wake_all()
         if self.remoting is not None:
             await self.remoting.close()
@@ -225,8 +278,7 @@ async def run_broker(config: BrokerConfig, ports_file: str | None = None) -> Non
         if ports_file:
             target = Path(ports_file)
             tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps({"port": broker.port, "http_port": broker.http_port,
-                                       "ha_port": config.ha_listen_port}))
+            tmp.write_text(json.dumps({"port": broker.port, "http_port": broker.http_port, "ha_port": broker.ha_port}))
             os.replace(tmp, target)
         await stop.wait()
     finally:

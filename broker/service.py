@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,8 @@ class BrokerService:
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0
+        self.ha_master: Any = None  # HAMaster on a master with replication
+        self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -173,10 +176,12 @@ class BrokerService:
         return outcome
 
     async def _await_flush(self, end_offset: int, outcome: SendOutcome) -> None:
-        if self.config.flush_disk_type != "SYNC_FLUSH":
-            return
+        """SYNC_FLUSH: wait for the disk. SYNC_MASTER: then wait for a slave. A failure becomes the send's status."""
         try:
-            await self.store.wait_flushed(end_offset)
+            if self.config.flush_disk_type == "SYNC_FLUSH":
+                await self.store.wait_flushed(end_offset)
+            if self.config.broker_role == "SYNC_MASTER" and self.ha_master is not None:
+                await self.ha_master.wait_replicated(end_offset)
         except KrocketError as exc:
             outcome.code = exc.code
             outcome.remark = exc.message
@@ -224,10 +229,12 @@ class BrokerService:
             codes = (sub.code_set or None) if sub else None
         else:
             codes = parse_tag_expression(expression)
-        if commit_offset is not None and commit_offset >= 0 and not self.config.is_slave:
+        if commit_offset is not None and commit_offset >= 0:
             self.offsets.commit(group, topic, queue_id, commit_offset)
         max_msgs = max(1, min(max_msgs, 1024))
         outcome = self._get(topic, queue_id, offset, max_msgs, codes)
+        if outcome.code == ResponseCode.SUCCESS:
+            outcome.suggest_broker_id = self._suggest_broker(outcome.body)
         if outcome.code == ResponseCode.PULL_NOT_FOUND and suspend_ms > 0:
             timeout = (
                 min(suspend_ms / 1000.0, MAX_SUSPEND_S)
@@ -243,6 +250,17 @@ class BrokerService:
             outcome = self._get(topic, queue_id, offset, max_msgs, codes)
         return outcome
 
+    def _suggest_broker(self, body: bytes) -> int:
+        """Which broker the consumer should pull from next: a slave when it reads far behind the head
+        (that data is likely off the page cache), as RocketMQ's accessMessageInMemoryMaxRatio does."""
+        if self.config.is_slave or self.ha_master is None or len(body) < 36:
+            return 0
+        phy = int.from_bytes(body[28:36], "big", signed=True)
+        if self.store.max_phy_offset - phy <= self.slave_read_distance:
+            return 0
+        slaves = self.ha_master.in_sync_slaves()
+        return 1 if slaves and max(s.acked for s in slaves) > phy else 0
+
     def on_dispatched(self, topic: str, queue_id: int, max_offset: int, code: int | None) -> None:
         self.polling.notify(topic, queue_id, max_offset, code)
 
@@ -256,9 +274,8 @@ class BrokerService:
         return None
 
     async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
-        """An explicit commit: acknowledged only once it is on disk, so it survives ``kill -9``."""
-        if self.config.is_slave:
-            raise ServiceNotAvailableError("consumer offsets are committed to the master")
+        """An explicit commit: acknowledged only once it is on disk, so it survives ``kill -9``. Slaves take
+        commits too (consumers commit there while the master is down); their metadata sync keeps the larger."""
         if offset < 0:
             raise MessageIllegalError(f"offset must not be negative, got {offset}")
         self.offsets.commit(group, topic, queue_id, offset)
@@ -306,6 +323,13 @@ class BrokerService:
 
     def now_ms(self) -> int:
         return int(time.time() * 1000)
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 * 1024**3
 
 
 def tags_code_of(properties: dict[str, str]) -> int:

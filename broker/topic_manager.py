@@ -59,6 +59,14 @@ class TopicManager:
         if self._on_change is not None:
             self._on_change()
 
+    def replace_all(self, configs: list[TopicConfig]) -> None:
+        """A slave takes its master's topic table as it is."""
+        table = {c.topic_name: c for c in configs}
+        if table == self.topics:
+            return
+        self.topics = table
+        self._changed()
+
     def get(self, topic: str) -> TopicConfig | None:
         return self.topics.get(topic)
 

@@ -162,7 +162,11 @@ class LocalCluster:
         cluster_name: str = "DefaultCluster",
         segment_bytes: int | None = None,
         extra_broker_args: list[str] | None = None,
+        slaves: int = 0,
+        replication: str = "async",
     ) -> LocalCluster:
+        if slaves < 0:
+            raise ConfigError("the number of slaves per group must not be negative")
         if namesrvs < 1 or groups < 1:
             raise ConfigError("a local cluster needs at least one name server and one broker group")
         if groups > len(GROUP_NAMES):
@@ -175,37 +179,47 @@ class LocalCluster:
             args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0"]
             cluster.namesrvs.append(ChildProcess("namesrv", f"namesrv-{i}", args, data_dir, logs / f"namesrv-{i}.log"))
         flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
+        master_role = {"async": "ASYNC_MASTER", "sync": "SYNC_MASTER"}[replication]
         for g in range(groups):
             name = f"broker-{GROUP_NAMES[g]}"
-            args = [
-                "--host",
-                "127.0.0.1",
-                "--broker-name",
-                name,
-                "--broker-id",
-                "0",
-                "--cluster",
-                cluster_name,
-                "--store-dir",
-                str(data_dir / name / "0"),
-                "--flush",
-                flush_type,
-                "--listen-port",
-                "0",
-                "--http-port",
-                "0",
-                "--ha-port",
-                "0",
-                "--auto-create-topic" if auto_create else "--no-auto-create-topic",
-            ]
-            if segment_bytes:
-                args += ["--segment-bytes", str(segment_bytes)]
-            args += extra_broker_args or []
-            cluster.brokers.append(
-                ChildProcess(
-                    "broker", f"{name}-0", args, data_dir, logs / f"{name}-0.log", broker_name=name, broker_id=0
+            for broker_id in range(slaves + 1):
+                args = [
+                    "--host",
+                    "127.0.0.1",
+                    "--broker-name",
+                    name,
+                    "--broker-id",
+                    str(broker_id),
+                    "--cluster",
+                    cluster_name,
+                    "--store-dir",
+                    str(data_dir / name / str(broker_id)),
+                    "--flush",
+                    flush_type,
+                    "--role",
+                    master_role if broker_id == 0 else "SLAVE",
+                    "--listen-port",
+                    "0",
+                    "--http-port",
+                    "0",
+                    "--ha-port",
+                    "0",
+                    "--auto-create-topic" if auto_create else "--no-auto-create-topic",
+                ]
+                if segment_bytes:
+                    args += ["--segment-bytes", str(segment_bytes)]
+                args += extra_broker_args or []
+                cluster.brokers.append(
+                    ChildProcess(
+                        "broker",
+                        f"{name}-{broker_id}",
+                        args,
+                        data_dir,
+                        logs / f"{name}-{broker_id}.log",
+                        broker_name=name,
+                        broker_id=broker_id,
+                    )
                 )
-            )
         return cluster
 
     def start(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
@@ -248,7 +262,8 @@ class LocalCluster:
                     info = broker.http_json("/api/v1/broker")
                 except (OSError, urllib.error.URLError, ValueError):
                     continue
-                if len(info.get("nameServers", [])) >= len(self.namesrvs):
+                following = broker.broker_id in (None, 0) or bool(info.get("replication", {}).get("master"))
+                if len(info.get("nameServers", [])) >= len(self.namesrvs) and following:
                     pending.discard(broker.name)
                     progress(
                         f"{broker.name} serving on {broker.addr}, registered with {len(self.namesrvs)} name server(s)"

@@ -21,6 +21,13 @@ def register(sub: Any) -> None:
     up = verbs.add_parser("up", help="start name servers and broker groups; Ctrl-C stops them")
     up.add_argument("--namesrvs", type=int, default=1, help="number of name servers (default 1)")
     up.add_argument("--groups", type=int, default=2, help="number of broker groups (default 2)")
+    up.add_argument("--slaves", type=int, default=1, help="slaves per broker group (default 1)")
+    up.add_argument(
+        "--replication",
+        choices=["sync", "async"],
+        default="async",
+        help="sync: a send is acked once a slave has it (SYNC_MASTER); default async",
+    )
     up.add_argument("--flush", choices=["sync", "async"], default="async", help="flush mode (default async)")
     up.add_argument("--data-dir", default="./.krocket", help="data directory (default ./.krocket)")
     up.add_argument("--namesrv-port", type=int, default=9876, help="first name server's port (default 9876)")
@@ -45,6 +52,8 @@ def _progress(message: str) -> None:
 def local_up(args: argparse.Namespace) -> int:
     if args.namesrvs < 1 or args.groups < 1:
         raise ConfigError("--namesrvs and --groups must be at least 1")
+    if args.slaves < 0:
+        raise ConfigError("--slaves must not be negative")
     if not 0 < args.namesrv_port < 65536:
         raise ConfigError(f"--namesrv-port must be a TCP port, got {args.namesrv_port}")
     if not port_is_free(args.namesrv_port):
@@ -57,6 +66,8 @@ def local_up(args: argparse.Namespace) -> int:
         flush=args.flush,
         first_namesrv_port=args.namesrv_port,
         auto_create=not args.no_auto_create_topic,
+        slaves=args.slaves,
+        replication=args.replication,
     )
     stop = threading.Event()
 

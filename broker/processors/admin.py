@@ -61,10 +61,15 @@ async def process_runtime_info(service: BrokerService, conn: Connection, cmd: Re
         {
             "brokerName": service.config.broker_name,
             "brokerId": str(service.config.broker_id),
-            "putTps": str(service.sent_messages),
-            "getTotal": str(service.pulled_messages),
+            "commitLogMaxOffset": str(service.store.max_phy_offset),
+            "msgPutTotal": str(service.sent_messages),
+            "msgGetTotal": str(service.pulled_messages),
         }
     )
+    if service.ha_master is not None:
+        slaves = service.ha_master.status()
+        stats["slaveLagBytes"] = ",".join(f"{s['peer']}={s['lagBytes']}" for s in slaves)
+        stats["slaveCount"] = str(len(slaves))
     return cmd.response(ResponseCode.SUCCESS, None, None, dumps({"table": stats}))
 
 

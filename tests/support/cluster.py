@@ -20,6 +20,8 @@ def start_cluster(
     auto_create: bool = True,
     segment_bytes: int | None = None,
     extra_broker_args: list[str] | None = None,
+    slaves: int = 0,
+    replication: str = "async",
 ) -> LocalCluster:
     cluster = LocalCluster.plan(
         data_dir,
@@ -29,6 +31,8 @@ def start_cluster(
         auto_create=auto_create,
         segment_bytes=segment_bytes,
         extra_broker_args=extra_broker_args,
+        slaves=slaves,
+        replication=replication,
     )
     try:
         cluster.start()

@@ -1,0 +1,81 @@
+"""Slaves copy topic configs and consumer offsets from their master every 10 s, to serve reads with them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.topic_manager import TopicManager
+from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.errors import KrocketError
+from krocket.common.remoting import ConnectionPool, RemotingCommand
+from krocket.common.topic import TopicConfig
+
+log = logging.getLogger(__name__)
+
+
+class MetadataSync:
+    def __init__(
+        self,
+        topics: TopicManager,
+        offsets: ConsumerOffsetManager,
+        master_addr: Callable[[], str | None],
+        period_s: float = 10.0,
+    ) -> None:
+        self._topics = topics
+        self._offsets = offsets
+        self._master_addr = master_addr
+        self._period_s = period_s
+        self._pool = ConnectionPool()
+        self._task: asyncio.Task[None] | None = None
+        self.last_sync_ok = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._pool.close()
+
+    async def _loop(self) -> None:
+        while True:
+            addr = self._master_addr()
+            if addr:
+                try:
+                    await self.sync_once(addr)
+                    self.last_sync_ok = True
+                except KrocketError as exc:
+                    if self.last_sync_ok:
+                        log.warning("cannot copy metadata from master %s: %s", addr, exc)
+                    self.last_sync_ok = False
+            await asyncio.sleep(self._period_s if self.last_sync_ok else 1.0)
+
+    async def sync_once(self, addr: str) -> None:
+        topics = await self._fetch(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
+        configs = [TopicConfig.from_json(raw) for raw in topics.get("topicConfigTable", {}).values()]
+        self._topics.replace_all(configs)
+        offsets = await self._fetch(addr, RequestCode.GET_ALL_CONSUMER_OFFSET)
+        for key, queues in offsets.get("offsetTable", {}).items():
+            topic, _, group = key.partition("@")
+            for queue_id, offset in queues.items():
+                # Offsets committed here while the master was away are kept when they are ahead.
+                mine = self._offsets.query(group, topic, int(queue_id))
+                if mine is None or int(offset) > mine:
+                    self._offsets.commit(group, topic, int(queue_id), int(offset))
+        self._offsets.persist()
+
+    async def _fetch(self, addr: str, code: int) -> dict:
+        response = await self._pool.request(addr, RemotingCommand(code), timeout=5.0)
+        if response.code != ResponseCode.SUCCESS:
+            raise KrocketError(f"master answered code {response.code} to request {code}: {response.remark}")
+        try:
+            return json.loads(response.body or b"{}")
+        except ValueError as exc:
+            raise KrocketError(f"master sent a body that is not JSON for request {code}: {exc}") from None
