@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from krocket.cli import admin_commands, local_commands, message_commands, server_commands
+from krocket.cli import bench as bench_commands
 from krocket.common.errors import KrocketError
 
 EXIT_USAGE = 2
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_commands.register(sub)
     admin_commands.register(sub)
     message_commands.register(sub)
+    bench_commands.register(sub)
     return parser
 
 

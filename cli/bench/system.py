@@ -1,0 +1,161 @@
+"""Machine-side helpers of ``krocket bench``: CPU pinning, resident memory, the local cluster it may run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from krocket.cli.local_cluster import ChildProcess, LocalCluster
+
+BROKER_CPU = 0
+CLIENT_CPU = 1
+
+
+def can_pin() -> bool:
+    """Pinning needs two usable CPUs: the broker gets CPU 0, the client CPU 1."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        usable = os.sched_getaffinity(0)
+    except OSError:
+        return False
+    return {BROKER_CPU, CLIENT_CPU} <= usable
+
+
+def pin_self(cpu: int = CLIENT_CPU) -> None:
+    """Pin every thread of this process to ``cpu`` (threads started later inherit it)."""
+    pin_pid_threads(os.getpid(), {cpu})
+
+
+def pin_pid_threads(pid: int, cpus: set[int]) -> int:
+    """Pin every thread of process ``pid`` to ``cpus``; threads it starts later inherit the mask.
+    Returns how many threads were pinned."""
+    pinned = 0
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+            pinned += 1
+        except OSError:  # the thread ended meanwhile
+            pass
+    return pinned
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory (VmRSS) of process ``pid`` in KiB, None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def machine_description() -> str:
+    """One line: CPU model, CPU count, memory, kernel and Python."""
+    model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} x {model}{mem}, Linux {platform.release()}, "
+        f"Python {platform.python_version()} ({sys.implementation.name})"
+    )
+
+
+class _ProfiledChild(ChildProcess):
+    """A broker process run under cProfile: ``python -m cProfile -o PATH -m krocket.cli.main broker ...``.
+    The broker stops cleanly on SIGTERM, so cProfile writes its stats when the cluster stops."""
+
+    def _command(self) -> list[str]:
+        cmd = super()._command()
+        out = self.extra["profile_out"]
+        return [cmd[0], "-m", "cProfile", "-o", str(out), *cmd[1:]]
+
+
+class BenchCluster:
+    """A one-broker local cluster in a temporary directory, started and stopped by the bench."""
+
+    def __init__(
+        self,
+        flush: str = "async",
+        replication: str = "async",
+        pin: bool = False,
+        profile_out: str | None = None,
+        data_dir: str | None = None,
+        progress: Any = None,
+    ) -> None:
+        self.flush = flush
+        self.replication = replication
+        self.pin = pin
+        self.profile_out = profile_out
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="krocket-bench-"))
+        self._progress = progress or (lambda _m: None)
+        # No slaves in a one-broker local cluster: a SYNC_MASTER would answer SLAVE_NOT_AVAILABLE to every
+        # send, so the broker stays an ASYNC_MASTER and the JSON records the requested replication.
+        self.cluster = LocalCluster.plan(self.data_dir, namesrvs=1, groups=1, flush=flush, auto_create=True)
+        if profile_out:
+            b = self.cluster.brokers[0]
+            profiled = _ProfiledChild(
+                b.role, b.name, b.args, b.data_dir, b.log_path, broker_name=b.broker_name, broker_id=b.broker_id
+            )
+            profiled.extra["profile_out"] = Path(profile_out).resolve()
+            self.cluster.brokers[0] = profiled
+
+    @property
+    def namesrv(self) -> str:
+        return self.cluster.namesrv_addr
+
+    @property
+    def broker_pid(self) -> int | None:
+        return self.cluster.brokers[0].pid
+
+    def start(self) -> None:
+        self._progress(f"starting a local cluster in {self.data_dir} (flush {self.flush})")
+        try:
+            self.cluster.start(self._progress)
+        except BaseException:
+            self.stop()
+            raise
+        if self.pin:
+            for child in self.cluster.children:
+                if child.pid is not None:
+                    pin_pid_threads(child.pid, {BROKER_CPU})
+            self._progress(f"pinned name server and broker to CPU {BROKER_CPU}")
+
+    def stop(self) -> None:
+        try:
+            self.cluster.stop(self._progress)
+        finally:
+            if self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> BenchCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
