@@ -81,6 +81,7 @@ class BrokerService:
         self.sent_messages = 0
         self.pulled_messages = 0
         self.ha_master: Any = None  # HAMaster on a master with replication
+        self._commit_future: asyncio.Future[None] | None = None
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------
@@ -175,11 +176,36 @@ class BrokerService:
         await self._await_flush(results[-1].end_offset, outcome)
         return outcome
 
+    def _committed(self) -> asyncio.Future[None]:
+        """A future resolved once this loop iteration's appends are written into the files (page cache):
+        one write covers every send handled in the iteration, and no ack precedes it, so an ASYNC_FLUSH
+        ack survives ``kill -9`` of the broker."""
+        fut = self._commit_future
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._commit_future = loop.create_future()
+            loop.call_soon(self._commit_now)
+        return fut
+
+    def _commit_now(self) -> None:
+        fut, self._commit_future = self._commit_future, None
+        try:
+            self.store.commit()
+        except Exception as exc:  # the write failed: no send of this iteration is acked
+            if fut is not None:
+                fut.set_exception(ServiceNotAvailableError(f"cannot write the commit log: {exc}"))
+            return
+        if fut is not None:
+            fut.set_result(None)
+
     async def _await_flush(self, end_offset: int, outcome: SendOutcome) -> None:
-        """SYNC_FLUSH: wait for the disk. SYNC_MASTER: then wait for a slave. A failure becomes the send's status."""
+        """Commit (ASYNC_FLUSH) or flush (SYNC_FLUSH), then, under SYNC_MASTER, wait for a slave. A failure
+        becomes the send's status."""
         try:
             if self.config.flush_disk_type == "SYNC_FLUSH":
                 await self.store.wait_flushed(end_offset)
+            else:
+                await self._committed()
             if self.config.broker_role == "SYNC_MASTER" and self.ha_master is not None:
                 await self.ha_master.wait_replicated(end_offset)
         except KrocketError as exc:
@@ -190,6 +216,11 @@ class BrokerService:
     def _readable_topic(self, topic: str) -> TopicConfig:
         validate_topic(topic)
         config = self.topics.get(topic)
+        if config is None and self.config.is_slave:
+            # Replicated data can arrive before the next metadata sync brings the topic's config.
+            queue_ids = self.store.queue_ids(topic)
+            if queue_ids:
+                config = TopicConfig(topic, max(queue_ids) + 1, max(queue_ids) + 1)
         if config is None:
             raise TopicNotExistError(f"topic {topic} does not exist on broker {self.config.broker_name}")
         if not config.perm & PERM_READ:

@@ -340,8 +340,8 @@ class PushConsumer:
 
     async def _commit_offset(self, mq: MessageQueue, offset: int) -> None:
         assert self._instance is not None
-        await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq, master_only=True), self.group,
-                                                mq, offset)
+        # The master keeps offsets; while it is gone a slave takes them and keeps them when the master returns.
+        await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq), self.group, mq, offset)
 
     async def _initial_offset(self, mq: MessageQueue) -> int:
         """The stored offset, else where ``consume_from`` says (RocketMQ's computePullFromWhere)."""
