@@ -70,7 +70,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--replication",
         choices=["sync", "async"],
         default="async",
-        help="replication mode; recorded in the JSON (a --local cluster has no slaves yet)",
+        help="--local: ASYNC_MASTER or SYNC_MASTER (default async)",
+    )
+    p.add_argument(
+        "--slaves",
+        type=int,
+        default=None,
+        help="--local: slaves of the broker (default 1 with --replication sync, else 0)",
     )
     p.add_argument("--producers", type=_positive_int, default=1, help="producer clients (connections), default 1")
     p.add_argument("--consumers", type=_positive_int, default=1, help="pull consumer clients, default 1")
@@ -199,8 +205,11 @@ def bench_main(args: argparse.Namespace) -> int:
     if pin:
         system.pin_self()
         progress.log(f"client pinned to CPU {system.CLIENT_CPU}")
-    if opts.replication == "sync":
-        progress.log("--replication sync: recorded only; a one-broker cluster has no slaves yet")
+    slaves = args.slaves if args.slaves is not None else (1 if opts.replication == "sync" else 0)
+    if slaves < 0:
+        raise ConfigError("--slaves must not be negative")
+    if not local and (args.slaves is not None):
+        progress.log("--slaves applies to --local clusters only; ignored")
     run = _event_loop_runner(opts.loop)
     cluster = None
     failures = 0
@@ -209,6 +218,7 @@ def bench_main(args: argparse.Namespace) -> int:
             cluster = system.BenchCluster(
                 flush=opts.flush,
                 replication=opts.replication,
+                slaves=slaves,
                 pin=pin,
                 profile_out=args.profile_broker,
                 progress=progress.log,
@@ -223,8 +233,8 @@ def bench_main(args: argparse.Namespace) -> int:
         for i in range(args.runs):
             result = run(run_once(namesrv, opts, progress, broker_pid, i))
             result["cluster"] = "local" if local else "remote"
-            if opts.replication == "sync":
-                result["note"] = "no slaves yet: replication recorded, not exercised"
+            if local:
+                result["slaves"] = slaves
             if result.get("send_errors") or result.get("pull_errors"):
                 failures += 1
             if not args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from krocket.cli.local_cluster import ChildProcess, LocalCluster
+from krocket.common.errors import ConfigError
 
 BROKER_CPU = 0
 CLIENT_CPU = 1
@@ -85,6 +87,21 @@ def machine_description() -> str:
     )
 
 
+def supports_slaves() -> bool:
+    return "slaves" in inspect.signature(LocalCluster.plan).parameters
+
+
+def _plan(data_dir: Path, flush: str, replication: str, slaves: int) -> LocalCluster:
+    """One name server and one broker group (a master and ``slaves`` slaves) with auto-created topics."""
+    if supports_slaves():
+        return LocalCluster.plan(
+            data_dir, namesrvs=1, groups=1, flush=flush, auto_create=True, slaves=slaves, replication=replication
+        )
+    if slaves or replication != "async":
+        raise ConfigError("this krocket's local cluster has no slaves yet; use --replication async")
+    return LocalCluster.plan(data_dir, namesrvs=1, groups=1, flush=flush, auto_create=True)
+
+
 class _ProfiledChild(ChildProcess):
     """A broker process run under cProfile: ``python -m cProfile -o PATH -m krocket.cli.main broker ...``.
     The broker stops cleanly on SIGTERM, so cProfile writes its stats when the cluster stops."""
@@ -102,6 +119,7 @@ class BenchCluster:
         self,
         flush: str = "async",
         replication: str = "async",
+        slaves: int = 0,
         pin: bool = False,
         profile_out: str | None = None,
         data_dir: str | None = None,
@@ -114,9 +132,8 @@ class BenchCluster:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="krocket-bench-"))
         self._progress = progress or (lambda _m: None)
-        # No slaves in a one-broker local cluster: a SYNC_MASTER would answer SLAVE_NOT_AVAILABLE to every
-        # send, so the broker stays an ASYNC_MASTER and the JSON records the requested replication.
-        self.cluster = LocalCluster.plan(self.data_dir, namesrvs=1, groups=1, flush=flush, auto_create=True)
+        self.slaves = slaves
+        self.cluster = _plan(self.data_dir, flush, replication, slaves)
         if profile_out:
             b = self.cluster.brokers[0]
             profiled = _ProfiledChild(
@@ -131,10 +148,14 @@ class BenchCluster:
 
     @property
     def broker_pid(self) -> int | None:
+        """The master's pid."""
         return self.cluster.brokers[0].pid
 
     def start(self) -> None:
-        self._progress(f"starting a local cluster in {self.data_dir} (flush {self.flush})")
+        self._progress(
+            f"starting a local cluster in {self.data_dir} (flush {self.flush}, replication {self.replication}, "
+            f"{self.slaves} slave(s))"
+        )
         try:
             self.cluster.start(self._progress)
         except BaseException:

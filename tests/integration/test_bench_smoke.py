@@ -1,0 +1,60 @@
+"""`krocket bench` smoke test: every mode runs about a second against its own --local cluster through the CLI and
+produces and consumes something. Speed is never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SHORT = ["--n", "3000", "--duration", "1", "--consume-budget", "20", "--json", "-q"]
+
+CASES = {
+    "produce-seq": ["produce", "--mode", "seq", *SHORT],
+    "produce-window": ["produce", "--mode", "window", "--window", "32", *SHORT],
+    "produce-batch-sync-flush": ["produce", "--mode", "batch", "--batch", "50", "--flush", "sync", *SHORT],
+    "consume": ["consume", "--backlog", "2000", *SHORT],
+    "e2e": ["e2e", "--mode", "window", "--rate", "2000", *SHORT],
+    "backlog-pinned": ["backlog", "--backlog", "1500", "--pin", *SHORT],
+}
+
+
+def run_bench(argv: list[str], timeout: float = 60) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "--log-level", "WARNING", "bench", *argv, "--local"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"--json prints exactly one line per run, got:\n{proc.stdout}"
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bench_mode_produces_and_consumes(case: str) -> None:
+    r = run_bench(CASES[case])
+    assert r["system"] == "krocket"
+    assert set(r["produce"]) == {"msgs", "msgs_per_s", "p50_us", "p99_us", "secs"}
+    assert set(r["consume"]) == {"msgs", "msgs_per_s", "secs"}
+    assert r["msg_bytes"] == 1024 and r["window"] >= 0
+    assert r["produce"]["msgs"] > 0 and r["produce"]["msgs_per_s"] > 0
+    assert r["consume"]["msgs"] > 0 and r["consume"]["msgs_per_s"] > 0
+    assert r["consume"]["msgs"] == r["produce"]["msgs"], "everything produced is consumed"
+    assert "send_errors" not in r and "pull_errors" not in r
+    if case.startswith("produce"):
+        assert r["mode"] == case.split("-")[1] and r["produce"]["p99_us"] >= r["produce"]["p50_us"] > 0
+    if case == "produce-batch-sync-flush":
+        assert r["flush"] == "sync" and r["batch"] == 50
+    if case == "e2e":
+        assert r["e2e"]["msgs"] == r["consume"]["msgs"]
+        assert r["e2e"]["p999_us"] >= r["e2e"]["p99_us"] >= r["e2e"]["p50_us"] > 0
+    if case in ("consume", "backlog-pinned"):
+        assert r["mode"] == "backlog" and r["commits"] >= 1
+        b = r["backlog"]
+        assert b["msgs"] == r["produce"]["msgs"]
+        assert b["rss_empty_kib"] > 0 and b["rss_backlog_kib"] > 0 and b["rss_ratio"] > 0
