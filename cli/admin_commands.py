@@ -127,20 +127,43 @@ def topic_delete(args: argparse.Namespace) -> int:
 
 
 def cluster_list(args: argparse.Namespace) -> int:
-    info = asyncio.run(_with_admin(args, lambda a: a.cluster_info()))
-    lines = [f"{'CLUSTER':16} {'BROKER':12} {'ID':>3}  ADDRESS"]
+    async def run(admin: Any) -> tuple[Any, dict[str, dict[str, str]]]:
+        info = await admin.cluster_info()
+        addrs = [a for b in info.brokers.values() for a in b.broker_addrs.values()]
+        tables = await asyncio.gather(*(admin.broker_runtime_info(a) for a in addrs), return_exceptions=True)
+        return info, {a: t for a, t in zip(addrs, tables, strict=True) if isinstance(t, dict)}
+
+    info, runtime = asyncio.run(_with_admin(args, run))
+    lines = [
+        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'MAX_OFFSET':>12} {'BEHIND_BYTES':>12}"
+    ]
     data: dict[str, Any] = {"clusters": {}, "brokers": {}}
     for cluster, names in sorted(info.clusters.items()):
         data["clusters"][cluster] = names
         for name in names:
             broker = info.brokers.get(name)
             addrs = broker.broker_addrs if broker else {}
-            data["brokers"][name] = {str(k): v for k, v in sorted(addrs.items())}
+            master_end = _int(runtime.get(addrs.get(0, ""), {}).get("commitLogMaxOffset"))
+            rows = {}
             for broker_id, addr in sorted(addrs.items()):
+                end = _int(runtime.get(addr, {}).get("commitLogMaxOffset"))
+                behind = max(master_end - end, 0) if broker_id and master_end is not None and end is not None else None
                 role = "master" if broker_id == 0 else "slave"
-                lines.append(f"{cluster:16} {name:12} {broker_id:>3}  {addr} ({role})")
+                rows[str(broker_id)] = {"addr": addr, "role": role, "maxOffset": end, "behindBytes": behind}
+                lines.append(
+                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} "
+                    f"{'?' if end is None else end:>12} {'-' if behind is None else behind:>12}"
+                )
+            data["brokers"][name] = rows
     _print(args, data, lines)
     return 0
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def consumer_progress(args: argparse.Namespace) -> int:
@@ -148,8 +171,10 @@ def consumer_progress(args: argparse.Namespace) -> int:
     rows = [r.as_dict() for r in progress]
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'BROKER_OFFSET':>14} {'CONSUMER_OFFSET':>16} {'LAG':>10}"]
     for r in rows:
-        lines.append(f"{r['topic']:20} {r['broker']:12} {r['queue_id']:>4} {r['broker_offset']:>14} "
-                     f"{r['consumer_offset']:>16} {r['lag']:>10}")
+        lines.append(
+            f"{r['topic']:20} {r['broker']:12} {r['queue_id']:>4} {r['broker_offset']:>14} "
+            f"{r['consumer_offset']:>16} {r['lag']:>10}"
+        )
     lines.append(f"total lag: {sum(r['lag'] for r in rows)}")
     _print(args, rows, lines)
     return 0

@@ -28,8 +28,7 @@ class ClusterInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterInfo:
         brokers = {str(name): BrokerData.from_json(b) for name, b in (data.get("brokerAddrTable") or {}).items()}
-        clusters = {str(c): sorted(str(n) for n in names)
-                    for c, names in (data.get("clusterAddrTable") or {}).items()}
+        clusters = {str(c): sorted(str(n) for n in names) for c, names in (data.get("clusterAddrTable") or {}).items()}
         return cls(brokers, clusters)
 
     def masters(self, cluster: str | None = None, broker_names: list[str] | None = None) -> dict[str, str]:
@@ -64,8 +63,14 @@ class QueueProgress:
     lag: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "broker": self.broker, "queue_id": self.queue_id,
-                "broker_offset": self.broker_offset, "consumer_offset": self.consumer_offset, "lag": self.lag}
+        return {
+            "topic": self.topic,
+            "broker": self.broker,
+            "queue_id": self.queue_id,
+            "broker_offset": self.broker_offset,
+            "consumer_offset": self.consumer_offset,
+            "lag": self.lag,
+        }
 
 
 class Admin:
@@ -108,28 +113,47 @@ class Admin:
         return await self.instance.route(topic, fresh=True)
 
     # -- topics -----------------------------------------------------------------------------------------
-    async def create_topic(self, topic: str, read_queues: int = 8, write_queues: int = 8,
-                           perm: int = PERM_READ_WRITE, cluster: str | None = None,
-                           broker_names: list[str] | None = None, order: bool = False) -> list[str]:
+    async def create_topic(
+        self,
+        topic: str,
+        read_queues: int = 8,
+        write_queues: int = 8,
+        perm: int = PERM_READ_WRITE,
+        cluster: str | None = None,
+        broker_names: list[str] | None = None,
+        order: bool = False,
+    ) -> list[str]:
         """Create or update ``topic`` on every master of ``cluster`` (or of ``broker_names``, or of every
         cluster when neither is given). Returns the broker names it was applied to."""
         validate_topic(topic)
         masters = (await self.cluster_info()).masters(cluster, broker_names)
         if not masters:
             raise KrocketError("no broker to create the topic on")
-        fields = {"topic": topic, "defaultTopic": AUTO_CREATE_TOPIC_KEY, "readQueueNums": read_queues,
-                  "writeQueueNums": write_queues, "perm": perm, "topicFilterType": "SINGLE_TAG",
-                  "topicSysFlag": 0, "order": order}
+        fields = {
+            "topic": topic,
+            "defaultTopic": AUTO_CREATE_TOPIC_KEY,
+            "readQueueNums": read_queues,
+            "writeQueueNums": write_queues,
+            "perm": perm,
+            "topicFilterType": "SINGLE_TAG",
+            "topicSysFlag": 0,
+            "order": order,
+        }
         await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_TOPIC, fields)
         self.instance.namesrv.forget(topic)
-        log.info("topic %s (%d read / %d write queues, perm %d) applied to %s", topic, read_queues,
-                 write_queues, perm, ", ".join(sorted(masters)))
+        log.info(
+            "topic %s (%d read / %d write queues, perm %d) applied to %s",
+            topic,
+            read_queues,
+            write_queues,
+            perm,
+            ", ".join(sorted(masters)),
+        )
         return sorted(masters)
 
     update_topic = create_topic
 
-    async def delete_topic(self, topic: str, cluster: str | None = None,
-                           broker_names: list[str] | None = None) -> None:
+    async def delete_topic(self, topic: str, cluster: str | None = None, broker_names: list[str] | None = None) -> None:
         """Delete ``topic`` from the masters (of ``cluster``/``broker_names``, default all), then from
         every name server."""
         validate_topic(topic)
@@ -141,14 +165,26 @@ class Admin:
 
     async def topic_config(self, broker_addr: str) -> dict[str, Any]:
         """The broker's topic table (GET_ALL_TOPIC_CONFIG): topic -> config dict."""
-        response = await broker_api.invoke(self.instance.pool, broker_addr, RequestCode.GET_ALL_TOPIC_CONFIG,
-                                           timeout=self.timeout)
+        response = await broker_api.invoke(
+            self.instance.pool, broker_addr, RequestCode.GET_ALL_TOPIC_CONFIG, timeout=self.timeout
+        )
         return dict(broker_api.json_body(response).get("topicConfigTable") or {})
+
+    async def broker_runtime_info(self, broker_addr: str) -> dict[str, str]:
+        """The broker's runtime table (GET_BROKER_RUNTIME_INFO): commit log end, replication, counters."""
+        response = await broker_api.invoke(
+            self.instance.pool, broker_addr, RequestCode.GET_BROKER_RUNTIME_INFO, timeout=self.timeout
+        )
+        return {str(k): str(v) for k, v in (broker_api.json_body(response).get("table") or {}).items()}
 
     async def _on_all(self, masters: dict[str, str], code: int, fields: dict[str, Any]) -> None:
         results = await asyncio.gather(
-            *(broker_api.invoke(self.instance.pool, addr, code, fields, timeout=self.timeout)
-              for addr in masters.values()), return_exceptions=True)
+            *(
+                broker_api.invoke(self.instance.pool, addr, code, fields, timeout=self.timeout)
+                for addr in masters.values()
+            ),
+            return_exceptions=True,
+        )
         errors = [f"{name}: {r}" for name, r in zip(masters, results, strict=True) if isinstance(r, BaseException)]
         if errors:
             raise KrocketError(f"request {code} failed on {'; '.join(errors)}")
@@ -190,13 +226,14 @@ class Admin:
             if addr is None:
                 continue
             try:
-                response = await broker_api.invoke(self.instance.pool, addr, RequestCode.GET_ALL_CONSUMER_OFFSET,
-                                                   timeout=self.timeout)
+                response = await broker_api.invoke(
+                    self.instance.pool, addr, RequestCode.GET_ALL_CONSUMER_OFFSET, timeout=self.timeout
+                )
             except RemoteError as exc:
                 if exc.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED:
                     raise KrocketError("the broker cannot list a group's topics; pass topic=") from None
                 raise
-            for key in (broker_api.json_body(response).get("offsetTable") or {}):
+            for key in broker_api.json_body(response).get("offsetTable") or {}:
                 name, _, grp = str(key).rpartition("@")
                 if grp == group:
                     topics.add(name)

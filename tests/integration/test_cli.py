@@ -149,3 +149,22 @@ def test_local_up_runs_a_cluster_that_send_consume_and_admin_verbs_use(tmp_path)
         return True
 
     wait_until(all_gone, 10, message="every child process to exit")
+
+
+def test_cluster_list_shows_masters_slaves_and_how_far_behind(tmp_path):
+    from support.cluster import start_cluster
+
+    cluster = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1)
+    try:
+        env = {"NAMESRV_ADDR": cluster.namesrv_addr}
+        assert krocket("send", "--topic", "Lag", "--count", "3", "x", env=env).returncode == 0
+        master = cluster.brokers[0]
+        head = master.http_json("/api/v1/broker")["maxPhyOffset"]
+        wait_until(lambda: cluster.brokers[1].http_json("/api/v1/broker")["maxPhyOffset"] == head, 10)
+        listed = krocket("cluster", "list", "--json", env=env)
+        rows = json.loads(listed.stdout)["brokers"]["broker-a"]
+        assert rows["0"]["role"] == "master" and rows["0"]["maxOffset"] == head
+        assert rows["1"]["role"] == "slave" and rows["1"]["behindBytes"] == 0
+        assert "slave" in krocket("cluster", "list", env=env).stdout
+    finally:
+        cluster.stop()
