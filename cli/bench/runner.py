@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from krocket.cli.bench import stats
+from krocket.cli.bench.system import CpuMeter, rss_kib
 from krocket.client import Admin, Message, MessageQueue, Producer, PullConsumer, PullStatus, SendStatus
 from krocket.common.message import MessageExt
 
@@ -371,21 +372,26 @@ async def consume_all(session: Session, start: dict[MessageQueue, int], end: dic
     return time.perf_counter() - t0
 
 
-async def run_produce(session: Session) -> dict[str, Any]:
+async def run_produce(session: Session, broker_pid: int | None = None) -> dict[str, Any]:
     """Produce phase (seq/window/batch), then consume and commit everything produced (like the peer kit)."""
     opts, progress = session.opts, session.progress
     c0 = session.consumers[0]
     start = await queue_offsets(c0, session.queues)
     state = ProduceState(limit=opts.n, deadline=time.perf_counter() + opts.duration)
     progress.phase = f"produce {opts.mode}"
+    meter = CpuMeter(broker_pid)
     secs = await produce(session.producers, session.topic, opts, state, progress)
+    cpu = {"produce": meter.per_msg_us(state.done)}
     prod = stats.produce_summary(state.latencies.samples, state.done, secs)
     end = await queue_offsets(c0, session.queues)
     progress.phase = "consume"
     cstate = ConsumeState()
+    meter = CpuMeter(broker_pid)
     csecs = await consume_all(session, start, end, cstate)
+    cpu["consume"] = meter.per_msg_us(cstate.consumed)
     extra = _produce_extra(state)
     extra["commits"] = cstate.commits
+    extra["cpu"] = cpu
     return {"produce": prod, "consume": stats.consume_summary(cstate.consumed, csecs), **extra}
 
 
@@ -405,8 +411,6 @@ async def run_consume(session: Session, broker_pid: int | None) -> dict[str, Any
     opts, progress = session.opts, session.progress
     count = opts.backlog if opts.backlog is not None else opts.n
     c0 = session.consumers[0]
-    from krocket.cli.bench.system import rss_kib
-
     rss_before = rss_kib(broker_pid) if broker_pid else None
     start = await queue_offsets(c0, session.queues)
     # a backlog fill is not a timed measurement: allow enough time for slow (sync flush) brokers
@@ -417,7 +421,9 @@ async def run_consume(session: Session, broker_pid: int | None) -> dict[str, Any
     progress.log(f"backlog of {state.done} messages stored in {fill_secs:.1f}s; consuming it")
     progress.phase = "consume backlog"
     cstate = ConsumeState()
+    meter = CpuMeter(broker_pid)
     csecs = await consume_all(session, start, end, cstate)
+    cpu = {"consume": meter.per_msg_us(cstate.consumed)}
     rss_after = rss_kib(broker_pid) if broker_pid else None
     out: dict[str, Any] = {
         "produce": fill_summary,
@@ -430,6 +436,7 @@ async def run_consume(session: Session, broker_pid: int | None) -> dict[str, Any
             "rss_ratio": round(rss_filled / rss_before, 3) if rss_before and rss_filled else None,
         },
         "commits": cstate.commits,
+        "cpu": cpu,
         **_produce_extra(state),
     }
     if cstate.errors:
@@ -437,7 +444,7 @@ async def run_consume(session: Session, broker_pid: int | None) -> dict[str, Any
     return out
 
 
-async def run_e2e(session: Session) -> dict[str, Any]:
+async def run_e2e(session: Session, broker_pid: int | None = None) -> dict[str, Any]:
     """Produce at ``--rate`` messages/s (0 = as fast as the mode allows) while pull consumers with long
     polling read the topic; latency is consume time minus the send time stamped in each body."""
     opts, progress = session.opts, session.progress
@@ -463,6 +470,7 @@ async def run_e2e(session: Session) -> dict[str, Any]:
     pacer = Pacer(opts.rate) if opts.rate > 0 else None
     progress.phase = f"e2e {opts.mode}" + (f" at {opts.rate:.0f}/s" if pacer else " unthrottled")
     t0 = time.perf_counter()
+    meter = CpuMeter(broker_pid)
     try:
         secs = await produce(session.producers, session.topic, opts, state, progress, stamped(opts.size), pacer)
         wait_until = time.perf_counter() + opts.consume_limit_s
@@ -478,6 +486,7 @@ async def run_e2e(session: Session) -> dict[str, Any]:
         "consume": stats.consume_summary(cstate.consumed, csecs),
         "e2e": stats.latency_summary(cstate.latencies.samples),
         "rate_offered": opts.rate,
+        "cpu": {"produce+consume": meter.per_msg_us(state.done)},
         "commits": cstate.commits,
         **_produce_extra(state),
     }
@@ -494,11 +503,11 @@ async def run_once(namesrv: str, opts: BenchOptions, progress: Progress, broker_
         progress.start()
         try:
             if opts.verb == "produce":
-                body = await run_produce(session)
+                body = await run_produce(session, broker_pid)
             elif opts.verb == "consume":
                 body = await run_consume(session, broker_pid)
             elif opts.verb == "e2e":
-                body = await run_e2e(session)
+                body = await run_e2e(session, broker_pid)
             else:
                 raise ValueError(f"unknown verb {opts.verb!r}")
         finally:

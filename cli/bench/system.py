@@ -8,6 +8,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,37 @@ def rss_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads) in seconds, None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """CPU time this process and the broker spend over a phase, per message, in microseconds."""
+
+    def __init__(self, broker_pid: int | None) -> None:
+        self.broker_pid = broker_pid
+        self._client = time.process_time()
+        self._broker = cpu_seconds(broker_pid) if broker_pid else None
+
+    def per_msg_us(self, msgs: int) -> dict[str, float | None]:
+        client = time.process_time() - self._client
+        broker = None
+        if self.broker_pid and self._broker is not None:
+            now = cpu_seconds(self.broker_pid)
+            broker = None if now is None else now - self._broker
+        n = max(msgs, 1)
+        return {
+            "client_us_per_msg": round(client / n * 1e6, 1),
+            "broker_us_per_msg": None if broker is None else round(broker / n * 1e6, 1),
+        }
 
 
 def machine_description() -> str:
