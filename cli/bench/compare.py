@@ -15,6 +15,7 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -129,10 +130,11 @@ def krocket_command(row: Row, args: argparse.Namespace) -> list[str]:
     return cmd + ["--n", str(args.n), "--duration", str(args.budget)]
 
 
-def run_collect(cmd: list[str], timeout: float) -> list[dict[str, Any]]:
+def run_collect(cmd: list[str], timeout: float, cwd: str | None = None) -> list[dict[str, Any]]:
     _log("$ " + shlex.join(cmd))
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, check=False,
+                              cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         _log(f"timed out after {timeout:.0f}s")
         return _json_lines(exc.stdout or "") if isinstance(exc.stdout, str) else []
@@ -354,7 +356,8 @@ def compare_main(args: argparse.Namespace) -> int:
             for rnd in range(args.rounds):
                 _log(f"round {rnd + 1} of {args.rounds}")
                 if args.peers != "none":
-                    got = run_collect(peers_command(args), timeout=3 * 3600)
+                    # not from the repository root: its operator/ folder would shadow the stdlib module
+                    got = run_collect(peers_command(args), timeout=3 * 3600, cwd=tempfile.gettempdir())
                     peer_runs += got
                     for r in got:
                         if results:
