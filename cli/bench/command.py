@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -190,6 +191,10 @@ def human_line(r: dict[str, Any]) -> str:
     return text
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def bench_main(args: argparse.Namespace) -> int:
     opts = options_from(args)
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:  # client start/stop chatter hides progress
@@ -211,6 +216,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if not local and (args.slaves is not None):
         progress.log("--slaves applies to --local clusters only; ignored")
     run = _event_loop_runner(opts.loop)
+    signal.signal(signal.SIGTERM, _terminate)  # stop the local cluster on SIGTERM too
     cluster = None
     failures = 0
     try:
