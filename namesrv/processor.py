@@ -1,0 +1,203 @@
+"""Remoting front end of the name server: one thin handler per request code over ``RouteRegistry``.
+
+Mirrors RocketMQ's ``DefaultRequestProcessor`` / ``ClientRequestProcessor``. Routes are always sent as
+standard JSON (quoted ``brokerAddrs`` keys), which every client version accepts (reference section 8.5).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.errors import KrocketError, MessageIllegalError
+from krocket.common.remoting import Connection, RemotingCommand, header_fields
+from krocket.common.route import dumps, loads_lenient
+from krocket.common.topic import TopicConfig
+from krocket.namesrv.kvconfig import KVConfigStore
+from krocket.namesrv.metrics import NamesrvMetrics
+from krocket.namesrv.registry import Registration, RouteRegistry
+
+log = logging.getLogger(__name__)
+
+# Not (yet) in krocket.common.codes.
+GET_KVLIST_BY_NAMESPACE = 219
+
+_CONN_ID_KEY = "namesrv.conn_id"
+_conn_ids = itertools.count(1)
+
+Handler = Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand]]
+
+
+def connection_id(conn: Connection) -> int:
+    """A stable id for ``conn``, assigned on first use; brokers are remembered by it."""
+    conn_id = conn.attributes.get(_CONN_ID_KEY)
+    if conn_id is None:
+        conn_id = next(_conn_ids)
+        conn.attributes[_CONN_ID_KEY] = conn_id
+    return int(conn_id)
+
+
+class BadRequestError(KrocketError):
+    """A request lacks a header field or carries a bad one (RocketMQ answers SYSTEM_ERROR)."""
+
+    code = ResponseCode.SYSTEM_ERROR
+
+
+def _field(cmd: RemotingCommand, name: str) -> str:
+    value = cmd.ext_fields.get(name)
+    if value is None or value == "":
+        raise BadRequestError(f"request code {cmd.code}: header field '{name}' is required")
+    return value
+
+
+def _int_field(cmd: RemotingCommand, name: str) -> int:
+    value = _field(cmd, name)
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequestError(f"request code {cmd.code}: header field '{name}' must be an integer, "
+                              f"got {value!r}") from None
+
+
+def parse_register_body(body: bytes) -> tuple[dict[str, TopicConfig] | None, dict[str, Any] | None]:
+    """RegisterBrokerBody -> (topic configs by name, dataVersion). Invalid topic configs are skipped."""
+    if not body:
+        return None, None
+    try:
+        data = loads_lenient(body)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequestError("REGISTER_BROKER body is not JSON (compressed bodies are not supported)"
+                              ) from None
+    wrapper = data.get("topicConfigSerializeWrapper") if isinstance(data, dict) else None
+    if not isinstance(wrapper, dict):
+        return None, None
+    version = wrapper.get("dataVersion")
+    table = wrapper.get("topicConfigTable") or {}
+    configs: dict[str, TopicConfig] = {}
+    if isinstance(table, dict):
+        for name, raw in table.items():
+            try:
+                config = TopicConfig.from_json({"topicName": name, **raw})
+            except (KeyError, TypeError, ValueError, MessageIllegalError) as exc:
+                log.warning("ignoring topic config %r in a registration: %s", name, exc)
+                continue
+            configs[config.topic_name] = config
+    return configs, version if isinstance(version, dict) else None
+
+
+class NamesrvProcessor:
+    """The request handler given to ``RemotingServer``."""
+
+    def __init__(self, registry: RouteRegistry, kv: KVConfigStore | None = None,
+                 metrics: NamesrvMetrics | None = None) -> None:
+        self.registry = registry
+        self.kv = kv if kv is not None else KVConfigStore()
+        self.metrics = metrics if metrics is not None else NamesrvMetrics()
+        self._handlers: dict[int, Handler] = {
+            RequestCode.PUT_KV_CONFIG: self.put_kv_config,
+            RequestCode.GET_KV_CONFIG: self.get_kv_config,
+            RequestCode.DELETE_KV_CONFIG: self.delete_kv_config,
+            RequestCode.REGISTER_BROKER: self.register_broker,
+            RequestCode.UNREGISTER_BROKER: self.unregister_broker,
+            RequestCode.GET_ROUTEINFO_BY_TOPIC: self.get_route,
+            RequestCode.GET_BROKER_CLUSTER_INFO: self.get_cluster_info,
+            RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER: self.get_all_topics,
+            RequestCode.DELETE_TOPIC_IN_NAMESRV: self.delete_topic,
+            GET_KVLIST_BY_NAMESPACE: self.get_kv_list,
+        }
+
+    async def __call__(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        self.metrics.count_request(cmd.code)
+        handler = self._handlers.get(cmd.code)
+        if handler is None:
+            return cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                                f"request code {cmd.code} is not supported by the name server")
+        try:
+            return await handler(conn, cmd)
+        except KrocketError as exc:
+            return cmd.response(exc.code, exc.message)
+
+    # -- brokers ----------------------------------------------------------------------------------------
+    async def register_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        configs, version = parse_register_body(cmd.body)
+        reg = Registration(
+            cluster=_field(cmd, "clusterName"),
+            broker_name=_field(cmd, "brokerName"),
+            broker_id=_int_field(cmd, "brokerId"),
+            addr=_field(cmd, "brokerAddr"),
+            ha_server_addr=cmd.ext_fields.get("haServerAddr", ""),
+            topic_configs=configs,
+            data_version=version,
+            conn_id=connection_id(conn),
+        )
+        result = self.registry.register(reg)
+        if result.first:
+            log.info("broker registered: cluster=%s name=%s id=%d addr=%s ha=%s topics=%d (from %s)",
+                     reg.cluster, reg.broker_name, reg.broker_id, reg.addr, reg.ha_server_addr or "-",
+                     len(configs or {}), conn.peer)
+        elif result.changed:
+            log.info("broker changed: cluster=%s name=%s id=%d addr=%s ha=%s topics updated=%s",
+                     reg.cluster, reg.broker_name, reg.broker_id, reg.addr, reg.ha_server_addr or "-",
+                     ",".join(result.topics_updated) or "-")
+        return cmd.response(ResponseCode.SUCCESS, ext_fields=header_fields(
+            {"haServerAddr": result.ha_server_addr, "masterAddr": result.master_addr}))
+
+    async def unregister_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        removed = self.registry.unregister(_field(cmd, "clusterName"), _field(cmd, "brokerName"),
+                                           _int_field(cmd, "brokerId"), _field(cmd, "brokerAddr"))
+        if removed is not None:
+            log.info("broker unregistered: cluster=%s name=%s id=%d addr=%s", removed.cluster,
+                     removed.broker_name, removed.broker_id, removed.addr)
+        return cmd.response(ResponseCode.SUCCESS)
+
+    async def get_cluster_info(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        return cmd.response(ResponseCode.SUCCESS, body=dumps(self.registry.cluster_info()))
+
+    # -- topics -------------------------------------------------------------------------------------------
+    async def get_route(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        topic = _field(cmd, "topic")
+        route = self.registry.route(topic)
+        if route is None:
+            return cmd.response(ResponseCode.TOPIC_NOT_EXIST,
+                                f"No topic route info in name server for the topic: {topic}")
+        return cmd.response(ResponseCode.SUCCESS, body=dumps(route.to_json()))
+
+    async def get_all_topics(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        return cmd.response(ResponseCode.SUCCESS, body=dumps({"topicList": self.registry.topics()}))
+
+    async def delete_topic(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        topic = _field(cmd, "topic")
+        cluster = cmd.ext_fields.get("clusterName") or None
+        if self.registry.delete_topic(topic, cluster):
+            log.info("topic %s deleted%s", topic, f" in cluster {cluster}" if cluster else "")
+        return cmd.response(ResponseCode.SUCCESS)
+
+    # -- KV config ----------------------------------------------------------------------------------------
+    async def put_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        value = cmd.ext_fields.get("value")
+        if value is None:
+            raise BadRequestError(f"request code {cmd.code}: header field 'value' is required")
+        self.kv.put(_field(cmd, "namespace"), _field(cmd, "key"), value)
+        return cmd.response(ResponseCode.SUCCESS)
+
+    async def get_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        namespace, key = _field(cmd, "namespace"), _field(cmd, "key")
+        value = self.kv.get(namespace, key)
+        if value is None:
+            return cmd.response(ResponseCode.QUERY_NOT_FOUND,
+                                f"No config item, Namespace: {namespace} Key: {key}")
+        return cmd.response(ResponseCode.SUCCESS, ext_fields={"value": value})
+
+    async def delete_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        self.kv.delete(_field(cmd, "namespace"), _field(cmd, "key"))
+        return cmd.response(ResponseCode.SUCCESS)
+
+    async def get_kv_list(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        namespace = _field(cmd, "namespace")
+        table = self.kv.namespace(namespace)
+        if not table:
+            return cmd.response(ResponseCode.QUERY_NOT_FOUND, f"No config item, Namespace: {namespace}")
+        return cmd.response(ResponseCode.SUCCESS, body=dumps({"table": table}))

@@ -1,0 +1,269 @@
+"""The route registry: which brokers are alive and which topics' queues they carry (RouteInfoManager).
+
+Pure logic, no I/O; the clock is injectable so expiry can be tested with a fake one. Tables, as in
+RocketMQ's ``RouteInfoManager``:
+
+- live brokers by address (``BrokerLiveInfo``: identity, HA address, last registration, connection id);
+- ``brokerAddrTable``: brokerName -> BrokerData (cluster, brokerName, brokerId -> address);
+- ``clusterAddrTable``: cluster -> brokerNames;
+- ``topicQueueTable``: topic -> brokerName -> QueueData, defined by the group's master (brokerId 0) only.
+
+A group keeps its BrokerData while any of its brokers is registered, and its topics' queue data stays
+with it, so consumers can read from a slave when the master is gone; the queue data goes with the last
+broker of the group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from krocket.common.route import MASTER_ID, BrokerData, QueueData, TopicRouteData
+from krocket.common.topic import TopicConfig
+
+BROKER_EXPIRY_SECONDS = 120.0
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class BrokerLiveInfo:
+    """One registered broker process, keyed by its address."""
+
+    cluster: str
+    broker_name: str
+    broker_id: int
+    addr: str
+    ha_server_addr: str
+    last_update: float
+    conn_id: int | None = None
+    data_version: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Registration:
+    """One REGISTER_BROKER request, already parsed."""
+
+    cluster: str
+    broker_name: str
+    broker_id: int
+    addr: str
+    ha_server_addr: str = ""
+    topic_configs: Mapping[str, TopicConfig] | None = None
+    data_version: dict[str, Any] | None = None
+    conn_id: int | None = None
+
+
+@dataclass(slots=True)
+class RegisterResult:
+    """What REGISTER_BROKER answers, and what happened (for logging only changes)."""
+
+    master_addr: str | None = None
+    ha_server_addr: str | None = None
+    first: bool = False
+    changed: bool = False
+    topics_updated: list[str] = field(default_factory=list)
+
+
+class RouteRegistry:
+    """Broker registrations and topic routes. Not thread-safe; meant for one asyncio loop."""
+
+    def __init__(self, clock: Clock = time.monotonic, expiry: float = BROKER_EXPIRY_SECONDS) -> None:
+        self._clock = clock
+        self.expiry = expiry
+        self._live: dict[str, BrokerLiveInfo] = {}
+        self._broker_addr_table: dict[str, BrokerData] = {}
+        self._cluster_addr_table: dict[str, set[str]] = {}
+        self._topic_queue_table: dict[str, dict[str, QueueData]] = {}
+
+    # -- registration -------------------------------------------------------------------------------
+    def register(self, reg: Registration, now: float | None = None) -> RegisterResult:
+        """Register or refresh one broker. Only a master's topic configs define queue data."""
+        now = self._clock() if now is None else now
+        result = RegisterResult()
+        old = self._live.get(reg.addr)
+        if old is not None and (old.cluster, old.broker_name, old.broker_id) != (
+                reg.cluster, reg.broker_name, reg.broker_id):
+            # The same process comes back under another identity (e.g. a slave switched to master):
+            # forget the old identity first, keeping the group if it is the same one.
+            self._detach(old, prune=old.broker_name != reg.broker_name)
+            old = None
+        first = old is None
+
+        self._cluster_addr_table.setdefault(reg.cluster, set()).add(reg.broker_name)
+        broker_data = self._broker_addr_table.get(reg.broker_name)
+        if broker_data is None:
+            broker_data = BrokerData(reg.cluster, reg.broker_name)
+            self._broker_addr_table[reg.broker_name] = broker_data
+        elif broker_data.cluster != reg.cluster:
+            self._move_group(broker_data, reg.cluster)
+        displaced = broker_data.broker_addrs.get(reg.broker_id)
+        if displaced is not None and displaced != reg.addr:
+            # Another process took over this brokerId (a restarted pod with a new address).
+            self._live.pop(displaced, None)
+            result.changed = True
+        broker_data.broker_addrs[reg.broker_id] = reg.addr
+
+        version_changed = old is None or old.data_version != reg.data_version or reg.data_version is None
+        if reg.broker_id == MASTER_ID and reg.topic_configs is not None and (first or version_changed):
+            result.topics_updated = self._apply_topic_configs(reg.broker_name, reg.topic_configs.values())
+
+        if old is not None and old.ha_server_addr != reg.ha_server_addr:
+            result.changed = True
+        self._live[reg.addr] = BrokerLiveInfo(reg.cluster, reg.broker_name, reg.broker_id, reg.addr,
+                                              reg.ha_server_addr, now, reg.conn_id, reg.data_version)
+
+        master_addr = broker_data.broker_addrs.get(MASTER_ID)
+        if reg.broker_id != MASTER_ID and master_addr is not None:
+            master = self._live.get(master_addr)
+            if master is not None:
+                result.master_addr = master_addr
+                result.ha_server_addr = master.ha_server_addr
+        result.first = first
+        result.changed = result.changed or first or bool(result.topics_updated)
+        return result
+
+    def _apply_topic_configs(self, broker_name: str, configs: Iterable[TopicConfig]) -> list[str]:
+        """Create or update the queue data of ``broker_name``; returns the topics that changed."""
+        changed: list[str] = []
+        for config in configs:
+            queue = QueueData(broker_name, config.read_queue_nums, config.write_queue_nums, config.perm,
+                              config.topic_sys_flag)
+            by_broker = self._topic_queue_table.setdefault(config.topic_name, {})
+            if by_broker.get(broker_name) != queue:
+                by_broker[broker_name] = queue
+                changed.append(config.topic_name)
+        return changed
+
+    def _move_group(self, broker_data: BrokerData, cluster: str) -> None:
+        names = self._cluster_addr_table.get(broker_data.cluster)
+        if names is not None:
+            names.discard(broker_data.broker_name)
+            if not names:
+                del self._cluster_addr_table[broker_data.cluster]
+        broker_data.cluster = cluster
+        for info in self._live.values():
+            if info.broker_name == broker_data.broker_name:
+                info.cluster = cluster
+
+    # -- removal ------------------------------------------------------------------------------------------
+    def unregister(self, cluster: str, broker_name: str, broker_id: int, addr: str) -> BrokerLiveInfo | None:
+        """UNREGISTER_BROKER: drop one broker (a clean shutdown). Returns what was removed, if anything."""
+        info = self._live.get(addr)
+        if info is None:
+            # Not live (already expired), but make sure no stale address lingers in the group.
+            broker_data = self._broker_addr_table.get(broker_name)
+            if broker_data is not None and broker_data.broker_addrs.get(broker_id) == addr:
+                del broker_data.broker_addrs[broker_id]
+                self._prune_group(broker_name)
+            return None
+        if (info.broker_name, info.broker_id) != (broker_name, broker_id):
+            return None
+        self._detach(info, prune=True)
+        return info
+
+    def remove_by_connection(self, conn_id: int) -> list[BrokerLiveInfo]:
+        """Drop every broker that registered over connection ``conn_id`` (it closed)."""
+        gone = [info for info in self._live.values() if info.conn_id == conn_id]
+        for info in gone:
+            self._detach(info, prune=True)
+        return gone
+
+    def scan_expired(self, now: float | None = None) -> list[BrokerLiveInfo]:
+        """Drop every broker whose last registration is older than ``expiry`` seconds."""
+        now = self._clock() if now is None else now
+        gone = [info for info in self._live.values() if now - info.last_update > self.expiry]
+        for info in gone:
+            self._detach(info, prune=True)
+        return gone
+
+    def _detach(self, info: BrokerLiveInfo, prune: bool) -> None:
+        self._live.pop(info.addr, None)
+        broker_data = self._broker_addr_table.get(info.broker_name)
+        if broker_data is not None and broker_data.broker_addrs.get(info.broker_id) == info.addr:
+            del broker_data.broker_addrs[info.broker_id]
+        if prune:
+            self._prune_group(info.broker_name)
+
+    def _prune_group(self, broker_name: str) -> None:
+        """Forget a group with no broker left: its BrokerData, its cluster entry and its queue data."""
+        broker_data = self._broker_addr_table.get(broker_name)
+        if broker_data is None or broker_data.broker_addrs:
+            return
+        del self._broker_addr_table[broker_name]
+        names = self._cluster_addr_table.get(broker_data.cluster)
+        if names is not None:
+            names.discard(broker_name)
+            if not names:
+                del self._cluster_addr_table[broker_data.cluster]
+        for topic in list(self._topic_queue_table):
+            by_broker = self._topic_queue_table[topic]
+            if by_broker.pop(broker_name, None) is not None and not by_broker:
+                del self._topic_queue_table[topic]
+
+    # -- topics -------------------------------------------------------------------------------------------
+    def delete_topic(self, topic: str, cluster: str | None = None) -> bool:
+        """DELETE_TOPIC_IN_NAMESRV: forget the topic (only its queues in ``cluster`` when given)."""
+        by_broker = self._topic_queue_table.get(topic)
+        if by_broker is None:
+            return False
+        if cluster is None:
+            del self._topic_queue_table[topic]
+            return True
+        names = self._cluster_addr_table.get(cluster, set())
+        removed = [name for name in list(by_broker) if name in names]
+        for name in removed:
+            del by_broker[name]
+        if not by_broker:
+            del self._topic_queue_table[topic]
+        return bool(removed)
+
+    def topics(self) -> list[str]:
+        return sorted(self._topic_queue_table)
+
+    def route(self, topic: str) -> TopicRouteData | None:
+        """The topic's route, or None when no live group carries it."""
+        by_broker = self._topic_queue_table.get(topic)
+        if not by_broker:
+            return None
+        queue_datas: list[QueueData] = []
+        broker_datas: list[BrokerData] = []
+        for name in sorted(by_broker):
+            q = by_broker[name]
+            queue_datas.append(QueueData(q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm,
+                                         q.topic_sys_flag))
+            broker_data = self._broker_addr_table.get(name)
+            if broker_data is not None:
+                broker_datas.append(BrokerData(broker_data.cluster, name, dict(broker_data.broker_addrs)))
+        if not broker_datas:
+            return None
+        return TopicRouteData(queue_datas, broker_datas)
+
+    # -- cluster ------------------------------------------------------------------------------------------
+    def cluster_info(self) -> dict[str, Any]:
+        """ClusterInfo JSON: ``{"brokerAddrTable": {name: BrokerData}, "clusterAddrTable": {c: [names]}}``."""
+        return {
+            "brokerAddrTable": {name: self._broker_addr_table[name].to_json()
+                                for name in sorted(self._broker_addr_table)},
+            "clusterAddrTable": {cluster: sorted(names)
+                                 for cluster, names in sorted(self._cluster_addr_table.items())},
+        }
+
+    def live_brokers(self) -> list[BrokerLiveInfo]:
+        return sorted(self._live.values(), key=lambda i: (i.cluster, i.broker_name, i.broker_id, i.addr))
+
+    def broker(self, addr: str) -> BrokerLiveInfo | None:
+        return self._live.get(addr)
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def broker_count(self) -> int:
+        return len(self._live)
+
+    @property
+    def topic_count(self) -> int:
+        return len(self._topic_queue_table)
