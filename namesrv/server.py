@@ -1,0 +1,130 @@
+"""The name server process: remoting server + aiohttp app + expiry scan on one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from krocket.common.remoting import Connection, RemotingServer
+from krocket.namesrv.http import create_app
+from krocket.namesrv.kvconfig import KVConfigStore
+from krocket.namesrv.metrics import NamesrvMetrics
+from krocket.namesrv.processor import NamesrvProcessor, connection_id
+from krocket.namesrv.registry import BROKER_EXPIRY_SECONDS, BrokerLiveInfo, RouteRegistry
+
+log = logging.getLogger(__name__)
+
+SCAN_INTERVAL_SECONDS = 10.0
+
+
+class NameServer:
+    """Start with ``await start()``; ``port`` and ``http_port`` then hold the bound ports (0 = any free)."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 9876, http_port: int = 9877,
+                 data_dir: str | Path | None = None, scan_interval: float = SCAN_INTERVAL_SECONDS,
+                 expiry: float = BROKER_EXPIRY_SECONDS) -> None:
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.scan_interval = scan_interval
+        self.registry = RouteRegistry(expiry=expiry)
+        self.metrics = NamesrvMetrics()
+        self.processor = NamesrvProcessor(self.registry, KVConfigStore.in_dir(data_dir), self.metrics)
+        self._remoting = RemotingServer(self.processor, host, port, on_connect=self._on_connect)
+        self._runner: web.AppRunner | None = None
+        self._scan_task: asyncio.Task[None] | None = None
+        self._listening = False
+
+    @property
+    def ready(self) -> bool:
+        return self._listening
+
+    async def start(self) -> None:
+        self.port = await self._remoting.start()
+        self._listening = True
+        try:
+            self._runner = web.AppRunner(create_app(self.registry, self.metrics, lambda: self.ready),
+                                         access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.http_port, reuse_address=True)
+            await site.start()
+            self.http_port = int(self._runner.addresses[0][1])
+        except BaseException:
+            await self.stop()
+            raise
+        self._scan_task = asyncio.get_running_loop().create_task(self._scan_loop(), name="namesrv-expiry")
+        log.info("name server listening: remoting %s:%d, http %s:%d", self.host, self.port, self.host,
+                 self.http_port)
+
+    async def stop(self) -> None:
+        self._listening = False
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scan_task
+            self._scan_task = None
+        await self._remoting.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("name server stopped")
+
+    # -- liveness -----------------------------------------------------------------------------------------
+    def _on_connect(self, conn: Connection) -> None:
+        conn.on_close(self._on_close)
+
+    def _on_close(self, conn: Connection) -> None:
+        gone = self.registry.remove_by_connection(connection_id(conn))
+        self.metrics.connection_removed_total += len(gone)
+        for info in gone:
+            log.info("broker removed, its connection closed: %s", _describe(info))
+
+    def scan_expired(self) -> list[BrokerLiveInfo]:
+        gone = self.registry.scan_expired()
+        self.metrics.expired_total += len(gone)
+        for info in gone:
+            log.warning("broker expired, no registration for %.0fs: %s", self.registry.expiry,
+                        _describe(info))
+        return gone
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.scan_interval)
+            try:
+                self.scan_expired()
+            except Exception:  # keep scanning whatever happens
+                log.exception("expiry scan failed")
+
+
+def _describe(info: BrokerLiveInfo) -> str:
+    return f"cluster={info.cluster} name={info.broker_name} id={info.broker_id} addr={info.addr}"
+
+
+async def run_namesrv(host: str = "0.0.0.0", port: int = 9876, http_port: int = 9877,
+                      data_dir: str | Path | None = None, scan_interval: float = SCAN_INTERVAL_SECONDS,
+                      on_started: Callable[[NameServer], None] | None = None) -> None:
+    """Run a name server until SIGTERM or SIGINT, then stop it cleanly."""
+    server = NameServer(host, port, http_port, data_dir, scan_interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    await server.start()
+    try:
+        if on_started is not None:
+            on_started(server)
+        await stop.wait()
+        log.info("signal received, stopping")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop()

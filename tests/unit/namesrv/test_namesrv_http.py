@@ -1,0 +1,49 @@
+"""The name server's aiohttp app, driven in process with aiohttp's test client."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from krocket.common.topic import TopicConfig
+from krocket.namesrv.http import create_app
+from krocket.namesrv.metrics import NamesrvMetrics
+from krocket.namesrv.registry import Registration, RouteRegistry
+
+
+async def test_http_endpoints() -> None:
+    now = [100.0]
+    registry = RouteRegistry(clock=lambda: now[0])
+    registry.register(Registration("c1", "broker-a", 0, "10.0.0.1:10911", "10.0.0.1:10912",
+                                   {"T": TopicConfig("T", 2, 2)}, None, 1))
+    now[0] += 5
+    metrics = NamesrvMetrics()
+    metrics.count_request(105)
+    metrics.count_request(105)
+    metrics.count_request(999)
+    ready = [False]
+    async with TestClient(TestServer(create_app(registry, metrics, lambda: ready[0]))) as client:
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 503
+        ready[0] = True
+        assert (await client.get("/readyz")).status == 200
+
+        resp = await client.get("/metrics")
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+        text = await resp.text()
+        assert "krocket_namesrv_brokers 1\n" in text
+        assert "krocket_namesrv_topics 1\n" in text
+        assert 'krocket_namesrv_requests_total{code="105",name="GET_ROUTEINFO_BY_TOPIC"} 2\n' in text
+        assert 'krocket_namesrv_requests_total{code="999",name="UNKNOWN"} 1\n' in text
+
+        cluster = await (await client.get("/api/v1/cluster")).json()
+        assert cluster["clusterAddrTable"] == {"c1": ["broker-a"]}
+        assert cluster["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {"0": "10.0.0.1:10911"}
+        assert cluster["brokers"] == [{"cluster": "c1", "brokerName": "broker-a", "brokerId": 0,
+                                       "addr": "10.0.0.1:10911", "haServerAddr": "10.0.0.1:10912",
+                                       "lastUpdateAgeSeconds": 5.0}]
+
+        assert await (await client.get("/api/v1/topics")).json() == {"topicList": ["T"]}
+        route = await (await client.get("/api/v1/topics/T/route")).json()
+        assert route["brokerDatas"][0]["brokerAddrs"] == {"0": "10.0.0.1:10911"}
+        missing = await client.get("/api/v1/topics/Nope/route")
+        assert missing.status == 404 and "error" in await missing.json()
