@@ -1,6 +1,6 @@
 """Store micro-benchmark (not a test): append N messages, read them back, print rates and RSS.
 
-    python -m krocket.broker.store.bench_store --messages 1000000 --size 1024
+python -m krocket.broker.store.bench_store --messages 1000000 --size 1024
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def rss_mib() -> float:
 
 
 async def run(args: argparse.Namespace, root: Path) -> None:
-    cfg = StoreConfig(root, flush_mode=args.flush_mode,
-                      commitlog_segment_bytes=args.segment_mib * 1024 * 1024)
+    cfg = StoreConfig(root, flush_mode=args.flush_mode, commitlog_segment_bytes=args.segment_mib * 1024 * 1024)
     store = MessageStore(cfg).open()
     store.start_background()
     uniq_prefix = os.urandom(6).hex().upper()  # producers make unique ids; keep that cost out
@@ -43,8 +42,10 @@ async def run(args: argparse.Namespace, root: Path) -> None:
     put = store.put_message
     while i < n:
         if args.batch > 1:
-            items = [(body, {PROPERTY_TAGS: "TagA", PROPERTY_UNIQ_KEY: f"{uniq_prefix}{i + k:020X}"}, 0)
-                     for k in range(min(args.batch, n - i))]
+            items = [
+                (body, {PROPERTY_TAGS: "TagA", PROPERTY_UNIQ_KEY: f"{uniq_prefix}{i + k:020X}"}, 0)
+                for k in range(min(args.batch, n - i))
+            ]
             results = store.put_messages("BenchTopic", i % queues, items)
             i += len(items)
             last_end = results[-1].end_offset
@@ -60,9 +61,11 @@ async def run(args: argparse.Namespace, root: Path) -> None:
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     rss1 = rss_mib()
-    print(f"appended {n} x {args.size} B ({args.flush_mode}, batch {args.batch}, {queues} queues): "
-          f"{n / elapsed:,.0f} msgs/s wall, {n / cpu:,.0f} msgs/s per CPU second of this process, "
-          f"{n * args.size / elapsed / 2**20:,.1f} MiB/s")
+    print(
+        f"appended {n} x {args.size} B ({args.flush_mode}, batch {args.batch}, {queues} queues): "
+        f"{n / elapsed:,.0f} msgs/s wall, {n / cpu:,.0f} msgs/s per CPU second of this process, "
+        f"{n * args.size / elapsed / 2**20:,.1f} MiB/s"
+    )
     print(f"RSS before: {rss0:.1f} MiB, after {n} appends: {rss1:.1f} MiB (+{rss1 - rss0:.1f})")
 
     t0 = time.perf_counter()
@@ -84,8 +87,9 @@ async def run(args: argparse.Namespace, root: Path) -> None:
     print(f"close (final flush) took {time.perf_counter() - t0:.2f} s")
     t0 = time.perf_counter()
     store = MessageStore(cfg).open()
-    print(f"reopen (clean recovery of the last segments) took {time.perf_counter() - t0:.2f} s; "
-          f"RSS {rss_mib():.1f} MiB")
+    print(
+        f"reopen (clean recovery of the last segments) took {time.perf_counter() - t0:.2f} s; RSS {rss_mib():.1f} MiB"
+    )
     store.close()
 
 

@@ -69,9 +69,17 @@ class StoreCheckpoint:
     def encode(self) -> bytes:
         d = self.data
         self.seq = (self.seq + 1) & 0x7FFFFFFF
-        body = _BODY.pack(d.physic_msg_timestamp, d.logics_msg_timestamp, d.index_msg_timestamp,
-                          d.master_flushed_offset, d.confirm_phy_offset, d.physic_offset, d.logics_offset,
-                          d.index_offset, self.seq)
+        body = _BODY.pack(
+            d.physic_msg_timestamp,
+            d.logics_msg_timestamp,
+            d.index_msg_timestamp,
+            d.master_flushed_offset,
+            d.confirm_phy_offset,
+            d.physic_offset,
+            d.logics_offset,
+            d.index_offset,
+            self.seq,
+        )
         return (body + _CRC.pack(zlib.crc32(body))).ljust(CHECKPOINT_BYTES, b"\0")
 
     def write(self, sync: bool = True) -> None:
@@ -121,7 +129,8 @@ class StoreLock:
             os.close(fd)
             raise StoreLockedError(
                 f"store {self.path.parent} is already open by another broker (lock held by pid {holder}); "
-                f"stop it or point this broker at another store directory") from None
+                f"stop it or point this broker at another store directory"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

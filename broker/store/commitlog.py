@@ -72,8 +72,23 @@ def parse_record(buf: bytes | memoryview, pos: int, phy: int, check_crc: bool) -
     n = len(buf)
     if n - pos < RECORD_FIXED_BYTES:
         raise BadRecord(f"record head at {phy} is torn")
-    (total, magic, crc, queue_id, _flag, queue_offset, phys, sys_flag, _born_ts, _born_host, store_ts,
-     _store_host, _reconsume, _prepared, body_len) = RECORD.unpack_from(buf, pos)
+    (
+        total,
+        magic,
+        crc,
+        queue_id,
+        _flag,
+        queue_offset,
+        phys,
+        sys_flag,
+        _born_ts,
+        _born_host,
+        store_ts,
+        _store_host,
+        _reconsume,
+        _prepared,
+        body_len,
+    ) = RECORD.unpack_from(buf, pos)
     if magic != MAGIC_V1 and magic != MAGIC_V2:
         raise BadRecord(f"bad magic {magic} at {phy}")
     if total < RECORD_MIN_BYTES or pos + total > n:
@@ -176,7 +191,8 @@ class CommitLog:
             return self.wrote
         if size + BLANK_MIN_BYTES > self.segment_bytes:
             raise MessageIllegalError(
-                f"a record of {size} bytes does not fit a commit log segment of {self.segment_bytes} bytes")
+                f"a record of {size} bytes does not fit a commit log segment of {self.segment_bytes} bytes"
+            )
         self._roll()
         return self.wrote
 

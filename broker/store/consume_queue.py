@@ -25,8 +25,7 @@ assert ENTRY_BYTES == 20
 
 
 class ConsumeQueue:
-    def __init__(self, directory: Path, topic: str, queue_id: int, entries_per_file: int,
-                 pending_limit: int) -> None:
+    def __init__(self, directory: Path, topic: str, queue_id: int, entries_per_file: int, pending_limit: int) -> None:
         self.directory = directory
         self.topic = topic
         self.queue_id = queue_id
@@ -87,8 +86,9 @@ class ConsumeQueue:
         size = os.path.getsize(self._path(last))
         entries = size // ENTRY_BYTES
         if size % ENTRY_BYTES:
-            log.info("consume queue %s/%d: cutting %d bytes of a torn entry", self.topic, self.queue_id,
-                     size % ENTRY_BYTES)
+            log.info(
+                "consume queue %s/%d: cutting %d bytes of a torn entry", self.topic, self.queue_id, size % ENTRY_BYTES
+            )
             os.truncate(self._path(last), entries * ENTRY_BYTES)
         self.max_offset = self.written = last * self.per_file + entries
         self.min_offset = indexes[0] * self.per_file
@@ -118,8 +118,9 @@ class ConsumeQueue:
             i = (q - self.written) * ENTRY_BYTES
             self._pending[i : i + ENTRY_BYTES] = raw
             return
-        log.warning("consume queue %s/%d: entry %d arrives after a gap from %d", self.topic, self.queue_id,
-                    q, self.max_offset)
+        log.warning(
+            "consume queue %s/%d: entry %d arrives after a gap from %d", self.topic, self.queue_id, q, self.max_offset
+        )
         self.write_out()
         if self.max_offset == 0 and self.min_offset == 0:
             self.min_offset = q
@@ -229,8 +230,13 @@ class ConsumeQueue:
             q -= step
         cut = self.max_offset - q
         if cut:
-            log.info("consume queue %s/%d: cut %d entries past the commit log end %d", self.topic,
-                     self.queue_id, cut, valid_end)
+            log.info(
+                "consume queue %s/%d: cut %d entries past the commit log end %d",
+                self.topic,
+                self.queue_id,
+                cut,
+                valid_end,
+            )
             self.truncate_to(q)
         return cut
 
@@ -303,8 +309,7 @@ class ConsumeQueueTable:
     def _new(self, topic: str, queue_id: int) -> ConsumeQueue:
         if not topic or "/" in topic or topic in (".", ".."):
             raise ValueError(f"topic {topic!r} cannot name a consume queue directory")
-        cq = ConsumeQueue(self.root / topic / str(queue_id), topic, queue_id, self.entries_per_file,
-                          self.pending_limit)
+        cq = ConsumeQueue(self.root / topic / str(queue_id), topic, queue_id, self.entries_per_file, self.pending_limit)
         self.queues[(topic, queue_id)] = cq
         return cq
 

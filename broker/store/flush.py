@@ -38,8 +38,13 @@ def fdatasync_all(fds: list[int]) -> None:
 
 
 class FlushService:
-    def __init__(self, config: StoreConfig, commitlog: CommitLog, prepare_logics: LogicsPrepare,
-                 retention: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        commitlog: CommitLog,
+        prepare_logics: LogicsPrepare,
+        retention: Callable[[], object] | None = None,
+    ) -> None:
         self.config = config
         self.commitlog = commitlog
         self.prepare_logics = prepare_logics
@@ -102,8 +107,8 @@ class FlushService:
             await asyncio.wait_for(asyncio.shield(fut), self.config.sync_flush_timeout_s)
         except TimeoutError:
             raise FlushDiskTimeoutError(
-                f"flushing the commit log up to offset {offset} took over "
-                f"{self.config.sync_flush_timeout_s} s") from None
+                f"flushing the commit log up to offset {offset} took over {self.config.sync_flush_timeout_s} s"
+            ) from None
 
     def _wake(self, flushed: int) -> None:
         if not self._waiters:

@@ -44,8 +44,9 @@ class IndexFile:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         head = os.pread(self.fd, HEADER_BYTES, 0)
         if len(head) == HEADER_BYTES and HEADER.unpack(head)[4] > 0:
-            (self.begin_ts, self.end_ts, self.begin_phy, self.end_phy, self.hash_slots,
-             self.count) = HEADER.unpack(head)
+            (self.begin_ts, self.end_ts, self.begin_phy, self.end_phy, self.hash_slots, self.count) = HEADER.unpack(
+                head
+            )
             self.max_entries = max(max_entries, self.count)
         else:
             self.begin_ts = self.end_ts = 0
@@ -114,8 +115,11 @@ class IndexFile:
                 part.byteswap()
             pwrite_all(self.fd, part.tobytes(), HEADER_BYTES + page * SLOT_PAGE * 4)
         self._dirty_pages.clear()
-        pwrite_all(self.fd, HEADER.pack(self.begin_ts, self.end_ts, self.begin_phy, self.end_phy,
-                                        self.hash_slots, self.count), 0)
+        pwrite_all(
+            self.fd,
+            HEADER.pack(self.begin_ts, self.end_ts, self.begin_phy, self.end_phy, self.hash_slots, self.count),
+            0,
+        )
         self._header_dirty = False
         return True
 
@@ -165,7 +169,6 @@ class IndexFile:
     def abandon(self) -> None:
         self._pending.clear()
         self.close_fd()
-
 
 
 class IndexService:

@@ -106,10 +106,13 @@ class MappedFileQueue:
             if start % self.segment_bytes:
                 raise ConfigError(
                     f"segment {file_name(start)} in {self.directory} does not start at a multiple of "
-                    f"commitlog_segment_bytes={self.segment_bytes}; was the store written with another size?")
+                    f"commitlog_segment_bytes={self.segment_bytes}; was the store written with another size?"
+                )
             if self.segments and start != self.segments[-1].start + self.segment_bytes:
-                raise ConfigError(f"commit log segments in {self.directory} are not contiguous before "
-                                  f"{file_name(start)}; refusing to guess")
+                raise ConfigError(
+                    f"commit log segments in {self.directory} are not contiguous before "
+                    f"{file_name(start)}; refusing to guess"
+                )
             seg = Segment(self.directory / file_name(start), start, self.segment_bytes)
             if seg.wrote > self.segment_bytes:
                 raise ConfigError(f"segment {seg.path} is larger than commitlog_segment_bytes")

@@ -102,10 +102,12 @@ class MessageStore:
         self.config = config
         root = config.root
         self.commitlog = CommitLog(config)
-        self.queues = ConsumeQueueTable(config.consume_queue_dir, config.consume_queue_entries_per_file,
-                                        config.consume_queue_pending_entries)
-        self.index = IndexService(config.index_dir, config.index_hash_slots, config.index_max_entries,
-                                  config.index_pending_entries)
+        self.queues = ConsumeQueueTable(
+            config.consume_queue_dir, config.consume_queue_entries_per_file, config.consume_queue_pending_entries
+        )
+        self.index = IndexService(
+            config.index_dir, config.index_hash_slots, config.index_max_entries, config.index_pending_entries
+        )
         self.checkpoint = StoreCheckpoint(root / "checkpoint")
         self.abort_marker = AbortMarker(root / "abort")
         self.lock = StoreLock(root / "lock")
@@ -266,7 +268,8 @@ class MessageStore:
                 raise ServiceNotAvailableError(
                     f"disk full: {ratio:.1%} of the disk holding {self.config.root} is used, over "
                     f"disk_warning_ratio {self.config.disk_warning_ratio:.0%}; writes are refused until "
-                    f"retention frees space")
+                    f"retention frees space"
+                )
 
     def _prefix(self, topic: str) -> bytes:
         prefix = self._topic_prefix.get(topic)
@@ -297,16 +300,24 @@ class MessageStore:
         if uniq:
             self.index.put(f"{topic}#{uniq}", phy, ts)
 
-    def put_message(self, topic: str, queue_id: int, body: bytes, properties: dict[str, str], flag: int = 0,
-                    sys_flag: int = 0, born_timestamp: int = 0, born_host: bytes = b"",
-                    reconsume_times: int = 0) -> PutResult:
+    def put_message(
+        self,
+        topic: str,
+        queue_id: int,
+        body: bytes,
+        properties: dict[str, str],
+        flag: int = 0,
+        sys_flag: int = 0,
+        born_timestamp: int = 0,
+        born_host: bytes = b"",
+        reconsume_times: int = 0,
+    ) -> PutResult:
         """Append one message and dispatch it to its consume queue and the index (the hot path: kept flat)."""
         now_mono = time.monotonic()
         if not self._opened or now_mono - self._disk_checked_at >= self._disk_check_interval:
             self._check_writable()
         if len(body) > self._max_body:
-            raise MessageIllegalError(
-                f"message body is {len(body)} bytes; at most {self._max_body} allowed")
+            raise MessageIllegalError(f"message body is {len(body)} bytes; at most {self._max_body} allowed")
         prefix = self._topic_prefix.get(topic) or self._prefix(topic)
         props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
         if len(props) > MAX_PROPERTIES_BYTES:
@@ -326,8 +337,23 @@ class MessageStore:
             cq = None
             qoff = 0
         buf = commitlog._buf
-        buf += RECORD.pack(total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy, sys_flag,
-                           born_timestamp or now, born_host, now, store_host, reconsume_times, 0, len(body))
+        buf += RECORD.pack(
+            total,
+            MAGIC_V1,
+            zlib.crc32(body) & 0x7FFFFFFF,
+            queue_id,
+            flag,
+            qoff,
+            phy,
+            sys_flag,
+            born_timestamp or now,
+            born_host,
+            now,
+            store_host,
+            reconsume_times,
+            0,
+            len(body),
+        )
         buf += body
         buf += prefix
         buf += I16.pack(len(props))
@@ -353,8 +379,15 @@ class MessageStore:
                 cb(topic, queue_id, qoff + 1, tcode)
         return PutResult(phy, qoff, total, now, store_host)
 
-    def put_messages(self, topic: str, queue_id: int, items: list[tuple[bytes, dict[str, str], int]],
-                     sys_flag: int = 0, born_timestamp: int = 0, born_host: bytes = b"") -> list[PutResult]:
+    def put_messages(
+        self,
+        topic: str,
+        queue_id: int,
+        items: list[tuple[bytes, dict[str, str], int]],
+        sys_flag: int = 0,
+        born_timestamp: int = 0,
+        born_host: bytes = b"",
+    ) -> list[PutResult]:
         """Append a batch of (body, properties, flag) to one queue with consecutive queue offsets, as one
         contiguous write; a batch larger than what a segment has left is split at record boundaries."""
         self._check_writable()
@@ -368,8 +401,7 @@ class MessageStore:
         encoded: list[tuple[int, bytes, bytes, dict[str, str], int]] = []
         for body, properties, flag in items:
             if len(body) > self._max_body:
-                raise MessageIllegalError(
-                    f"message body is {len(body)} bytes; at most {self._max_body} allowed")
+                raise MessageIllegalError(f"message body is {len(body)} bytes; at most {self._max_body} allowed")
             props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
             if len(props) > MAX_PROPERTIES_BYTES:
                 raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
@@ -395,8 +427,23 @@ class MessageStore:
             out = bytearray()
             for total, body, props, properties, flag in encoded[i:j]:
                 qoff = cq.max_offset
-                out += pack(total, MAGIC_V1, zlib.crc32(body) & 0x7FFFFFFF, queue_id, flag, qoff, phy,
-                            sys_flag, born, born_host, now, store_host, 0, 0, len(body))
+                out += pack(
+                    total,
+                    MAGIC_V1,
+                    zlib.crc32(body) & 0x7FFFFFFF,
+                    queue_id,
+                    flag,
+                    qoff,
+                    phy,
+                    sys_flag,
+                    born,
+                    born_host,
+                    now,
+                    store_host,
+                    0,
+                    0,
+                    len(body),
+                )
                 out += body
                 out += prefix
                 out += I16.pack(len(props))
@@ -447,8 +494,10 @@ class MessageStore:
             total, magic = TOTAL_MAGIC.unpack_from(buf, pos)
             if magic == BLANK_MAGIC:
                 if total != seg_bytes - phy % seg_bytes:
-                    raise MessageIllegalError(f"raw data has a BLANK record at {phy} that does not end a "
-                                              f"segment of {seg_bytes} bytes (segment sizes differ?)")
+                    raise MessageIllegalError(
+                        f"raw data has a BLANK record at {phy} that does not end a "
+                        f"segment of {seg_bytes} bytes (segment sizes differ?)"
+                    )
                 if n - pos < total:
                     break
                 pos += total
@@ -496,8 +545,15 @@ class MessageStore:
         self._listeners.append(callback)
 
     # -- reading ---------------------------------------------------------------------------------------
-    def get_messages(self, topic: str, queue_id: int, offset: int, max_msgs: int = 32,
-                     max_bytes: int = DEFAULT_MAX_BYTES, tag_codes: set[int] | None = None) -> GetResult:
+    def get_messages(
+        self,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        max_msgs: int = 32,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        tag_codes: set[int] | None = None,
+    ) -> GetResult:
         """Records of a queue from ``offset``, concatenated exactly as stored (a PULL response body)."""
         cq = self.queues.get(topic, queue_id)
         if cq is None or cq.max_offset == 0:
@@ -615,8 +671,9 @@ class MessageStore:
         """Commit log bytes from ``phy_offset`` (within one segment): what a master streams to a slave."""
         return self.commitlog.read(phy_offset, max_bytes)
 
-    def query_by_key(self, topic: str, key: str, max_num: int = 32, begin_ts: int = 0,
-                     end_ts: int = 2**63 - 1) -> list[bytes]:
+    def query_by_key(
+        self, topic: str, key: str, max_num: int = 32, begin_ts: int = 0, end_ts: int = 2**63 - 1
+    ) -> list[bytes]:
         """Records of ``topic`` whose KEYS or unique key is ``key``, stored in [begin_ts, end_ts], newest
         first. Every index hit is checked against the record it points at."""
         out: list[bytes] = []

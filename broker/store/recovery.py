@@ -53,8 +53,9 @@ Redispatch = Callable[[RecordMeta, bool, bool], None]
 
 
 class Recovery:
-    def __init__(self, config: StoreConfig, commitlog: CommitLog, queues: ConsumeQueueTable,
-                 redispatch: Redispatch) -> None:
+    def __init__(
+        self, config: StoreConfig, commitlog: CommitLog, queues: ConsumeQueueTable, redispatch: Redispatch
+    ) -> None:
         self.config = config
         self.commitlog = commitlog
         self.queues = queues
@@ -73,8 +74,12 @@ class Recovery:
             start_idx = max(0, min(start_idx, ckpt_idx))
         scan_from = segs[start_idx].start if segs else self.commitlog.max_offset
         report = RecoveryReport(clean_stop, scan_from, scan_from)
-        log.info("recovering store after a %s: scanning the commit log from offset %d (%d segments)",
-                 "clean stop" if clean_stop else "crash", scan_from, len(segs) - start_idx)
+        log.info(
+            "recovering store after a %s: scanning the commit log from offset %d (%d segments)",
+            "clean stop" if clean_stop else "crash",
+            scan_from,
+            len(segs) - start_idx,
+        )
         valid_end, reason = self._scan(start_idx, logics_from, index_from, report)
         report.valid_end = valid_end
         if valid_end < self.commitlog.max_offset:
@@ -84,12 +89,15 @@ class Recovery:
         for cq in list(self.queues.queues.values()):
             report.consume_queue_entries_cut += cq.truncate_past(valid_end)
             cq.correct_min_offset(self.commitlog.min_offset)
-        log.info("recovery done: commit log valid up to %d, %d records scanned, %d consume queue entries cut",
-                 valid_end, report.records_scanned, report.consume_queue_entries_cut)
+        log.info(
+            "recovery done: commit log valid up to %d, %d records scanned, %d consume queue entries cut",
+            valid_end,
+            report.records_scanned,
+            report.consume_queue_entries_cut,
+        )
         return report
 
-    def _scan(self, start_idx: int, logics_from: int, index_from: int,
-              report: RecoveryReport) -> tuple[int, str]:
+    def _scan(self, start_idx: int, logics_from: int, index_from: int, report: RecoveryReport) -> tuple[int, str]:
         segs = self.commitlog.files.segments
         check_crc = self.config.check_crc_on_recover
         queues = self.queues.queues
@@ -135,16 +143,21 @@ class Recovery:
                     view, chunk_pos = memoryview(seg.read(pos, max(SCAN_CHUNK, total))), pos
                     p = 0
                 phy = base + pos
-                (_t, _m, crc, queue_id, _flag, queue_offset, phys, _sys, _bts, _bh, _sts, _sh, _rc, _ptx,
-                 body_len) = unpack(view, p)
+                (_t, _m, crc, queue_id, _flag, queue_offset, phys, _sys, _bts, _bh, _sts, _sh, _rc, _ptx, body_len) = (
+                    unpack(view, p)
+                )
                 body_end = p + RECORD_FIXED_BYTES + body_len
-                ok = (magic == MAGIC_V1 and phys == phy and body_len >= 0 and not _sys & 0x30
-                      and body_end + 3 <= p + total)
+                ok = (
+                    magic == MAGIC_V1
+                    and phys == phy
+                    and body_len >= 0
+                    and not _sys & 0x30
+                    and body_end + 3 <= p + total
+                )
                 if ok:
                     topic_len = view[body_end]
                     props_at = body_end + 1 + topic_len
-                    ok = (props_at + 2 <= p + total
-                          and props_at + 2 + I16.unpack_from(view, props_at)[0] == p + total)
+                    ok = props_at + 2 <= p + total and props_at + 2 + I16.unpack_from(view, props_at)[0] == p + total
                 if not ok or (check_crc and crc32(view[p + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != crc):
                     # The slow path says exactly what is wrong (and accepts MAGIC_V2 records).
                     try:

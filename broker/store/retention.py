@@ -30,8 +30,14 @@ def disk_used_ratio(path: Path) -> float:
 
 
 class RetentionService:
-    def __init__(self, config: StoreConfig, commitlog: CommitLog, queues: ConsumeQueueTable,
-                 index: IndexService, usage_fn: UsageFn | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        commitlog: CommitLog,
+        queues: ConsumeQueueTable,
+        index: IndexService,
+        usage_fn: UsageFn | None = None,
+    ) -> None:
         self.config = config
         self.commitlog = commitlog
         self.queues = queues
@@ -78,5 +84,6 @@ class RetentionService:
             cq_files += cq.delete_files_below(min_phy)
             cq.correct_min_offset(min_phy)
         index_files = self.index.delete_below(min_phy)
-        log.info("commit log now starts at %d; deleted %d consume queue and %d index files", min_phy,
-                 cq_files, index_files)
+        log.info(
+            "commit log now starts at %d; deleted %d consume queue and %d index files", min_phy, cq_files, index_files
+        )

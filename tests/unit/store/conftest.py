@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from krocket.broker.store.message_store import MessageStore
 from store_helpers import StoreFactory, small_config
+
+from krocket.broker.store.message_store import MessageStore
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import os
 import struct
 
 import pytest
+from store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
+
 from krocket.common.errors import MessageIllegalError
 from krocket.common.message import (
     BLANK_MAGIC,
@@ -14,13 +16,16 @@ from krocket.common.message import (
     decode_records,
     offset_msg_id,
 )
-from store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
 
 
 def test_put_get_round_trip(make_store: StoreFactory) -> None:
     store = make_store()
-    results = [store.put_message("TopicA", 1, body(i), props(i), flag=7, born_timestamp=1000 + i,
-                                 born_host=BORN_HOST, reconsume_times=2) for i in range(10)]
+    results = [
+        store.put_message(
+            "TopicA", 1, body(i), props(i), flag=7, born_timestamp=1000 + i, born_host=BORN_HOST, reconsume_times=2
+        )
+        for i in range(10)
+    ]
     assert [r.queue_offset for r in results] == list(range(10))
     assert results[0].commit_log_offset == 0
     assert results[1].commit_log_offset == results[0].end_offset

@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from store_helpers import SEGMENT, StoreFactory, body, props, small_config
+
 from krocket.broker.store import flush as flush_module
 from krocket.broker.store.checkpoint import StoreLockedError
 from krocket.broker.store.message_store import MessageStore
 from krocket.common.errors import FlushDiskTimeoutError
 from krocket.common.message import decode_records
-from store_helpers import SEGMENT, StoreFactory, body, props, small_config
 
 
 async def test_async_flush_wait_is_a_no_op_and_the_background_flushes(make_store: StoreFactory) -> None:
@@ -33,8 +34,9 @@ async def test_async_flush_wait_is_a_no_op_and_the_background_flushes(make_store
         await store.stop_background()
 
 
-async def test_sync_flush_group_commit_shares_fdatasyncs(make_store: StoreFactory,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sync_flush_group_commit_shares_fdatasyncs(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = make_store(flush_mode="SYNC_FLUSH")
     synced: list[int] = []
     real = flush_module.fdatasync_all
@@ -49,6 +51,7 @@ async def test_sync_flush_group_commit_shares_fdatasyncs(make_store: StoreFactor
     monkeypatch.setattr(flush_module, "fdatasync_all", slow_sync)
     store.start_background()
     try:
+
         async def send(i: int) -> int:
             r = store.put_message("S", 0, body(i), props(i))
             assert store.flushed_offset < r.end_offset

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from krocket.common.message import decode_record
 from store_helpers import StoreFactory, body, props
+
+from krocket.common.message import decode_record
 
 
 def keys_of(records: list[bytes]) -> list[int]:
