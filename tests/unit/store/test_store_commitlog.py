@@ -105,3 +105,14 @@ def test_oversize_and_impossible_messages_are_refused(make_store: StoreFactory) 
     with pytest.raises(MessageIllegalError, match="does not fit"):
         store2.put_message("T", 0, b"x" * SEGMENT, {})
     assert store.max_offset("T", 0) == 0 and store2.max_phy_offset == 0
+
+
+def test_a_batch_bigger_than_a_segment_is_split_at_record_boundaries(make_store: StoreFactory) -> None:
+    store = make_store()
+    items = [(body(i, 1000), props(i), 0) for i in range(150)]  # ~165 KiB, segments are 64 KiB
+    results = store.put_messages("Big", 0, items)
+    assert [r.queue_offset for r in results] == list(range(150))
+    assert len({r.commit_log_offset // SEGMENT for r in results}) >= 3
+    assert all(r.end_offset // SEGMENT == r.commit_log_offset // SEGMENT for r in results)
+    msgs = decode_records(store.get_messages("Big", 0, 0, max_msgs=150, max_bytes=10**9).body)
+    assert [m.body for m in msgs] == [it[0] for it in items]

@@ -12,7 +12,7 @@ from store_helpers import SEGMENT, StoreFactory, body, props, small_config
 from krocket.broker.store import flush as flush_module
 from krocket.broker.store.checkpoint import StoreLockedError
 from krocket.broker.store.message_store import MessageStore
-from krocket.common.errors import FlushDiskTimeoutError
+from krocket.common.errors import FlushDiskTimeoutError, MessageIllegalError
 from krocket.common.message import decode_records
 
 
@@ -147,3 +147,16 @@ async def test_appends_reach_the_files_every_loop_tick(make_store: StoreFactory)
         assert store.commitlog.pending_bytes == 0 and store.commitlog.committed == r.end_offset
     finally:
         await store.stop_background()
+
+
+def test_append_raw_refuses_bytes_that_are_not_records(make_store: StoreFactory, tmp_path: Path) -> None:
+    master = make_store()
+    master.put_message("Rep", 0, body(1), props(1))
+    good = master.read_raw(0, 4096)
+    slave = make_store(root=tmp_path / "slave")
+    bad = bytearray(good)
+    bad[28:36] = (12345).to_bytes(8, "big")  # a wrong PHYSICALOFFSET
+    with pytest.raises(MessageIllegalError, match="physical offset"):
+        slave.append_raw(bytes(bad), 0)
+    assert slave.max_phy_offset == 0
+    assert slave.append_raw(good, 0) == len(good)
