@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
 from krocket.common.errors import KrocketError

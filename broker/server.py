@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.ha.master import HAMaster
@@ -139,6 +140,7 @@ class Broker:
         self.registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{ha_port}")
         self.state["registration"] = self.registration
         self.state["broker"] = self
+        self.service.publish_routes = self._publish_routes
         registration = self.registration
         if config.is_slave:
             self.ha_slave = HASlave(
@@ -204,6 +206,13 @@ class Broker:
         self.metrics.gauge_fn(
             "broker_consumer_lag_messages", "Messages not yet consumed, per group and topic", self._lag_by_group
         )
+
+    async def _publish_routes(self) -> None:
+        if self.registration is not None:
+            try:
+                await asyncio.wait_for(self.registration.register_once(), 3.0)
+            except (TimeoutError, KrocketError) as exc:
+                log.warning("could not publish the new topic's route at once: %s", exc)
 
     def replication(self) -> dict[str, Any]:
         if self.ha_master is not None:

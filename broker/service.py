@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,8 @@ class BrokerService:
         self.pulled_messages = 0
         self.ha_master: Any = None  # HAMaster on a master with replication
         self._commit_future: asyncio.Future[None] | None = None
+        # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
+        self.publish_routes: Callable[[], Awaitable[None]] | None = None
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------
@@ -121,7 +124,10 @@ class BrokerService:
     ) -> SendOutcome:
         self._check_writable()
         self._check_body(len(body))
+        created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
+        if created and self.publish_routes is not None:
+            await self.publish_routes()
         queue_id = self._resolve_queue(config, queue_id)
         result = self.store.put_message(
             topic,
@@ -161,7 +167,10 @@ class BrokerService:
             raise MessageIllegalError(
                 f"batch bodies add up to {total} bytes; the limit (maxMessageSize) is {self.config.max_message_size}"
             )
+        created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
+        if created and self.publish_routes is not None:
+            await self.publish_routes()
         queue_id = self._resolve_queue(config, queue_id)
         results = self.store.put_messages(
             topic,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 import yaml
+
 from krocket.common.errors import ConfigError
 
 T = TypeVar("T")

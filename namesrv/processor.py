@@ -23,7 +23,7 @@ from krocket.namesrv.registry import Registration, RouteRegistry
 log = logging.getLogger(__name__)
 
 # Not (yet) in krocket.common.codes.
-GET_KVLIST_BY_NAMESPACE = 219
+
 
 _CONN_ID_KEY = "namesrv.conn_id"
 _conn_ids = itertools.count(1)
@@ -58,8 +58,9 @@ def _int_field(cmd: RemotingCommand, name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise BadRequestError(f"request code {cmd.code}: header field '{name}' must be an integer, "
-                              f"got {value!r}") from None
+        raise BadRequestError(
+            f"request code {cmd.code}: header field '{name}' must be an integer, got {value!r}"
+        ) from None
 
 
 def parse_register_body(body: bytes) -> tuple[dict[str, TopicConfig] | None, dict[str, Any] | None]:
@@ -69,8 +70,7 @@ def parse_register_body(body: bytes) -> tuple[dict[str, TopicConfig] | None, dic
     try:
         data = loads_lenient(body)
     except (UnicodeDecodeError, ValueError):
-        raise BadRequestError("REGISTER_BROKER body is not JSON (compressed bodies are not supported)"
-                              ) from None
+        raise BadRequestError("REGISTER_BROKER body is not JSON (compressed bodies are not supported)") from None
     wrapper = data.get("topicConfigSerializeWrapper") if isinstance(data, dict) else None
     if not isinstance(wrapper, dict):
         return None, None
@@ -91,8 +91,9 @@ def parse_register_body(body: bytes) -> tuple[dict[str, TopicConfig] | None, dic
 class NamesrvProcessor:
     """The request handler given to ``RemotingServer``."""
 
-    def __init__(self, registry: RouteRegistry, kv: KVConfigStore | None = None,
-                 metrics: NamesrvMetrics | None = None) -> None:
+    def __init__(
+        self, registry: RouteRegistry, kv: KVConfigStore | None = None, metrics: NamesrvMetrics | None = None
+    ) -> None:
         self.registry = registry
         self.kv = kv if kv is not None else KVConfigStore()
         self.metrics = metrics if metrics is not None else NamesrvMetrics()
@@ -106,15 +107,16 @@ class NamesrvProcessor:
             RequestCode.GET_BROKER_CLUSTER_INFO: self.get_cluster_info,
             RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER: self.get_all_topics,
             RequestCode.DELETE_TOPIC_IN_NAMESRV: self.delete_topic,
-            GET_KVLIST_BY_NAMESPACE: self.get_kv_list,
+            RequestCode.GET_KVLIST_BY_NAMESPACE: self.get_kv_list,
         }
 
     async def __call__(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         self.metrics.count_request(cmd.code)
         handler = self._handlers.get(cmd.code)
         if handler is None:
-            return cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
-                                f"request code {cmd.code} is not supported by the name server")
+            return cmd.response(
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by the name server"
+            )
         try:
             return await handler(conn, cmd)
         except KrocketError as exc:
@@ -135,22 +137,46 @@ class NamesrvProcessor:
         )
         result = self.registry.register(reg)
         if result.first:
-            log.info("broker registered: cluster=%s name=%s id=%d addr=%s ha=%s topics=%d (from %s)",
-                     reg.cluster, reg.broker_name, reg.broker_id, reg.addr, reg.ha_server_addr or "-",
-                     len(configs or {}), conn.peer)
+            log.info(
+                "broker registered: cluster=%s name=%s id=%d addr=%s ha=%s topics=%d (from %s)",
+                reg.cluster,
+                reg.broker_name,
+                reg.broker_id,
+                reg.addr,
+                reg.ha_server_addr or "-",
+                len(configs or {}),
+                conn.peer,
+            )
         elif result.changed:
-            log.info("broker changed: cluster=%s name=%s id=%d addr=%s ha=%s topics updated=%s",
-                     reg.cluster, reg.broker_name, reg.broker_id, reg.addr, reg.ha_server_addr or "-",
-                     ",".join(result.topics_updated) or "-")
-        return cmd.response(ResponseCode.SUCCESS, ext_fields=header_fields(
-            {"haServerAddr": result.ha_server_addr, "masterAddr": result.master_addr}))
+            log.info(
+                "broker changed: cluster=%s name=%s id=%d addr=%s ha=%s topics updated=%s",
+                reg.cluster,
+                reg.broker_name,
+                reg.broker_id,
+                reg.addr,
+                reg.ha_server_addr or "-",
+                ",".join(result.topics_updated) or "-",
+            )
+        return cmd.response(
+            ResponseCode.SUCCESS,
+            ext_fields=header_fields({"haServerAddr": result.ha_server_addr, "masterAddr": result.master_addr}),
+        )
 
     async def unregister_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        removed = self.registry.unregister(_field(cmd, "clusterName"), _field(cmd, "brokerName"),
-                                           _int_field(cmd, "brokerId"), _field(cmd, "brokerAddr"))
+        removed = self.registry.unregister(
+            _field(cmd, "clusterName"),
+            _field(cmd, "brokerName"),
+            _int_field(cmd, "brokerId"),
+            _field(cmd, "brokerAddr"),
+        )
         if removed is not None:
-            log.info("broker unregistered: cluster=%s name=%s id=%d addr=%s", removed.cluster,
-                     removed.broker_name, removed.broker_id, removed.addr)
+            log.info(
+                "broker unregistered: cluster=%s name=%s id=%d addr=%s",
+                removed.cluster,
+                removed.broker_name,
+                removed.broker_id,
+                removed.addr,
+            )
         return cmd.response(ResponseCode.SUCCESS)
 
     async def get_cluster_info(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
@@ -161,8 +187,9 @@ class NamesrvProcessor:
         topic = _field(cmd, "topic")
         route = self.registry.route(topic)
         if route is None:
-            return cmd.response(ResponseCode.TOPIC_NOT_EXIST,
-                                f"No topic route info in name server for the topic: {topic}")
+            return cmd.response(
+                ResponseCode.TOPIC_NOT_EXIST, f"No topic route info in name server for the topic: {topic}"
+            )
         return cmd.response(ResponseCode.SUCCESS, body=dumps(route.to_json()))
 
     async def get_all_topics(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
@@ -187,8 +214,7 @@ class NamesrvProcessor:
         namespace, key = _field(cmd, "namespace"), _field(cmd, "key")
         value = self.kv.get(namespace, key)
         if value is None:
-            return cmd.response(ResponseCode.QUERY_NOT_FOUND,
-                                f"No config item, Namespace: {namespace} Key: {key}")
+            return cmd.response(ResponseCode.QUERY_NOT_FOUND, f"No config item, Namespace: {namespace} Key: {key}")
         return cmd.response(ResponseCode.SUCCESS, ext_fields={"value": value})
 
     async def delete_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:

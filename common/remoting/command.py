@@ -66,7 +66,7 @@ class RemotingCommand:
         self, code: int, remark: str | None = None, ext_fields: dict[str, Any] | None = None, body: bytes = b""
     ) -> RemotingCommand:
         """A response to this request, in the request's serialization."""
-        fields = {k: _as_wire_str(v) for k, v in ext_fields.items()} if ext_fields else {}
+        fields = header_fields(ext_fields) if ext_fields else {}
         return RemotingCommand(
             code, self.opaque, FLAG_RESPONSE, fields, remark, body, LanguageCode.JAVA, KROCKET_VERSION, self.serialize
         )
@@ -168,7 +168,7 @@ def _decode_json_header(header: bytes) -> RemotingCommand:
         obj = _json_decode(header.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"header is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("code"), int):
+    if not isinstance(obj, dict) or not isinstance(obj.get("code"), int) or isinstance(obj.get("code"), bool):
         raise FrameError("JSON header lacks an integer 'code'")
     ext = obj.get("extFields") or {}
     if not isinstance(ext, dict):

@@ -115,7 +115,10 @@ class Connection(asyncio.Protocol):
             response = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
         if response is not None and not cmd.is_oneway:
             response.opaque = cmd.opaque
-            self.send(response)
+            try:
+                self.send(response)
+            except ConnectionClosedError:
+                log.debug("%s closed before the response to request code %s", self.peer, cmd.code)
 
     # -- sending ------------------------------------------------------------------------------------------
     @property

@@ -42,11 +42,23 @@ def produce(args: argparse.Namespace) -> None:
         if args.batch:
             batch.append(msg)
             continue
-        if args.orderly_arg is not None:
-            result = producer.send_orderly(msg, args.orderly_arg)
-        else:
-            result = producer.send_sync(msg)
-        _emit({"sent": body, "id": result.msg_id, "status": int(result.status), "offset": result.offset})
+        for attempt in range(4):
+            try:
+                if args.orderly_arg is not None:
+                    result = producer.send_orderly(msg, args.orderly_arg)
+                else:
+                    result = producer.send_sync(msg)
+                break
+            except Exception as exc:
+                # rocketmq-client-cpp 1.2.x can fail a send while its heartbeat thread is opening the same
+                # broker connection ("GetTransport ... get timed_mutex timeout", reported as "No route
+                # info"): a client-side race, retried as an application would.
+                if attempt == 3:
+                    raise
+                sys.stderr.write(f"send retry after: {exc}\n")
+                time.sleep(0.3)
+        _emit({"sent": body, "id": result.msg_id, "status": int(result.status), "offset": result.offset,
+               "attempts": attempt + 1})
     if batch:
         result = producer.send_batch(batch)
         _emit({"sent_batch": args.count, "id": result.msg_id, "status": int(result.status)})

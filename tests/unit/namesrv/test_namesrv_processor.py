@@ -12,7 +12,7 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.remoting import RemotingCommand, header_fields
 from krocket.common.route import TopicRouteData, dumps
 from krocket.namesrv.kvconfig import KVConfigStore
-from krocket.namesrv.processor import GET_KVLIST_BY_NAMESPACE, NamesrvProcessor, parse_register_body
+from krocket.namesrv.processor import NamesrvProcessor, parse_register_body
 from krocket.namesrv.registry import RouteRegistry
 
 
@@ -143,7 +143,7 @@ async def test_kv_config(proc: NamesrvProcessor, tmp_path: Path) -> None:
     assert resp.code == ResponseCode.SUCCESS
     resp = await call(proc, request(RequestCode.GET_KV_CONFIG, namespace="ORDER_TOPIC_CONFIG", key="T"))
     assert resp.code == ResponseCode.SUCCESS and resp.ext_fields == {"value": "broker-a:4"}
-    resp = await call(proc, request(GET_KVLIST_BY_NAMESPACE, namespace="ORDER_TOPIC_CONFIG"))
+    resp = await call(proc, request(RequestCode.GET_KVLIST_BY_NAMESPACE, namespace="ORDER_TOPIC_CONFIG"))
     assert json.loads(resp.body) == {"table": {"T": "broker-a:4"}}
     saved = json.loads((tmp_path / "kvConfig.json").read_text())
     assert saved == {"configTable": {"ORDER_TOPIC_CONFIG": {"T": "broker-a:4"}}}
@@ -152,7 +152,7 @@ async def test_kv_config(proc: NamesrvProcessor, tmp_path: Path) -> None:
     assert resp.code == ResponseCode.SUCCESS
     resp = await call(proc, request(RequestCode.GET_KV_CONFIG, namespace="ORDER_TOPIC_CONFIG", key="T"))
     assert resp.code == ResponseCode.QUERY_NOT_FOUND
-    resp = await call(proc, request(GET_KVLIST_BY_NAMESPACE, namespace="ORDER_TOPIC_CONFIG"))
+    resp = await call(proc, request(RequestCode.GET_KVLIST_BY_NAMESPACE, namespace="ORDER_TOPIC_CONFIG"))
     assert resp.code == ResponseCode.QUERY_NOT_FOUND
 
 
