@@ -377,21 +377,29 @@ def rollout(
 ) -> Rollout:
     """Decide the StatefulSet partition for a safe roll: slaves first, master last and only after a slave
     is in sync. With no slaves there is nobody to fail over to, so the master rolls at once.
+
+    While the partition is held at 1, the master is released only when the StatefulSet controller has seen
+    the current template (status.observedGeneration), every slave runs it and is ready, and one is in sync.
     """
-    current = ((((sts or {}).get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}).get(
-        "partition", 0
+    sts = sts or {}
+    current = int(
+        (((sts.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition", 0)
     )
-    status = (sts or {}).get("status") or {}
+    status = sts.get("status") or {}
+    pending = _revision_pending(status)
     if replica_count <= 1:
-        rolling = template_changed or _revision_pending(status)
+        rolling = template_changed or pending
         return Rollout(0, rolling, "RollingUpdateInProgress" if rolling else "Idle", "no slaves: master restarts")
     if template_changed:
         return Rollout(1, True, "RollingUpdateInProgress", "rolling slaves first (highest ordinal first)")
-    if not _revision_pending(status):
+    if current == 0:
+        if pending:
+            return Rollout(0, True, "RollingUpdateInProgress", "rolling the master")
         return Rollout(0, False, "Idle", "all pods run the current revision")
-    if int(current) == 0:
-        return Rollout(0, True, "RollingUpdateInProgress", "rolling the master")
-    slaves_done = int(status.get("updatedReplicas", 0) or 0) >= replica_count - 1
+    generation = (sts.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    caught_up = generation is None or (observed is not None and int(observed) >= int(generation))
+    slaves_done = caught_up and int(status.get("updatedReplicas", 0) or 0) >= replica_count - 1
     all_ready = int(status.get("readyReplicas", 0) or 0) >= replica_count
     if slaves_done and all_ready and slave_in_sync:
         return Rollout(0, True, "RollingUpdateInProgress", "slaves updated and in sync: rolling the master")

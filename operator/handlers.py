@@ -54,12 +54,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     cfg = config or OperatorConfig()
     g, v = c.GROUP, c.VERSION
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure_settings(settings)
         await _ctx(memo).start()
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
         await _ctx(memo).close()
 
@@ -68,33 +68,52 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         return _ctx(memo).kube is not None
 
     # NameServerSet ----------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.NAMESERVERSETS, registry=registry)
-    @kopf.on.create(g, v, c.NAMESERVERSETS, registry=registry)
-    @kopf.on.update(g, v, c.NAMESERVERSETS, registry=registry)
+    @kopf.on.resume(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
+    @kopf.on.create(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
+    @kopf.on.update(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
     async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)))
 
     @kopf.timer(
-        g, v, c.NAMESERVERSETS, interval=cfg.resync_interval, initial_delay=cfg.resync_interval, registry=registry
+        g,
+        v,
+        c.NAMESERVERSETS,
+        interval=cfg.resync_interval,
+        initial_delay=cfg.resync_interval,
+        id="nameserverset_resync",
+        registry=registry,
     )
     async def nameserverset_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)), raise_retry=False)
 
     # BrokerGroup ------------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.BROKERGROUPS, registry=registry)
-    @kopf.on.create(g, v, c.BROKERGROUPS, registry=registry)
-    @kopf.on.update(g, v, c.BROKERGROUPS, registry=registry)
+    @kopf.on.resume(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
+    @kopf.on.create(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
+    @kopf.on.update(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
     async def brokergroup(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)))
 
     @kopf.timer(
-        g, v, c.BROKERGROUPS, interval=cfg.status_interval, initial_delay=cfg.status_interval, registry=registry
+        g,
+        v,
+        c.BROKERGROUPS,
+        interval=cfg.status_interval,
+        initial_delay=cfg.status_interval,
+        id="brokergroup_resync",
+        registry=registry,
     )
     async def brokergroup_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)), raise_retry=False)
 
     # Children: a StatefulSet changed (status moved, or it was edited/deleted out of band) -----------
-    @kopf.on.event("apps", "v1", "statefulsets", labels={c.LABEL_MANAGED_BY: c.MANAGED_BY}, registry=registry)
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "statefulsets",
+        labels={c.LABEL_MANAGED_BY: c.MANAGED_BY},
+        id="child_statefulset",
+        registry=registry,
+    )
     async def child_statefulset(body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
         owner_ref = next((r for r in body.metadata.get("ownerReferences") or [] if r.get("controller")), None)
@@ -116,17 +135,25 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         _emit(owner, outcome)
 
     # Topic ------------------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.TOPICS, registry=registry)
-    @kopf.on.create(g, v, c.TOPICS, registry=registry)
-    @kopf.on.update(g, v, c.TOPICS, registry=registry)
+    @kopf.on.resume(g, v, c.TOPICS, id="topic", registry=registry)
+    @kopf.on.create(g, v, c.TOPICS, id="topic", registry=registry)
+    @kopf.on.update(g, v, c.TOPICS, id="topic", registry=registry)
     async def topic(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
         _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo), retry))
 
-    @kopf.timer(g, v, c.TOPICS, interval=cfg.resync_interval, initial_delay=cfg.resync_interval, registry=registry)
+    @kopf.timer(
+        g,
+        v,
+        c.TOPICS,
+        interval=cfg.resync_interval,
+        initial_delay=cfg.resync_interval,
+        id="topic_drift",
+        registry=registry,
+    )
     async def topic_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         """Repairs drift (queues changed or the topic deleted out of band) and picks up new groups."""
         _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo)), raise_retry=False)
 
-    @kopf.on.delete(g, v, c.TOPICS, registry=registry)
+    @kopf.on.delete(g, v, c.TOPICS, id="topic_delete", registry=registry)
     async def topic_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
         _relay(body, patch, await rec.delete_topic(body, _ctx(memo), retry))

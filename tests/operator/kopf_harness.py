@@ -24,6 +24,7 @@ import attrs
 import jsonpatch
 import kmock
 import kopf
+
 from krocket.operator import constants as c
 from krocket.operator.broker_admin import BrokerUnavailable
 from krocket.operator.build_common import meta
@@ -51,6 +52,8 @@ class StampingEmulator(kmock.KubernetesEmulator):
                 md = data.setdefault("metadata", {})
                 if request.namespace and not md.get("namespace"):
                     md["namespace"] = request.namespace
+                if not md.get("name") and md.get("generateName"):
+                    md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:8]}"  # kopf posts events this way
                 md.setdefault("uid", str(uuid.uuid4()))
                 md["resourceVersion"] = str(next(_rv))
                 md.setdefault("generation", 1)

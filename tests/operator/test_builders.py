@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from krocket.operator import build_brokergroup as bg
 from krocket.operator import build_common, build_namesrv
 from krocket.operator import constants as c
@@ -277,6 +278,9 @@ def test_rollout_holds_master_until_slaves_done_and_in_sync():
         slave_in_sync=False,
     )
     assert r.partition == 0, "once released, the master roll is never re-held"
+    racing = {"metadata": {"generation": 3}, **_sts(1, updatedReplicas=3, readyReplicas=3, observedGeneration=2)}
+    r = bg.rollout(replica_count=3, template_changed=False, sts=racing, slave_in_sync=True)
+    assert r.partition == 1, "the controller has not seen the new template yet: its counts are stale"
     done = bg.rollout(
         replica_count=3,
         template_changed=False,

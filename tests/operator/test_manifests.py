@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import make_body
 from crdschema import apply_defaults, cel_rules, load_crds, validate_cr, version_schema
+
 from krocket.operator import build_brokergroup, build_namesrv
 from krocket.operator import reconcile as rec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_body
+
 from krocket.operator import conditions as cond
 from krocket.operator import placement as pl
 
