@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
+
 from krocket.operator import build_brokergroup
 from krocket.operator import constants as c
 from krocket.operator.build_common import meta

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
 from krocket.operator import build_namesrv
 from krocket.operator import constants as c
 from krocket.operator.build_common import (

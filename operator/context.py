@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+
 from krocket.operator.broker_admin import BrokerAdmin, BrokerResolver, DnsResolver
 from krocket.operator.kube import Credentials, KubeClient
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+
 from krocket.operator import constants as c
 from krocket.operator import reconcile as rec
 from krocket.operator.context import OperatorConfig, OperatorContext

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
 from krocket.operator import constants as c
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import os
 import random
 
 import kopf
+
 from krocket.operator.context import OperatorConfig, OperatorContext
 from krocket.operator.handlers import register
 from krocket.operator.kube import Credentials
