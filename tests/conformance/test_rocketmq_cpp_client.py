@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from krocket.client import Message, Producer, PullConsumer
 from krocket.client.types import PullStatus
 from krocket.common.errors import TopicNotExistError

@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.remoting import ConnectionPool
+
 from support.cluster import LocalCluster, start_cluster
 from support.remoting import call, pull, pull_all, send
 

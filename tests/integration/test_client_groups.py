@@ -17,6 +17,7 @@ from krocket.client import (
     PushConsumer,
     SendStatus,
 )
+
 from support.cluster import LocalCluster, wait_until_async
 
 

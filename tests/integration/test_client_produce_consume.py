@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+
 from krocket.client import (
     Admin,
     ConsumeStatus,
@@ -25,6 +26,7 @@ from krocket.client import (
     SyncPullConsumer,
     SyncPushConsumer,
 )
+
 from support.cluster import LocalCluster, wait_until, wait_until_async
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from client_fakes import FakeCluster
+
 from krocket.client import (
     Admin,
     ConsumeStatus,

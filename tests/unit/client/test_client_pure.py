@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from krocket.client.offset_store import LocalFileOffsetStore, RemoteBrokerOffsetStore
 from krocket.client.process_queue import ProcessQueue
 from krocket.client.producer import Producer

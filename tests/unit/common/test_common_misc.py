@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 import pytest
+
 from krocket.common.addresses import parse_addr_list, resolve_addr_list
 from krocket.common.config import build_config
 from krocket.common.errors import ConfigError, MessageIllegalError

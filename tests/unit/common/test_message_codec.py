@@ -1,6 +1,7 @@
 import zlib
 
 import pytest
+
 from krocket.common.message import (
     SYSFLAG_COMPRESSED,
     Message,

@@ -2,6 +2,7 @@ import json
 import struct
 
 import pytest
+
 from krocket.common.codes import FLAG_RESPONSE, LanguageCode
 from krocket.common.errors import FrameError
 from krocket.common.remoting import (
