@@ -10,10 +10,15 @@ from krocket.common.remoting import Connection, RemotingCommand
 
 
 def _born_host(conn: Connection) -> bytes:
-    try:
-        return pack_host(conn.peer)
-    except (ValueError, OSError):
-        return b"\x7f\x00\x00\x01\x00\x00\x00\x00"
+    """The producer's address in record form, computed once per connection."""
+    host = conn.attributes.get("born_host")
+    if host is None:
+        try:
+            host = pack_host(conn.peer)
+        except (ValueError, OSError):
+            host = b"\x7f\x00\x00\x01\x00\x00\x00\x00"
+        conn.attributes["born_host"] = host
+    return host
 
 
 def _reply(cmd: RemotingCommand, outcome) -> RemotingCommand:  # type: ignore[no-untyped-def]
