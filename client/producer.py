@@ -63,6 +63,7 @@ class Producer:
         self._selector = QueueSelector()
         # topics without a route yet -> queues taken from the auto-create topic's route
         self._via_default: dict[str, list[MessageQueue]] = {}
+        self._publish_cache: dict[str, tuple[Any, list[MessageQueue]]] = {}
 
     @property
     def instance(self) -> ClientInstance:
@@ -107,9 +108,13 @@ class Producer:
         instance = self.instance
         route = instance.namesrv.cached_route(topic)
         if route is not None:
+            cached = self._publish_cache.get(topic)
+            if cached is not None and cached[0] is route:  # same route object: same queues
+                return cached[1]
             queues = publish_queues(topic, route)
             if queues:
                 self._via_default.pop(topic, None)
+                self._publish_cache[topic] = (route, queues)
                 return queues
         if topic in self._via_default:
             return self._via_default[topic]
@@ -170,8 +175,8 @@ class Producer:
         (ordered messages): no retry on another queue, so order is kept."""
         self._check(msg)
         uniq, props, body, sys_flag = self._prepare(msg)
-        queues = await self._publish_info(msg.topic)
         if selector is not None:
+            queues = await self._publish_info(msg.topic)
             queue = selector(list(queues), msg, arg)
             return await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq,
                                        timeout or self.send_timeout)  # type: ignore[return-value]
