@@ -69,7 +69,7 @@ class ChildProcess:
         self.ports_file.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")  # no cwd on sys.path: see scripts/test.sh
         self.proc = subprocess.Popen(
             self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
