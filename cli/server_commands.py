@@ -122,10 +122,9 @@ def run_operator(args: argparse.Namespace) -> int:
         from krocket.operator.main import run
     except ImportError as exc:
         raise ConfigError(f"the operator needs the 'operator' extra (pip install 'krocket[operator]'): {exc}") from None
-    run(
-        namespaces=args.namespace,
-        cluster_wide=args.all_namespaces,
-        liveness_port=args.liveness_port,
-        peering=args.peering,
-    )
+    try:
+        run(namespaces=args.namespace, cluster_wide=args.all_namespaces, liveness_port=args.liveness_port,
+            peering=args.peering)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return 0
