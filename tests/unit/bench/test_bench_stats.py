@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from krocket.cli.bench import compare, stats
 from krocket.cli.bench.command import add_run_arguments, options_from
 from krocket.cli.bench.runner import STAMP_BYTES, BenchOptions, Pacer, payload, stamped
