@@ -64,11 +64,16 @@ PROCESSORS: dict[int, Processor] = {
 def make_handler(
     service: BrokerService, metrics: Metrics
 ) -> Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand | None]]:
-    metrics.counter("broker_requests_total", "Remoting requests served, by request code")
+    requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
+    label_of: dict[int, tuple[tuple[str, str], ...]] = {}
 
     async def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
-        processor = PROCESSORS.get(cmd.code)
-        metrics.inc("broker_requests_total", code=str(cmd.code))
+        code = cmd.code
+        processor = PROCESSORS.get(code)
+        key = label_of.get(code)
+        if key is None:
+            key = label_of[code] = (("code", str(code)),)
+        requests[key] = requests.get(key, 0.0) + 1
         if processor is None:
             return cmd.response(
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by this broker"
