@@ -37,7 +37,7 @@ class Header:
     @classmethod
     def for_send(cls, fields: dict[str, str]) -> Header:
         if "b" in fields and "topic" not in fields:
-            return cls({SEND_V2_NAMES.get(k, k): v for k, v in fields.items()})
+            return _SendV2Header(fields)
         return cls(fields)
 
     def str(self, name: str, default: str | None = None) -> str:
@@ -67,3 +67,27 @@ class Header:
         if value is None:
             return default
         return value.lower() in ("true", "1")  # the C++ client sends "1"
+
+
+_SEND_V2_SHORT = {long: short for short, long in SEND_V2_NAMES.items()}
+
+
+class _SendV2Header(Header):
+    """SEND_MESSAGE_V2's one-letter fields read by their long names, without copying the dict."""
+
+    __slots__ = ()
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(_ShortNames(fields))
+
+
+class _ShortNames(dict):  # type: ignore[type-arg]
+    __slots__ = ("_short",)
+
+    def __init__(self, short: dict[str, str]) -> None:
+        super().__init__()
+        self._short = short
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self._short.get(_SEND_V2_SHORT.get(name, name))
+        return default if value is None else value

@@ -27,7 +27,7 @@ from krocket.broker.service import BrokerService
 from krocket.broker.store.config import StoreConfig
 from krocket.broker.store.message_store import MessageStore
 from krocket.broker.topic_manager import TopicManager
-from krocket.common.codes import RequestCode
+from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
 from krocket.common.message import pack_host
 from krocket.common.metrics import Metrics
@@ -99,14 +99,22 @@ class Broker:
 
         handler_ref: dict[str, Any] = {}
 
-        async def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
-            return await handler_ref["h"](conn, cmd)
+        def handle(conn: Connection, cmd: RemotingCommand) -> Any:
+            handler = handler_ref.get("h")
+            if handler is None:
+                return cmd.response(ResponseCode.SYSTEM_BUSY, "the broker is still starting")
+            return handler(conn, cmd)
+
+        def before_reply() -> None:
+            if self.store is not None:
+                self.store.commit()  # buffered appends into the files before any ack leaves
 
         self.remoting = RemotingServer(
             handle,
             config.listen_host,
             config.listen_port,
             on_connect=lambda c: c.on_close(self.consumers.connection_closed),
+            before_reply=before_reply,
         )
         self.port = await self.remoting.start()
         broker_addr = f"{host}:{self.port}"

@@ -82,7 +82,6 @@ class BrokerService:
         self.sent_messages = 0
         self.pulled_messages = 0
         self.ha_master: Any = None  # HAMaster on a master with replication
-        self._commit_future: asyncio.Future[None] | None = None
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
@@ -108,7 +107,7 @@ class BrokerService:
         if size == 0:
             raise MessageIllegalError("message body is empty")
 
-    async def send(
+    def send(
         self,
         topic: str,
         queue_id: int,
@@ -121,13 +120,14 @@ class BrokerService:
         reconsume_times: int = 0,
         default_topic: str | None = None,
         default_queue_nums: int | None = None,
-    ) -> SendOutcome:
+    ) -> SendOutcome | Awaitable[SendOutcome]:
+        """Store one message. Returns the outcome at once when nothing needs waiting for (ASYNC_FLUSH,
+        ASYNC_MASTER: the transport writes the appends into the files before it sends the reply), else an
+        awaitable that waits for the disk, a slave or the new topic's route."""
         self._check_writable()
         self._check_body(len(body))
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
-        if created and self.publish_routes is not None:
-            await self.publish_routes()
         queue_id = self._resolve_queue(config, queue_id)
         result = self.store.put_message(
             topic,
@@ -142,10 +142,11 @@ class BrokerService:
         )
         self.sent_messages += 1
         outcome = SendOutcome(result.msg_id, queue_id, result.queue_offset)
-        await self._await_flush(result.end_offset, outcome)
+        if created or self._must_wait:
+            return self._finish(outcome, result.end_offset, created)
         return outcome
 
-    async def send_batch(
+    def send_batch(
         self,
         topic: str,
         queue_id: int,
@@ -155,7 +156,7 @@ class BrokerService:
         born_host: bytes,
         default_topic: str | None = None,
         default_queue_nums: int | None = None,
-    ) -> SendOutcome:
+    ) -> SendOutcome | Awaitable[SendOutcome]:
         self._check_writable()
         if not items:
             raise MessageIllegalError("batch holds no message")
@@ -169,8 +170,6 @@ class BrokerService:
             )
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
-        if created and self.publish_routes is not None:
-            await self.publish_routes()
         queue_id = self._resolve_queue(config, queue_id)
         results = self.store.put_messages(
             topic,
@@ -182,44 +181,30 @@ class BrokerService:
         )
         self.sent_messages += len(results)
         outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
-        await self._await_flush(results[-1].end_offset, outcome)
+        if created or self._must_wait:
+            return self._finish(outcome, results[-1].end_offset, created)
         return outcome
 
-    def _committed(self) -> asyncio.Future[None]:
-        """A future resolved once this loop iteration's appends are written into the files (page cache):
-        one write covers every send handled in the iteration, and no ack precedes it, so an ASYNC_FLUSH
-        ack survives ``kill -9`` of the broker."""
-        fut = self._commit_future
-        if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = self._commit_future = loop.create_future()
-            loop.call_soon(self._commit_now)
-        return fut
+    @property
+    def _must_wait(self) -> bool:
+        return self.config.flush_disk_type == "SYNC_FLUSH" or (
+            self.config.broker_role == "SYNC_MASTER" and self.ha_master is not None
+        )
 
-    def _commit_now(self) -> None:
-        fut, self._commit_future = self._commit_future, None
-        try:
-            self.store.commit()
-        except Exception as exc:  # the write failed: no send of this iteration is acked
-            if fut is not None:
-                fut.set_exception(ServiceNotAvailableError(f"cannot write the commit log: {exc}"))
-            return
-        if fut is not None:
-            fut.set_result(None)
-
-    async def _await_flush(self, end_offset: int, outcome: SendOutcome) -> None:
-        """Commit (ASYNC_FLUSH) or flush (SYNC_FLUSH), then, under SYNC_MASTER, wait for a slave. A failure
-        becomes the send's status."""
+    async def _finish(self, outcome: SendOutcome, end_offset: int, created: bool) -> SendOutcome:
+        """SYNC_FLUSH: wait for the disk; SYNC_MASTER: then for a slave (a failure becomes the send's status).
+        A send that created its topic waits until the route is at the name servers."""
+        if created and self.publish_routes is not None:
+            await self.publish_routes()
         try:
             if self.config.flush_disk_type == "SYNC_FLUSH":
                 await self.store.wait_flushed(end_offset)
-            else:
-                await self._committed()
             if self.config.broker_role == "SYNC_MASTER" and self.ha_master is not None:
                 await self.ha_master.wait_replicated(end_offset)
         except KrocketError as exc:
             outcome.code = exc.code
             outcome.remark = exc.message
+        return outcome
 
     # -- pull -----------------------------------------------------------------------------------------------
     def _readable_topic(self, topic: str) -> TopicConfig:
@@ -241,14 +226,21 @@ class BrokerService:
         status = getattr(got.status, "name", got.status)
         if status == _FOUND:
             self.pulled_messages += got.count
-            return PullOutcome(ResponseCode.SUCCESS, got.body, got.next_begin_offset, got.min_offset, got.max_offset)
+            return PullOutcome(
+                ResponseCode.SUCCESS,
+                got.body,
+                got.next_begin_offset,
+                got.min_offset,
+                got.max_offset,
+                self._suggest_broker(got.body),
+            )
         if status == "NO_MESSAGE_IN_QUEUE":
             code = ResponseCode.PULL_OFFSET_MOVED if offset != 0 else ResponseCode.PULL_NOT_FOUND
         else:
             code = _PULL_CODES.get(status, ResponseCode.PULL_NOT_FOUND)
         return PullOutcome(code, b"", got.next_begin_offset, got.min_offset, got.max_offset)
 
-    async def pull(
+    def pull(
         self,
         group: str,
         topic: str,
@@ -258,7 +250,9 @@ class BrokerService:
         expression: str | None,
         suspend_ms: int,
         commit_offset: int | None,
-    ) -> PullOutcome:
+    ) -> PullOutcome | Awaitable[PullOutcome]:
+        """Messages found (or a definite answer) come back at once; a pull that finds nothing and may be
+        suspended returns an awaitable that long-polls until a matching message arrives."""
         config = self._readable_topic(topic)
         if not 0 <= queue_id < max(config.read_queue_nums, 1):
             raise MessageIllegalError(
@@ -273,22 +267,25 @@ class BrokerService:
             self.offsets.commit(group, topic, queue_id, commit_offset)
         max_msgs = max(1, min(max_msgs, 1024))
         outcome = self._get(topic, queue_id, offset, max_msgs, codes)
-        if outcome.code == ResponseCode.SUCCESS:
-            outcome.suggest_broker_id = self._suggest_broker(outcome.body)
         if outcome.code == ResponseCode.PULL_NOT_FOUND and suspend_ms > 0:
-            timeout = (
-                min(suspend_ms / 1000.0, MAX_SUSPEND_S)
-                if self.config.long_polling_enable
-                else min(suspend_ms, self.config.short_polling_time_mills) / 1000.0
-            )
-            if self.config.long_polling_enable:
-                await self.polling.wait(
-                    topic, queue_id, offset, codes, timeout, lambda: self.store.max_offset(topic, queue_id) > offset
-                )
-            else:
-                await asyncio.sleep(timeout)
-            outcome = self._get(topic, queue_id, offset, max_msgs, codes)
+            return self._suspended_pull(topic, queue_id, offset, max_msgs, codes, suspend_ms)
         return outcome
+
+    async def _suspended_pull(
+        self, topic: str, queue_id: int, offset: int, max_msgs: int, codes: set[int] | None, suspend_ms: int
+    ) -> PullOutcome:
+        if self.config.long_polling_enable:
+            await self.polling.wait(
+                topic,
+                queue_id,
+                offset,
+                codes,
+                min(suspend_ms / 1000.0, MAX_SUSPEND_S),
+                lambda: self.store.max_offset(topic, queue_id) > offset,
+            )
+        else:
+            await asyncio.sleep(min(suspend_ms, self.config.short_polling_time_mills) / 1000.0)
+        return self._get(topic, queue_id, offset, max_msgs, codes)
 
     def _suggest_broker(self, body: bytes) -> int:
         """Which broker the consumer should pull from next: a slave when it reads far behind the head

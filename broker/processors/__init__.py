@@ -34,7 +34,7 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand
 
-Processor = Callable[[BrokerService, Connection, RemotingCommand], Awaitable[RemotingCommand]]
+Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
 
 PROCESSORS: dict[int, Processor] = {
     RequestCode.SEND_MESSAGE: process_send,
@@ -63,11 +63,13 @@ PROCESSORS: dict[int, Processor] = {
 
 def make_handler(
     service: BrokerService, metrics: Metrics
-) -> Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand | None]]:
+) -> Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]:
+    """The remoting handler: a processor answers at once (sync) or returns an awaitable (long polls, waits
+    for the disk or a slave) that the transport runs as a task."""
     requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
     label_of: dict[int, tuple[tuple[str, str], ...]] = {}
 
-    async def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+    def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
         code = cmd.code
         processor = PROCESSORS.get(code)
         key = label_of.get(code)
@@ -76,8 +78,8 @@ def make_handler(
         requests[key] = requests.get(key, 0.0) + 1
         if processor is None:
             return cmd.response(
-                ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by this broker"
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {code} is not supported by this broker"
             )
-        return await processor(service, conn, cmd)
+        return processor(service, conn, cmd)
 
     return handle

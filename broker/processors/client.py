@@ -13,7 +13,7 @@ from krocket.common.route import dumps
 from krocket.common.topic import TopicConfig, retry_topic
 
 
-async def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     try:
         data = json.loads(cmd.body or b"{}")
     except ValueError as exc:
@@ -29,13 +29,13 @@ async def process_heartbeat(service: BrokerService, conn: Connection, cmd: Remot
     return cmd.response(ResponseCode.SUCCESS)
 
 
-async def process_unregister_client(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_unregister_client(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     service.consumers.unregister(conn, h.str("clientID", ""), h.opt("consumerGroup"), h.opt("producerGroup"))
     return cmd.response(ResponseCode.SUCCESS)
 
 
-async def process_consumer_list(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_consumer_list(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     group = Header(cmd.ext_fields).str("consumerGroup")
     ids = service.consumers.client_ids(group)
     if not ids:

@@ -8,9 +8,7 @@ from krocket.common.codes import ResponseCode
 from krocket.common.remoting import Connection, RemotingCommand
 
 
-async def process_query_consumer_offset(
-    service: BrokerService, conn: Connection, cmd: RemotingCommand
-) -> RemotingCommand:
+def process_query_consumer_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     offset = service.query_offset(
         h.str("consumerGroup"), h.str("topic"), h.int("queueId"), h.bool("setZeroIfNotFound", True)
@@ -28,27 +26,27 @@ async def process_update_consumer_offset(
     return cmd.response(ResponseCode.SUCCESS)
 
 
-async def process_max_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_max_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     return cmd.response(
         ResponseCode.SUCCESS, None, {"offset": service.store.max_offset(h.str("topic"), h.int("queueId"))}
     )
 
 
-async def process_min_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_min_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     return cmd.response(
         ResponseCode.SUCCESS, None, {"offset": service.store.min_offset(h.str("topic"), h.int("queueId"))}
     )
 
 
-async def process_search_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_search_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     offset = service.store.offset_by_time(h.str("topic"), h.int("queueId"), h.int("timestamp"))
     return cmd.response(ResponseCode.SUCCESS, None, {"offset": offset})
 
 
-async def process_earliest_time(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+def process_earliest_time(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = Header(cmd.ext_fields)
     ts = service.store.earliest_store_time(h.str("topic"), h.int("queueId"))
     return cmd.response(ResponseCode.SUCCESS, None, {"timestamp": ts if ts is not None else -1})

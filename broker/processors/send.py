@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from krocket.broker.headers import Header
-from krocket.broker.service import BrokerService
+from krocket.broker.service import BrokerService, SendOutcome
 from krocket.common.errors import MessageIllegalError
 from krocket.common.message import RecordError, decode_batch, decode_properties, pack_host
 from krocket.common.remoting import Connection, RemotingCommand
@@ -21,7 +23,7 @@ def _born_host(conn: Connection) -> bytes:
     return host
 
 
-def _reply(cmd: RemotingCommand, outcome) -> RemotingCommand:  # type: ignore[no-untyped-def]
+def _reply(cmd: RemotingCommand, outcome: SendOutcome) -> RemotingCommand:
     return cmd.response(
         outcome.code,
         outcome.remark,
@@ -35,7 +37,13 @@ def _reply(cmd: RemotingCommand, outcome) -> RemotingCommand:  # type: ignore[no
     )
 
 
-async def process_send(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+async def _reply_later(cmd: RemotingCommand, pending: Awaitable[SendOutcome]) -> RemotingCommand:
+    return _reply(cmd, await pending)
+
+
+def process_send(
+    service: BrokerService, conn: Connection, cmd: RemotingCommand
+) -> RemotingCommand | Awaitable[RemotingCommand]:
     h = Header.for_send(cmd.ext_fields)
     topic = h.str("topic")
     common = {
@@ -47,18 +55,21 @@ async def process_send(service: BrokerService, conn: Connection, cmd: RemotingCo
         "default_topic": h.opt("defaultTopic"),
         "default_queue_nums": h.int("defaultTopicQueueNums", 4),
     }
+    outcome: SendOutcome | Awaitable[SendOutcome]
     if cmd.code == 320 or h.bool("batch"):
         try:
             items = decode_batch(cmd.body)
         except RecordError as exc:
             raise MessageIllegalError(f"batch body is malformed: {exc}") from None
-        outcome = await service.send_batch(items=items, **common)
+        outcome = service.send_batch(items=items, **common)
     else:
-        outcome = await service.send(
+        outcome = service.send(
             body=cmd.body,
             properties=decode_properties(h.str("properties", "")),
             flag=h.int("flag", 0),
             reconsume_times=h.int("reconsumeTimes", 0),
             **common,
         )
-    return _reply(cmd, outcome)
+    if isinstance(outcome, SendOutcome):
+        return _reply(cmd, outcome)
+    return _reply_later(cmd, outcome)

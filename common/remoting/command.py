@@ -168,23 +168,31 @@ def _decode_json_header(header: bytes) -> RemotingCommand:
         obj = _json_decode(header.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"header is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("code"), int) or isinstance(obj.get("code"), bool):
+    if obj.__class__ is not dict:
+        raise FrameError("JSON header is not an object")
+    code = obj.get("code")
+    if code.__class__ is not int:
         raise FrameError("JSON header lacks an integer 'code'")
     ext = obj.get("extFields") or {}
-    if not isinstance(ext, dict):
+    if ext.__class__ is not dict:
         raise FrameError("JSON header 'extFields' is not an object")
+    for value in ext.values():  # values are strings on the wire; convert only when a peer sent others
+        if value.__class__ is not str:
+            ext = {str(k): v if isinstance(v, str) else _as_wire_str(v) for k, v in ext.items()}
+            break
     language = obj.get("language", "JAVA")
-    lang = _LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER) if isinstance(language, str) else language
+    lang = _LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER) if language.__class__ is str else language
     try:
         return RemotingCommand(
-            code=obj["code"],
-            opaque=int(obj.get("opaque", 0)),
-            flag=int(obj.get("flag", 0)),
-            ext_fields={str(k): v if isinstance(v, str) else _as_wire_str(v) for k, v in ext.items()},
-            remark=obj.get("remark"),
-            language=int(lang),
-            version=int(obj.get("version", 0)),
-            serialize=SERIALIZE_JSON,
+            code,
+            int(obj.get("opaque", 0)),
+            int(obj.get("flag", 0)),
+            ext,
+            obj.get("remark"),
+            b"",
+            int(lang),
+            int(obj.get("version", 0)),
+            SERIALIZE_JSON,
         )
     except (TypeError, ValueError) as exc:
         raise FrameError(f"JSON header has a field of the wrong type: {exc}") from None

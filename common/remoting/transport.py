@@ -23,7 +23,9 @@ from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, Remot
 
 log = logging.getLogger(__name__)
 
-RequestHandler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
+# A handler answers a request right away (a RemotingCommand, or None for no answer) or later (an awaitable,
+# run as a task). Answering right away is the fast path: no task, replies written together.
+RequestHandler = Callable[["Connection", RemotingCommand], "RemotingCommand | None | Awaitable[RemotingCommand | None]"]
 CloseCallback = Callable[["Connection"], None]
 
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -32,8 +34,16 @@ _WRITE_HIGH_WATER = 4 * 1024 * 1024
 class Connection(asyncio.Protocol):
     """One remoting connection. ``handler`` answers requests from the peer."""
 
-    def __init__(self, handler: RequestHandler | None = None, max_frame: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler | None = None,
+        max_frame: int = MAX_FRAME_BYTES,
+        before_reply: Callable[[], None] | None = None,
+    ) -> None:
         self._handler = handler
+        # Called before replies are written: the broker writes its buffered appends to the files there,
+        # so that no acknowledgement leaves before the data it acknowledges.
+        self._before_reply = before_reply
         self._decoder = FrameDecoder(max_frame)
         self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
         self._opaque = itertools.count(1)
@@ -62,13 +72,21 @@ class Connection(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self.peer, exc)
             self.close()
             return
+        replies: list[RemotingCommand] | None = None
         for cmd in commands:
             if cmd.is_response:
                 fut = self._pending.pop(cmd.opaque, None)
                 if fut is not None and not fut.done():
                     fut.set_result(cmd)
-            else:
-                self._dispatch(cmd)
+                continue
+            reply = self._dispatch(cmd)
+            if reply is not None:
+                if replies is None:
+                    replies = [reply]
+                else:
+                    replies.append(reply)
+        if replies:
+            self._send_replies(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -93,21 +111,33 @@ class Connection(asyncio.Protocol):
         self._writable.set()
 
     # -- serving requests ----------------------------------------------------------------------------
-    def _dispatch(self, cmd: RemotingCommand) -> None:
+    def _dispatch(self, cmd: RemotingCommand) -> RemotingCommand | None:
+        """Answer now (returns the reply) or start a task that answers later (returns None)."""
         if self._handler is None:
-            if not cmd.is_oneway:
-                self.send(
-                    cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not served here")
-                )
-            return
-        task = asyncio.get_running_loop().create_task(self._serve(cmd))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            result: Any = cmd.response(
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not served here"
+            )
+        else:
+            try:
+                result = self._handler(self, cmd)
+            except KrocketError as exc:
+                result = cmd.response(exc.code, exc.message)
+            except Exception as exc:
+                log.exception("request code %s from %s failed", cmd.code, self.peer)
+                result = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+            if result is not None and not isinstance(result, RemotingCommand):
+                task = asyncio.get_running_loop().create_task(self._serve(cmd, result))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return None
+        if result is None or cmd.is_oneway:
+            return None
+        result.opaque = cmd.opaque
+        return result
 
-    async def _serve(self, cmd: RemotingCommand) -> None:
-        assert self._handler is not None
+    async def _serve(self, cmd: RemotingCommand, pending: Awaitable[RemotingCommand | None]) -> None:
         try:
-            response = await self._handler(self, cmd)
+            response = await pending
         except KrocketError as exc:
             response = cmd.response(exc.code, exc.message)
         except Exception as exc:
@@ -115,10 +145,22 @@ class Connection(asyncio.Protocol):
             response = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
         if response is not None and not cmd.is_oneway:
             response.opaque = cmd.opaque
-            try:
-                self.send(response)
-            except ConnectionClosedError:
-                log.debug("%s closed before the response to request code %s", self.peer, cmd.code)
+            self._send_replies([response])
+
+    def _send_replies(self, replies: list[RemotingCommand]) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            log.debug("%s closed before %d replies were written", self.peer, len(replies))
+            return
+        if self._before_reply is not None:
+            self._before_reply()
+        parts: list[bytes] = []
+        for reply in replies:
+            head, body = encode_parts(reply)
+            parts.append(head)
+            if body:
+                parts.append(body)
+        transport.writelines(parts)
 
     # -- sending ------------------------------------------------------------------------------------------
     @property
@@ -194,8 +236,10 @@ class RemotingServer:
         host: str = "0.0.0.0",
         port: int = 0,
         on_connect: Callable[[Connection], None] | None = None,
+        before_reply: Callable[[], None] | None = None,
     ) -> None:
         self._handler = handler
+        self._before_reply = before_reply
         self.host = host
         self.port = port
         self._on_connect = on_connect
@@ -203,7 +247,7 @@ class RemotingServer:
         self.connections: set[Connection] = set()
 
     def _make_connection(self) -> Connection:
-        conn = Connection(self._handler)
+        conn = Connection(self._handler, before_reply=self._before_reply)
         self.connections.add(conn)
         conn.on_close(self.connections.discard)
         if self._on_connect is not None:
