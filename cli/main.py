@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from krocket.cli import admin_commands, local_commands, message_commands, server_commands
 from krocket.cli import bench as bench_commands
-from krocket.common.errors import KrocketError
+from krocket.common.errors import ConfigError, KrocketError
 
 EXIT_USAGE = 2
 
@@ -24,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level of servers and commands (default INFO)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default=os.environ.get("KROCKET_LOOP", "asyncio"),
+        help="event loop of servers and commands; uvloop needs the 'fast' extra "
+        "(default $KROCKET_LOOP or asyncio; child processes inherit it)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_commands.register(sub)
@@ -41,12 +50,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
+        use_event_loop(args.loop)
         return int(args.func(args) or 0)
     except KrocketError as exc:
         print(f"krocket: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def use_event_loop(name: str) -> None:
+    """Select the event loop for this process and, through KROCKET_LOOP, for the processes it starts."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError("--loop uvloop needs the uvloop package: pip install 'krocket[fast]'") from None
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    os.environ["KROCKET_LOOP"] = name
 
 
 if __name__ == "__main__":
