@@ -257,6 +257,19 @@ class RecordError(ValueError):
     """A record that is torn, has a wrong magic or fails its CRC."""
 
 
+_HOST_CACHE: dict[bytes, str] = {}
+
+
+def _host_str(ip: bytes, port: int) -> str:
+    key = ip + port.to_bytes(4, "big", signed=True)
+    text = _HOST_CACHE.get(key)
+    if text is None:
+        if len(_HOST_CACHE) > 4096:
+            _HOST_CACHE.clear()
+        text = _HOST_CACHE[key] = f"{socket.inet_ntoa(ip)}:{port}"
+    return text
+
+
 def decode_record(
     buf: bytes | memoryview, pos: int = 0, check_crc: bool = False, decompress: bool = True
 ) -> MessageExt:
@@ -282,14 +295,15 @@ def decode_record(
         _prepared,
         body_len,
     ) = RECORD_HEAD.unpack_from(buf, pos)
-    if magic not in (MAGIC_V1, MAGIC_V2):
+    if magic != MAGIC_V1 and magic != MAGIC_V2:
         raise RecordError(f"bad magic {magic} at {pos}")
     if sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6):
         raise RecordError("IPv6 hosts in records are not supported")
-    if total < RECORD_MIN_BYTES or pos + total > len(buf):
+    end = pos + total
+    if total < RECORD_MIN_BYTES or end > len(buf):
         raise RecordError(f"record size {total} at {pos} runs past the data")
     p = pos + RECORD_FIXED_BYTES
-    if body_len < 0 or p + body_len > pos + total:
+    if body_len < 0 or p + body_len > end:
         raise RecordError(f"body length {body_len} at {pos} runs past the record")
     body = bytes(buf[p : p + body_len])
     p += body_len
@@ -297,15 +311,15 @@ def decode_record(
         topic_len = buf[p]
         p += 1
     else:
-        (topic_len,) = struct.unpack_from(">h", buf, p)
+        topic_len = int.from_bytes(buf[p : p + 2], "big", signed=True)
         p += 2
     topic = bytes(buf[p : p + topic_len]).decode(errors="replace")
     p += topic_len
-    (props_len,) = struct.unpack_from(">h", buf, p)
+    props_len = int.from_bytes(buf[p : p + 2], "big", signed=True)
     p += 2
-    if props_len < 0 or p + props_len != pos + total:
+    if props_len < 0 or p + props_len != end:
         raise RecordError(f"record at {pos} has inconsistent lengths")
-    properties = decode_properties(bytes(buf[p : p + props_len]))
+    properties = decode_properties(bytes(buf[p:end])) if props_len else {}
     if check_crc and body_crc(body) != crc:
         raise RecordError(f"body CRC mismatch in record at {pos}")
     if decompress and sys_flag & SYSFLAG_COMPRESSED:
@@ -313,35 +327,38 @@ def decode_record(
             body = zlib.decompress(body)
         except zlib.error as exc:
             raise RecordError(f"compressed body of record at {pos} does not inflate: {exc}") from None
-    store_host_raw = store_ip + struct.pack(">i", store_port)
+    msg_id = (
+        (store_ip + store_port.to_bytes(4, "big", signed=True) + phys.to_bytes(8, "big", signed=True)).hex().upper()
+    )
     return MessageExt(
-        topic=topic,
-        body=body,
-        properties=properties,
-        queue_id=queue_id,
-        queue_offset=queue_offset,
-        commit_log_offset=phys,
-        store_size=total,
-        sys_flag=sys_flag,
-        flag=flag,
-        born_timestamp=born_ts,
-        born_host=f"{socket.inet_ntoa(born_ip)}:{born_port}",
-        store_timestamp=store_ts,
-        store_host=f"{socket.inet_ntoa(store_ip)}:{store_port}",
-        reconsume_times=reconsume,
-        offset_msg_id=offset_msg_id(store_host_raw, phys),
-        body_crc=crc,
+        topic,
+        body,
+        properties,
+        queue_id,
+        queue_offset,
+        phys,
+        total,
+        sys_flag,
+        flag,
+        born_ts,
+        _host_str(born_ip, born_port),
+        store_ts,
+        _host_str(store_ip, store_port),
+        reconsume,
+        msg_id,
+        crc,
     )
 
 
 def decode_records(buf: bytes | memoryview) -> list[MessageExt]:
     """All records of a pull response body."""
     out: list[MessageExt] = []
+    append = out.append
     pos = 0
     n = len(buf)
     while pos + 4 <= n:
         msg = decode_record(buf, pos)
-        out.append(msg)
+        append(msg)
         pos += msg.store_size
     return out
 
