@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 from krocket.client import (
-    Admin,
     ConsumeStatus,
     Message,
     MessageExt,
@@ -18,25 +17,11 @@ from krocket.client import (
     SendStatus,
 )
 
-from support.cluster import LocalCluster, wait_until_async
+from support.cluster import LocalCluster, create_topic, wait_until_async
 
 
 def name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-async def create_topic(cluster: LocalCluster, topic: str, queues: int = 4) -> None:
-    async with Admin(cluster.namesrv_addr) as admin:
-        applied = await admin.create_topic(topic, queues, queues)
-
-        async def routed() -> bool:
-            try:
-                route = await admin.topic_route(topic)
-            except Exception:
-                return False
-            return {q.broker_name for q in route.queue_datas} == set(applied)
-
-        await wait_until_async(routed, timeout=40, message=f"route of {topic}")
 
 
 class Member:
@@ -76,6 +61,7 @@ async def test_client_clustering_spreads_and_rebalances_without_loss(cluster: Lo
 
     sent: dict[str, MessageQueue] = {}
     async with Producer(name("pg"), cluster.namesrv_addr) as producer:
+
         async def produce(n: int) -> None:
             for i in range(n):
                 r = await producer.send(Message(topic, f"m{i}".encode()))
@@ -83,17 +69,22 @@ async def test_client_clustering_spreads_and_rebalances_without_loss(cluster: Lo
                 sent[r.msg_id] = r.queue
 
         await produce(150)
-        await wait_until_async(lambda: set().union(*(m.ids for m in members)) >= set(sent), timeout=30,
-                               message="first 150 consumed")
+        await wait_until_async(
+            lambda: set().union(*(m.ids for m in members)) >= set(sent), timeout=30, message="first 150 consumed"
+        )
         sending = asyncio.ensure_future(produce(150))
         await members[2].consumer.shutdown()  # leaves mid-stream: NOTIFY makes the others rebalance at once
         await sending
 
     remaining = members[:2]
-    await wait_until_async(lambda: sorted(len(m.consumer.assigned_queues()) for m in remaining) == [4, 4],
-                           timeout=30, message="two consumers with 4 queues each")
-    await wait_until_async(lambda: set().union(*(m.ids for m in members)) >= set(sent), timeout=30,
-                           message="all 300 consumed")
+    await wait_until_async(
+        lambda: sorted(len(m.consumer.assigned_queues()) for m in remaining) == [4, 4],
+        timeout=30,
+        message="two consumers with 4 queues each",
+    )
+    await wait_until_async(
+        lambda: set().union(*(m.ids for m in members)) >= set(sent), timeout=30, message="all 300 consumed"
+    )
     after = {q: i for i, m in enumerate(remaining) for q in m.consumer.assigned_queues()}
     moved = {q for q in before if before[q] != after.get(q)}
     counts = collections.Counter(i for m in members for i in m.got)
@@ -110,8 +101,14 @@ async def test_client_broadcasting_delivers_everything_to_everyone(cluster: Loca
     await create_topic(cluster, topic, queues=2)
     members = []
     for i in range(3):
-        consumer = PushConsumer(group, cluster.namesrv_addr, message_model="BROADCASTING", consume_from="FIRST",
-                                instance_name=f"bc{i}", offset_dir=tmp_path)
+        consumer = PushConsumer(
+            group,
+            cluster.namesrv_addr,
+            message_model="BROADCASTING",
+            consume_from="FIRST",
+            instance_name=f"bc{i}",
+            offset_dir=tmp_path,
+        )
         consumer.subscribe(topic)
         members.append(Member(consumer))
         await consumer.start()
@@ -126,8 +123,14 @@ async def test_client_broadcasting_delivers_everything_to_everyone(cluster: Loca
     assert len(files) == 3
 
     # A restarted broadcasting consumer resumes from its local offsets: nothing is delivered twice.
-    again = PushConsumer(group, cluster.namesrv_addr, message_model="BROADCASTING", consume_from="FIRST",
-                         instance_name="bc0", offset_dir=tmp_path)
+    again = PushConsumer(
+        group,
+        cluster.namesrv_addr,
+        message_model="BROADCASTING",
+        consume_from="FIRST",
+        instance_name="bc0",
+        offset_dir=tmp_path,
+    )
     again.subscribe(topic)
     member = Member(again)
     await again.start()

@@ -27,26 +27,11 @@ from krocket.client import (
     SyncPushConsumer,
 )
 
-from support.cluster import LocalCluster, wait_until, wait_until_async
+from support.cluster import LocalCluster, create_topic, wait_until, wait_until_async
 
 
 def name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-async def create_topic(cluster: LocalCluster, topic: str, queues: int = 4, brokers: list[str] | None = None) -> None:
-    """Create ``topic`` on the masters and wait until a name server routes it to all of them."""
-    async with Admin(cluster.namesrv_addr) as admin:
-        applied = await admin.create_topic(topic, queues, queues, broker_names=brokers)
-
-        async def routed() -> bool:
-            try:
-                route = await admin.topic_route(topic)
-            except Exception:
-                return False
-            return {q.broker_name for q in route.queue_datas} == set(applied)
-
-        await wait_until_async(routed, timeout=40, message=f"route of {topic} on {applied}")
 
 
 class Collector:
@@ -74,8 +59,9 @@ async def producer(cluster: LocalCluster) -> AsyncIterator[Producer]:
         await p.shutdown()
 
 
-async def start_consumer(cluster: LocalCluster, topic: str, expression: str = "*", group: str | None = None,
-                         **kwargs: object) -> tuple[PushConsumer, Collector]:
+async def start_consumer(
+    cluster: LocalCluster, topic: str, expression: str = "*", group: str | None = None, **kwargs: object
+) -> tuple[PushConsumer, Collector]:
     collector = Collector()
     consumer = PushConsumer(group or name("cg"), cluster.namesrv_addr, **kwargs)  # type: ignore[arg-type]
     consumer.subscribe(topic, expression)
@@ -84,8 +70,9 @@ async def start_consumer(cluster: LocalCluster, topic: str, expression: str = "*
     return consumer, collector
 
 
-async def test_client_produce_consume_across_two_brokers_and_name_servers(cluster: LocalCluster,
-                                                                          producer: Producer) -> None:
+async def test_client_produce_consume_across_two_brokers_and_name_servers(
+    cluster: LocalCluster, producer: Producer
+) -> None:
     assert len(cluster.namesrvs) == 2 and len(cluster.brokers) == 2
     topic = name("T")
     await create_topic(cluster, topic)
@@ -136,8 +123,9 @@ async def test_client_batch_oneway_and_ordered_send(cluster: LocalCluster, produ
     assert batch.status is SendStatus.SEND_OK and len(batch.msg_id.split(",")) == 10
     queues = await producer.queues(topic)
     target = queues[5]
-    ordered = [await producer.send(Message(topic, f"o{i}".encode()), lambda qs, msg, arg: qs[arg], 5)
-               for i in range(10)]
+    ordered = [
+        await producer.send(Message(topic, f"o{i}".encode()), lambda qs, msg, arg: qs[arg], 5) for i in range(10)
+    ]
     assert {r.queue for r in ordered} == {target}
     assert [r.queue_offset for r in ordered] == sorted(r.queue_offset for r in ordered)
     await producer.send_oneway(Message(topic, b"oneway", keys="ow"))
@@ -195,8 +183,11 @@ async def test_client_consume_from_first_last_timestamp(cluster: LocalCluster, p
     last, got_last = await start_consumer(cluster, topic, consume_from="LAST")
     try:
         new = {(await producer.send(Message(topic, b"new"))).msg_id for _ in range(4)}
-        await wait_until_async(lambda: got_first.ids >= old | mid | new and got_stamp.ids >= mid | new
-                               and got_last.ids >= new, timeout=30, message="each consumer's messages")
+        await wait_until_async(
+            lambda: got_first.ids >= old | mid | new and got_stamp.ids >= mid | new and got_last.ids >= new,
+            timeout=30,
+            message="each consumer's messages",
+        )
         assert got_first.ids == old | mid | new
         assert got_stamp.ids == mid | new
         assert got_last.ids == new
@@ -245,8 +236,7 @@ async def test_client_long_polling_latency(cluster: LocalCluster, producer: Prod
             key = f"lat{i}".encode()
             sent = time.perf_counter()
             await producer.send(Message(topic, key))
-            await wait_until_async(lambda key=key: key in arrived, timeout=5, interval=0.001,
-                                   message=f"message {i}")
+            await wait_until_async(lambda key=key: key in arrived, timeout=5, interval=0.001, message=f"message {i}")
             latencies.append(arrived[key] - sent)
         p50 = statistics.median(latencies)
         print(f"send->listener latency p50={p50 * 1000:.1f} ms max={max(latencies) * 1000:.1f} ms")
@@ -307,7 +297,8 @@ async def test_client_admin_topics_and_cluster(cluster: LocalCluster) -> None:
         await wait_until_async(lambda: _has_topic(admin, topic), timeout=40, message="topic listed")
         route = await admin.topic_route(topic)
         assert {(q.broker_name, q.read_queue_nums, q.write_queue_nums) for q in route.queue_datas} == {
-            (b.broker_name, 3, 3) for b in cluster.brokers}
+            (b.broker_name, 3, 3) for b in cluster.brokers
+        }
         config = await admin.topic_config(cluster.brokers[0].addr)
         assert topic in config
         await admin.delete_topic(topic)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from krocket.cli.local_cluster import ChildProcess, LocalCluster
 
-__all__ = ["ChildProcess", "LocalCluster", "start_cluster", "wait_until", "wait_until_async"]
+__all__ = ["ChildProcess", "LocalCluster", "create_topic", "start_cluster", "wait_until", "wait_until_async"]
 
 
 def start_cluster(
@@ -68,3 +68,20 @@ async def wait_until_async(
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+async def create_topic(cluster: LocalCluster, topic: str, queues: int = 4, brokers: list[str] | None = None) -> None:
+    """Create ``topic`` on the masters and wait until a name server routes it to all of them."""
+    from krocket.client import Admin
+
+    async with Admin(cluster.namesrv_addr) as admin:
+        applied = await admin.create_topic(topic, queues, queues, broker_names=brokers)
+
+        async def routed() -> bool:
+            try:
+                route = await admin.topic_route(topic)
+            except Exception:
+                return False
+            return {q.broker_name for q in route.queue_datas} == set(applied)
+
+        await wait_until_async(routed, timeout=40, message=f"route of {topic} on {applied}")
