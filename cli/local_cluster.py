@@ -265,9 +265,9 @@ class LocalCluster:
                 following = broker.broker_id in (None, 0) or bool(info.get("replication", {}).get("master"))
                 if len(info.get("nameServers", [])) >= len(self.namesrvs) and following:
                     pending.discard(broker.name)
-                    progress(
-                        f"{broker.name} serving on {broker.addr}, registered with {len(self.namesrvs)} name server(s)"
-                    )
+                    role = "master" if broker.broker_id in (None, 0) else "slave, following its master"
+                    progress(f"{broker.name} ({role}) serving on {broker.addr}, registered with "
+                             f"{len(self.namesrvs)} name server(s)")
             if pending:
                 time.sleep(0.1)
         if pending:

@@ -77,7 +77,8 @@ def local_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(
-        f"krocket: starting {args.namesrvs} name server(s) and {args.groups} broker group(s) in {data_dir}",
+        f"krocket: starting {args.namesrvs} name server(s) and {args.groups} broker group(s) of one master and "
+        f"{args.slaves} slave(s) in {data_dir}",
         file=sys.stderr,
         flush=True,
     )
