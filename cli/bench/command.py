@@ -191,8 +191,15 @@ def human_line(r: dict[str, Any]) -> str:
     return text
 
 
+_CLUSTERS: list[system.BenchCluster] = []
+
+
 def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    """SIGTERM: stop the local cluster and leave at once (an exception raised here can be swallowed inside the
+    event loop's machinery, and the run would go on to its end)."""
+    for cluster in _CLUSTERS:
+        cluster.stop()
+    os._exit(128 + signum)
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -229,6 +236,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 profile_out=args.profile_broker,
                 progress=progress.log,
             )
+            _CLUSTERS.append(cluster)
             cluster.start()
             namesrv = cluster.namesrv
             broker_pid = cluster.broker_pid
@@ -249,6 +257,7 @@ def bench_main(args: argparse.Namespace) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+            _CLUSTERS.remove(cluster)
     return 1 if failures else 0
 
 
