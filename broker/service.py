@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from krocket.common.errors import (
     ServiceNotAvailableError,
     TopicNotExistError,
 )
-from krocket.common.message import PROPERTY_TAGS, BatchItem, tags_code
+from krocket.common.message import BatchItem
 from krocket.common.topic import TopicConfig, validate_topic
 
 log = logging.getLogger(__name__)
@@ -358,16 +357,9 @@ class BrokerService:
             for q in range(config.read_queue_nums)
         ]
 
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
 
 def _memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 8 * 1024**3
-
-
-def tags_code_of(properties: dict[str, str]) -> int:
-    return tags_code(properties.get(PROPERTY_TAGS))

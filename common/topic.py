@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
@@ -94,8 +94,6 @@ class TopicConfig:
         if not 0 <= self.perm <= 15:
             raise MessageIllegalError(f"perm must be a combination of READ=4, WRITE=2, INHERIT=1, got {self.perm}")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _as_bool(value: Any) -> bool:
