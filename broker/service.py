@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ class BrokerService:
         self.sent_messages = 0
         self.pulled_messages = 0
         self.ha_master: Any = None  # HAMaster on a master with replication
+        self._last_refusal_log = float("-inf")
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
@@ -128,17 +130,21 @@ class BrokerService:
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
         queue_id = self._resolve_queue(config, queue_id)
-        result = self.store.put_message(
-            topic,
-            queue_id,
-            body,
-            properties,
-            flag=flag,
-            sys_flag=sys_flag,
-            born_timestamp=born_timestamp,
-            born_host=born_host,
-            reconsume_times=reconsume_times,
-        )
+        try:
+            result = self.store.put_message(
+                topic,
+                queue_id,
+                body,
+                properties,
+                flag=flag,
+                sys_flag=sys_flag,
+                born_timestamp=born_timestamp,
+                born_host=born_host,
+                reconsume_times=reconsume_times,
+            )
+        except ServiceNotAvailableError as exc:
+            self._refused(exc)
+            raise
         self.sent_messages += 1
         outcome = SendOutcome(result.msg_id, queue_id, result.queue_offset)
         if created or self._must_wait:
@@ -170,19 +176,30 @@ class BrokerService:
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
         queue_id = self._resolve_queue(config, queue_id)
-        results = self.store.put_messages(
-            topic,
-            queue_id,
-            [(i.body, i.properties, i.flag) for i in items],
-            sys_flag=sys_flag,
-            born_timestamp=born_timestamp,
-            born_host=born_host,
-        )
+        try:
+            results = self.store.put_messages(
+                topic,
+                queue_id,
+                [(i.body, i.properties, i.flag) for i in items],
+                sys_flag=sys_flag,
+                born_timestamp=born_timestamp,
+                born_host=born_host,
+            )
+        except ServiceNotAvailableError as exc:
+            self._refused(exc)
+            raise
         self.sent_messages += len(results)
         outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
         if created or self._must_wait:
             return self._finish(outcome, results[-1].end_offset, created)
         return outcome
+
+    def _refused(self, exc: KrocketError) -> None:
+        """Log a refused write (a full disk, say) at most every 30 s, not once per message."""
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 30.0:
+            self._last_refusal_log = now
+            log.warning("refusing writes: %s", exc.message)
 
     @property
     def _must_wait(self) -> bool:
