@@ -139,8 +139,9 @@ class Producer:
         return queues
 
     # -- building requests ---------------------------------------------------------------------------------
-    def _check(self, msg: Message) -> None:
-        validate_topic(msg.topic)
+    def _check(self, msg: Message, topic_checked: bool = False) -> None:
+        if not topic_checked:
+            validate_topic(msg.topic)
         if not isinstance(msg.body, bytes | bytearray | memoryview):
             raise MessageIllegalError("message body must be bytes")
         if len(msg.body) == 0:
@@ -198,10 +199,11 @@ class Producer:
         topic = messages[0].topic
         items: list[tuple[bytes, dict[str, str], int]] = []
         ids: list[str] = []
+        validate_topic(topic)
         for msg in messages:
             if msg.topic != topic:
                 raise MessageIllegalError(f"a batch must have one topic; got {topic!r} and {msg.topic!r}")
-            self._check(msg)
+            self._check(msg, topic_checked=True)
             props = msg.wire_properties()
             uniq = props.get(PROPERTY_UNIQ_KEY) or self._ids.next_id()
             props[PROPERTY_UNIQ_KEY] = uniq
