@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -46,6 +47,9 @@ RETRY_CODES = frozenset({ResponseCode.TOPIC_NOT_EXIST, ResponseCode.SERVICE_NOT_
 COMPRESS_LEVEL = 5
 
 
+SendCallback = Callable[[SendResult | None, BaseException | None], None]
+
+
 class Producer:
     def __init__(self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2,
                  *, compress_over: int = COMPRESS_OVER_BYTES, max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -64,6 +68,7 @@ class Producer:
         # topics without a route yet -> queues taken from the auto-create topic's route
         self._via_default: dict[str, list[MessageQueue]] = {}
         self._publish_cache: dict[str, tuple[Any, list[MessageQueue]]] = {}
+        self._inflight: set[asyncio.Task[SendResult]] = set()  # async sends, kept referenced
 
     @property
     def instance(self) -> ClientInstance:
@@ -182,6 +187,26 @@ class Producer:
             return await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq,
                                        timeout or self.send_timeout)  # type: ignore[return-value]
         return await self._send_with_retries(msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout)
+
+    def send_async(self, msg: Message, callback: SendCallback | None = None, selector: Selector | None = None,
+                   arg: Any = None,
+                   timeout: float | None = None) -> asyncio.Task[SendResult]:
+        """Start a send and return at once (RocketMQ's async send). ``callback(result, error)`` runs when the
+        broker answers or the send fails for good; the returned task can be awaited instead."""
+        task = asyncio.get_running_loop().create_task(self.send(msg, selector, arg, timeout))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        if callback is not None:
+            def done(t: asyncio.Task[SendResult]) -> None:
+                if t.cancelled():
+                    callback(None, asyncio.CancelledError())
+                elif t.exception() is not None:
+                    callback(None, t.exception())
+                else:
+                    callback(t.result(), None)
+
+            task.add_done_callback(done)
+        return task
 
     async def send_oneway(self, msg: Message) -> None:
         """Send without waiting for an answer (no retries; the message may be lost)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -74,6 +75,19 @@ class SyncProducer(_Sync):
     def send(self, msg: Message, selector: Selector | None = None, arg: Any = None,
              timeout: float | None = None) -> SendResult:
         return self._loop.call(self.producer.send(msg, selector, arg, timeout))
+
+    def send_async(self, msg: Message,
+                   callback: Callable[[SendResult | None, BaseException | None], None] | None = None,
+                   timeout: float | None = None) -> concurrent.futures.Future[SendResult]:
+        """Send without blocking; ``callback(result, error)`` runs on the client's loop thread."""
+        future = asyncio.run_coroutine_threadsafe(self.producer.send(msg, timeout=timeout), self._loop.loop)
+        if callback is not None:
+            def done(f: concurrent.futures.Future[SendResult]) -> None:
+                error = f.exception()
+                callback(None if error else f.result(), error)
+
+            future.add_done_callback(done)
+        return future
 
     def send_oneway(self, msg: Message) -> None:
         self._loop.call(self.producer.send_oneway(msg))

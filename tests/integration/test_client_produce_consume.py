@@ -326,3 +326,21 @@ def test_client_sync_wrappers(cluster: LocalCluster) -> None:
     with SyncPullConsumer(name("pull"), cluster.namesrv_addr) as pc:
         queues = pc.fetch_queues(topic)
         assert sum(pc.max_offset(q) for q in queues) == 8
+
+
+async def test_async_send_with_callback_and_sync_wrapper(cluster: LocalCluster) -> None:
+    await create_topic(cluster, "AsyncSend", 4)
+    got: list[tuple[object, object]] = []
+    async with Producer("async-send", cluster.namesrv_addr) as producer:
+        tasks = [producer.send_async(Message("AsyncSend", f"a{i}".encode()), lambda r, e: got.append((r, e)))
+                 for i in range(20)]
+        results = await asyncio.gather(*tasks)
+    assert len({r.msg_id for r in results}) == 20
+    assert len(got) == 20 and all(e is None and r is not None for r, e in got)
+    sync = SyncProducer("async-send-sync", cluster.namesrv_addr)
+    sync.start()
+    try:
+        futures = [sync.send_async(Message("AsyncSend", b"s")) for _ in range(5)]
+        assert all(f.result(10).status is SendStatus.SEND_OK for f in futures)
+    finally:
+        sync.shutdown()
