@@ -28,20 +28,31 @@ class HeaderError(KrocketError):
     code = ResponseCode.SYSTEM_ERROR
 
 
-class Header:
-    __slots__ = ("_fields",)
+_SEND_V2_SHORT = {long: short for short, long in SEND_V2_NAMES.items()}
 
-    def __init__(self, fields: dict[str, str]) -> None:
+
+class Header:
+    """A request's extFields read by field name; SEND_MESSAGE_V2's one-letter names are read by their long
+    names through ``names`` (no copy of the fields)."""
+
+    __slots__ = ("_fields", "_names")
+
+    def __init__(self, fields: dict[str, str], names: dict[str, str] | None = None) -> None:
         self._fields = fields
+        self._names = names
 
     @classmethod
     def for_send(cls, fields: dict[str, str]) -> Header:
         if "b" in fields and "topic" not in fields:
-            return _SendV2Header(fields)
+            return cls(fields, _SEND_V2_SHORT)
         return cls(fields)
 
+    def _get(self, name: str) -> str | None:
+        names = self._names
+        return self._fields.get(names.get(name, name) if names is not None else name)
+
     def str(self, name: str, default: str | None = None) -> str:
-        value = self._fields.get(name)
+        value = self._get(name)
         if value is None:
             if default is None:
                 raise HeaderError(f"request header lacks the field {name!r}")
@@ -49,10 +60,10 @@ class Header:
         return value
 
     def opt(self, name: str) -> str | None:
-        return self._fields.get(name)
+        return self._get(name)
 
     def int(self, name: str, default: int | None = None) -> int:
-        value = self._fields.get(name)
+        value = self._get(name)
         if value is None or value == "":
             if default is None:
                 raise HeaderError(f"request header lacks the integer field {name!r}")
@@ -63,31 +74,7 @@ class Header:
             raise HeaderError(f"request header field {name!r} must be an integer, got {value!r}") from None
 
     def bool(self, name: str, default: bool = False) -> bool:
-        value = self._fields.get(name)
+        value = self._get(name)
         if value is None:
             return default
         return value.lower() in ("true", "1")  # the C++ client sends "1"
-
-
-_SEND_V2_SHORT = {long: short for short, long in SEND_V2_NAMES.items()}
-
-
-class _SendV2Header(Header):
-    """SEND_MESSAGE_V2's one-letter fields read by their long names, without copying the dict."""
-
-    __slots__ = ()
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__(_ShortNames(fields))
-
-
-class _ShortNames(dict):  # type: ignore[type-arg]
-    __slots__ = ("_short",)
-
-    def __init__(self, short: dict[str, str]) -> None:
-        super().__init__()
-        self._short = short
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        value = self._short.get(_SEND_V2_SHORT.get(name, name))
-        return default if value is None else value
