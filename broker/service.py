@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
@@ -28,6 +28,8 @@ from krocket.common.message import BatchItem
 from krocket.common.topic import TopicConfig, validate_topic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_SUSPEND_S = 20.0
 
@@ -127,29 +129,12 @@ class BrokerService:
         awaitable that waits for the disk, a slave or the new topic's route."""
         self._check_writable()
         self._check_body(len(body))
-        created = topic not in self.topics.topics
-        config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
-        queue_id = self._resolve_queue(config, queue_id)
-        try:
-            result = self.store.put_message(
-                topic,
-                queue_id,
-                body,
-                properties,
-                flag=flag,
-                sys_flag=sys_flag,
-                born_timestamp=born_timestamp,
-                born_host=born_host,
-                reconsume_times=reconsume_times,
-            )
-        except ServiceNotAvailableError as exc:
-            self._refused(exc)
-            raise
+        created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
+        result = self._put(lambda: self.store.put_message(
+            topic, queue_id, body, properties, flag=flag, sys_flag=sys_flag, born_timestamp=born_timestamp,
+            born_host=born_host, reconsume_times=reconsume_times))
         self.sent_messages += 1
-        outcome = SendOutcome(result.msg_id, queue_id, result.queue_offset)
-        if created or self._must_wait:
-            return self._finish(outcome, result.end_offset, created)
-        return outcome
+        return self._outcome(SendOutcome(result.msg_id, queue_id, result.queue_offset), result.end_offset, created)
 
     def send_batch(
         self,
@@ -173,25 +158,31 @@ class BrokerService:
             raise MessageIllegalError(
                 f"batch bodies add up to {total} bytes; the limit (maxMessageSize) is {self.config.max_message_size}"
             )
+        created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
+        results = self._put(lambda: self.store.put_messages(
+            topic, queue_id, [(i.body, i.properties, i.flag) for i in items], sys_flag=sys_flag,
+            born_timestamp=born_timestamp, born_host=born_host))
+        self.sent_messages += len(results)
+        outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
+        return self._outcome(outcome, results[-1].end_offset, created)
+
+    def _target(self, topic: str, queue_id: int, default_topic: str | None,
+                default_queue_nums: int | None) -> tuple[bool, int]:
+        """(whether this send creates the topic, the queue it goes to)."""
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))
-        queue_id = self._resolve_queue(config, queue_id)
+        return created, self._resolve_queue(config, queue_id)
+
+    def _put(self, put: Callable[[], T]) -> T:
         try:
-            results = self.store.put_messages(
-                topic,
-                queue_id,
-                [(i.body, i.properties, i.flag) for i in items],
-                sys_flag=sys_flag,
-                born_timestamp=born_timestamp,
-                born_host=born_host,
-            )
+            return put()
         except ServiceNotAvailableError as exc:
             self._refused(exc)
             raise
-        self.sent_messages += len(results)
-        outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
+
+    def _outcome(self, outcome: SendOutcome, end_offset: int, created: bool) -> SendOutcome | Awaitable[SendOutcome]:
         if created or self._must_wait:
-            return self._finish(outcome, results[-1].end_offset, created)
+            return self._finish(outcome, end_offset, created)
         return outcome
 
     def _refused(self, exc: KrocketError) -> None:

@@ -21,13 +21,3 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop()
-
-
-@pytest.fixture
-def sync_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """One name server and one broker group under SYNC_FLUSH."""
-    c = start_cluster(tmp_path / "cluster", namesrvs=1, groups=1, flush="sync")
-    try:
-        yield c
-    finally:
-        c.stop()

@@ -21,26 +21,24 @@ TOPIC = "FaultTopic"
 QUEUES = 4
 
 
-@pytest.fixture
-def sync_pair(tmp_path: Path):
-    c = start_cluster(
-        tmp_path / "c", namesrvs=1, groups=1, slaves=1, replication="sync", flush="sync", segment_bytes=512 * 1024
-    )
+def _pair(tmp_path: Path, mode: str):
+    """One name server and one group of a master and a slave, replication and flush both ``mode``."""
+    c = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1, replication=mode, flush=mode,
+                      segment_bytes=512 * 1024)
     try:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def sync_pair(tmp_path: Path):
+    yield from _pair(tmp_path, "sync")
 
 
 @pytest.fixture
 def async_pair(tmp_path: Path):
-    c = start_cluster(
-        tmp_path / "c", namesrvs=1, groups=1, slaves=1, replication="async", flush="async", segment_bytes=512 * 1024
-    )
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from _pair(tmp_path, "async")
 
 
 def _store_dir(broker) -> Path:
