@@ -53,6 +53,7 @@ class BrokerConfig:
     channel_expired_timeout: int = 120_000
     flush_consumer_offset_interval: int = 5000
     sync_flush_timeout: int = 5000
+    sync_flush_inline_bytes: int = 64 * 1024  # krocket: smaller SYNC_FLUSH rounds fdatasync on the loop thread
     ha_master_address: str = ""  # a slave's master HA address; by default learned from the name servers
     slave_timeout_mills: int = 3000  # SYNC_MASTER: wait this long for a slave before FLUSH_SLAVE_TIMEOUT
     access_message_in_memory_max_ratio: int = 40  # % of RAM: reads further behind are sent to a slave

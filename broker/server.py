@@ -123,6 +123,7 @@ class Broker:
             commitlog_segment_bytes=config.mapped_file_size_commit_log,
             flush_mode=config.flush_disk_type,
             sync_flush_timeout_s=config.sync_flush_timeout / 1000.0,
+            sync_flush_inline_bytes=config.sync_flush_inline_bytes,
             file_reserved_hours=config.file_reserved_time,
             disk_max_used_ratio=config.disk_max_used_space_ratio / 100.0,
             disk_warning_ratio=config.disk_space_warning_level_ratio / 100.0,

@@ -305,6 +305,19 @@ class CommitLog:
                 fds.append(os.dup(seg.fd))
         return target, fds
 
+    def sync_inline(self, limit: int) -> int | None:
+        """Commit and, when at most ``limit`` bytes are not yet on disk, fdatasync them right here (on the
+        caller's thread, on the segments' own descriptors) and return the offset now on disk; else None."""
+        self.commit()
+        target = self.committed
+        if target - self.flushed > limit:
+            return None
+        if target > self.flushed:
+            for seg in self._segments_between(self.flushed, target):
+                os.fdatasync(seg.fd)
+        self.mark_flushed(target)
+        return target
+
     def _segments_between(self, begin: int, end: int) -> list[Segment]:
         out = []
         for seg in reversed(self.files.segments):

@@ -68,7 +68,7 @@ async def test_sync_flush_group_commit_shares_fdatasyncs(
 
 
 async def test_sync_flush_timeout_raises(make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = make_store(flush_mode="SYNC_FLUSH", sync_flush_timeout_s=0.05)
+    store = make_store(flush_mode="SYNC_FLUSH", sync_flush_timeout_s=0.05, sync_flush_inline_bytes=0)
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -85,6 +85,34 @@ async def test_sync_flush_timeout_raises(make_store: StoreFactory, monkeypatch: 
             await store.wait_flushed(r.end_offset)
     finally:
         release.set()
+        await store.stop_background()
+
+
+async def test_small_sync_flush_rounds_run_on_the_loop_and_large_ones_in_the_worker(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(flush_mode="SYNC_FLUSH", sync_flush_inline_bytes=4096)
+    threaded: list[int] = []
+    real = flush_module.fdatasync_all
+
+    def counting(fds: list[int]) -> None:
+        threaded.append(len(fds))
+        real(fds)
+
+    monkeypatch.setattr(flush_module, "fdatasync_all", counting)
+    store.start_background()
+    try:
+        small = store.put_message("S", 0, b"x" * 100, {})
+        await store.wait_flushed(small.end_offset)
+        assert store.flushed_offset >= small.end_offset
+        assert threaded == []  # one small record: synced on the loop thread
+        rounds = store.flusher.sync_rounds
+        large = store.put_messages("S", 0, [(b"y" * 1000, {}, 0)] * 10)
+        await store.wait_flushed(large[-1].end_offset)
+        assert store.flushed_offset >= large[-1].end_offset
+        assert threaded == [1]  # ~10 KiB pending: handed to the worker thread
+        assert store.flusher.sync_rounds == rounds + 1
+    finally:
         await store.stop_background()
 
 
