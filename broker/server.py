@@ -181,7 +181,7 @@ class Broker:
             )
         )
         log.info(
-            "broker %s id %d (%s, %s) serving on %s, HTTP on %d, store %s",
+            "broker %s id %d (%s, %s) serving on %s, HTTP on %d, store %s, event loop %s",
             config.broker_name,
             config.broker_id,
             "SLAVE" if config.is_slave else config.broker_role,
@@ -189,6 +189,7 @@ class Broker:
             broker_addr,
             self.http_port,
             config.store_dir,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     def _register_metrics(self) -> None:
