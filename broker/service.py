@@ -161,7 +161,7 @@ class BrokerService:
         created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
         results = self._put(lambda: self.store.put_messages(
             topic, queue_id, [(i.body, i.properties, i.flag) for i in items], sys_flag=sys_flag,
-            born_timestamp=born_timestamp, born_host=born_host))
+            born_timestamp=born_timestamp, born_host=born_host, raw_properties=[i.raw_properties for i in items]))
         self.sent_messages += len(results)
         outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
         return self._outcome(outcome, results[-1].end_offset, created)

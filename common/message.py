@@ -121,7 +121,7 @@ def unpack_host(raw: bytes) -> str:
 
 def offset_msg_id(store_host: bytes, commit_log_offset: int) -> str:
     """The offset message id: store host (ip + port) and the commit log offset, in upper-case hex."""
-    return (store_host + struct.pack(">q", commit_log_offset)).hex().upper()
+    return f"{store_host.hex().upper()}{commit_log_offset & 0xFFFFFFFFFFFFFFFF:016X}"
 
 
 def decode_offset_msg_id(msg_id: str) -> tuple[str, int]:
@@ -372,6 +372,7 @@ class BatchItem:
     body: bytes
     properties: dict[str, str]
     flag: int = 0
+    raw_properties: bytes = b""  # the properties as the producer encoded them
 
 
 def encode_batch(items: list[tuple[bytes, dict[str, str], int]]) -> bytes:
@@ -402,6 +403,7 @@ def decode_batch(buf: bytes) -> list[BatchItem]:
         p = pos + 22 + body_len
         if props_len < 0 or p + props_len != pos + total:
             raise RecordError(f"batch message at {pos} has inconsistent property length")
-        items.append(BatchItem(body, decode_properties(buf[p : p + props_len]), flag))
+        raw = buf[p : p + props_len]
+        items.append(BatchItem(body, decode_properties(raw), flag, raw))
         pos += total
     return items

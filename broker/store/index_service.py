@@ -37,6 +37,17 @@ def key_hash(key: str) -> int:
     return zlib.crc32(key.encode()) & 0x7FFFFFFF
 
 
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    """Sorted page numbers as (first, last) runs of adjacent pages."""
+    runs: list[tuple[int, int]] = []
+    for page in pages:
+        if runs and runs[-1][1] == page - 1:
+            runs[-1] = (runs[-1][0], page)
+        else:
+            runs.append((page, page))
+    return runs
+
+
 class IndexFile:
     def __init__(self, path: Path, hash_slots: int, max_entries: int, writable: bool) -> None:
         self.path = path
@@ -99,21 +110,26 @@ class IndexFile:
             os.close(self.fd)
             self.fd = -1
 
-    def write_out(self) -> bool:
-        """Write pending entries, then dirty slots, then the header; True when anything was written."""
-        if not self._header_dirty:
-            return False
-        slots = self._slots
-        assert slots is not None
+    def write_entries(self) -> None:
+        """Append the pending entries to the file (slots and header follow in ``write_out``)."""
         if self._pending:
             pwrite_all(self.fd, self._pending, self.entries_at + self.written * ENTRY_BYTES)
             self.written = self.count
             self._pending.clear()
-        for page in sorted(self._dirty_pages):
-            part = slots[page * SLOT_PAGE : (page + 1) * SLOT_PAGE]
+
+    def write_out(self) -> bool:
+        """Write pending entries, then dirty slots (runs of adjacent pages in one write each), then the
+        header; True when anything was written."""
+        if not self._header_dirty:
+            return False
+        slots = self._slots
+        assert slots is not None
+        self.write_entries()
+        for first, last in _runs(sorted(self._dirty_pages)):
+            part = slots[first * SLOT_PAGE : (last + 1) * SLOT_PAGE]
             if _LITTLE:
                 part.byteswap()
-            pwrite_all(self.fd, part.tobytes(), HEADER_BYTES + page * SLOT_PAGE * 4)
+            pwrite_all(self.fd, part.tobytes(), HEADER_BYTES + first * SLOT_PAGE * 4)
         self._dirty_pages.clear()
         pwrite_all(
             self.fd,
@@ -212,12 +228,18 @@ class IndexService:
         return f
 
     def put(self, key: str, phy: int, ts: int) -> None:
+        self.put_many([(key, phy)], ts)
+
+    def put_many(self, entries: list[tuple[str, int]], ts: int) -> None:
+        """Index (key, commit log offset) pairs stored at ``ts``."""
         f = self._current
-        if f is None or f.full or not f.fits_time(ts):
-            f = self._roll(ts)
-        f.put(key_hash(key), phy, ts)
-        if len(f._pending) >= self.pending_limit * ENTRY_BYTES:
-            f.write_out()
+        crc32 = zlib.crc32
+        for key, phy in entries:
+            if f is None or f.full or not f.fits_time(ts):
+                f = self._roll(ts)
+            f.put(crc32(key.encode()) & 0x7FFFFFFF, phy, ts)
+        if f is not None and len(f._pending) >= self.pending_limit * ENTRY_BYTES:
+            f.write_entries()
 
     def query(self, key: str, max_num: int, begin_ts: int, end_ts: int) -> list[int]:
         """Commit log offsets for ``key`` (newest first, deduplicated)."""

@@ -12,7 +12,7 @@ import logging
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from krocket.common.errors import MessageIllegalError, ServiceNotAvailableError
@@ -56,6 +56,18 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 FILTER_SCAN_ENTRIES = 800  # entries scanned per pull when a tag filter skips some (RocketMQ: 16000 bytes)
 
 DispatchListener = Callable[[str, int, int, int], None]  # topic, queue id, max offset after, tags code
+
+
+def _collect_index_entries(out: list[tuple[str, int]], topic: str, properties: dict[str, str], phy: int) -> None:
+    """The index keys of one message (each of its KEYS and its UNIQ_KEY, as ``topic#key``) into ``out``."""
+    keys = properties.get(PROPERTY_KEYS)
+    if keys:
+        for key in keys.split(" "):
+            if key:
+                out.append((f"{topic}#{key}", phy))
+    uniq = properties.get(PROPERTY_UNIQ_KEY)
+    if uniq:
+        out.append((f"{topic}#{uniq}", phy))
 
 
 class GetStatus(enum.Enum):
@@ -291,14 +303,10 @@ class MessageStore:
         return code
 
     def _index_keys(self, topic: str, properties: dict[str, str], phy: int, ts: int) -> None:
-        keys = properties.get(PROPERTY_KEYS)
-        if keys:
-            for key in keys.split(" "):
-                if key:
-                    self.index.put(f"{topic}#{key}", phy, ts)
-        uniq = properties.get(PROPERTY_UNIQ_KEY)
-        if uniq:
-            self.index.put(f"{topic}#{uniq}", phy, ts)
+        entries: list[tuple[str, int]] = []
+        _collect_index_entries(entries, topic, properties, phy)
+        if entries:
+            self.index.put_many(entries, ts)
 
     def put_message(
         self,
@@ -387,9 +395,13 @@ class MessageStore:
         sys_flag: int = 0,
         born_timestamp: int = 0,
         born_host: bytes = b"",
+        raw_properties: Sequence[bytes] | None = None,
     ) -> list[PutResult]:
         """Append a batch of (body, properties, flag) to one queue with consecutive queue offsets, as one
-        contiguous write; a batch larger than what a segment has left is split at record boundaries."""
+        contiguous write; a batch larger than what a segment has left is split at record boundaries.
+        ``raw_properties``, when given, are the items' properties as the producer encoded them (one per item):
+        they are stored as they are, as RocketMQ does with a batch, instead of encoding ``properties`` again.
+        Dispatch listeners hear once per batch and tags code, with the queue's end after the batch."""
         self._check_writable()
         if not items:
             return []
@@ -399,10 +411,16 @@ class MessageStore:
             born_host = store_host
         fixed = 90 + len(prefix)
         encoded: list[tuple[int, bytes, bytes, dict[str, str], int]] = []
-        for body, properties, flag in items:
-            if len(body) > self._max_body:
-                raise MessageIllegalError(f"message body is {len(body)} bytes; at most {self._max_body} allowed")
-            props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
+        if raw_properties is not None and len(raw_properties) != len(items):
+            raise ValueError("raw_properties must have one entry per item")
+        max_body = self._max_body
+        for k, (body, properties, flag) in enumerate(items):
+            if len(body) > max_body:
+                raise MessageIllegalError(f"message body is {len(body)} bytes; at most {max_body} allowed")
+            if raw_properties is not None:
+                props = raw_properties[k]
+            else:
+                props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
             if len(props) > MAX_PROPERTIES_BYTES:
                 raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
             encoded.append((fixed + len(body) + len(props), body, props, properties, flag))
@@ -413,6 +431,12 @@ class MessageStore:
         listeners = self._listeners
         pack = RECORD.pack
         results: list[PutResult] = []
+        index_entries: list[tuple[str, int]] = []
+        tcodes: set[int] = set()
+        tags_codes = self._tags_codes
+        crc32 = zlib.crc32
+        i16 = I16.pack
+        cq_append = cq.append
         i, n = 0, len(encoded)
         while i < n:
             j, run = i, 0  # the longest run from i that fits one segment
@@ -430,7 +454,7 @@ class MessageStore:
                 out += pack(
                     total,
                     MAGIC_V1,
-                    zlib.crc32(body) & 0x7FFFFFFF,
+                    crc32(body) & 0x7FFFFFFF,
                     queue_id,
                     flag,
                     qoff,
@@ -446,21 +470,30 @@ class MessageStore:
                 )
                 out += body
                 out += prefix
-                out += I16.pack(len(props))
+                out += i16(len(props))
                 out += props
-                tags = properties.get(PROPERTY_TAGS) if properties else None
-                tcode = self._tags_code(tags) if tags else 0
-                cq.append(phy, total, tcode)
-                if index and properties:
-                    self._index_keys(topic, properties, phy, now)
+                tcode = 0
+                if properties:
+                    tags = properties.get(PROPERTY_TAGS)
+                    if tags:
+                        tcode = tags_codes.get(tags) or self._tags_code(tags)
+                    if index:
+                        _collect_index_entries(index_entries, topic, properties, phy)
+                cq_append(phy, total, tcode)
+                tcodes.add(tcode)
                 results.append(PutResult(phy, qoff, total, now, store_host))
-                for cb in listeners:
-                    cb(topic, queue_id, qoff + 1, tcode)
                 phy += total
             commitlog.append(out)
+            if index_entries:
+                self.index.put_many(index_entries, now)
+                index_entries.clear()
             self._last_store_ts = now
             i = j
         self._schedule_commit()
+        end = cq.max_offset
+        for cb in listeners:
+            for tcode in tcodes:
+                cb(topic, queue_id, end, tcode)
         return results
 
     def append_raw(self, data: bytes, at_offset: int) -> int:

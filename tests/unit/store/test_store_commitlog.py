@@ -97,6 +97,21 @@ def test_batch_put_is_contiguous_with_consecutive_queue_offsets(make_store: Stor
     assert msgs[5].properties[PROPERTY_TAGS] == "B"
 
 
+def test_batch_put_stores_the_producers_property_bytes_as_they_are(make_store: StoreFactory) -> None:
+    store = make_store()
+    raw = [b"TAGS\x01A\x02UNIQ_KEY\x01U1\x02", b"KEYS\x01k2\x02"]
+    items = [(b"one", {"TAGS": "A", "UNIQ_KEY": "U1"}, 0), (b"two", {"KEYS": "k2"}, 0)]
+    store.put_messages("Raw", 0, items, raw_properties=raw)
+    got = store.get_messages("Raw", 0, 0, max_msgs=2)
+    records = decode_records(got.body)
+    assert [r.properties for r in records] == [{"TAGS": "A", "UNIQ_KEY": "U1"}, {"KEYS": "k2"}]
+    assert raw[0] in got.body and raw[1] in got.body
+    # The parsed properties still feed the tag codes and the key index.
+    assert len(store.query_by_key("Raw", "k2")) == 1 and len(store.query_by_key("Raw", "U1")) == 1
+    with pytest.raises(ValueError, match="one entry per item"):
+        store.put_messages("Raw", 0, items, raw_properties=raw[:1])
+
+
 def test_oversize_and_impossible_messages_are_refused(make_store: StoreFactory) -> None:
     store = make_store(max_message_bytes=1000)
     with pytest.raises(MessageIllegalError, match="at most 1000"):

@@ -103,10 +103,14 @@ def test_delete_topic_drops_its_queues(make_store: StoreFactory) -> None:
         reopened.close()
 
 
-def test_dispatch_listeners_see_each_message(make_store: StoreFactory) -> None:
+def test_dispatch_listeners_hear_each_message_and_each_batch_once_per_tag(make_store: StoreFactory) -> None:
     store = make_store()
     seen: list[tuple[str, int, int, int]] = []
     store.on_dispatched(lambda *args: seen.append(args))
     store.put_message("L", 2, b"x", {"TAGS": "t"})
     store.put_messages("L", 2, [(b"y", {}, 0), (b"z", {}, 0)])
-    assert seen == [("L", 2, 1, tags_code("t")), ("L", 2, 2, 0), ("L", 2, 3, 0)]
+    assert seen == [("L", 2, 1, tags_code("t")), ("L", 2, 3, 0)]
+    seen.clear()
+    store.put_messages("L", 2, [(b"a", {"TAGS": "t"}, 0), (b"b", {"TAGS": "u"}, 0), (b"c", {"TAGS": "t"}, 0)])
+    # Every tag of the batch is announced with the queue's end after it, so no filtered long poll is missed.
+    assert sorted(seen) == sorted([("L", 2, 6, tags_code("t")), ("L", 2, 6, tags_code("u"))])

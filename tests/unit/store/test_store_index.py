@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from store_helpers import StoreFactory, body, props
 
+from krocket.broker.store.index_service import ENTRY_BYTES, HEADER_BYTES, SLOT_PAGE, IndexService, _runs
 from krocket.common.message import decode_record
 
 
@@ -57,3 +60,38 @@ def test_index_survives_clean_reopen_and_crash(make_store: StoreFactory) -> None
     store = make_store()
     assert len(store.query_by_key("R", "key55")) == 1
     assert len(store.query_by_key("R", "key10")) == 1
+
+
+def test_full_entry_buffer_appends_entries_only_and_flush_writes_slot_runs(tmp_path: Path) -> None:
+    index = IndexService(tmp_path / "index", hash_slots=4 * SLOT_PAGE, max_entries=10_000, pending_limit=8)
+    index.load(clean_stop=True)
+    writes: list[tuple[int, int]] = []
+    real_pwrite = os.pwrite
+
+    def recording(fd: int, data: bytes, pos: int) -> int:
+        writes.append((pos, len(data)))
+        return real_pwrite(fd, data, pos)
+
+    os.pwrite = recording  # type: ignore[assignment]
+    try:
+        index.put_many([(f"T#k{i}", 100 + i) for i in range(8)], ts=1_000)
+        current = index.files[-1]
+        # The pending entries went out in one write, past the slot table; no slot page, no header yet.
+        assert writes == [(current.entries_at, 8 * ENTRY_BYTES)]
+        writes.clear()
+        for fd in index.sync_fds():
+            os.close(fd)
+    finally:
+        os.pwrite = real_pwrite  # type: ignore[assignment]
+    slot_writes = [(pos, size) for pos, size in writes if HEADER_BYTES <= pos < current.entries_at]
+    # Dirty slot pages go out as runs of adjacent pages, at most one write per run (4 pages here).
+    assert 1 <= len(slot_writes) <= 4
+    assert sum(size for _, size in slot_writes) % (SLOT_PAGE * 4) == 0
+    assert (0, HEADER_BYTES) in writes
+    assert index.query("T#k3", 10, 0, 2_000) == [103]
+    index.close()
+
+
+def test_slot_page_runs() -> None:
+    assert _runs([]) == []
+    assert _runs([0, 1, 2, 5, 7, 8]) == [(0, 2), (5, 5), (7, 8)]
