@@ -171,26 +171,107 @@ class Message:
         return props
 
 
-@dataclass(slots=True)
-class MessageExt:
-    """A stored message as consumers see it."""
+_MESSAGE_EXT_FIELDS = (
+    "topic", "body", "properties", "queue_id", "queue_offset", "commit_log_offset", "store_size", "sys_flag", "flag",
+    "born_timestamp", "born_host", "store_timestamp", "store_host", "reconsume_times", "offset_msg_id", "body_crc",
+)
 
-    topic: str
-    body: bytes
-    properties: dict[str, str]
-    queue_id: int
-    queue_offset: int
-    commit_log_offset: int
-    store_size: int
-    sys_flag: int
-    flag: int
-    born_timestamp: int
-    born_host: str
-    store_timestamp: int
-    store_host: str
-    reconsume_times: int
-    offset_msg_id: str
-    body_crc: int = 0
+
+class MessageExt:
+    """A stored message as consumers see it.
+
+    Records decoded from a pull response keep their properties, hosts and offset id in wire form until they are
+    first read, so a consumer that only wants the body does not pay for the rest."""
+
+    __slots__ = (
+        "topic", "body", "_properties", "_raw_properties", "queue_id", "queue_offset", "commit_log_offset",
+        "store_size", "sys_flag", "flag", "born_timestamp", "_born_host", "store_timestamp", "_store_host",
+        "reconsume_times", "_offset_msg_id", "body_crc",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        body: bytes,
+        properties: dict[str, str],
+        queue_id: int,
+        queue_offset: int,
+        commit_log_offset: int,
+        store_size: int,
+        sys_flag: int,
+        flag: int,
+        born_timestamp: int,
+        born_host: str,
+        store_timestamp: int,
+        store_host: str,
+        reconsume_times: int,
+        offset_msg_id: str,
+        body_crc: int = 0,
+    ) -> None:
+        self.topic = topic
+        self.body = body
+        self._properties: dict[str, str] | None = properties
+        self._raw_properties = b""
+        self.queue_id = queue_id
+        self.queue_offset = queue_offset
+        self.commit_log_offset = commit_log_offset
+        self.store_size = store_size
+        self.sys_flag = sys_flag
+        self.flag = flag
+        self.born_timestamp = born_timestamp
+        self._born_host: str | bytes = born_host
+        self.store_timestamp = store_timestamp
+        self._store_host: str | bytes = store_host
+        self.reconsume_times = reconsume_times
+        self._offset_msg_id: str | None = offset_msg_id
+        self.body_crc = body_crc
+
+    @property
+    def properties(self) -> dict[str, str]:
+        props = self._properties
+        if props is None:
+            props = self._properties = decode_properties(self._raw_properties) if self._raw_properties else {}
+        return props
+
+    @properties.setter
+    def properties(self, value: dict[str, str]) -> None:
+        self._properties = value
+
+    @property
+    def born_host(self) -> str:
+        host = self._born_host
+        if isinstance(host, bytes):
+            host = self._born_host = _host_text(host)
+        return host
+
+    @born_host.setter
+    def born_host(self, value: str) -> None:
+        self._born_host = value
+
+    @property
+    def store_host(self) -> str:
+        host = self._store_host
+        if isinstance(host, bytes):
+            host = self._store_host = _host_text(host)
+        return host
+
+    @store_host.setter
+    def store_host(self, value: str) -> None:
+        self._store_host = value
+
+    @property
+    def offset_msg_id(self) -> str:
+        """Store host (ip + port) and commit log offset in upper-case hex."""
+        msg_id = self._offset_msg_id
+        if msg_id is None:
+            host = self._store_host
+            raw = host if isinstance(host, bytes) else pack_host(host)
+            msg_id = self._offset_msg_id = offset_msg_id(raw, self.commit_log_offset)
+        return msg_id
+
+    @offset_msg_id.setter
+    def offset_msg_id(self, value: str) -> None:
+        self._offset_msg_id = value
 
     @property
     def tags(self) -> str | None:
@@ -205,6 +286,20 @@ class MessageExt:
     def msg_id(self) -> str:
         """The user-visible id: the producer's unique id, or the offset id when it has none."""
         return self.properties.get(PROPERTY_UNIQ_KEY) or self.offset_msg_id
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _MESSAGE_EXT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MessageExt):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _MESSAGE_EXT_FIELDS)
+        return f"MessageExt({fields})"
 
 
 def encode_record(
@@ -260,13 +355,13 @@ class RecordError(ValueError):
 _HOST_CACHE: dict[bytes, str] = {}
 
 
-def _host_str(ip: bytes, port: int) -> str:
-    key = ip + port.to_bytes(4, "big", signed=True)
-    text = _HOST_CACHE.get(key)
+def _host_text(raw: bytes) -> str:
+    """``ip:port`` of a record's 8-byte host field (cached: a consumer sees few distinct hosts)."""
+    text = _HOST_CACHE.get(raw)
     if text is None:
         if len(_HOST_CACHE) > 4096:
             _HOST_CACHE.clear()
-        text = _HOST_CACHE[key] = f"{socket.inet_ntoa(ip)}:{port}"
+        text = _HOST_CACHE[raw] = unpack_host(raw)
     return text
 
 
@@ -319,7 +414,6 @@ def decode_record(
     p += 2
     if props_len < 0 or p + props_len != end:
         raise RecordError(f"record at {pos} has inconsistent lengths")
-    properties = decode_properties(bytes(buf[p:end])) if props_len else {}
     if check_crc and body_crc(body) != crc:
         raise RecordError(f"body CRC mismatch in record at {pos}")
     if decompress and sys_flag & SYSFLAG_COMPRESSED:
@@ -327,27 +421,25 @@ def decode_record(
             body = zlib.decompress(body)
         except zlib.error as exc:
             raise RecordError(f"compressed body of record at {pos} does not inflate: {exc}") from None
-    msg_id = (
-        (store_ip + store_port.to_bytes(4, "big", signed=True) + phys.to_bytes(8, "big", signed=True)).hex().upper()
-    )
-    return MessageExt(
-        topic,
-        body,
-        properties,
-        queue_id,
-        queue_offset,
-        phys,
-        total,
-        sys_flag,
-        flag,
-        born_ts,
-        _host_str(born_ip, born_port),
-        store_ts,
-        _host_str(store_ip, store_port),
-        reconsume,
-        msg_id,
-        crc,
-    )
+    msg = MessageExt.__new__(MessageExt)
+    msg.topic = topic
+    msg.body = body
+    msg._properties = None
+    msg._raw_properties = bytes(buf[p:end]) if props_len else b""
+    msg.queue_id = queue_id
+    msg.queue_offset = queue_offset
+    msg.commit_log_offset = phys
+    msg.store_size = total
+    msg.sys_flag = sys_flag
+    msg.flag = flag
+    msg.born_timestamp = born_ts
+    msg._born_host = born_ip + born_port.to_bytes(4, "big", signed=True)
+    msg.store_timestamp = store_ts
+    msg._store_host = store_ip + store_port.to_bytes(4, "big", signed=True)
+    msg.reconsume_times = reconsume
+    msg._offset_msg_id = None
+    msg.body_crc = crc
+    return msg
 
 
 def decode_records(buf: bytes | memoryview) -> list[MessageExt]:

@@ -5,6 +5,7 @@ import pytest
 from krocket.common.message import (
     SYSFLAG_COMPRESSED,
     Message,
+    MessageExt,
     RecordError,
     UniqueIdGenerator,
     decode_batch,
@@ -51,6 +52,20 @@ def test_record_round_trip():
     )
     assert msg.born_host == "127.0.0.1:4000" and msg.store_host == "127.0.0.1:10911"
     assert decode_offset_msg_id(msg.offset_msg_id) == ("127.0.0.1:10911", 100)
+
+
+def test_decoded_record_reads_its_wire_fields_on_demand_and_compares_by_value():
+    msg = decode_record(_record(props={"TAGS": "T", "UNIQ_KEY": "U1"}))
+    eager = MessageExt(
+        "TopicA", b"hello", {"TAGS": "T", "UNIQ_KEY": "U1"}, 2, 5, 100, msg.store_size, 0, 3, 1000,
+        "127.0.0.1:4000", 2000, "127.0.0.1:10911", 0, msg.offset_msg_id, msg.body_crc,
+    )
+    assert msg == eager and repr(msg) == repr(eager)
+    assert msg.msg_id == "U1" and msg.keys == []
+    msg.properties = {"TAGS": "X"}  # consumers may replace what they read
+    assert msg.tags == "X" and msg != eager
+    built = MessageExt("T", b"b", {}, 0, 0, 64, 0, 0, 0, 0, "", 0, "127.0.0.1:10911", 0, "")
+    assert built.offset_msg_id == ""  # given ids are kept as they are
 
 
 def test_records_concatenated_decode_in_order():
