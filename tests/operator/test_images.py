@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -82,8 +83,15 @@ def venv_bin(tmp_path_factory) -> Path:
     )
     (wheel,) = wheels.glob("krocket-*.whl")
     env_dir = tmp / "venv"
-    venv.EnvBuilder(with_pip=False, system_site_packages=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    # Dependencies (kopf, aiohttp, ...) come from the environment running the tests, appended after the new
+    # venv's own site-packages, so krocket itself is imported from the installed wheel.
+    own_site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    Path(own_site, "_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
         check=True,
