@@ -103,6 +103,8 @@ class Broker:
             handler = handler_ref.get("h")
             if handler is None:
                 return cmd.response(ResponseCode.SYSTEM_BUSY, "the broker is still starting")
+            if self.store is not None:
+                self.store.hold_commit()  # before_reply commits right after this batch of requests
             return handler(conn, cmd)
 
         def before_reply() -> None:

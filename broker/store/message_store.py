@@ -136,6 +136,7 @@ class MessageStore:
         self._disk_checked_at = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_scheduled = False
+        self._commit_held = False
         self._last_store_ts = 0
         self._reput_tail = bytearray()  # bytes of a record that ``append_raw`` has only part of
         self._opened = False
@@ -217,8 +218,13 @@ class MessageStore:
     # -- flushing --------------------------------------------------------------------------------------
     def commit(self) -> None:
         """Write buffered appends into the files (page cache); after this a killed process loses nothing."""
-        self._commit_scheduled = False
+        self._commit_scheduled = self._commit_held = False
         self.commitlog.commit()
+
+    def hold_commit(self) -> None:
+        """The caller commits before it yields to the event loop (the broker does after each batch of
+        requests): puts until then schedule no commit of their own, which saves a loop iteration each."""
+        self._commit_held = True
 
     def flush(self) -> None:
         """Blocking: commit log, consume queues, index and checkpoint, all on disk."""
@@ -265,7 +271,8 @@ class MessageStore:
         loop = self._loop
         if loop is not None and not self._commit_scheduled:
             self._commit_scheduled = True
-            loop.call_soon(self.commit)
+            if not self._commit_held:
+                loop.call_soon(self.commit)
 
     # -- writing ---------------------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -381,7 +388,8 @@ class MessageStore:
             self._index_keys(topic, properties, phy, now)
         if self._loop is not None and not self._commit_scheduled:
             self._commit_scheduled = True
-            self._loop.call_soon(self.commit)
+            if not self._commit_held:
+                self._loop.call_soon(self.commit)
         if cq is not None and self._listeners:
             for cb in self._listeners:
                 cb(topic, queue_id, qoff + 1, tcode)

@@ -41,8 +41,9 @@ class Connection(asyncio.Protocol):
         before_reply: Callable[[], None] | None = None,
     ) -> None:
         self._handler = handler
-        # Called before replies are written: the broker writes its buffered appends to the files there,
-        # so that no acknowledgement leaves before the data it acknowledges.
+        # Called after each batch of requests one read brought (before their replies are written) and before
+        # each later reply: the broker writes its buffered appends to the files there, so that no
+        # acknowledgement leaves before the data it acknowledges.
         self._before_reply = before_reply
         self._decoder = FrameDecoder(max_frame)
         self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
@@ -73,12 +74,14 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         replies: list[RemotingCommand] | None = None
+        served = False
         for cmd in commands:
             if cmd.is_response:
                 fut = self._pending.pop(cmd.opaque, None)
                 if fut is not None and not fut.done():
                     fut.set_result(cmd)
                 continue
+            served = True
             reply = self._dispatch(cmd)
             if reply is not None:
                 if replies is None:
@@ -87,6 +90,8 @@ class Connection(asyncio.Protocol):
                     replies.append(reply)
         if replies:
             self._send_replies(replies)
+        elif served and self._before_reply is not None:
+            self._before_reply()  # oneway or later-answered requests: the hook still runs once per batch
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
