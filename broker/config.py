@@ -81,6 +81,10 @@ class BrokerConfig:
             raise ConfigError("mappedFileSizeCommitLog must be at least 64 KiB")
         if not 1 <= self.disk_space_warning_level_ratio <= 99:
             raise ConfigError("diskSpaceWarningLevelRatio must be a percentage between 1 and 99")
+        if self.sync_flush_inline_bytes < 0:
+            raise ConfigError(f"syncFlushInlineBytes must be 0 or more, got {self.sync_flush_inline_bytes}")
+        if self.sync_flush_timeout <= 0:
+            raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
 
     @property
     def store_dir(self) -> Path:

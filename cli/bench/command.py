@@ -1,4 +1,4 @@
-"""``krocket bench produce|consume|e2e|backlog|compare``: argument parsing and the run driver."""
+"""``krocket bench produce|consume|e2e|backlog|compare|floor``: argument parsing and the run driver."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ stdout: one JSON line per run, in the peer kit's shape (shared/bench/peers); std
 """
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -50,8 +50,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="start a one-broker cluster in a temporary directory for the run, stop it afterwards (default "
         "when no --namesrv is given)",
     )
-    p.add_argument("--size", type=_positive_int, default=1024, help="message body bytes (default 1024)")
-    p.add_argument("--n", type=_positive_int, default=200_000, help="messages per run, at most (default 200000)")
+    p.add_argument("--size", type=positive_int, default=1024, help="message body bytes (default 1024)")
+    p.add_argument("--n", type=positive_int, default=200_000, help="messages per run, at most (default 200000)")
     p.add_argument(
         "--duration", type=_non_negative_float, default=45.0, help="produce-phase time limit in seconds (default 45)"
     )
@@ -63,9 +63,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "batch: send_batch of --batch messages, --window batches in flight (default seq)",
     )
     p.add_argument(
-        "--window", type=_positive_int, default=None, help="requests in flight per producer (window 256, batch 4)"
+        "--window", type=positive_int, default=None, help="requests in flight per producer (window 256, batch 4)"
     )
-    p.add_argument("--batch", type=_positive_int, default=100, help="messages per send_batch (default 100)")
+    p.add_argument("--batch", type=positive_int, default=100, help="messages per send_batch (default 100)")
     p.add_argument("--flush", choices=["sync", "async"], default="async", help="--local broker's flush (async)")
     p.add_argument(
         "--replication",
@@ -79,8 +79,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="--local: slaves of the broker (default 1 with --replication sync, else 0)",
     )
-    p.add_argument("--producers", type=_positive_int, default=1, help="producer clients (connections), default 1")
-    p.add_argument("--consumers", type=_positive_int, default=1, help="pull consumer clients, default 1")
+    p.add_argument("--producers", type=positive_int, default=1, help="producer clients (connections), default 1")
+    p.add_argument("--consumers", type=positive_int, default=1, help="pull consumer clients, default 1")
     p.add_argument(
         "--rate",
         type=_non_negative_float,
@@ -92,16 +92,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="broker (of --local) on CPU 0, this client on CPU 1 (needs 2+ CPUs; otherwise ignored)",
     )
-    p.add_argument("--queues", type=_positive_int, default=4, help="queues of the bench topic (default 4)")
-    p.add_argument("--pull-batch", type=_positive_int, default=1024, help="messages per pull, at most (1024)")
+    p.add_argument("--queues", type=positive_int, default=4, help="queues of the bench topic (default 4)")
+    p.add_argument("--pull-batch", type=positive_int, default=1024, help="messages per pull, at most (1024)")
     p.add_argument(
         "--commit-every",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="consumers store their offset (update_offset) every this many messages per queue and at the end",
     )
     p.add_argument("--consume-budget", type=_non_negative_float, default=None, help="consume-phase limit, seconds")
-    p.add_argument("--runs", type=_positive_int, default=1, help="measured runs, one JSON line each (default 1)")
+    p.add_argument("--runs", type=positive_int, default=1, help="measured runs, one JSON line each (default 1)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop")
     p.add_argument(
         "--profile-broker",
@@ -133,12 +133,13 @@ def register(sub: Any) -> None:
         add_run_arguments(p)
         if verb in ("consume", "backlog"):
             p.add_argument(
-                "--backlog", type=_positive_int, default=None, metavar="N", help="messages to store first (--n)"
+                "--backlog", type=positive_int, default=None, metavar="N", help="messages to store first (--n)"
             )
         p.set_defaults(func=bench_main)
-    from krocket.cli.bench import compare
+    from krocket.cli.bench import compare, floor
 
     compare.register(verbs)
+    floor.register(verbs)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:

@@ -58,3 +58,25 @@ def test_bench_mode_produces_and_consumes(case: str) -> None:
         b = r["backlog"]
         assert b["msgs"] == r["produce"]["msgs"]
         assert b["rss_empty_kib"] > 0 and b["rss_backlog_kib"] > 0 and b["rss_ratio"] > 0
+
+
+def test_bench_floor_measures_echo_and_broker_round_trips() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "--log-level", "WARNING", "bench", "floor", "--n", "300", "--json"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-3000:]}"
+    runs = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [r["mode"] for r in runs] == ["echo-asyncio", "echo-blocking", "broker-blocking"]
+    for r in runs:
+        assert r["system"] == "floor" and r["round_trips"] == 300 and r["server_loop"] == "asyncio"
+        assert r["round_trips_per_s"] > 0 and r["round_trip_us"] > 0 and r["client_us_per_rt"] >= 0
+        assert r["server_us_per_rt"] is not None and r["server_us_per_rt"] >= 0
+
+
+def test_bench_floor_rejects_a_bad_count() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "bench", "floor", "--n", "0"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "must be at least 1" in proc.stderr

@@ -231,6 +231,21 @@ def test_target_checks() -> None:
     sm = compare._medians([_run("batch-sync-master", "batch", 70_000, 1)])
     assert compare.target_met(rows["batch-sync-master"], sm, async_batch_rate=100_000) == "met"
     assert compare.target_met(rows["batch-sync-master"], sm, async_batch_rate=110_000) == "**missed**"
+    assert compare.target_met(rows["batch-async-master"], sm) == "-"  # a reference row, no floor of its own
+
+
+def test_sync_master_row_is_held_against_async_master_with_a_slave_when_it_ran() -> None:
+    rows = compare.default_rows(1000, 20_000)
+    sync_master = [_run("batch-sync-master", "batch", 60_000, 1)]
+    args = argparse.Namespace(rounds=1)
+    alone = {"batch-async": [_run("batch-async", "batch", 130_000, 1)], "batch-sync-master": sync_master}
+    line = next(x for x in compare.render(rows, alone, [], [], args, "t", 1).splitlines()
+                if ", SYNC_MASTER with" in x)
+    assert line.endswith("| **missed** |")  # 60 k < 0.7 x 130 k (no slave)
+    paired = {**alone, "batch-async-master": [_run("batch-async-master", "batch", 70_000, 1)]}
+    line = next(x for x in compare.render(rows, paired, [], [], args, "t", 1).splitlines()
+                if ", SYNC_MASTER with" in x)
+    assert line.endswith("| met |")  # 60 k >= 0.7 x 70 k (ASYNC_MASTER with a slave)
 
 
 def test_render_and_write_section(tmp_path: Path) -> None:
