@@ -13,6 +13,7 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 MAGIC_V1 = -626843481
 MAGIC_V2 = -626843477
@@ -177,6 +178,22 @@ _MESSAGE_EXT_FIELDS = (
 )
 
 
+def _lazy_host(slot: str, doc: str) -> Any:
+    """A property over ``slot``, which holds a record's 8 host bytes until first read, then ``ip:port``."""
+
+    def get(msg: Any) -> str:
+        host = getattr(msg, slot)
+        if isinstance(host, bytes):
+            host = _host_text(host)
+            setattr(msg, slot, host)
+        return host
+
+    def put(msg: Any, value: str) -> None:
+        setattr(msg, slot, value)
+
+    return property(get, put, doc=doc)
+
+
 class MessageExt:
     """A stored message as consumers see it.
 
@@ -237,27 +254,8 @@ class MessageExt:
     def properties(self, value: dict[str, str]) -> None:
         self._properties = value
 
-    @property
-    def born_host(self) -> str:
-        host = self._born_host
-        if isinstance(host, bytes):
-            host = self._born_host = _host_text(host)
-        return host
-
-    @born_host.setter
-    def born_host(self, value: str) -> None:
-        self._born_host = value
-
-    @property
-    def store_host(self) -> str:
-        host = self._store_host
-        if isinstance(host, bytes):
-            host = self._store_host = _host_text(host)
-        return host
-
-    @store_host.setter
-    def store_host(self, value: str) -> None:
-        self._store_host = value
+    born_host = _lazy_host("_born_host", "The producer's address, ``ip:port``.")
+    store_host = _lazy_host("_store_host", "The storing broker's address, ``ip:port``.")
 
     @property
     def offset_msg_id(self) -> str:
