@@ -74,7 +74,11 @@ async def send_message(pool: ConnectionPool, addr: str, queue: MessageQueue, hea
     if oneway:
         await pool.oneway(addr, cmd)
         return None
-    response = await pool.request(addr, cmd, timeout)
+    return send_result(await pool.request(addr, cmd, timeout), queue, uniq_id)
+
+
+def send_result(response: RemotingCommand, queue: MessageQueue, uniq_id: str) -> SendResult:
+    """A send's answer as a ``SendResult``; raises ``RemoteError`` for a code that is no send status."""
     status = SEND_STATUS_BY_CODE.get(response.code)
     if status is None:
         raise RemoteError(response.code, response.remark or "")

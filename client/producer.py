@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from krocket.common.codes import ResponseCode
+from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import (
     ConnectionClosedError,
     KrocketError,
@@ -30,6 +30,7 @@ from krocket.common.message import (
     encode_batch,
     encode_properties,
 )
+from krocket.common.remoting import RemotingCommand
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
 from . import broker_api
@@ -40,6 +41,7 @@ from .types import MessageQueue, SendResult
 log = logging.getLogger(__name__)
 
 Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
+BlockingRequest = Callable[[str, RemotingCommand, float], RemotingCommand]  # (addr, command, timeout) -> answer
 
 # Broker answers that are worth another broker (RocketMQ's retryResponseCodes, plus SYSTEM_BUSY).
 RETRY_CODES = frozenset({ResponseCode.TOPIC_NOT_EXIST, ResponseCode.SERVICE_NOT_AVAILABLE,
@@ -109,9 +111,9 @@ class Producer:
         """The topic's writable queues (those of the auto-create topic when it does not exist yet)."""
         return await self._publish_info(topic)
 
-    async def _publish_info(self, topic: str) -> list[MessageQueue]:
-        instance = self.instance
-        route = instance.namesrv.cached_route(topic)
+    def _cached_publish_info(self, topic: str) -> list[MessageQueue] | None:
+        """The topic's queues from the cached route (or the auto-create topic's), None when unknown."""
+        route = self.instance.namesrv.cached_route(topic)
         if route is not None:
             cached = self._publish_cache.get(topic)
             if cached is not None and cached[0] is route:  # same route object: same queues
@@ -121,8 +123,13 @@ class Producer:
                 self._via_default.pop(topic, None)
                 self._publish_cache[topic] = (route, queues)
                 return queues
-        if topic in self._via_default:
-            return self._via_default[topic]
+        return self._via_default.get(topic)
+
+    async def _publish_info(self, topic: str) -> list[MessageQueue]:
+        queues = self._cached_publish_info(topic)
+        if queues is not None:
+            return queues
+        instance = self.instance
         try:
             route = await instance.route(topic, fresh=True)
         except TopicNotExistError:
@@ -242,6 +249,60 @@ class Producer:
         return await self._send_with_retries(topic, {PROPERTY_WAIT: "true"}, body, 0, 0, True,
                                              ",".join(ids), timeout)
 
+    def send_blocking(self, msg: Message, request: BlockingRequest, selector: Selector | None = None,
+                      arg: Any = None, timeout: float | None = None) -> SendResult | None:
+        """``send`` on the caller's thread through ``request(addr, command, timeout)`` (a blocking connection
+        pool), with the same queue choice and retries. Returns None, having sent nothing, when the topic's
+        queues are not cached yet: the caller then sends through the event loop, which looks the route up."""
+        self._check(msg)
+        queues = self._cached_publish_info(msg.topic)
+        if queues is None:
+            return None
+        uniq, props, body, sys_flag = self._prepare(msg)
+        timeout = timeout or self.send_timeout
+        if selector is not None:
+            queue = selector(list(queues), msg, arg)
+            return self._send_blocking_to(request, queue, props, body, sys_flag, msg.flag, uniq, timeout)
+        deadline = time.monotonic() + timeout
+        last_failed: str | None = None
+        error: Exception | None = None
+        for attempt in range(1 + self.retries):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            queue = self._selector.select(queues, last_failed)
+            try:
+                result = self._send_blocking_to(request, queue, props, body, sys_flag, msg.flag, uniq, remaining)
+            except (ConnectionClosedError, RemotingTimeoutError, RemoteError) as exc:
+                error = self._retryable(exc)
+            else:
+                self._selector.faults.mark_ok(queue.broker_name)
+                return result
+            last_failed = self._attempt_failed(queue, attempt, error)
+        raise error or RemotingTimeoutError(f"send to topic {msg.topic} timed out")
+
+    def _send_blocking_to(self, request: BlockingRequest, queue: MessageQueue, props: dict[str, str], body: bytes,
+                          sys_flag: int, flag: int, uniq: str, timeout: float) -> SendResult:
+        addr = self.instance.broker_addr(queue.broker_name, only_this=True)
+        if addr is None:
+            raise ConnectionClosedError(f"broker {queue.broker_name} has no master in the route")
+        header = self._header(queue.topic, queue.queue_id, props, sys_flag, flag, False)
+        cmd = broker_api.command(RequestCode.SEND_MESSAGE_V2, header, body)
+        return broker_api.send_result(request(addr, cmd, timeout), queue, uniq)
+
+    @staticmethod
+    def _retryable(exc: Exception) -> Exception:
+        """``exc`` when another attempt may help; raises it otherwise."""
+        if isinstance(exc, RemoteError) and exc.code not in RETRY_CODES:
+            raise exc
+        return exc
+
+    def _attempt_failed(self, queue: MessageQueue, attempt: int, error: Exception | None) -> str:
+        """Note a failed attempt; returns the broker the next attempt should avoid."""
+        self._selector.faults.mark_failed(queue.broker_name)
+        log.warning("send to %s failed (attempt %d of %d): %s", queue, attempt + 1, 1 + self.retries, error)
+        return queue.broker_name
+
     async def _send_with_retries(self, topic: str, props: dict[str, str], body: bytes, sys_flag: int,
                                  flag: int, batch: bool, uniq: str, timeout: float | None) -> SendResult:
         deadline = time.monotonic() + (timeout or self.send_timeout)
@@ -255,19 +316,13 @@ class Producer:
             queue = self._selector.select(queues, last_failed)
             try:
                 result = await self._send_to(queue, props, body, sys_flag, flag, batch, uniq, remaining)
-            except (ConnectionClosedError, RemotingTimeoutError) as exc:
-                error = exc
-            except RemoteError as exc:
-                if exc.code not in RETRY_CODES:
-                    raise
-                error = exc
+            except (ConnectionClosedError, RemotingTimeoutError, RemoteError) as exc:
+                error = self._retryable(exc)
             else:
                 self._selector.faults.mark_ok(queue.broker_name)
                 assert result is not None
                 return result
-            last_failed = queue.broker_name
-            self._selector.faults.mark_failed(queue.broker_name)
-            log.warning("send to %s failed (attempt %d of %d): %s", queue, attempt + 1, 1 + self.retries, error)
+            last_failed = self._attempt_failed(queue, attempt, error)
         raise error or RemotingTimeoutError(f"send to topic {topic} timed out")
 
     async def _send_to(self, queue: MessageQueue, props: dict[str, str], body: bytes, sys_flag: int, flag: int,

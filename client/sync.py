@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from krocket.common.message import Message, MessageExt
+from krocket.common.remoting.blocking import BlockingConnectionPool
 from krocket.common.route import TopicRouteData
 
 from .admin import Admin, ClusterInfo, QueueProgress
@@ -67,14 +68,25 @@ class _Sync:
 
 
 class SyncProducer(_Sync):
+    """``send`` runs on the caller's thread over blocking sockets (one connection per thread and broker) once
+    the topic's route is known; the first send of a topic, and everything else, runs on the client's loop."""
+
     def __init__(self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2,
                  **kwargs: Any) -> None:
         super().__init__(f"krocket-producer-{group}")
         self._client = self.producer = Producer(group, namesrv, send_timeout, retries, **kwargs)
+        self._blocking = BlockingConnectionPool(connect_timeout=send_timeout)
 
     def send(self, msg: Message, selector: Selector | None = None, arg: Any = None,
              timeout: float | None = None) -> SendResult:
+        result = self.producer.send_blocking(msg, self._blocking.request, selector, arg, timeout)
+        if result is not None:
+            return result
         return self._loop.call(self.producer.send(msg, selector, arg, timeout))
+
+    def shutdown(self) -> None:
+        self._blocking.close()
+        super().shutdown()
 
     def send_async(self, msg: Message,
                    callback: Callable[[SendResult | None, BaseException | None], None] | None = None,

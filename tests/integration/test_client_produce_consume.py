@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,12 +21,14 @@ from krocket.client import (
     PullConsumer,
     PullStatus,
     PushConsumer,
+    SendResult,
     SendStatus,
     SyncAdmin,
     SyncProducer,
     SyncPullConsumer,
     SyncPushConsumer,
 )
+from krocket.common.errors import MessageIllegalError
 
 from support.cluster import LocalCluster, create_topic, wait_until, wait_until_async
 
@@ -327,6 +330,43 @@ def test_client_sync_wrappers(cluster: LocalCluster) -> None:
     with SyncPullConsumer(name("pull"), cluster.namesrv_addr) as pc:
         queues = pc.fetch_queues(topic)
         assert sum(pc.max_offset(q) for q in queues) == 8
+
+
+def test_sync_producer_sends_on_the_callers_thread_once_the_route_is_known(cluster: LocalCluster) -> None:
+    topic = name("SyncFast")
+    with SyncAdmin(cluster.namesrv_addr) as admin:
+        admin.create_topic(topic, 4, 4)
+        wait_until(lambda: topic in admin.list_topics(), timeout=40, message="topic listed")
+    sent: list[SendResult] = []
+    with SyncProducer(name("pg"), cluster.namesrv_addr) as producer:
+        sent.append(producer.send(Message(topic, b"first")))  # the route is looked up on the client's loop
+        assert producer._blocking._all == set()
+
+        def worker(k: int) -> None:
+            for i in range(25):
+                sent.append(producer.send(Message(topic, f"t{k}-{i}".encode(), keys=f"k{k}")))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # One blocking connection per thread and broker the sends went to; the queues cover both groups.
+        brokers = {r.queue.broker_name for r in sent[1:]}
+        assert len(brokers) == 2 and len(producer._blocking._all) == 3 * len(brokers)
+        ordered = [producer.send(Message(topic, f"o{i}".encode()), lambda qs, msg, arg: qs[arg], 1)
+                   for i in range(5)]
+        assert len({r.queue for r in ordered}) == 1
+        with pytest.raises(MessageIllegalError):
+            producer.send(Message(topic, b""))
+    assert len(sent) == 76 and all(r.status is SendStatus.SEND_OK for r in sent)
+    with SyncPullConsumer(name("pull"), cluster.namesrv_addr) as pc:
+        bodies = []
+        for q in pc.fetch_queues(topic):
+            bodies += [m.body for m in pc.pull(q, "*", 0, 200).messages]
+    expected = {b"first"} | {f"t{k}-{i}".encode() for k in range(3) for i in range(25)} | {
+        f"o{i}".encode() for i in range(5)}
+    assert sorted(bodies) == sorted(expected)
 
 
 async def test_async_send_with_callback_and_sync_wrapper(cluster: LocalCluster) -> None:
