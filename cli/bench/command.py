@@ -104,6 +104,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=positive_int, default=1, help="measured runs, one JSON line each (default 1)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop")
     p.add_argument(
+        "--client", choices=["async", "sync"], default="async",
+        help="produce --mode seq only: 'sync' sends from a thread over blocking sockets, as SyncProducer.send does",
+    )  # fmt: skip
+    p.add_argument(
         "--profile-broker",
         metavar="PATH",
         default=None,
@@ -144,6 +148,8 @@ def register(sub: Any) -> None:
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
     verb = "consume" if args.verb == "backlog" else args.verb
+    if args.client == "sync" and (verb != "produce" or args.mode != "seq"):
+        raise ConfigError("--client sync measures one-at-a-time sends: use it with produce --mode seq")
     return BenchOptions(
         verb=verb,
         mode=args.mode,
@@ -164,6 +170,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         consume_budget=args.consume_budget,
         backlog=getattr(args, "backlog", None),
         loop=args.loop,
+        client=args.client,
     )
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from krocket.cli.bench import stats
 from krocket.cli.bench.system import CpuMeter, rss_kib
-from krocket.client import Admin, Message, MessageQueue, Producer, PullConsumer, PullStatus, SendStatus
+from krocket.client import Admin, Message, MessageQueue, Producer, PullConsumer, PullStatus, SendResult, SendStatus
 from krocket.common.message import MessageExt
+from krocket.common.remoting.blocking import BlockingConnectionPool
 
 MODES = ("seq", "window", "batch")
 VERBS = ("produce", "consume", "e2e")
@@ -50,6 +51,7 @@ class BenchOptions:
     consume_budget: float | None = None
     backlog: int | None = None
     loop: str = "asyncio"
+    client: str = "async"  # "sync": one-at-a-time sends on a thread over blocking sockets (SyncProducer's path)
 
     @property
     def inflight(self) -> int:
@@ -151,6 +153,24 @@ class ProduceState:
     latencies: stats.LatencyRecorder = field(default_factory=stats.LatencyRecorder)
     first_error: str | None = None
 
+    def running(self) -> bool:
+        return self.claimed < self.limit and time.perf_counter() < self.deadline and self.errors < MAX_ERRORS
+
+    def sent(self, k: int, secs: float, result: SendResult, progress: Progress) -> None:
+        if result.status is not SendStatus.SEND_OK:
+            self.statuses[result.status.value] = self.statuses.get(result.status.value, 0) + k
+        self.latencies.add(secs, k)
+        self.done += k
+        progress.produced += k
+
+    def failed(self, k: int, exc: Exception, progress: Progress) -> None:
+        """Count a failed send and keep going (bounded by MAX_ERRORS); its messages are claimed again."""
+        self.errors += 1
+        self.claimed -= k
+        if self.first_error is None:
+            self.first_error = repr(exc)
+            progress.log(f"send failed: {exc!r}")
+
 
 def payload(size: int) -> bytes:
     """A fixed incompressible-looking body of ``size`` bytes (repeatable between runs)."""
@@ -183,7 +203,7 @@ async def produce(
     per_request = opts.msgs_per_request
 
     async def worker(producer: Producer) -> None:
-        while state.claimed < state.limit and time.perf_counter() < state.deadline and state.errors < MAX_ERRORS:
+        while state.running():
             k = min(per_request, state.limit - state.claimed)
             state.claimed += k
             if pacer is not None:
@@ -195,23 +215,38 @@ async def produce(
                     result = await producer.send_batch(msgs)
                 else:
                     result = await producer.send(msgs[0])
-            except Exception as exc:  # count it, keep going (bounded by MAX_ERRORS)
-                state.errors += 1
-                state.claimed -= k
-                if state.first_error is None:
-                    state.first_error = repr(exc)
-                    progress.log(f"send failed: {exc!r}")
+            except Exception as exc:
+                state.failed(k, exc, progress)
                 continue
-            d = time.perf_counter() - t
-            if result.status is not SendStatus.SEND_OK:
-                state.statuses[result.status.value] = state.statuses.get(result.status.value, 0) + k
-            state.latencies.add(d, k)
-            state.done += k
-            progress.produced += k
+            state.sent(k, time.perf_counter() - t, result, progress)
 
     t0 = time.perf_counter()
     tasks = [worker(p) for p in producers for _ in range(opts.inflight)]
     await asyncio.wait_for(asyncio.gather(*tasks), max(state.deadline - t0, 0) + DRAIN_TIMEOUT_S)
+    return time.perf_counter() - t0
+
+
+def produce_blocking(producer: Producer, topic: str, opts: BenchOptions, state: ProduceState,
+                     progress: Progress) -> float:
+    """``--client sync``: one-at-a-time sends on this (worker) thread over blocking sockets, as
+    ``SyncProducer.send`` does once the route is known; returns the elapsed seconds."""
+    pool = BlockingConnectionPool(connect_timeout=producer.send_timeout)
+    msg = Message(topic, payload(opts.size))
+    t0 = time.perf_counter()
+    try:
+        while state.running():
+            state.claimed += 1
+            t = time.perf_counter()
+            try:
+                result = producer.send_blocking(msg, pool.request)
+                if result is None:
+                    raise RuntimeError(f"the route of {topic} is not cached after the warm-up send")
+            except Exception as exc:
+                state.failed(1, exc, progress)
+                continue
+            state.sent(1, time.perf_counter() - t, result, progress)
+    finally:
+        pool.close()
     return time.perf_counter() - t0
 
 
@@ -380,7 +415,10 @@ async def run_produce(session: Session, broker_pid: int | None = None) -> dict[s
     state = ProduceState(limit=opts.n, deadline=time.perf_counter() + opts.duration)
     progress.phase = f"produce {opts.mode}"
     meter = CpuMeter(broker_pid)
-    secs = await produce(session.producers, session.topic, opts, state, progress)
+    if opts.client == "sync":
+        secs = await asyncio.to_thread(produce_blocking, session.producers[0], session.topic, opts, state, progress)
+    else:
+        secs = await produce(session.producers, session.topic, opts, state, progress)
     cpu = {"produce": meter.per_msg_us(state.done)}
     prod = stats.produce_summary(state.latencies.samples, state.done, secs)
     end = await queue_offsets(c0, session.queues)
@@ -522,6 +560,7 @@ async def run_once(namesrv: str, opts: BenchOptions, progress: Progress, broker_
         window=opts.window_msgs if opts.verb != "consume" else 0,
         verb=opts.verb,
         loop=opts.loop,
+        client=opts.client,
         flush=opts.flush,
         replication=opts.replication,
         pinned=opts.pin,

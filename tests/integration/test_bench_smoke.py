@@ -13,6 +13,7 @@ SHORT = ["--n", "3000", "--duration", "1", "--consume-budget", "20", "--json", "
 
 CASES = {
     "produce-seq": ["produce", "--mode", "seq", *SHORT],
+    "produce-seq-sync-client": ["produce", "--mode", "seq", "--client", "sync", *SHORT],
     "produce-window": ["produce", "--mode", "window", "--window", "32", *SHORT],
     "produce-batch-sync-flush": ["produce", "--mode", "batch", "--batch", "50", "--flush", "sync", *SHORT],
     "consume": ["consume", "--backlog", "2000", *SHORT],
@@ -48,6 +49,7 @@ def test_bench_mode_produces_and_consumes(case: str) -> None:
     assert "send_errors" not in r and "pull_errors" not in r
     if case.startswith("produce"):
         assert r["mode"] == case.split("-")[1] and r["produce"]["p99_us"] >= r["produce"]["p50_us"] > 0
+    assert r["client"] == ("sync" if case == "produce-seq-sync-client" else "async")
     if case == "produce-batch-sync-flush":
         assert r["flush"] == "sync" and r["batch"] == 50
     if case == "e2e":
@@ -80,3 +82,11 @@ def test_bench_floor_rejects_a_bad_count() -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and "must be at least 1" in proc.stderr
+
+
+def test_bench_sync_client_only_measures_one_at_a_time_sends() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "bench", "produce", "--mode", "batch", "--client", "sync"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "use it with produce --mode seq" in proc.stderr
