@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from krocket.common.codes import RequestCode, ResponseCode
@@ -263,13 +263,9 @@ class Producer:
         if selector is not None:
             queue = selector(list(queues), msg, arg)
             return self._send_blocking_to(request, queue, props, body, sys_flag, msg.flag, uniq, timeout)
-        deadline = time.monotonic() + timeout
         last_failed: str | None = None
         error: Exception | None = None
-        for attempt in range(1 + self.retries):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        for attempt, remaining in self._attempts(timeout):
             queue = self._selector.select(queues, last_failed)
             try:
                 result = self._send_blocking_to(request, queue, props, body, sys_flag, msg.flag, uniq, remaining)
@@ -290,6 +286,15 @@ class Producer:
         cmd = broker_api.command(RequestCode.SEND_MESSAGE_V2, header, body)
         return broker_api.send_result(request(addr, cmd, timeout), queue, uniq)
 
+    def _attempts(self, timeout: float) -> Iterator[tuple[int, float]]:
+        """(attempt number, seconds left) for each try a send gets: 1 + ``retries`` within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        for attempt in range(1 + self.retries):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            yield attempt, remaining
+
     @staticmethod
     def _retryable(exc: Exception) -> Exception:
         """``exc`` when another attempt may help; raises it otherwise."""
@@ -305,13 +310,9 @@ class Producer:
 
     async def _send_with_retries(self, topic: str, props: dict[str, str], body: bytes, sys_flag: int,
                                  flag: int, batch: bool, uniq: str, timeout: float | None) -> SendResult:
-        deadline = time.monotonic() + (timeout or self.send_timeout)
         last_failed: str | None = None
         error: Exception | None = None
-        for attempt in range(1 + self.retries):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        for attempt, remaining in self._attempts(timeout or self.send_timeout):
             queues = await self._publish_info(topic)
             queue = self._selector.select(queues, last_failed)
             try:
