@@ -102,7 +102,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--consume-budget", type=_non_negative_float, default=None, help="consume-phase limit, seconds")
     p.add_argument("--runs", type=positive_int, default=1, help="measured runs, one JSON line each (default 1)")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop")
+    p.add_argument(
+        "--loop", choices=["asyncio", "uvloop"], default=argparse.SUPPRESS,
+        help="event loop of this client and of the --local cluster (default: the global --loop)",
+    )  # fmt: skip
     p.add_argument(
         "--client", choices=["async", "sync"], default="async",
         help="produce --mode seq only: 'sync' sends from a thread over blocking sockets, as SyncProducer.send does",
@@ -169,7 +172,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         commit_every=args.commit_every,
         consume_budget=args.consume_budget,
         backlog=getattr(args, "backlog", None),
-        loop=args.loop,
+        loop=getattr(args, "loop", "asyncio"),  # the global --loop unless the bench verb has its own
         client=args.client,
     )
 

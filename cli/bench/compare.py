@@ -92,7 +92,8 @@ def register(verbs: Any) -> None:
     p.add_argument("--backlog", type=int, default=1_000_000, help="messages of the backlog row (default 1000000)")
     p.add_argument("--rate", type=float, default=20_000, help="offered rate of the e2e row (default 20000)")
     p.add_argument("--only", default=None, help="comma-separated krocket rows to run (default all)")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="krocket client event loop")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default=argparse.SUPPRESS,
+                   help="event loop of krocket's clients and local clusters (default: the global --loop)")
     p.add_argument("--out", default=str(DEFAULT_DOC), help=f"Markdown file to update (default {DEFAULT_DOC})")
     p.add_argument("--results", default=None, help="also append every JSON line to this file")
     p.add_argument("--reuse", default=None,

@@ -84,6 +84,17 @@ def test_bench_floor_rejects_a_bad_count() -> None:
     assert proc.returncode == 2 and "must be at least 1" in proc.stderr
 
 
+def test_the_global_loop_option_reaches_the_bench_and_its_cluster() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "--log-level", "WARNING", "--loop", "uvloop", "bench", "produce",
+         "--mode", "seq", *SHORT, "--local"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["loop"] == "uvloop" and r["produce"]["msgs"] > 0
+
+
 def test_bench_sync_client_only_measures_one_at_a_time_sends() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "krocket.cli.main", "bench", "produce", "--mode", "batch", "--client", "sync"],
