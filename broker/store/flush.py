@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +25,9 @@ from .commitlog import CommitLog
 from .config import StoreConfig
 
 log = logging.getLogger(__name__)
+
+INLINE_SLOW_S = 0.002  # an inline fdatasync slower than this ...
+INLINE_BACKOFF_S = 1.0  # ... moves the rounds of the next second to the worker thread
 
 # Returns dup'ed descriptors to fdatasync and a function to run (in the worker) once they are synced.
 LogicsPrepare = Callable[[], tuple[list[int], Callable[[], None]]]
@@ -63,6 +67,7 @@ class FlushService:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._kick: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._inline_off_until = 0.0
         self.sync_rounds = 0
 
     @property
@@ -76,14 +81,24 @@ class FlushService:
 
     # -- one round each --------------------------------------------------------------------------------
     def _flush_inline(self) -> bool:
-        """One group commit round on the loop thread if little is pending and no threaded round runs."""
+        """One group commit round on the loop thread if little is pending, no threaded round runs and the
+        disk has been quick: an inline sync slower than ``INLINE_SLOW_S`` sends the rounds of the next
+        ``INLINE_BACKOFF_S`` to the worker thread, so a slow disk stalls the loop at most once a second."""
         lock, _ = self._locks()
         if lock.locked():
+            return False
+        now = time.monotonic()
+        if now < self._inline_off_until:
             return False
         before = self.commitlog.flushed
         target = self.commitlog.sync_inline(self.config.sync_flush_inline_bytes)
         if target is None:
             return False
+        took = time.monotonic() - now
+        if took > INLINE_SLOW_S:
+            self._inline_off_until = now + took + INLINE_BACKOFF_S
+            log.info("an fdatasync on the event loop took %.1f ms; syncing in the worker thread for %.0f s",
+                     took * 1000, INLINE_BACKOFF_S)
         if target > before:
             self.sync_rounds += 1
         self._wake(self.commitlog.flushed)

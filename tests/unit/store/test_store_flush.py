@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,36 @@ async def test_small_sync_flush_rounds_run_on_the_loop_and_large_ones_in_the_wor
         assert store.flushed_offset >= large[-1].end_offset
         assert threaded == [1]  # ~10 KiB pending: handed to the worker thread
         assert store.flusher.sync_rounds == rounds + 1
+    finally:
+        await store.stop_background()
+
+
+async def test_a_slow_inline_sync_sends_the_next_rounds_to_the_worker(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(flush_mode="SYNC_FLUSH")
+    threaded: list[int] = []
+    real_sync, real_worker = os.fdatasync, flush_module.fdatasync_all
+
+    def slow_sync(fd: int) -> None:
+        time.sleep(flush_module.INLINE_SLOW_S * 2)
+        real_sync(fd)
+
+    def counting(fds: list[int]) -> None:
+        threaded.append(len(fds))
+        real_worker(fds)
+
+    monkeypatch.setattr(flush_module, "fdatasync_all", counting)
+    store.start_background()
+    try:
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+        first = store.put_message("S", 0, b"x", {})
+        await store.wait_flushed(first.end_offset)
+        assert threaded == []  # synced inline, slowly
+        monkeypatch.setattr(os, "fdatasync", real_sync)
+        second = store.put_message("S", 0, b"y", {})
+        await store.wait_flushed(second.end_offset)
+        assert threaded == [1] and store.flushed_offset >= second.end_offset  # the worker took over
     finally:
         await store.stop_background()
 
