@@ -233,11 +233,10 @@ class IndexService:
     def put_many(self, entries: list[tuple[str, int]], ts: int) -> None:
         """Index (key, commit log offset) pairs stored at ``ts``."""
         f = self._current
-        crc32 = zlib.crc32
         for key, phy in entries:
             if f is None or f.full or not f.fits_time(ts):
                 f = self._roll(ts)
-            f.put(crc32(key.encode()) & 0x7FFFFFFF, phy, ts)
+            f.put(key_hash(key), phy, ts)
         if f is not None and len(f._pending) >= self.pending_limit * ENTRY_BYTES:
             f.write_entries()
 

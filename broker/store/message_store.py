@@ -386,10 +386,7 @@ class MessageStore:
             cq.append(phy, total, tcode)
         if self._index_enabled and properties:
             self._index_keys(topic, properties, phy, now)
-        if self._loop is not None and not self._commit_scheduled:
-            self._commit_scheduled = True
-            if not self._commit_held:
-                self._loop.call_soon(self.commit)
+        self._schedule_commit()
         if cq is not None and self._listeners:
             for cb in self._listeners:
                 cb(topic, queue_id, qoff + 1, tcode)
@@ -422,11 +419,11 @@ class MessageStore:
         if raw_properties is not None and len(raw_properties) != len(items):
             raise ValueError("raw_properties must have one entry per item")
         max_body = self._max_body
-        for k, (body, properties, flag) in enumerate(items):
+        for pos, (body, properties, flag) in enumerate(items):
             if len(body) > max_body:
                 raise MessageIllegalError(f"message body is {len(body)} bytes; at most {max_body} allowed")
             if raw_properties is not None:
-                props = raw_properties[k]
+                props = raw_properties[pos]
             else:
                 props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
             if len(props) > MAX_PROPERTIES_BYTES:

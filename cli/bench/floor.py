@@ -65,7 +65,7 @@ class _EchoServer(asyncio.Protocol):
             self._transport.write(self._reply * answers)
 
 
-async def _serve_echo(loop_name: str) -> None:
+async def _serve_echo() -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_EchoServer, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
@@ -128,15 +128,15 @@ class _EchoClient(asyncio.Protocol):
     def __init__(self) -> None:
         self.waiter: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
-        self._read_frame_bytes = 0
+        self._unanswered_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self._read_frame_bytes += len(data)
-        if self._read_frame_bytes >= REPLY_BYTES and self.waiter is not None and not self.waiter.done():
-            self._read_frame_bytes -= REPLY_BYTES
+        self._unanswered_bytes += len(data)
+        if self._unanswered_bytes >= REPLY_BYTES and self.waiter is not None and not self.waiter.done():
+            self._unanswered_bytes -= REPLY_BYTES
             self.waiter.set_result(None)
 
 
@@ -290,9 +290,9 @@ def _main() -> None:
         if loop_name == "uvloop":
             import uvloop
 
-            uvloop.run(_serve_echo(loop_name))
+            uvloop.run(_serve_echo())
         else:
-            asyncio.run(_serve_echo(loop_name))
+            asyncio.run(_serve_echo())
         return
     raise SystemExit("usage: python -m krocket.cli.bench.floor --serve-echo asyncio|uvloop")
 
