@@ -2,9 +2,6 @@
 # Sets up a virtual environment (once) and runs a local cluster: `krocket local up` with any extra flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The repo root holds a folder named operator/ (krocket.operator): never let Python put the current
-# directory on sys.path, where it would shadow the standard library's operator module.
-export PYTHONSAFEPATH=1
 VENV="${KROCKET_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

@@ -3,9 +3,6 @@
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -k broker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The repo root holds a folder named operator/ (krocket.operator): never let Python put the current
-# directory on sys.path, where it would shadow the standard library's operator module.
-export PYTHONSAFEPATH=1
 VENV="${KROCKET_VENV:-.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV" >&2

@@ -99,7 +99,7 @@ def venv_bin(tmp_path_factory) -> Path:
         timeout=300,
     )
     where = subprocess.run(
-        [str(py), "-c", "import krocket.operator.main, krocket.broker, krocket.namesrv; print(krocket.__file__)"],
+        [str(py), "-c", "import krocket.operator.main, krocket.broker, krocket.namesrv as m; print(m.__file__)"],
         check=True, capture_output=True, text=True, cwd=tmp,
     ).stdout  # fmt: skip
     assert str(env_dir) in where, f"krocket imported from {where}, not from the wheel"

@@ -1,0 +1,336 @@
+"""The commit log: one append-only log of records for all topics (RocketMQ's ``CommitLog``).
+
+Appends are gathered in a small user-space buffer that belongs to the last segment and is written out
+(``commit``) with one ``pwrite`` when it grows past ``commit_buffer_bytes``, when a read needs its bytes,
+before a flush, and once per event loop iteration when the store runs in a loop. Flushing (``fdatasync``)
+is the flush service's business; this module only says which descriptors cover which range.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+
+from krocket.common.errors import MessageIllegalError
+from krocket.common.message import (
+    BLANK_MAGIC,
+    MAGIC_V1,
+    MAGIC_V2,
+    RECORD_FIXED_BYTES,
+    SYSFLAG_BORNHOST_V6,
+    SYSFLAG_STOREHOST_V6,
+)
+
+from .config import StoreConfig
+from .mapped_file_queue import MappedFileQueue, Segment
+
+log = logging.getLogger(__name__)
+
+# The record head with both hosts as raw 8 bytes (4-byte IPv4 + big-endian i32 port is exactly the packed
+# host), so encoding needs no per-message unpacking of hosts. Same layout as common.message.RECORD_HEAD.
+RECORD = struct.Struct(">iiiiiqqiq8sq8siqi")
+assert RECORD.size == RECORD_FIXED_BYTES
+BLANK = struct.Struct(">ii")
+BLANK_MIN_BYTES = BLANK.size
+TOTAL_MAGIC = struct.Struct(">ii")
+I16 = struct.Struct(">h")
+I64 = struct.Struct(">q")
+POS_STORE_TIMESTAMP = 56
+RECORD_MIN_BYTES = RECORD_FIXED_BYTES + 1 + 2
+
+
+def record_overhead(topic_len: int, props_len: int) -> int:
+    return RECORD_FIXED_BYTES + 1 + topic_len + 2 + props_len
+
+
+@dataclass(slots=True)
+class RecordMeta:
+    """What dispatching needs from a record, without copying its body."""
+
+    phy: int
+    size: int
+    queue_id: int
+    queue_offset: int
+    sys_flag: int
+    store_timestamp: int
+    topic: str
+    properties: bytes
+
+
+class BadRecord(Exception):
+    """A record that is torn, has a wrong magic, a wrong offset or fails its CRC."""
+
+
+def parse_record(buf: bytes | memoryview, pos: int, phy: int, check_crc: bool) -> RecordMeta:
+    """Validate the record at ``pos`` in ``buf`` (expected at global offset ``phy``) and return its meta.
+
+    ``buf`` must hold the whole record; raises ``BadRecord`` when anything is off.
+    """
+    n = len(buf)
+    if n - pos < RECORD_FIXED_BYTES:
+        raise BadRecord(f"record head at {phy} is torn")
+    (
+        total,
+        magic,
+        crc,
+        queue_id,
+        _flag,
+        queue_offset,
+        phys,
+        sys_flag,
+        _born_ts,
+        _born_host,
+        store_ts,
+        _store_host,
+        _reconsume,
+        _prepared,
+        body_len,
+    ) = RECORD.unpack_from(buf, pos)
+    if magic != MAGIC_V1 and magic != MAGIC_V2:
+        raise BadRecord(f"bad magic {magic} at {phy}")
+    if total < RECORD_MIN_BYTES or pos + total > n:
+        raise BadRecord(f"record size {total} at {phy} runs past the data")
+    if phys != phy:
+        raise BadRecord(f"record at {phy} claims physical offset {phys}")
+    if sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6):
+        raise BadRecord(f"record at {phy} has IPv6 hosts")
+    p = pos + RECORD_FIXED_BYTES
+    if body_len < 0 or p + body_len > pos + total:
+        raise BadRecord(f"body length {body_len} at {phy} runs past the record")
+    body_end = p + body_len
+    p = body_end
+    if magic == MAGIC_V1:
+        if p + 1 > pos + total:
+            raise BadRecord(f"topic length of record at {phy} runs past the record")
+        topic_len = buf[p]
+        p += 1
+    else:
+        if p + 2 > pos + total:
+            raise BadRecord(f"topic length of record at {phy} runs past the record")
+        (topic_len,) = I16.unpack_from(buf, p)
+        p += 2
+    if topic_len < 0 or p + topic_len + 2 > pos + total:
+        raise BadRecord(f"topic of record at {phy} runs past the record")
+    topic = bytes(buf[p : p + topic_len]).decode(errors="replace")
+    p += topic_len
+    (props_len,) = I16.unpack_from(buf, p)
+    p += 2
+    if props_len < 0 or p + props_len != pos + total:
+        raise BadRecord(f"record at {phy} has inconsistent lengths")
+    if check_crc and zlib.crc32(buf[pos + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != crc:
+        raise BadRecord(f"body CRC mismatch in record at {phy}")
+    return RecordMeta(phy, total, queue_id, queue_offset, sys_flag, store_ts, topic, bytes(buf[p : p + props_len]))
+
+
+def peek_head(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """(total size, magic) of the record at ``pos``."""
+    return TOTAL_MAGIC.unpack_from(buf, pos)
+
+
+class CommitLog:
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.segment_bytes = config.commitlog_segment_bytes
+        self.files = MappedFileQueue(config.commitlog_dir, self.segment_bytes)
+        self._buf = bytearray()
+        self._commit_limit = config.commit_buffer_bytes
+        # Global offsets: [committed, wrote) sits in the buffer; everything below is in the files.
+        self.committed = 0
+        self.wrote = 0
+        self.flushed = 0
+        self._tail_room = 0  # bytes left in the last segment after ``wrote``
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def load(self) -> None:
+        self.files.load()
+        self.reload_positions()
+        self.flushed = self.wrote
+
+    def reload_positions(self) -> None:
+        self._buf.clear()
+        self.committed = self.wrote = self.files.max_offset
+        last = self.files.last
+        self._tail_room = last.capacity - last.wrote if last is not None else 0
+
+    def truncate_to(self, offset: int) -> int:
+        """Cut the log at ``offset`` (inside or at the end of the existing segments)."""
+        self.commit()
+        cut = self.files.truncate_to(offset)
+        self.reload_positions()
+        self.flushed = min(self.flushed, self.wrote)
+        return cut
+
+    def close(self) -> None:
+        self.commit()
+        self.files.close()
+
+    def abandon(self) -> None:
+        """Drop the descriptors and the unwritten buffer, as a killed process would."""
+        self._buf.clear()
+        self.files.close()
+
+    # -- appending -------------------------------------------------------------------------------------
+    @property
+    def min_offset(self) -> int:
+        return self.files.min_offset
+
+    @property
+    def max_offset(self) -> int:
+        return self.wrote
+
+    def reserve(self, size: int) -> int:
+        """Make room for ``size`` contiguous bytes in the last segment and return their global offset.
+
+        A record never spans segments: when it does not fit the tail (keeping room for a BLANK record of at
+        least 8 bytes), the tail is padded with a BLANK record and the log rolls to a new segment.
+        """
+        if size + BLANK_MIN_BYTES <= self._tail_room:
+            return self.wrote
+        if size + BLANK_MIN_BYTES > self.segment_bytes:
+            raise MessageIllegalError(
+                f"a record of {size} bytes does not fit a commit log segment of {self.segment_bytes} bytes"
+            )
+        self._roll()
+        return self.wrote
+
+    def _roll(self) -> None:
+        last = self.files.last
+        if last is not None and not last.full:
+            self.commit()
+            room = last.capacity - last.wrote
+            last.write(BLANK.pack(room, BLANK_MAGIC), last.wrote)
+            last.truncate(last.capacity)  # the rest of the blank reads as zeros (sparse)
+        start = last.start + last.capacity if last is not None else 0
+        seg = self.files.create(start)
+        self.wrote = self.committed = seg.start
+        self._tail_room = seg.capacity
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes reserved with ``reserve``."""
+        self._buf += data
+        n = len(data)
+        self.wrote += n
+        self._tail_room -= n
+        if len(self._buf) >= self._commit_limit:
+            self.commit()
+
+    def append3(self, head: bytes, body: bytes, tail: bytes) -> None:
+        buf = self._buf
+        buf += head
+        buf += body
+        buf += tail
+        n = len(head) + len(body) + len(tail)
+        self.wrote += n
+        self._tail_room -= n
+        if len(buf) >= self._commit_limit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the buffered appends into the last segment."""
+        if not self._buf:
+            return
+        seg = self.files.last
+        assert seg is not None
+        seg.write(self._buf, self.committed - seg.start)
+        self.committed = self.wrote
+        self._buf.clear()
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+    # -- raw appends (replication) ---------------------------------------------------------------------
+    def append_raw(self, data: bytes | memoryview) -> None:
+        """Append bytes that already are records (and BLANK padding), split at segment boundaries."""
+        view = memoryview(data)
+        while view:
+            self.commit()
+            last = self.files.last
+            if last is None or last.full:
+                start = last.start + last.capacity if last is not None else self.wrote
+                last = self.files.create(start)
+            self.commit()
+            take = min(len(view), last.capacity - last.wrote)
+            last.write(view[:take], last.wrote)
+            self.wrote = self.committed = last.end
+            self._tail_room = last.capacity - last.wrote
+            view = view[take:]
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at global ``offset``, never across a segment end."""
+        if offset + size > self.committed:
+            self.commit()
+        seg = self.files.find(offset)
+        if seg is None or offset >= seg.end:
+            return b""
+        pos = offset - seg.start
+        return seg.read(pos, min(size, seg.wrote - pos))
+
+    def read_record(self, offset: int) -> bytes | None:
+        """The record starting at ``offset``, or None when there is none (BLANK, out of range, torn)."""
+        if offset < self.min_offset or offset + RECORD_MIN_BYTES > self.wrote:
+            return None
+        head = self.read(offset, 4096)
+        if len(head) < BLANK.size:
+            return None
+        total, magic = TOTAL_MAGIC.unpack_from(head, 0)
+        if (magic != MAGIC_V1 and magic != MAGIC_V2) or total < RECORD_MIN_BYTES:
+            return None
+        if total > len(head):
+            head = self.read(offset, total)
+        if len(head) < total:
+            return None
+        return head[:total] if len(head) > total else head
+
+    def store_timestamp_at(self, offset: int) -> int:
+        raw = self.read(offset + POS_STORE_TIMESTAMP, 8)
+        return I64.unpack(raw)[0] if len(raw) == 8 else -1
+
+    # -- flushing support ------------------------------------------------------------------------------
+    def sync_targets(self) -> tuple[int, list[int]]:
+        """Commit, then return the offset a flush now covers and dup'ed descriptors to fdatasync.
+
+        The descriptors are duplicates, so closing or deleting a segment meanwhile cannot hurt the flusher;
+        the caller closes them.
+        """
+        self.commit()
+        target = self.committed
+        fds: list[int] = []
+        if target > self.flushed:
+            for seg in self._segments_between(self.flushed, target):
+                fds.append(os.dup(seg.fd))
+        return target, fds
+
+    def sync_inline(self, limit: int) -> int | None:
+        """Commit and, when at most ``limit`` bytes are not yet on disk, fdatasync them right here (on the
+        caller's thread, on the segments' own descriptors) and return the offset now on disk; else None."""
+        self.commit()
+        target = self.committed
+        if target - self.flushed > limit:
+            return None
+        if target > self.flushed:
+            for seg in self._segments_between(self.flushed, target):
+                os.fdatasync(seg.fd)
+        self.mark_flushed(target)
+        return target
+
+    def _segments_between(self, begin: int, end: int) -> list[Segment]:
+        out = []
+        for seg in reversed(self.files.segments):
+            if seg.start >= end:
+                continue
+            if seg.start + seg.capacity <= begin:
+                break
+            out.append(seg)
+        return out
+
+    def mark_flushed(self, offset: int) -> None:
+        if offset > self.flushed:
+            self.flushed = offset
+
+    def segment_count(self) -> int:
+        return len(self.files.segments)

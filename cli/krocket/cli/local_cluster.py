@@ -1,0 +1,313 @@
+"""Runs name servers and broker groups as child processes on this machine (``krocket local up``, tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from krocket.common.errors import ConfigError
+
+GROUP_NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class ChildProcess:
+    """One name server or broker process; restartable on the same ports and data."""
+
+    role: str  # "namesrv" | "broker"
+    name: str
+    args: list[str]
+    data_dir: Path
+    log_path: Path
+    broker_name: str | None = None
+    broker_id: int | None = None
+    port: int = 0
+    http_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ports_file(self) -> Path:
+        return self.data_dir / f"{self.name}.ports.json"
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "krocket.cli.main", self.role, *self.args, "--ports-file", str(self.ports_file)]
+        if self.port:  # restart on the ports it had
+            cmd += ["--listen-port", str(self.port), "--http-port", str(self.http_port)]
+        return cmd
+
+    def start(self) -> None:
+        self.ports_file.unlink(missing_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+
+    def wait_ports(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.proc.returncode} during start; "
+                    f"last log lines:\n{self.tail_log()}"
+                )
+            try:
+                ports = json.loads(self.ports_file.read_text())
+                self.port, self.http_port = int(ports["port"]), int(ports["http_port"])
+                return
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s; log:\n{self.tail_log()}")
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def http_json(self, path: str, timeout: float = 2.0) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "name": self.name,
+            "brokerName": self.broker_name,
+            "brokerId": self.broker_id,
+            "pid": self.pid,
+            "port": self.port,
+            "httpPort": self.http_port,
+            "log": str(self.log_path),
+        }
+
+
+@dataclass
+class LocalCluster:
+    data_dir: Path
+    namesrvs: list[ChildProcess] = field(default_factory=list)
+    brokers: list[ChildProcess] = field(default_factory=list)
+
+    @property
+    def namesrv_addr(self) -> str:
+        return ";".join(n.addr for n in self.namesrvs)
+
+    @property
+    def children(self) -> list[ChildProcess]:
+        return [*self.namesrvs, *self.brokers]
+
+    @classmethod
+    def plan(
+        cls,
+        data_dir: Path,
+        namesrvs: int = 1,
+        groups: int = 2,
+        flush: str = "async",
+        first_namesrv_port: int = 0,
+        auto_create: bool = True,
+        cluster_name: str = "DefaultCluster",
+        segment_bytes: int | None = None,
+        extra_broker_args: list[str] | None = None,
+        slaves: int = 0,
+        replication: str = "async",
+    ) -> LocalCluster:
+        if slaves < 0:
+            raise ConfigError("the number of slaves per group must not be negative")
+        if namesrvs < 1 or groups < 1:
+            raise ConfigError("a local cluster needs at least one name server and one broker group")
+        if groups > len(GROUP_NAMES):
+            raise ConfigError(f"at most {len(GROUP_NAMES)} broker groups")
+        data_dir = data_dir.resolve()
+        cluster = cls(data_dir)
+        logs = data_dir / "logs"
+        for i in range(namesrvs):
+            port = first_namesrv_port if i == 0 and first_namesrv_port else 0
+            args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0"]
+            cluster.namesrvs.append(ChildProcess("namesrv", f"namesrv-{i}", args, data_dir, logs / f"namesrv-{i}.log"))
+        flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
+        master_role = {"async": "ASYNC_MASTER", "sync": "SYNC_MASTER"}[replication]
+        for g in range(groups):
+            name = f"broker-{GROUP_NAMES[g]}"
+            for broker_id in range(slaves + 1):
+                args = [
+                    "--host",
+                    "127.0.0.1",
+                    "--broker-name",
+                    name,
+                    "--broker-id",
+                    str(broker_id),
+                    "--cluster",
+                    cluster_name,
+                    "--store-dir",
+                    str(data_dir / name / str(broker_id)),
+                    "--flush",
+                    flush_type,
+                    "--role",
+                    master_role if broker_id == 0 else "SLAVE",
+                    "--listen-port",
+                    "0",
+                    "--http-port",
+                    "0",
+                    "--ha-port",
+                    "0",
+                    "--auto-create-topic" if auto_create else "--no-auto-create-topic",
+                ]
+                if segment_bytes:
+                    args += ["--segment-bytes", str(segment_bytes)]
+                args += extra_broker_args or []
+                cluster.brokers.append(
+                    ChildProcess(
+                        "broker",
+                        f"{name}-{broker_id}",
+                        args,
+                        data_dir,
+                        logs / f"{name}-{broker_id}.log",
+                        broker_name=name,
+                        broker_id=broker_id,
+                    )
+                )
+        return cluster
+
+    def start(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"data directory {self.data_dir} is not writable: {exc.strerror}") from None
+        for ns in self.namesrvs:
+            progress(f"starting {ns.name}")
+            ns.start()
+        for ns in self.namesrvs:
+            ns.wait_ports(timeout)
+            progress(f"{ns.name} listening on {ns.addr}")
+        for broker in self.brokers:
+            if "--namesrv" not in broker.args:
+                broker.args += ["--namesrv", self.namesrv_addr]
+            progress(f"starting {broker.name}")
+            broker.start()
+        for broker in self.brokers:
+            broker.wait_ports(timeout)
+        self.wait_registered(progress, timeout)
+
+    def wait_registered(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
+        """Wait until every running broker is registered with every name server."""
+        deadline = time.monotonic() + timeout
+        pending = {b.name for b in self.brokers if b.is_running()}
+        while pending and time.monotonic() < deadline:
+            for broker in self.brokers:
+                if broker.name not in pending:
+                    continue
+                if not broker.is_running():
+                    raise RuntimeError(
+                        f"{broker.name} exited with code {broker.proc.returncode if broker.proc else '?'}; "
+                        f"last log lines:\n{broker.tail_log()}"
+                    )
+                try:
+                    info = broker.http_json("/api/v1/broker")
+                except (OSError, urllib.error.URLError, ValueError):
+                    continue
+                following = broker.broker_id in (None, 0) or bool(info.get("replication", {}).get("master"))
+                if len(info.get("nameServers", [])) >= len(self.namesrvs) and following:
+                    pending.discard(broker.name)
+                    role = "master" if broker.broker_id in (None, 0) else "slave, following its master"
+                    progress(f"{broker.name} ({role}) serving on {broker.addr}, registered with "
+                             f"{len(self.namesrvs)} name server(s)")
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise RuntimeError(f"brokers {', '.join(sorted(pending))} did not register within {timeout:.0f}s")
+
+    def write_state(self) -> Path:
+        path = self.data_dir / "cluster.json"
+        tmp = path.with_name("cluster.json.tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "namesrvAddr": self.namesrv_addr,
+                    "dataDir": str(self.data_dir),
+                    "supervisorPid": os.getpid(),
+                    "processes": [c.describe() for c in self.children],
+                },
+                indent=2,
+            )
+        )
+        os.replace(tmp, path)
+        return path
+
+    def stop(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        for child in reversed(self.children):  # brokers first: they unregister from the name servers
+            if child.is_running():
+                progress(f"stopping {child.name}")
+            code = child.stop()
+            if code not in (None, 0, -signal.SIGTERM):
+                progress(f"{child.name} exited with code {code}")
+
+    def broker(self, name: str) -> ChildProcess:
+        for b in self.brokers:
+            if b.name == name or b.broker_name == name:
+                return b
+        raise KeyError(name)
+
+
+def read_state(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "cluster.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no local cluster state at {path}; start one with `krocket local up`") from None

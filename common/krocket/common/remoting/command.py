@@ -1,0 +1,262 @@
+"""The remoting command and its frame codec (RocketMQ's ``RemotingCommand``).
+
+Frame: ``length:i32 | serType<<24 | headerLen:i32 | header | body`` with ``length = 4 + headerLen +
+bodyLen``. The header is JSON (serType 0) or RocketMQ's binary form (serType 1); a response is sent in the
+serialization of its request.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from krocket.common.codes import FLAG_ONEWAY, FLAG_RESPONSE, KROCKET_VERSION, LanguageCode
+from krocket.common.errors import FrameError
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+SERIALIZE_JSON = 0
+SERIALIZE_ROCKETMQ = 1
+
+_INT = struct.Struct(">i")
+_FRAME_PREFIX = struct.Struct(">ii")
+_BINARY_FIXED = struct.Struct(">hbhii")
+
+_LANGUAGE_BY_NAME = {lang.name: lang for lang in LanguageCode}
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json_decode = json.JSONDecoder().decode
+
+
+class RemotingCommand:
+    """One request or response. ``ext_fields`` values are always strings on the wire."""
+
+    __slots__ = ("code", "opaque", "flag", "ext_fields", "remark", "body", "language", "version", "serialize")
+
+    def __init__(
+        self,
+        code: int,
+        opaque: int = 0,
+        flag: int = 0,
+        ext_fields: dict[str, str] | None = None,
+        remark: str | None = None,
+        body: bytes = b"",
+        language: int = LanguageCode.PYTHON,
+        version: int = KROCKET_VERSION,
+        serialize: int = SERIALIZE_JSON,
+    ) -> None:
+        self.code = code
+        self.opaque = opaque
+        self.flag = flag
+        self.ext_fields = ext_fields if ext_fields is not None else {}
+        self.remark = remark
+        self.body = body
+        self.language = language
+        self.version = version
+        self.serialize = serialize
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flag & FLAG_RESPONSE)
+
+    @property
+    def is_oneway(self) -> bool:
+        return bool(self.flag & FLAG_ONEWAY)
+
+    def response(
+        self, code: int, remark: str | None = None, ext_fields: dict[str, Any] | None = None, body: bytes = b""
+    ) -> RemotingCommand:
+        """A response to this request, in the request's serialization."""
+        fields = header_fields(ext_fields) if ext_fields else {}
+        return RemotingCommand(
+            code, self.opaque, FLAG_RESPONSE, fields, remark, body, LanguageCode.JAVA, KROCKET_VERSION, self.serialize
+        )
+
+    def __repr__(self) -> str:
+        kind = "response" if self.is_response else "request"
+        return (
+            f"RemotingCommand({kind} code={self.code} opaque={self.opaque} flag={self.flag} "
+            f"ext={self.ext_fields} remark={self.remark!r} body={len(self.body)}B)"
+        )
+
+
+def _as_wire_str(value: Any) -> str:
+    if value.__class__ is str:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def header_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Flatten a custom header to the wire form: every value a string, ``None`` dropped."""
+    return {k: _as_wire_str(v) for k, v in fields.items() if v is not None}
+
+
+def encode_header(cmd: RemotingCommand) -> bytes:
+    if cmd.serialize == SERIALIZE_ROCKETMQ:
+        return _encode_binary_header(cmd)
+    try:
+        language = LanguageCode(cmd.language).name
+    except ValueError:
+        language = "OTHER"
+    header: dict[str, Any] = {
+        "code": cmd.code,
+        "extFields": cmd.ext_fields,
+        "flag": cmd.flag,
+        "language": language,
+        "opaque": cmd.opaque,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": cmd.version,
+    }
+    if cmd.remark is not None:
+        header["remark"] = cmd.remark
+    return _json_encode(header).encode()
+
+
+def encode(cmd: RemotingCommand) -> bytes:
+    """The whole frame of ``cmd``, length prefix included."""
+    header = encode_header(cmd)
+    body = cmd.body
+    return b"".join(
+        (_FRAME_PREFIX.pack(4 + len(header) + len(body), (cmd.serialize << 24) | len(header)), header, body)
+    )
+
+
+def encode_parts(cmd: RemotingCommand) -> tuple[bytes, bytes]:
+    """The frame as (prefix + header, body), so a large body can be written without copying it."""
+    header = encode_header(cmd)
+    prefix = _FRAME_PREFIX.pack(4 + len(header) + len(cmd.body), (cmd.serialize << 24) | len(header))
+    return prefix + header, cmd.body
+
+
+def _encode_binary_header(cmd: RemotingCommand) -> bytes:
+    parts = [_BINARY_FIXED.pack(cmd.code, cmd.language, cmd.version, cmd.opaque, cmd.flag)]
+    remark = (cmd.remark or "").encode()
+    parts.append(_INT.pack(len(remark)))
+    parts.append(remark)
+    ext = bytearray()
+    for key, value in cmd.ext_fields.items():
+        k = key.encode()
+        v = str(value).encode()
+        ext += struct.pack(">h", len(k)) + k + _INT.pack(len(v)) + v
+    parts.append(_INT.pack(len(ext)))
+    parts.append(bytes(ext))
+    return b"".join(parts)
+
+
+def decode_frame(frame: bytes | memoryview) -> RemotingCommand:
+    """Decode one frame without its 4-byte length prefix. Raises ``FrameError`` when malformed."""
+    if len(frame) < 4:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than its header length field")
+    (marker,) = _INT.unpack_from(frame, 0)
+    serialize = (marker >> 24) & 0xFF
+    header_len = marker & 0xFFFFFF
+    if header_len > len(frame) - 4:
+        raise FrameError(f"header length {header_len} exceeds frame of {len(frame)} bytes")
+    header = bytes(frame[4 : 4 + header_len])
+    body = bytes(frame[4 + header_len :])
+    if serialize == SERIALIZE_JSON:
+        cmd = _decode_json_header(header)
+    elif serialize == SERIALIZE_ROCKETMQ:
+        cmd = _decode_binary_header(header)
+    else:
+        raise FrameError(f"unknown serialize type {serialize}")
+    cmd.body = body
+    return cmd
+
+
+def _decode_json_header(header: bytes) -> RemotingCommand:
+    try:
+        obj = _json_decode(header.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"header is not valid JSON: {exc}") from None
+    if obj.__class__ is not dict:
+        raise FrameError("JSON header is not an object")
+    code = obj.get("code")
+    if code.__class__ is not int:
+        raise FrameError("JSON header lacks an integer 'code'")
+    ext = obj.get("extFields") or {}
+    if ext.__class__ is not dict:
+        raise FrameError("JSON header 'extFields' is not an object")
+    for value in ext.values():  # values are strings on the wire; convert only when a peer sent others
+        if value.__class__ is not str:
+            ext = {str(k): v if isinstance(v, str) else _as_wire_str(v) for k, v in ext.items()}
+            break
+    language = obj.get("language", "JAVA")
+    lang = _LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER) if language.__class__ is str else language
+    try:
+        return RemotingCommand(
+            code,
+            int(obj.get("opaque", 0)),
+            int(obj.get("flag", 0)),
+            ext,
+            obj.get("remark"),
+            b"",
+            int(lang),
+            int(obj.get("version", 0)),
+            SERIALIZE_JSON,
+        )
+    except (TypeError, ValueError) as exc:
+        raise FrameError(f"JSON header has a field of the wrong type: {exc}") from None
+
+
+def _decode_binary_header(header: bytes) -> RemotingCommand:
+    try:
+        code, language, version, opaque, flag = _BINARY_FIXED.unpack_from(header, 0)
+        pos = _BINARY_FIXED.size
+        (remark_len,) = _INT.unpack_from(header, pos)
+        pos += 4
+        if remark_len < 0 or pos + remark_len > len(header):
+            raise FrameError("binary header remark runs past the header")
+        remark = header[pos : pos + remark_len].decode() if remark_len else None
+        pos += remark_len
+        (ext_len,) = _INT.unpack_from(header, pos)
+        pos += 4
+        end = pos + ext_len
+        if ext_len < 0 or end > len(header):
+            raise FrameError("binary header extFields run past the header")
+        ext: dict[str, str] = {}
+        while pos < end:
+            (key_len,) = struct.unpack_from(">h", header, pos)
+            pos += 2
+            key = header[pos : pos + key_len].decode()
+            pos += key_len
+            (val_len,) = _INT.unpack_from(header, pos)
+            pos += 4
+            if key_len < 0 or val_len < 0 or pos + val_len > end:
+                raise FrameError("binary header field runs past extFields")
+            ext[key] = header[pos : pos + val_len].decode()
+            pos += val_len
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise FrameError(f"binary header is malformed: {exc}") from None
+    return RemotingCommand(code, opaque, flag, ext, remark, b"", language, version, SERIALIZE_ROCKETMQ)
+
+
+class FrameDecoder:
+    """Incremental frame splitter: feed bytes, get whole commands. Enforces the frame size limit."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[RemotingCommand]:
+        buf = self._buf
+        buf += data
+        out: list[RemotingCommand] = []
+        pos = 0
+        n = len(buf)
+        with memoryview(buf) as view:
+            while n - pos >= 4:
+                (length,) = _INT.unpack_from(buf, pos)
+                if length < 4 or length > self.max_frame:
+                    raise FrameError(f"frame length {length} is outside 4..{self.max_frame}")
+                if n - pos - 4 < length:
+                    break
+                start = pos + 4
+                out.append(decode_frame(view[start : start + length]))
+                pos = start + length
+        if pos:
+            del buf[:pos]
+        return out

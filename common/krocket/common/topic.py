@@ -1,0 +1,102 @@
+"""Topic configuration and name rules (RocketMQ's ``TopicConfig`` and topic validation)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
+from krocket.common.errors import MessageIllegalError
+
+AUTO_CREATE_TOPIC_KEY = "TBW102"
+DEFAULT_QUEUE_NUMS = 8
+MAX_TOPIC_LENGTH = 127
+MAX_GROUP_LENGTH = 120
+RETRY_GROUP_PREFIX = "%RETRY%"
+DLQ_GROUP_PREFIX = "%DLQ%"
+
+_TOPIC_RE = re.compile(r"^[%|a-zA-Z0-9_-]+$")
+_GROUP_RE = re.compile(r"^[%|a-zA-Z0-9_.:-]+$")
+
+
+def validate_topic(topic: str) -> None:
+    """Raise ``MessageIllegalError`` naming the rule when ``topic`` is not a legal topic name."""
+    if not topic:
+        raise MessageIllegalError("topic name is empty")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise MessageIllegalError(f"topic name is {len(topic)} characters; at most {MAX_TOPIC_LENGTH} allowed")
+    if not _TOPIC_RE.match(topic):
+        raise MessageIllegalError(f"topic name {topic!r} may only contain letters, digits, '%', '|', '-', '_'")
+
+
+def validate_group(group: str) -> None:
+    if not group:
+        raise MessageIllegalError("group name is empty")
+    if len(group) > MAX_GROUP_LENGTH:
+        raise MessageIllegalError(f"group name is {len(group)} characters; at most {MAX_GROUP_LENGTH} allowed")
+    if not _GROUP_RE.match(group):
+        raise MessageIllegalError(f"group name {group!r} contains illegal characters")
+
+
+def retry_topic(group: str) -> str:
+    return RETRY_GROUP_PREFIX + group
+
+
+def is_readable(perm: int) -> bool:
+    return bool(perm & PERM_READ)
+
+
+def is_writeable(perm: int) -> bool:
+    return bool(perm & PERM_WRITE)
+
+
+@dataclass(slots=True)
+class TopicConfig:
+    topic_name: str
+    read_queue_nums: int = DEFAULT_QUEUE_NUMS
+    write_queue_nums: int = DEFAULT_QUEUE_NUMS
+    perm: int = PERM_READ_WRITE
+    topic_filter_type: str = "SINGLE_TAG"
+    topic_sys_flag: int = 0
+    order: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topicName": self.topic_name,
+            "readQueueNums": self.read_queue_nums,
+            "writeQueueNums": self.write_queue_nums,
+            "perm": self.perm,
+            "topicFilterType": self.topic_filter_type,
+            "topicSysFlag": self.topic_sys_flag,
+            "order": self.order,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TopicConfig:
+        config = cls(
+            topic_name=str(data["topicName"]),
+            read_queue_nums=int(data.get("readQueueNums", DEFAULT_QUEUE_NUMS)),
+            write_queue_nums=int(data.get("writeQueueNums", DEFAULT_QUEUE_NUMS)),
+            perm=int(data.get("perm", PERM_READ_WRITE)),
+            topic_filter_type=str(data.get("topicFilterType", "SINGLE_TAG")),
+            topic_sys_flag=int(data.get("topicSysFlag", 0)),
+            order=_as_bool(data.get("order", False)),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        validate_topic(self.topic_name)
+        for name, value in (("readQueueNums", self.read_queue_nums), ("writeQueueNums", self.write_queue_nums)):
+            if not 0 <= value <= 1024:
+                raise MessageIllegalError(f"{name} must be between 0 and 1024, got {value}")
+        if not 0 <= self.perm <= 15:
+            raise MessageIllegalError(f"perm must be a combination of READ=4, WRITE=2, INHERIT=1, got {self.perm}")
+
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)

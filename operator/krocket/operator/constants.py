@@ -1,0 +1,51 @@
+"""Names shared by the CRDs, the builders and the handlers: API group, labels, annotations, ports."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "krocket.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+NAMESERVERSETS: Final = "nameserversets"
+BROKERGROUPS: Final = "brokergroups"
+TOPICS: Final = "topics"
+
+KIND_NAMESERVERSET: Final = "NameServerSet"
+KIND_BROKERGROUP: Final = "BrokerGroup"
+KIND_TOPIC: Final = "Topic"
+
+# Ports (the README's port table).
+NAMESRV_PORT: Final = 9876
+NAMESRV_HTTP_PORT: Final = 9877
+BROKER_PORT: Final = 10911
+BROKER_HA_PORT: Final = 10912
+BROKER_HTTP_PORT: Final = 10913
+
+DEFAULT_IMAGE: Final = "krocket/broker:0.1.0"
+DEFAULT_NAMESRV_IMAGE: Final = "krocket/namesrv:0.1.0"
+DATA_DIR: Final = "/var/lib/krocket"
+CONFIG_DIR: Final = "/etc/krocket"
+CONFIG_FILE: Final = "broker.yaml"
+
+# Labels put on every child object.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_CLUSTER: Final = "krocket.io/cluster"
+LABEL_POD_INDEX: Final = "apps.kubernetes.io/pod-index"
+MANAGED_BY: Final = "krocket-operator"
+COMPONENT_NAMESRV: Final = "namesrv"
+COMPONENT_BROKER: Final = "broker"
+
+# Annotations users set to allow something that could lose data.
+ANN_ALLOW_QUEUE_SHRINK: Final = "krocket.io/allow-queue-shrink"
+ANN_SKIP_DRAIN_CHECK: Final = "krocket.io/skip-drain-check"
+ANN_CONFIG_HASH: Final = "krocket.io/config-hash"
+ANN_TEMPLATE_HASH: Final = "krocket.io/template-hash"
+
+FINALIZER: Final = "krocket.io/finalizer"
+ANNOTATION_PREFIX: Final = "operator.krocket.io"
