@@ -13,6 +13,7 @@ echo "==> installing krocket with the dev extras" >&2
 "$VENV/bin/python" -m pip install -q -e '.[dev]'
 echo "==> ruff" >&2
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "==> pytest" >&2
 set +e
 "$VENV/bin/python" -m pytest -q "$@"

@@ -57,8 +57,15 @@ def produce(args: argparse.Namespace) -> None:
                     raise
                 sys.stderr.write(f"send retry after: {exc}\n")
                 time.sleep(0.3)
-        _emit({"sent": body, "id": result.msg_id, "status": int(result.status), "offset": result.offset,
-               "attempts": attempt + 1})
+        _emit(
+            {
+                "sent": body,
+                "id": result.msg_id,
+                "status": int(result.status),
+                "offset": result.offset,
+                "attempts": attempt + 1,
+            }
+        )
     if batch:
         result = producer.send_batch(batch)
         _emit({"sent_batch": args.count, "id": result.msg_id, "status": int(result.status)})

@@ -23,8 +23,9 @@ QUEUES = 4
 
 def _pair(tmp_path: Path, mode: str):
     """One name server and one group of a master and a slave, replication and flush both ``mode``."""
-    c = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1, replication=mode, flush=mode,
-                      segment_bytes=512 * 1024)
+    c = start_cluster(
+        tmp_path / "c", namesrvs=1, groups=1, slaves=1, replication=mode, flush=mode, segment_bytes=512 * 1024
+    )
     try:
         yield c
     finally:

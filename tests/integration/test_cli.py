@@ -98,8 +98,13 @@ def test_local_up_runs_a_cluster_that_send_consume_and_admin_verbs_use(tmp_path)
         assert line.strip() == f"NAMESRV_ADDR=127.0.0.1:{port}", proc.stderr.read() if proc.poll() else line
         state = json.loads((data / "cluster.json").read_text())
         roles = sorted((p["role"], p.get("brokerName"), p.get("brokerId")) for p in state["processes"])
-        assert roles == [("broker", "broker-a", 0), ("broker", "broker-a", 1), ("broker", "broker-b", 0),
-                         ("broker", "broker-b", 1), ("namesrv", None, None)]
+        assert roles == [
+            ("broker", "broker-a", 0),
+            ("broker", "broker-a", 1),
+            ("broker", "broker-b", 0),
+            ("broker", "broker-b", 1),
+            ("namesrv", None, None),
+        ]
         env = {"NAMESRV_ADDR": f"127.0.0.1:{port}"}
         status = krocket("local", "status", "--data-dir", str(data))
         assert status.returncode == 0 and status.stdout.count("running") == 5

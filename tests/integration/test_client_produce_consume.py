@@ -354,8 +354,7 @@ def test_sync_producer_sends_on_the_callers_thread_once_the_route_is_known(clust
         # One blocking connection per thread and broker the sends went to; the queues cover both groups.
         brokers = {r.queue.broker_name for r in sent[1:]}
         assert len(brokers) == 2 and len(producer._blocking._all) == 3 * len(brokers)
-        ordered = [producer.send(Message(topic, f"o{i}".encode()), lambda qs, msg, arg: qs[arg], 1)
-                   for i in range(5)]
+        ordered = [producer.send(Message(topic, f"o{i}".encode()), lambda qs, msg, arg: qs[arg], 1) for i in range(5)]
         assert len({r.queue for r in ordered}) == 1
         with pytest.raises(MessageIllegalError):
             producer.send(Message(topic, b""))
@@ -364,8 +363,9 @@ def test_sync_producer_sends_on_the_callers_thread_once_the_route_is_known(clust
         bodies = []
         for q in pc.fetch_queues(topic):
             bodies += [m.body for m in pc.pull(q, "*", 0, 200).messages]
-    expected = {b"first"} | {f"t{k}-{i}".encode() for k in range(3) for i in range(25)} | {
-        f"o{i}".encode() for i in range(5)}
+    expected = (
+        {b"first"} | {f"t{k}-{i}".encode() for k in range(3) for i in range(25)} | {f"o{i}".encode() for i in range(5)}
+    )
     assert sorted(bodies) == sorted(expected)
 
 
@@ -373,8 +373,10 @@ async def test_async_send_with_callback_and_sync_wrapper(cluster: LocalCluster) 
     await create_topic(cluster, "AsyncSend", 4)
     got: list[tuple[object, object]] = []
     async with Producer("async-send", cluster.namesrv_addr) as producer:
-        tasks = [producer.send_async(Message("AsyncSend", f"a{i}".encode()), lambda r, e: got.append((r, e)))
-                 for i in range(20)]
+        tasks = [
+            producer.send_async(Message("AsyncSend", f"a{i}".encode()), lambda r, e: got.append((r, e)))
+            for i in range(20)
+        ]
         results = await asyncio.gather(*tasks)
     assert len({r.msg_id for r in results}) == 20
     assert len(got) == 20 and all(e is None and r is not None for r, e in got)

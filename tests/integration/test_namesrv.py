@@ -44,9 +44,25 @@ def namesrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamesrvProc]:
     ports_file, log = tmp / "ports.json", tmp / "namesrv.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "krocket.namesrv", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-             "--ports-file", str(ports_file), "--data-dir", str(tmp / "data")],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "krocket.namesrv",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--ports-file",
+                str(ports_file),
+                "--data-dir",
+                str(tmp / "data"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         deadline = time.monotonic() + 15
         while not ports_file.exists():
@@ -68,20 +84,46 @@ def namesrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamesrvProc]:
 
 
 def register_cmd(name: str, addr: str, topics: dict[str, int], broker_id: int = 0) -> RemotingCommand:
-    table = {t: {"topicName": t, "readQueueNums": n, "writeQueueNums": n, "perm": 6, "topicSysFlag": 0,
-                 "topicFilterType": "SINGLE_TAG", "order": False} for t, n in topics.items()}
-    body = dumps({"topicConfigSerializeWrapper": {"topicConfigTable": table,
-                                                  "dataVersion": {"stateVersion": 0, "timestamp": 1,
-                                                                  "counter": 1}},
-                  "filterServerList": []})
-    return RemotingCommand(RequestCode.REGISTER_BROKER, body=body, ext_fields=header_fields({
-        "brokerName": name, "brokerAddr": addr, "clusterName": "DefaultCluster", "brokerId": broker_id,
-        "haServerAddr": addr.rsplit(":", 1)[0] + ":10912"}))
+    table = {
+        t: {
+            "topicName": t,
+            "readQueueNums": n,
+            "writeQueueNums": n,
+            "perm": 6,
+            "topicSysFlag": 0,
+            "topicFilterType": "SINGLE_TAG",
+            "order": False,
+        }
+        for t, n in topics.items()
+    }
+    body = dumps(
+        {
+            "topicConfigSerializeWrapper": {
+                "topicConfigTable": table,
+                "dataVersion": {"stateVersion": 0, "timestamp": 1, "counter": 1},
+            },
+            "filterServerList": [],
+        }
+    )
+    return RemotingCommand(
+        RequestCode.REGISTER_BROKER,
+        body=body,
+        ext_fields=header_fields(
+            {
+                "brokerName": name,
+                "brokerAddr": addr,
+                "clusterName": "DefaultCluster",
+                "brokerId": broker_id,
+                "haServerAddr": addr.rsplit(":", 1)[0] + ":10912",
+            }
+        ),
+    )
 
 
 def route_cmd(topic: str, version: int = 63) -> RemotingCommand:
-    return RemotingCommand(RequestCode.GET_ROUTEINFO_BY_TOPIC, version=version,
-                           ext_fields=header_fields({"topic": topic}))
+    return RemotingCommand(
+        RequestCode.GET_ROUTEINFO_BY_TOPIC, version=version, ext_fields=header_fields({"topic": topic})
+    )
 
 
 async def test_register_route_http_and_connection_close(namesrv: NamesrvProc) -> None:

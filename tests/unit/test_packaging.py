@@ -69,6 +69,7 @@ def test_imports_resolve_to_the_source_folders_with_no_import_hook():
 
 
 def test_version_comes_from_the_distribution_metadata():
-    assert importlib.metadata.version("krocket") == tomllib.loads((ROOT / "pyproject.toml").read_text())[
-        "project"
-    ]["version"]
+    assert (
+        importlib.metadata.version("krocket")
+        == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    )

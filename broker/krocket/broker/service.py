@@ -130,9 +130,19 @@ class BrokerService:
         self._check_writable()
         self._check_body(len(body))
         created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
-        result = self._put(lambda: self.store.put_message(
-            topic, queue_id, body, properties, flag=flag, sys_flag=sys_flag, born_timestamp=born_timestamp,
-            born_host=born_host, reconsume_times=reconsume_times))
+        result = self._put(
+            lambda: self.store.put_message(
+                topic,
+                queue_id,
+                body,
+                properties,
+                flag=flag,
+                sys_flag=sys_flag,
+                born_timestamp=born_timestamp,
+                born_host=born_host,
+                reconsume_times=reconsume_times,
+            )
+        )
         self.sent_messages += 1
         return self._outcome(SendOutcome(result.msg_id, queue_id, result.queue_offset), result.end_offset, created)
 
@@ -159,15 +169,24 @@ class BrokerService:
                 f"batch bodies add up to {total} bytes; the limit (maxMessageSize) is {self.config.max_message_size}"
             )
         created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
-        results = self._put(lambda: self.store.put_messages(
-            topic, queue_id, [(i.body, i.properties, i.flag) for i in items], sys_flag=sys_flag,
-            born_timestamp=born_timestamp, born_host=born_host, raw_properties=[i.raw_properties for i in items]))
+        results = self._put(
+            lambda: self.store.put_messages(
+                topic,
+                queue_id,
+                [(i.body, i.properties, i.flag) for i in items],
+                sys_flag=sys_flag,
+                born_timestamp=born_timestamp,
+                born_host=born_host,
+                raw_properties=[i.raw_properties for i in items],
+            )
+        )
         self.sent_messages += len(results)
         outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
         return self._outcome(outcome, results[-1].end_offset, created)
 
-    def _target(self, topic: str, queue_id: int, default_topic: str | None,
-                default_queue_nums: int | None) -> tuple[bool, int]:
+    def _target(
+        self, topic: str, queue_id: int, default_topic: str | None, default_queue_nums: int | None
+    ) -> tuple[bool, int]:
         """(whether this send creates the topic, the queue it goes to)."""
         created = topic not in self.topics.topics
         config = self.topics.for_send(topic, default_topic, default_queue_nums, max(queue_id, 0))

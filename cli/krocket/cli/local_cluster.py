@@ -266,8 +266,10 @@ class LocalCluster:
                 if len(info.get("nameServers", [])) >= len(self.namesrvs) and following:
                     pending.discard(broker.name)
                     role = "master" if broker.broker_id in (None, 0) else "slave, following its master"
-                    progress(f"{broker.name} ({role}) serving on {broker.addr}, registered with "
-                             f"{len(self.namesrvs)} name server(s)")
+                    progress(
+                        f"{broker.name} ({role}) serving on {broker.addr}, registered with "
+                        f"{len(self.namesrvs)} name server(s)"
+                    )
             if pending:
                 time.sleep(0.1)
         if pending:

@@ -123,8 +123,12 @@ def run_operator(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"the operator needs the 'operator' extra (pip install 'krocket[operator]'): {exc}") from None
     try:
-        run(namespaces=args.namespace, cluster_wide=args.all_namespaces, liveness_port=args.liveness_port,
-            peering=args.peering)
+        run(
+            namespaces=args.namespace,
+            cluster_wide=args.all_namespaces,
+            liveness_port=args.liveness_port,
+            peering=args.peering,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return 0

@@ -1,7 +1,7 @@
 """krocket's RocketMQ 4.x client: asyncio at the core, blocking wrappers in ``krocket.client.sync``.
 
-    async with Producer("my-producers", "127.0.0.1:9876") as producer:
-        result = await producer.send(Message("orders", b"hello", tags="TagA"))
+async with Producer("my-producers", "127.0.0.1:9876") as producer:
+    result = await producer.send(Message("orders", b"hello", tags="TagA"))
 """
 
 from krocket.common.message import Message, MessageExt

@@ -43,9 +43,15 @@ def command(code: int, fields: dict[str, Any] | None = None, body: bytes = b"") 
     return RemotingCommand(code, ext_fields=header_fields(fields or {}), body=body)
 
 
-async def invoke(pool: ConnectionPool, addr: str, code: int, fields: dict[str, Any] | None = None,
-                 body: bytes = b"", timeout: float = 3.0,
-                 accept: tuple[int, ...] = (ResponseCode.SUCCESS,)) -> RemotingCommand:
+async def invoke(
+    pool: ConnectionPool,
+    addr: str,
+    code: int,
+    fields: dict[str, Any] | None = None,
+    body: bytes = b"",
+    timeout: float = 3.0,
+    accept: tuple[int, ...] = (ResponseCode.SUCCESS,),
+) -> RemotingCommand:
     """Send a request; raise ``RemoteError`` unless the response code is in ``accept``."""
     response = await pool.request(addr, command(code, fields, body), timeout)
     if response.code not in accept:
@@ -66,9 +72,17 @@ def _int(fields: dict[str, str], key: str, default: int = 0) -> int:
 
 
 # -- send -------------------------------------------------------------------------------------------
-async def send_message(pool: ConnectionPool, addr: str, queue: MessageQueue, header: dict[str, Any],
-                       body: bytes, timeout: float, batch: bool = False, oneway: bool = False,
-                       uniq_id: str = "") -> SendResult | None:
+async def send_message(
+    pool: ConnectionPool,
+    addr: str,
+    queue: MessageQueue,
+    header: dict[str, Any],
+    body: bytes,
+    timeout: float,
+    batch: bool = False,
+    oneway: bool = False,
+    uniq_id: str = "",
+) -> SendResult | None:
     code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
     cmd = command(code, header, body)
     if oneway:
@@ -83,25 +97,46 @@ def send_result(response: RemotingCommand, queue: MessageQueue, uniq_id: str) ->
     if status is None:
         raise RemoteError(response.code, response.remark or "")
     ext = response.ext_fields
-    return SendResult(status=status, msg_id=uniq_id, offset_msg_id=ext.get("msgId", ""),
-                      queue=MessageQueue(queue.topic, queue.broker_name, _int(ext, "queueId", queue.queue_id)),
-                      queue_offset=_int(ext, "queueOffset", -1))
+    return SendResult(
+        status=status,
+        msg_id=uniq_id,
+        offset_msg_id=ext.get("msgId", ""),
+        queue=MessageQueue(queue.topic, queue.broker_name, _int(ext, "queueId", queue.queue_id)),
+        queue_offset=_int(ext, "queueOffset", -1),
+    )
 
 
 # -- pull -------------------------------------------------------------------------------------------
-async def pull_message(pool: ConnectionPool, addr: str, group: str, queue: MessageQueue, offset: int,
-                       subscription: SubscriptionData, max_nums: int, *, commit_offset: int = -1,
-                       suspend_ms: int = 0, timeout: float = 10.0) -> PullResult:
+async def pull_message(
+    pool: ConnectionPool,
+    addr: str,
+    group: str,
+    queue: MessageQueue,
+    offset: int,
+    subscription: SubscriptionData,
+    max_nums: int,
+    *,
+    commit_offset: int = -1,
+    suspend_ms: int = 0,
+    timeout: float = 10.0,
+) -> PullResult:
     sys_flag = PULL_FLAG_SUBSCRIPTION
     if commit_offset > 0:
         sys_flag |= PULL_FLAG_COMMIT_OFFSET
     if suspend_ms > 0:
         sys_flag |= PULL_FLAG_SUSPEND
     fields = {
-        "consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id, "queueOffset": offset,
-        "maxMsgNums": max_nums, "sysFlag": sys_flag, "commitOffset": max(commit_offset, 0),
-        "suspendTimeoutMillis": suspend_ms, "subscription": subscription.sub_string,
-        "subVersion": subscription.sub_version, "expressionType": "TAG",
+        "consumerGroup": group,
+        "topic": queue.topic,
+        "queueId": queue.queue_id,
+        "queueOffset": offset,
+        "maxMsgNums": max_nums,
+        "sysFlag": sys_flag,
+        "commitOffset": max(commit_offset, 0),
+        "suspendTimeoutMillis": suspend_ms,
+        "subscription": subscription.sub_string,
+        "subVersion": subscription.sub_version,
+        "expressionType": "TAG",
     }
     response = await pool.request(addr, command(RequestCode.PULL_MESSAGE, fields), timeout)
     status = _PULL_STATUS_BY_CODE.get(response.code)
@@ -111,38 +146,56 @@ async def pull_message(pool: ConnectionPool, addr: str, group: str, queue: Messa
     messages = []
     if status is PullStatus.FOUND and response.body:
         messages = subscription.filter(decode_records(response.body))
-    return PullResult(status, _int(ext, "nextBeginOffset", offset), _int(ext, "minOffset"),
-                      _int(ext, "maxOffset"), messages, _int(ext, "suggestWhichBrokerId"))
+    return PullResult(
+        status,
+        _int(ext, "nextBeginOffset", offset),
+        _int(ext, "minOffset"),
+        _int(ext, "maxOffset"),
+        messages,
+        _int(ext, "suggestWhichBrokerId"),
+    )
 
 
 # -- offsets ----------------------------------------------------------------------------------------
-async def query_consumer_offset(pool: ConnectionPool, addr: str, group: str, queue: MessageQueue,
-                                timeout: float = 3.0) -> int:
+async def query_consumer_offset(
+    pool: ConnectionPool, addr: str, group: str, queue: MessageQueue, timeout: float = 3.0
+) -> int:
     """The group's stored offset of ``queue``, or -1 when the broker has none.
 
     Sends ``setZeroIfNotFound=false``: without it a RocketMQ broker answers 0 for a group it has never
     seen on a young queue, and CONSUME_FROM_LAST would start at the beginning (brokers before 5.x ignore
     the field and keep doing that)."""
-    response = await invoke(pool, addr, RequestCode.QUERY_CONSUMER_OFFSET,
-                            {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id,
-                             "setZeroIfNotFound": False},
-                            timeout=timeout, accept=(ResponseCode.SUCCESS, ResponseCode.QUERY_NOT_FOUND))
+    response = await invoke(
+        pool,
+        addr,
+        RequestCode.QUERY_CONSUMER_OFFSET,
+        {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id, "setZeroIfNotFound": False},
+        timeout=timeout,
+        accept=(ResponseCode.SUCCESS, ResponseCode.QUERY_NOT_FOUND),
+    )
     if response.code == ResponseCode.QUERY_NOT_FOUND:
         return -1
     return _int(response.ext_fields, "offset", -1)
 
 
-async def update_consumer_offset(pool: ConnectionPool, addr: str, group: str, queue: MessageQueue,
-                                 offset: int, timeout: float = 3.0) -> None:
-    await invoke(pool, addr, RequestCode.UPDATE_CONSUMER_OFFSET,
-                 {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id,
-                  "commitOffset": offset}, timeout=timeout)
+async def update_consumer_offset(
+    pool: ConnectionPool, addr: str, group: str, queue: MessageQueue, offset: int, timeout: float = 3.0
+) -> None:
+    await invoke(
+        pool,
+        addr,
+        RequestCode.UPDATE_CONSUMER_OFFSET,
+        {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id, "commitOffset": offset},
+        timeout=timeout,
+    )
 
 
-async def _queue_offset(pool: ConnectionPool, addr: str, code: int, queue: MessageQueue,
-                        timeout: float, **extra: Any) -> int:
-    response = await invoke(pool, addr, code, {"topic": queue.topic, "queueId": queue.queue_id, **extra},
-                            timeout=timeout)
+async def _queue_offset(
+    pool: ConnectionPool, addr: str, code: int, queue: MessageQueue, timeout: float, **extra: Any
+) -> int:
+    response = await invoke(
+        pool, addr, code, {"topic": queue.topic, "queueId": queue.queue_id, **extra}, timeout=timeout
+    )
     return _int(response.ext_fields, "offset")
 
 
@@ -154,10 +207,12 @@ async def min_offset(pool: ConnectionPool, addr: str, queue: MessageQueue, timeo
     return await _queue_offset(pool, addr, RequestCode.GET_MIN_OFFSET, queue, timeout)
 
 
-async def search_offset(pool: ConnectionPool, addr: str, queue: MessageQueue, timestamp_ms: int,
-                        timeout: float = 3.0) -> int:
-    return await _queue_offset(pool, addr, RequestCode.SEARCH_OFFSET_BY_TIMESTAMP, queue, timeout,
-                               timestamp=timestamp_ms)
+async def search_offset(
+    pool: ConnectionPool, addr: str, queue: MessageQueue, timestamp_ms: int, timeout: float = 3.0
+) -> int:
+    return await _queue_offset(
+        pool, addr, RequestCode.SEARCH_OFFSET_BY_TIMESTAMP, queue, timeout, timestamp=timestamp_ms
+    )
 
 
 # -- membership -------------------------------------------------------------------------------------
@@ -165,14 +220,25 @@ async def heartbeat(pool: ConnectionPool, addr: str, data: dict[str, Any], timeo
     await invoke(pool, addr, RequestCode.HEART_BEAT, body=json.dumps(data).encode(), timeout=timeout)
 
 
-async def unregister_client(pool: ConnectionPool, addr: str, client_id: str, producer_group: str | None,
-                            consumer_group: str | None, timeout: float = 3.0) -> None:
-    await invoke(pool, addr, RequestCode.UNREGISTER_CLIENT,
-                 {"clientID": client_id, "producerGroup": producer_group, "consumerGroup": consumer_group},
-                 timeout=timeout)
+async def unregister_client(
+    pool: ConnectionPool,
+    addr: str,
+    client_id: str,
+    producer_group: str | None,
+    consumer_group: str | None,
+    timeout: float = 3.0,
+) -> None:
+    await invoke(
+        pool,
+        addr,
+        RequestCode.UNREGISTER_CLIENT,
+        {"clientID": client_id, "producerGroup": producer_group, "consumerGroup": consumer_group},
+        timeout=timeout,
+    )
 
 
 async def consumer_ids(pool: ConnectionPool, addr: str, group: str, timeout: float = 3.0) -> list[str]:
-    response = await invoke(pool, addr, RequestCode.GET_CONSUMER_LIST_BY_GROUP, {"consumerGroup": group},
-                            timeout=timeout)
+    response = await invoke(
+        pool, addr, RequestCode.GET_CONSUMER_LIST_BY_GROUP, {"consumerGroup": group}, timeout=timeout
+    )
     return [str(c) for c in json_body(response).get("consumerIdList") or []]

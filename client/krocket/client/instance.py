@@ -65,8 +65,14 @@ class ConsumerMember(Protocol):
 
 
 class ClientInstance:
-    def __init__(self, namesrv: str | None = None, *, instance_name: str | None = None,
-                 rebalance_interval: float = 20.0, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        namesrv: str | None = None,
+        *,
+        instance_name: str | None = None,
+        rebalance_interval: float = 20.0,
+        timeout: float = 3.0,
+    ) -> None:
         self.client_id = make_client_id(instance_name)
         self.pool = ConnectionPool(self._serve)
         self.namesrv = NameServerClient(self.pool, namesrv, timeout)
@@ -159,9 +165,11 @@ class ClientInstance:
 
     # -- heartbeats -----------------------------------------------------------------------------------
     def heartbeat_body(self) -> dict[str, Any]:
-        return {"clientID": self.client_id,
-                "producerDataSet": [{"groupName": g} for g in sorted(self.producer_groups)],
-                "consumerDataSet": [c.heartbeat_data() for c in self.consumers]}
+        return {
+            "clientID": self.client_id,
+            "producerDataSet": [{"groupName": g} for g in sorted(self.producer_groups)],
+            "consumerDataSet": [c.heartbeat_data() for c in self.consumers],
+        }
 
     async def send_heartbeats(self) -> None:
         if not self.producer_groups and not self.consumers:
@@ -169,7 +177,8 @@ class ClientInstance:
         addrs = sorted(self.all_broker_addrs())
         body = self.heartbeat_body()
         results = await asyncio.gather(
-            *(broker_api.heartbeat(self.pool, a, body, self.timeout) for a in addrs), return_exceptions=True)
+            *(broker_api.heartbeat(self.pool, a, body, self.timeout) for a in addrs), return_exceptions=True
+        )
         for addr, result in zip(addrs, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("heartbeat to %s failed: %s", addr, result)
@@ -180,8 +189,12 @@ class ClientInstance:
     async def _unregister_all(self) -> None:
         groups: list[tuple[str | None, str | None]] = [(g, None) for g in self.producer_groups]
         groups += [(None, c.group) for c in self.consumers]
-        calls = [broker_api.unregister_client(self.pool, addr, self.client_id, p, c, 1.0)
-                 for addr in self.pool.addresses() if addr in self.all_broker_addrs() for p, c in groups]
+        calls = [
+            broker_api.unregister_client(self.pool, addr, self.client_id, p, c, 1.0)
+            for addr in self.pool.addresses()
+            if addr in self.all_broker_addrs()
+            for p, c in groups
+        ]
         await asyncio.gather(*calls, return_exceptions=True)
 
     # -- consumers ----------------------------------------------------------------------------------
@@ -218,5 +231,6 @@ class ClientInstance:
                 log.info("broker %s says consumers of group %s changed; rebalancing", conn.peer, group)
                 self.rebalance_soon()
             return None
-        return cmd.response(ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
-                            f"request code {cmd.code} is not supported by this client")
+        return cmd.response(
+            ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by this client"
+        )

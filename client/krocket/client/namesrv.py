@@ -50,8 +50,9 @@ class NameServerClient:
             self._current = addrs.index(current) if current in addrs else 0
         return addrs
 
-    async def request(self, code: int, fields: dict[str, Any] | None = None,
-                      timeout: float | None = None) -> RemotingCommand:
+    async def request(
+        self, code: int, fields: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> RemotingCommand:
         """Send to the current name server, failing over to the next on connection errors."""
         last: Exception | None = None
         for attempt in range(len(self._addrs)):
@@ -71,8 +72,8 @@ class NameServerClient:
     async def request_all(self, code: int, fields: dict[str, Any] | None = None) -> list[RemotingCommand]:
         """Send to every name server (for writes such as deleting a topic)."""
         results = await asyncio.gather(
-            *(self._pool.request(a, command(code, fields), self._timeout) for a in self._addrs),
-            return_exceptions=True)
+            *(self._pool.request(a, command(code, fields), self._timeout) for a in self._addrs), return_exceptions=True
+        )
         out = []
         for addr, result in zip(self._addrs, results, strict=True):
             if isinstance(result, BaseException):

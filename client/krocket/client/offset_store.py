@@ -103,8 +103,10 @@ class LocalFileOffsetStore(_MemoryTable):
 
     def load(self) -> None:
         data = read_json(self.path, {"offsets": []})
-        self.table = {MessageQueue(str(e["topic"]), str(e["brokerName"]), int(e["queueId"])): int(e["offset"])
-                      for e in data.get("offsets", [])}
+        self.table = {
+            MessageQueue(str(e["topic"]), str(e["brokerName"]), int(e["queueId"])): int(e["offset"])
+            for e in data.get("offsets", [])
+        }
 
     async def read_stored(self, queue: MessageQueue) -> int:
         return self.read(queue)
@@ -121,8 +123,10 @@ class LocalFileOffsetStore(_MemoryTable):
         write_json_atomic(self.path, {"offsets": self._saved})
 
     def _entries(self) -> list[dict[str, Any]]:
-        return [{"topic": q.topic, "brokerName": q.broker_name, "queueId": q.queue_id, "offset": o}
-                for q, o in sorted(self.table.items())]
+        return [
+            {"topic": q.topic, "brokerName": q.broker_name, "queueId": q.queue_id, "offset": o}
+            for q, o in sorted(self.table.items())
+        ]
 
     def remove(self, queue: MessageQueue) -> None:
         """Keep the file's entry: a broadcasting consumer resumes from it after a restart."""

@@ -44,8 +44,15 @@ Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
 BlockingRequest = Callable[[str, RemotingCommand, float], RemotingCommand]  # (addr, command, timeout) -> answer
 
 # Broker answers that are worth another broker (RocketMQ's retryResponseCodes, plus SYSTEM_BUSY).
-RETRY_CODES = frozenset({ResponseCode.TOPIC_NOT_EXIST, ResponseCode.SERVICE_NOT_AVAILABLE,
-                         ResponseCode.SYSTEM_ERROR, ResponseCode.SYSTEM_BUSY, ResponseCode.NO_PERMISSION})
+RETRY_CODES = frozenset(
+    {
+        ResponseCode.TOPIC_NOT_EXIST,
+        ResponseCode.SERVICE_NOT_AVAILABLE,
+        ResponseCode.SYSTEM_ERROR,
+        ResponseCode.SYSTEM_BUSY,
+        ResponseCode.NO_PERMISSION,
+    }
+)
 COMPRESS_LEVEL = 5
 
 
@@ -53,9 +60,17 @@ SendCallback = Callable[[SendResult | None, BaseException | None], None]
 
 
 class Producer:
-    def __init__(self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2,
-                 *, compress_over: int = COMPRESS_OVER_BYTES, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 instance_name: str | None = None) -> None:
+    def __init__(
+        self,
+        group: str,
+        namesrv: str | None = None,
+        send_timeout: float = 3.0,
+        retries: int = 2,
+        *,
+        compress_over: int = COMPRESS_OVER_BYTES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        instance_name: str | None = None,
+    ) -> None:
         validate_group(group)
         self.group = group
         self.send_timeout = send_timeout
@@ -85,12 +100,15 @@ class Producer:
     async def start(self) -> None:
         if self._instance is not None:
             return
-        self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name,
-                                        timeout=self.send_timeout)
+        self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name, timeout=self.send_timeout)
         self._instance.producer_groups.add(self.group)
         await self._instance.start()
-        log.info("producer %s started as %s (name servers %s)", self.group, self._instance.client_id,
-                 ";".join(self._instance.namesrv.addresses))
+        log.info(
+            "producer %s started as %s (name servers %s)",
+            self.group,
+            self._instance.client_id,
+            ";".join(self._instance.namesrv.addresses),
+        )
 
     async def shutdown(self) -> None:
         if self._instance is None:
@@ -137,8 +155,9 @@ class Producer:
         if route is not None:
             queues = publish_queues(topic, route)
             if not queues:  # it exists: never auto-create it elsewhere, like RocketMQ
-                raise ServiceNotAvailableError(f"topic {topic!r} has no writable queue on a broker with a master "
-                                               "online")
+                raise ServiceNotAvailableError(
+                    f"topic {topic!r} has no writable queue on a broker with a master online"
+                )
             return queues
         # Not created yet: send to brokers that may auto-create it; the refresh task keeps asking for the
         # topic's own route, which the broker registers once it has created the topic.
@@ -159,8 +178,9 @@ class Producer:
         if len(msg.body) == 0:
             raise MessageIllegalError("message body is empty")
         if len(msg.body) > self.max_message_bytes:
-            raise MessageIllegalError(f"message body is {len(msg.body)} bytes; at most "
-                                      f"{self.max_message_bytes} allowed")
+            raise MessageIllegalError(
+                f"message body is {len(msg.body)} bytes; at most {self.max_message_bytes} allowed"
+            )
 
     def _prepare(self, msg: Message) -> tuple[str, dict[str, str], bytes, int]:
         """(unique id, wire properties, body, sysFlag) of one message."""
@@ -175,15 +195,28 @@ class Producer:
             sys_flag |= SYSFLAG_COMPRESSED
         return uniq, props, body, sys_flag
 
-    def _header(self, topic: str, queue_id: int, props: dict[str, str], sys_flag: int, flag: int,
-                batch: bool) -> dict[str, Any]:
-        return {"a": self.group, "b": topic, "c": AUTO_CREATE_TOPIC_KEY, "d": DEFAULT_TOPIC_QUEUE_NUMS,
-                "e": queue_id, "f": sys_flag, "g": int(time.time() * 1000), "h": flag,
-                "i": encode_properties(props).decode(), "j": 0, "k": False, "m": batch}
+    def _header(
+        self, topic: str, queue_id: int, props: dict[str, str], sys_flag: int, flag: int, batch: bool
+    ) -> dict[str, Any]:
+        return {
+            "a": self.group,
+            "b": topic,
+            "c": AUTO_CREATE_TOPIC_KEY,
+            "d": DEFAULT_TOPIC_QUEUE_NUMS,
+            "e": queue_id,
+            "f": sys_flag,
+            "g": int(time.time() * 1000),
+            "h": flag,
+            "i": encode_properties(props).decode(),
+            "j": 0,
+            "k": False,
+            "m": batch,
+        }
 
     # -- sending ---------------------------------------------------------------------------------------
-    async def send(self, msg: Message, selector: Selector | None = None, arg: Any = None,
-                   timeout: float | None = None) -> SendResult:
+    async def send(
+        self, msg: Message, selector: Selector | None = None, arg: Any = None, timeout: float | None = None
+    ) -> SendResult:
         """Send and wait for the broker's answer. With ``selector``, the message goes to the queue it picks
         (ordered messages): no retry on another queue, so order is kept."""
         self._check(msg)
@@ -191,19 +224,26 @@ class Producer:
         if selector is not None:
             queues = await self._publish_info(msg.topic)
             queue = selector(list(queues), msg, arg)
-            return await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq,
-                                       timeout or self.send_timeout)  # type: ignore[return-value]
+            return await self._send_to(
+                queue, props, body, sys_flag, msg.flag, False, uniq, timeout or self.send_timeout
+            )  # type: ignore[return-value]
         return await self._send_with_retries(msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout)
 
-    def send_async(self, msg: Message, callback: SendCallback | None = None, selector: Selector | None = None,
-                   arg: Any = None,
-                   timeout: float | None = None) -> asyncio.Task[SendResult]:
+    def send_async(
+        self,
+        msg: Message,
+        callback: SendCallback | None = None,
+        selector: Selector | None = None,
+        arg: Any = None,
+        timeout: float | None = None,
+    ) -> asyncio.Task[SendResult]:
         """Start a send and return at once (RocketMQ's async send). ``callback(result, error)`` runs when the
         broker answers or the send fails for good; the returned task can be awaited instead."""
         task = asyncio.get_running_loop().create_task(self.send(msg, selector, arg, timeout))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         if callback is not None:
+
             def done(t: asyncio.Task[SendResult]) -> None:
                 if t.cancelled():
                     callback(None, asyncio.CancelledError())
@@ -221,8 +261,7 @@ class Producer:
         uniq, props, body, sys_flag = self._prepare(msg)
         queues = await self._publish_info(msg.topic)
         queue = self._selector.select(queues)
-        await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq, self.send_timeout,
-                            oneway=True)
+        await self._send_to(queue, props, body, sys_flag, msg.flag, False, uniq, self.send_timeout, oneway=True)
 
     async def send_batch(self, messages: Sequence[Message], timeout: float | None = None) -> SendResult:
         """Send messages of one topic in one request; ``msg_id`` is their unique ids, comma-joined."""
@@ -244,13 +283,19 @@ class Producer:
             items.append((bytes(msg.body), props, msg.flag))
         body = encode_batch(items)
         if len(body) > self.max_message_bytes:
-            raise MessageIllegalError(f"batch body is {len(body)} bytes; at most {self.max_message_bytes} "
-                                      "allowed; split it")
-        return await self._send_with_retries(topic, {PROPERTY_WAIT: "true"}, body, 0, 0, True,
-                                             ",".join(ids), timeout)
+            raise MessageIllegalError(
+                f"batch body is {len(body)} bytes; at most {self.max_message_bytes} allowed; split it"
+            )
+        return await self._send_with_retries(topic, {PROPERTY_WAIT: "true"}, body, 0, 0, True, ",".join(ids), timeout)
 
-    def send_blocking(self, msg: Message, request: BlockingRequest, selector: Selector | None = None,
-                      arg: Any = None, timeout: float | None = None) -> SendResult | None:
+    def send_blocking(
+        self,
+        msg: Message,
+        request: BlockingRequest,
+        selector: Selector | None = None,
+        arg: Any = None,
+        timeout: float | None = None,
+    ) -> SendResult | None:
         """``send`` on the caller's thread through ``request(addr, command, timeout)`` (a blocking connection
         pool), with the same queue choice and retries. Returns None, having sent nothing, when the topic's
         queues are not cached yet: the caller then sends through the event loop, which looks the route up."""
@@ -277,8 +322,17 @@ class Producer:
             last_failed = self._attempt_failed(queue, attempt, error)
         raise error or RemotingTimeoutError(f"send to topic {msg.topic} timed out")
 
-    def _send_blocking_to(self, request: BlockingRequest, queue: MessageQueue, props: dict[str, str], body: bytes,
-                          sys_flag: int, flag: int, uniq: str, timeout: float) -> SendResult:
+    def _send_blocking_to(
+        self,
+        request: BlockingRequest,
+        queue: MessageQueue,
+        props: dict[str, str],
+        body: bytes,
+        sys_flag: int,
+        flag: int,
+        uniq: str,
+        timeout: float,
+    ) -> SendResult:
         addr = self.instance.broker_addr(queue.broker_name, only_this=True)
         if addr is None:
             raise ConnectionClosedError(f"broker {queue.broker_name} has no master in the route")
@@ -308,8 +362,17 @@ class Producer:
         log.warning("send to %s failed (attempt %d of %d): %s", queue, attempt + 1, 1 + self.retries, error)
         return queue.broker_name
 
-    async def _send_with_retries(self, topic: str, props: dict[str, str], body: bytes, sys_flag: int,
-                                 flag: int, batch: bool, uniq: str, timeout: float | None) -> SendResult:
+    async def _send_with_retries(
+        self,
+        topic: str,
+        props: dict[str, str],
+        body: bytes,
+        sys_flag: int,
+        flag: int,
+        batch: bool,
+        uniq: str,
+        timeout: float | None,
+    ) -> SendResult:
         last_failed: str | None = None
         error: Exception | None = None
         for attempt, remaining in self._attempts(timeout or self.send_timeout):
@@ -326,11 +389,22 @@ class Producer:
             last_failed = self._attempt_failed(queue, attempt, error)
         raise error or RemotingTimeoutError(f"send to topic {topic} timed out")
 
-    async def _send_to(self, queue: MessageQueue, props: dict[str, str], body: bytes, sys_flag: int, flag: int,
-                       batch: bool, uniq: str, timeout: float, oneway: bool = False) -> SendResult | None:
+    async def _send_to(
+        self,
+        queue: MessageQueue,
+        props: dict[str, str],
+        body: bytes,
+        sys_flag: int,
+        flag: int,
+        batch: bool,
+        uniq: str,
+        timeout: float,
+        oneway: bool = False,
+    ) -> SendResult | None:
         addr = self.instance.broker_addr(queue.broker_name, only_this=True)
         if addr is None:
             raise ConnectionClosedError(f"broker {queue.broker_name} has no master in the route")
         header = self._header(queue.topic, queue.queue_id, props, sys_flag, flag, batch)
-        return await broker_api.send_message(self.instance.pool, addr, queue, header, body, timeout,
-                                             batch=batch, oneway=oneway, uniq_id=uniq)
+        return await broker_api.send_message(
+            self.instance.pool, addr, queue, header, body, timeout, batch=batch, oneway=oneway, uniq_id=uniq
+        )

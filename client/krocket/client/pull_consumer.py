@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class PullConsumer:
-    def __init__(self, group: str, namesrv: str | None = None, *, timeout: float = 3.0,
-                 instance_name: str | None = None) -> None:
+    def __init__(
+        self, group: str, namesrv: str | None = None, *, timeout: float = 3.0, instance_name: str | None = None
+    ) -> None:
         validate_group(group)
         self.group = group
         self.timeout = timeout
@@ -35,8 +36,7 @@ class PullConsumer:
 
     async def start(self) -> None:
         if self._instance is None:
-            self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name,
-                                            timeout=self.timeout)
+            self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name, timeout=self.timeout)
             await self._instance.start()
             log.info("pull consumer %s started as %s", self.group, self._instance.client_id)
 
@@ -67,14 +67,30 @@ class PullConsumer:
             raise KrocketError(f"broker {queue.broker_name} is not in the route of {queue.topic}")
         return addr
 
-    async def pull(self, queue: MessageQueue, expression: str = "*", offset: int = 0, max_nums: int = 32,
-                   timeout: float | None = None, block_ms: int = 0) -> PullResult:
+    async def pull(
+        self,
+        queue: MessageQueue,
+        expression: str = "*",
+        offset: int = 0,
+        max_nums: int = 32,
+        timeout: float | None = None,
+        block_ms: int = 0,
+    ) -> PullResult:
         """Pull up to ``max_nums`` messages from ``offset``; with ``block_ms`` the broker waits that long for
         new ones (long polling). The result's ``next_begin_offset`` is where to pull next."""
         sub = build_subscription(queue.topic, expression)
         rpc_timeout = timeout if timeout is not None else self.timeout + block_ms / 1000
-        return await broker_api.pull_message(self.instance.pool, await self._addr(queue), self.group, queue,
-                                             offset, sub, max_nums, suspend_ms=block_ms, timeout=rpc_timeout)
+        return await broker_api.pull_message(
+            self.instance.pool,
+            await self._addr(queue),
+            self.group,
+            queue,
+            offset,
+            sub,
+            max_nums,
+            suspend_ms=block_ms,
+            timeout=rpc_timeout,
+        )
 
     async def min_offset(self, queue: MessageQueue) -> int:
         return await broker_api.min_offset(self.instance.pool, await self._addr(queue), queue, self.timeout)
@@ -84,15 +100,18 @@ class PullConsumer:
 
     async def search_offset(self, queue: MessageQueue, timestamp: float) -> int:
         """The first offset whose message was stored at or after ``timestamp`` (Unix seconds)."""
-        return await broker_api.search_offset(self.instance.pool, await self._addr(queue), queue,
-                                              int(timestamp * 1000), self.timeout)
+        return await broker_api.search_offset(
+            self.instance.pool, await self._addr(queue), queue, int(timestamp * 1000), self.timeout
+        )
 
     async def fetch_offset(self, queue: MessageQueue) -> int:
         """The group's offset stored on the broker, -1 when it has none."""
-        return await broker_api.query_consumer_offset(self.instance.pool, await self._addr(queue), self.group,
-                                                      queue, self.timeout)
+        return await broker_api.query_consumer_offset(
+            self.instance.pool, await self._addr(queue), self.group, queue, self.timeout
+        )
 
     async def update_offset(self, queue: MessageQueue, offset: int) -> None:
         """Store the group's offset of ``queue`` on its broker."""
-        await broker_api.update_consumer_offset(self.instance.pool, await self._addr(queue), self.group, queue,
-                                                offset, self.timeout)
+        await broker_api.update_consumer_offset(
+            self.instance.pool, await self._addr(queue), self.group, queue, offset, self.timeout
+        )

@@ -47,8 +47,12 @@ DEFAULT_TIMESTAMP_AGE_S = 30 * 60
 
 def subscribe_queues(topic: str, route: TopicRouteData) -> list[MessageQueue]:
     """All readable queues of a topic, sorted."""
-    return sorted(MessageQueue(topic, qd.broker_name, i)
-                  for qd in route.queue_datas if is_readable(qd.perm) for i in range(qd.read_queue_nums))
+    return sorted(
+        MessageQueue(topic, qd.broker_name, i)
+        for qd in route.queue_datas
+        if is_readable(qd.perm)
+        for i in range(qd.read_queue_nums)
+    )
 
 
 def _model(value: str | MessageModel) -> MessageModel:
@@ -81,22 +85,34 @@ class _Throttle:
 
 
 class PushConsumer:
-    def __init__(self, group: str, namesrv: str | None = None,
-                 message_model: str | MessageModel = "CLUSTERING",
-                 consume_from: str | ConsumeFrom = "LAST",
-                 consume_timestamp: float | dt.datetime | None = None,
-                 consume_threads: int = 20, pull_batch_size: int = 32, pull_threshold_for_queue: int = 1000,
-                 pull_threshold_size_mib_for_queue: int = 100, rebalance_interval: float = 20.0, *,
-                 consume_batch_size: int = 1, reconsume_delay: float = 1.0, suspend_ms: int = SUSPEND_MS,
-                 instance_name: str | None = None, offset_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        group: str,
+        namesrv: str | None = None,
+        message_model: str | MessageModel = "CLUSTERING",
+        consume_from: str | ConsumeFrom = "LAST",
+        consume_timestamp: float | dt.datetime | None = None,
+        consume_threads: int = 20,
+        pull_batch_size: int = 32,
+        pull_threshold_for_queue: int = 1000,
+        pull_threshold_size_mib_for_queue: int = 100,
+        rebalance_interval: float = 20.0,
+        *,
+        consume_batch_size: int = 1,
+        reconsume_delay: float = 1.0,
+        suspend_ms: int = SUSPEND_MS,
+        instance_name: str | None = None,
+        offset_dir: str | Path | None = None,
+    ) -> None:
         validate_group(group)
         self.group = group
         self.message_model = _model(message_model)
         self.consume_from = _consume_from(consume_from)
         if isinstance(consume_timestamp, dt.datetime):
             consume_timestamp = consume_timestamp.timestamp()
-        self.consume_timestamp = (time.time() - DEFAULT_TIMESTAMP_AGE_S if consume_timestamp is None
-                                  else float(consume_timestamp))
+        self.consume_timestamp = (
+            time.time() - DEFAULT_TIMESTAMP_AGE_S if consume_timestamp is None else float(consume_timestamp)
+        )
         self.consume_threads = consume_threads
         self.pull_batch_size = pull_batch_size
         self.pull_threshold_for_queue = pull_threshold_for_queue
@@ -106,8 +122,7 @@ class PushConsumer:
         self.reconsume_delay = reconsume_delay
         self.suspend_ms = suspend_ms
         self._namesrv = namesrv
-        self._instance_name = instance_name or (
-            "DEFAULT" if self.message_model is MessageModel.BROADCASTING else None)
+        self._instance_name = instance_name or ("DEFAULT" if self.message_model is MessageModel.BROADCASTING else None)
         self._offset_dir = offset_dir
         self._subs: dict[str, SubscriptionData] = {}
         self._listener: Listener | None = None
@@ -167,8 +182,9 @@ class PushConsumer:
             raise KrocketError("register a listener before starting the consumer")
         if not self._subs:
             raise KrocketError("subscribe to at least one topic before starting the consumer")
-        instance = ClientInstance(self._namesrv, instance_name=self._instance_name,
-                                  rebalance_interval=self.rebalance_interval)
+        instance = ClientInstance(
+            self._namesrv, instance_name=self._instance_name, rebalance_interval=self.rebalance_interval
+        )
         self._instance = instance
         if self.message_model is MessageModel.BROADCASTING:
             self._store = LocalFileOffsetStore(instance.client_id, self.group, self._offset_dir)
@@ -187,8 +203,14 @@ class PushConsumer:
                 log.warning("consumer %s: no route for topic %s yet: %s", self.group, topic, exc)
         await instance.send_heartbeats()
         await instance.start()
-        log.info("consumer %s started as %s (%s, from %s, topics %s)", self.group, instance.client_id,
-                 self.message_model.value, self.consume_from.name, ", ".join(sorted(self._subs)))
+        log.info(
+            "consumer %s started as %s (%s, from %s, topics %s)",
+            self.group,
+            instance.client_id,
+            self.message_model.value,
+            self.consume_from.name,
+            ", ".join(sorted(self._subs)),
+        )
         await self.rebalance()
 
     async def shutdown(self, await_consumers: float = 5.0) -> None:
@@ -231,9 +253,14 @@ class PushConsumer:
 
     # -- ConsumerMember -------------------------------------------------------------------------------
     def heartbeat_data(self) -> dict[str, Any]:
-        return {"groupName": self.group, "consumeType": "CONSUME_PASSIVELY",
-                "messageModel": self.message_model.value, "consumeFromWhere": self.consume_from.value,
-                "subscriptionDataSet": [s.to_json() for s in self._subs.values()], "unitMode": False}
+        return {
+            "groupName": self.group,
+            "consumeType": "CONSUME_PASSIVELY",
+            "messageModel": self.message_model.value,
+            "consumeFromWhere": self.consume_from.value,
+            "subscriptionDataSet": [s.to_json() for s in self._subs.values()],
+            "unitMode": False,
+        }
 
     async def persist_offsets(self) -> None:
         if self._store is not None:
@@ -272,8 +299,11 @@ class PushConsumer:
             await instance.send_heartbeats()
             ids = await self._consumer_ids(route)
             if instance.client_id not in ids:
-                log.warning("consumer %s: brokers do not list this client (%s) yet; keeping current queues",
-                            self.group, instance.client_id)
+                log.warning(
+                    "consumer %s: brokers do not list this client (%s) yet; keeping current queues",
+                    self.group,
+                    instance.client_id,
+                )
                 return None
         return allocate_averagely(queues, ids, instance.client_id)
 
@@ -309,10 +339,15 @@ class PushConsumer:
             pq = ProcessQueue()
             self._pqs[mq] = pq
             self._pull_tasks[mq] = asyncio.get_running_loop().create_task(
-                self._pull_loop(mq, pq, offset), name=f"pull-{mq}")
-        log.info("consumer %s rebalanced topic %s: %d queues %s", self.group, topic,
-                 len([q for q in self._pqs if q.topic == topic]),
-                 ", ".join(f"{q.broker_name}:{q.queue_id}" for q in sorted(self._pqs) if q.topic == topic))
+                self._pull_loop(mq, pq, offset), name=f"pull-{mq}"
+            )
+        log.info(
+            "consumer %s rebalanced topic %s: %d queues %s",
+            self.group,
+            topic,
+            len([q for q in self._pqs if q.topic == topic]),
+            ", ".join(f"{q.broker_name}:{q.queue_id}" for q in sorted(self._pqs) if q.topic == topic),
+        )
 
     async def _drop(self, mq: MessageQueue) -> None:
         pq = self._pqs.pop(mq, None)
@@ -387,9 +422,17 @@ class PushConsumer:
                 continue
             try:
                 result = await broker_api.pull_message(
-                    instance.pool, addr, self.group, mq, offset, sub, self.pull_batch_size,
-                    commit_offset=store.read(mq) if clustering else -1, suspend_ms=self.suspend_ms,
-                    timeout=self.suspend_ms / 1000 + 15)
+                    instance.pool,
+                    addr,
+                    self.group,
+                    mq,
+                    offset,
+                    sub,
+                    self.pull_batch_size,
+                    commit_offset=store.read(mq) if clustering else -1,
+                    suspend_ms=self.suspend_ms,
+                    timeout=self.suspend_ms / 1000 + 15,
+                )
             except Exception as exc:  # connection, timeout, broker error or an undecodable body
                 if self._throttle(("pull", mq)):
                     log.warning("consumer %s: pull from %s (%s) failed: %s", self.group, mq, addr, exc)
@@ -401,8 +444,13 @@ class PushConsumer:
             if pq.dropped:
                 break
             if result.status is PullStatus.OFFSET_ILLEGAL:
-                log.warning("consumer %s: offset %d of %s is illegal; moving to %d", self.group, offset, mq,
-                            result.next_begin_offset)
+                log.warning(
+                    "consumer %s: offset %d of %s is illegal; moving to %d",
+                    self.group,
+                    offset,
+                    mq,
+                    result.next_begin_offset,
+                )
                 offset = result.next_begin_offset
                 store.update(mq, offset)
                 await store.persist([mq])
@@ -460,7 +508,6 @@ class PushConsumer:
             raise
         except Exception as exc:
             if self._throttle(("listener", type(exc))):
-                log.warning("consumer %s: listener raised %s: %s; will retry", self.group,
-                            type(exc).__name__, exc)
+                log.warning("consumer %s: listener raised %s: %s; will retry", self.group, type(exc).__name__, exc)
             return False
         return status is not ConsumeStatus.RECONSUME_LATER

@@ -36,9 +36,15 @@ class SubscriptionData:
         return [m for m in messages if m.tags is not None and m.tags in tags]
 
     def to_json(self) -> dict[str, Any]:
-        return {"classFilterMode": False, "topic": self.topic, "subString": self.sub_string,
-                "tagsSet": list(self.tags_set), "codeSet": list(self.code_set),
-                "subVersion": self.sub_version, "expressionType": "TAG"}
+        return {
+            "classFilterMode": False,
+            "topic": self.topic,
+            "subString": self.sub_string,
+            "tagsSet": list(self.tags_set),
+            "codeSet": list(self.code_set),
+            "subVersion": self.sub_version,
+            "expressionType": "TAG",
+        }
 
 
 def build_subscription(topic: str, expression: str | None = SUB_ALL) -> SubscriptionData:

@@ -71,14 +71,16 @@ class SyncProducer(_Sync):
     """``send`` runs on the caller's thread over blocking sockets (one connection per thread and broker) once
     the topic's route is known; the first send of a topic, and everything else, runs on the client's loop."""
 
-    def __init__(self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, group: str, namesrv: str | None = None, send_timeout: float = 3.0, retries: int = 2, **kwargs: Any
+    ) -> None:
         super().__init__(f"krocket-producer-{group}")
         self._client = self.producer = Producer(group, namesrv, send_timeout, retries, **kwargs)
         self._blocking = BlockingConnectionPool(connect_timeout=send_timeout)
 
-    def send(self, msg: Message, selector: Selector | None = None, arg: Any = None,
-             timeout: float | None = None) -> SendResult:
+    def send(
+        self, msg: Message, selector: Selector | None = None, arg: Any = None, timeout: float | None = None
+    ) -> SendResult:
         result = self.producer.send_blocking(msg, self._blocking.request, selector, arg, timeout)
         if result is not None:
             return result
@@ -88,12 +90,16 @@ class SyncProducer(_Sync):
         self._blocking.close()
         super().shutdown()
 
-    def send_async(self, msg: Message,
-                   callback: Callable[[SendResult | None, BaseException | None], None] | None = None,
-                   timeout: float | None = None) -> concurrent.futures.Future[SendResult]:
+    def send_async(
+        self,
+        msg: Message,
+        callback: Callable[[SendResult | None, BaseException | None], None] | None = None,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future[SendResult]:
         """Send without blocking; ``callback(result, error)`` runs on the client's loop thread."""
         future = asyncio.run_coroutine_threadsafe(self.producer.send(msg, timeout=timeout), self._loop.loop)
         if callback is not None:
+
             def done(f: concurrent.futures.Future[SendResult]) -> None:
                 error = f.exception()
                 callback(None if error else f.result(), error)
@@ -142,8 +148,15 @@ class SyncPullConsumer(_Sync):
     def fetch_queues(self, topic: str) -> list[MessageQueue]:
         return self._loop.call(self.consumer.fetch_queues(topic))
 
-    def pull(self, queue: MessageQueue, expression: str = "*", offset: int = 0, max_nums: int = 32,
-             timeout: float | None = None, block_ms: int = 0) -> PullResult:
+    def pull(
+        self,
+        queue: MessageQueue,
+        expression: str = "*",
+        offset: int = 0,
+        max_nums: int = 32,
+        timeout: float | None = None,
+        block_ms: int = 0,
+    ) -> PullResult:
         return self._loop.call(self.consumer.pull(queue, expression, offset, max_nums, timeout, block_ms))
 
     def min_offset(self, queue: MessageQueue) -> int:
@@ -167,11 +180,19 @@ class SyncAdmin(_Sync):
         super().__init__("krocket-admin")
         self._client = self.admin = Admin(namesrv, **kwargs)
 
-    def create_topic(self, topic: str, read_queues: int = 8, write_queues: int = 8, perm: int = 6,
-                     cluster: str | None = None, broker_names: list[str] | None = None,
-                     order: bool = False) -> list[str]:
-        return self._loop.call(self.admin.create_topic(topic, read_queues, write_queues, perm, cluster,
-                                                       broker_names, order))
+    def create_topic(
+        self,
+        topic: str,
+        read_queues: int = 8,
+        write_queues: int = 8,
+        perm: int = 6,
+        cluster: str | None = None,
+        broker_names: list[str] | None = None,
+        order: bool = False,
+    ) -> list[str]:
+        return self._loop.call(
+            self.admin.create_topic(topic, read_queues, write_queues, perm, cluster, broker_names, order)
+        )
 
     update_topic = create_topic
 

@@ -173,8 +173,22 @@ class Message:
 
 
 _MESSAGE_EXT_FIELDS = (
-    "topic", "body", "properties", "queue_id", "queue_offset", "commit_log_offset", "store_size", "sys_flag", "flag",
-    "born_timestamp", "born_host", "store_timestamp", "store_host", "reconsume_times", "offset_msg_id", "body_crc",
+    "topic",
+    "body",
+    "properties",
+    "queue_id",
+    "queue_offset",
+    "commit_log_offset",
+    "store_size",
+    "sys_flag",
+    "flag",
+    "born_timestamp",
+    "born_host",
+    "store_timestamp",
+    "store_host",
+    "reconsume_times",
+    "offset_msg_id",
+    "body_crc",
 )
 
 
@@ -201,9 +215,23 @@ class MessageExt:
     first read, so a consumer that only wants the body does not pay for the rest."""
 
     __slots__ = (
-        "topic", "body", "_properties", "_raw_properties", "queue_id", "queue_offset", "commit_log_offset",
-        "store_size", "sys_flag", "flag", "born_timestamp", "_born_host", "store_timestamp", "_store_host",
-        "reconsume_times", "_offset_msg_id", "body_crc",
+        "topic",
+        "body",
+        "_properties",
+        "_raw_properties",
+        "queue_id",
+        "queue_offset",
+        "commit_log_offset",
+        "store_size",
+        "sys_flag",
+        "flag",
+        "born_timestamp",
+        "_born_host",
+        "store_timestamp",
+        "_store_host",
+        "reconsume_times",
+        "_offset_msg_id",
+        "body_crc",
     )
 
     def __init__(

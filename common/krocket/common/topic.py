@@ -95,7 +95,6 @@ class TopicConfig:
             raise MessageIllegalError(f"perm must be a combination of READ=4, WRITE=2, INHERIT=1, got {self.perm}")
 
 
-
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.lower() == "true"

@@ -21,12 +21,22 @@ from krocket.namesrv.server import SCAN_INTERVAL_SECONDS, NameServer, run_namesr
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m krocket.namesrv", description="Run a krocket name server.")
     p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    p.add_argument("--port", "--listen-port", dest="port", type=int, default=9876,
-                   help="remoting port (default 9876; 0 = any free port)")
+    p.add_argument(
+        "--port",
+        "--listen-port",
+        dest="port",
+        type=int,
+        default=9876,
+        help="remoting port (default 9876; 0 = any free port)",
+    )
     p.add_argument("--http-port", type=int, default=9877, help="HTTP port (default 9877; 0 = any free port)")
     p.add_argument("--data-dir", default=None, help="directory for kvConfig.json (default: in memory only)")
-    p.add_argument("--scan-interval", type=float, default=SCAN_INTERVAL_SECONDS,
-                   help="seconds between broker expiry scans (default 10)")
+    p.add_argument(
+        "--scan-interval",
+        type=float,
+        default=SCAN_INTERVAL_SECONDS,
+        help="seconds between broker expiry scans (default 10)",
+    )
     p.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
@@ -42,8 +52,7 @@ def _write_ports(path: str, server: NameServer) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run until SIGTERM/SIGINT. Raises ``ConfigError`` when a port cannot be bound."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ports_file = args.ports_file
 
     def on_started(server: NameServer) -> None:
@@ -51,11 +60,13 @@ def main(argv: list[str] | None = None) -> None:
             _write_ports(ports_file, server)
 
     try:
-        asyncio.run(run_namesrv(args.host, args.port, args.http_port, args.data_dir, args.scan_interval,
-                                on_started=on_started))
+        asyncio.run(
+            run_namesrv(args.host, args.port, args.http_port, args.data_dir, args.scan_interval, on_started=on_started)
+        )
     except OSError as exc:
-        raise ConfigError(f"name server cannot start on {args.host} (ports {args.port}, {args.http_port}): "
-                          f"{exc}") from None
+        raise ConfigError(
+            f"name server cannot start on {args.host} (ports {args.port}, {args.http_port}): {exc}"
+        ) from None
 
 
 if __name__ == "__main__":

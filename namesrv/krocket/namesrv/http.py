@@ -34,8 +34,14 @@ async def cluster(request: web.Request) -> web.Response:
     now = registry.now()
     info = registry.cluster_info()
     info["brokers"] = [
-        {"cluster": b.cluster, "brokerName": b.broker_name, "brokerId": b.broker_id, "addr": b.addr,
-         "haServerAddr": b.ha_server_addr, "lastUpdateAgeSeconds": round(max(0.0, now - b.last_update), 3)}
+        {
+            "cluster": b.cluster,
+            "brokerName": b.broker_name,
+            "brokerId": b.broker_id,
+            "addr": b.addr,
+            "haServerAddr": b.ha_server_addr,
+            "lastUpdateAgeSeconds": round(max(0.0, now - b.last_update), 3),
+        }
         for b in registry.live_brokers()
     ]
     return web.json_response(info)
@@ -53,8 +59,7 @@ async def topic_route(request: web.Request) -> web.Response:
     return web.json_response(route.to_json())
 
 
-def create_app(registry: RouteRegistry, metrics_: NamesrvMetrics,
-               ready: Callable[[], bool]) -> web.Application:
+def create_app(registry: RouteRegistry, metrics_: NamesrvMetrics, ready: Callable[[], bool]) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics_

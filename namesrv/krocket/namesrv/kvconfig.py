@@ -36,8 +36,9 @@ class KVConfigStore:
         try:
             raw = json.loads(self.path.read_text())
             table = raw.get("configTable", {}) if isinstance(raw, dict) else {}
-            self._table = {str(ns): {str(k): str(v) for k, v in kv.items()}
-                           for ns, kv in table.items() if isinstance(kv, dict)}
+            self._table = {
+                str(ns): {str(k): str(v) for k, v in kv.items()} for ns, kv in table.items() if isinstance(kv, dict)
+            }
         except (OSError, ValueError, AttributeError) as exc:
             log.error("cannot read KV config %s, starting empty: %s", self.path, exc)
 

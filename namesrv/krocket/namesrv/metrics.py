@@ -38,14 +38,14 @@ class NamesrvMetrics:
             "# TYPE krocket_namesrv_requests_total counter",
         ]
         for code in sorted(self.requests):
-            lines.append(f'krocket_namesrv_requests_total{{code="{code}",name="{code_name(code)}"}} '
-                         f"{self.requests[code]}")
+            lines.append(
+                f'krocket_namesrv_requests_total{{code="{code}",name="{code_name(code)}"}} {self.requests[code]}'
+            )
         lines += [
             "# HELP krocket_namesrv_brokers_expired_total Brokers dropped for not registering in time.",
             "# TYPE krocket_namesrv_brokers_expired_total counter",
             f"krocket_namesrv_brokers_expired_total {self.expired_total}",
-            "# HELP krocket_namesrv_brokers_disconnected_total Brokers dropped because their connection "
-            "closed.",
+            "# HELP krocket_namesrv_brokers_disconnected_total Brokers dropped because their connection closed.",
             "# TYPE krocket_namesrv_brokers_disconnected_total counter",
             f"krocket_namesrv_brokers_disconnected_total {self.connection_removed_total}",
         ]

@@ -85,7 +85,10 @@ class RouteRegistry:
         result = RegisterResult()
         old = self._live.get(reg.addr)
         if old is not None and (old.cluster, old.broker_name, old.broker_id) != (
-                reg.cluster, reg.broker_name, reg.broker_id):
+            reg.cluster,
+            reg.broker_name,
+            reg.broker_id,
+        ):
             # The same process comes back under another identity (e.g. a slave switched to master):
             # forget the old identity first, keeping the group if it is the same one.
             self._detach(old, prune=old.broker_name != reg.broker_name)
@@ -112,8 +115,16 @@ class RouteRegistry:
 
         if old is not None and old.ha_server_addr != reg.ha_server_addr:
             result.changed = True
-        self._live[reg.addr] = BrokerLiveInfo(reg.cluster, reg.broker_name, reg.broker_id, reg.addr,
-                                              reg.ha_server_addr, now, reg.conn_id, reg.data_version)
+        self._live[reg.addr] = BrokerLiveInfo(
+            reg.cluster,
+            reg.broker_name,
+            reg.broker_id,
+            reg.addr,
+            reg.ha_server_addr,
+            now,
+            reg.conn_id,
+            reg.data_version,
+        )
 
         master_addr = broker_data.broker_addrs.get(MASTER_ID)
         if reg.broker_id != MASTER_ID and master_addr is not None:
@@ -129,8 +140,9 @@ class RouteRegistry:
         """Create or update the queue data of ``broker_name``; returns the topics that changed."""
         changed: list[str] = []
         for config in configs:
-            queue = QueueData(broker_name, config.read_queue_nums, config.write_queue_nums, config.perm,
-                              config.topic_sys_flag)
+            queue = QueueData(
+                broker_name, config.read_queue_nums, config.write_queue_nums, config.perm, config.topic_sys_flag
+            )
             by_broker = self._topic_queue_table.setdefault(config.topic_name, {})
             if by_broker.get(broker_name) != queue:
                 by_broker[broker_name] = queue
@@ -232,8 +244,9 @@ class RouteRegistry:
         broker_datas: list[BrokerData] = []
         for name in sorted(by_broker):
             q = by_broker[name]
-            queue_datas.append(QueueData(q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm,
-                                         q.topic_sys_flag))
+            queue_datas.append(
+                QueueData(q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm, q.topic_sys_flag)
+            )
             broker_data = self._broker_addr_table.get(name)
             if broker_data is not None:
                 broker_datas.append(BrokerData(broker_data.cluster, name, dict(broker_data.broker_addrs)))
@@ -245,10 +258,10 @@ class RouteRegistry:
     def cluster_info(self) -> dict[str, Any]:
         """ClusterInfo JSON: ``{"brokerAddrTable": {name: BrokerData}, "clusterAddrTable": {c: [names]}}``."""
         return {
-            "brokerAddrTable": {name: self._broker_addr_table[name].to_json()
-                                for name in sorted(self._broker_addr_table)},
-            "clusterAddrTable": {cluster: sorted(names)
-                                 for cluster, names in sorted(self._cluster_addr_table.items())},
+            "brokerAddrTable": {
+                name: self._broker_addr_table[name].to_json() for name in sorted(self._broker_addr_table)
+            },
+            "clusterAddrTable": {cluster: sorted(names) for cluster, names in sorted(self._cluster_addr_table.items())},
         }
 
     def live_brokers(self) -> list[BrokerLiveInfo]:

@@ -26,9 +26,15 @@ SCAN_INTERVAL_SECONDS = 10.0
 class NameServer:
     """Start with ``await start()``; ``port`` and ``http_port`` then hold the bound ports (0 = any free)."""
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 9876, http_port: int = 9877,
-                 data_dir: str | Path | None = None, scan_interval: float = SCAN_INTERVAL_SECONDS,
-                 expiry: float = BROKER_EXPIRY_SECONDS) -> None:
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 9876,
+        http_port: int = 9877,
+        data_dir: str | Path | None = None,
+        scan_interval: float = SCAN_INTERVAL_SECONDS,
+        expiry: float = BROKER_EXPIRY_SECONDS,
+    ) -> None:
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -49,8 +55,7 @@ class NameServer:
         self.port = await self._remoting.start()
         self._listening = True
         try:
-            self._runner = web.AppRunner(create_app(self.registry, self.metrics, lambda: self.ready),
-                                         access_log=None)
+            self._runner = web.AppRunner(create_app(self.registry, self.metrics, lambda: self.ready), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.http_port, reuse_address=True)
             await site.start()
@@ -59,8 +64,7 @@ class NameServer:
             await self.stop()
             raise
         self._scan_task = asyncio.get_running_loop().create_task(self._scan_loop(), name="namesrv-expiry")
-        log.info("name server listening: remoting %s:%d, http %s:%d", self.host, self.port, self.host,
-                 self.http_port)
+        log.info("name server listening: remoting %s:%d, http %s:%d", self.host, self.port, self.host, self.http_port)
 
     async def stop(self) -> None:
         self._listening = False
@@ -89,8 +93,7 @@ class NameServer:
         gone = self.registry.scan_expired()
         self.metrics.expired_total += len(gone)
         for info in gone:
-            log.warning("broker expired, no registration for %.0fs: %s", self.registry.expiry,
-                        _describe(info))
+            log.warning("broker expired, no registration for %.0fs: %s", self.registry.expiry, _describe(info))
         return gone
 
     async def _scan_loop(self) -> None:
@@ -106,9 +109,14 @@ def _describe(info: BrokerLiveInfo) -> str:
     return f"cluster={info.cluster} name={info.broker_name} id={info.broker_id} addr={info.addr}"
 
 
-async def run_namesrv(host: str = "0.0.0.0", port: int = 9876, http_port: int = 9877,
-                      data_dir: str | Path | None = None, scan_interval: float = SCAN_INTERVAL_SECONDS,
-                      on_started: Callable[[NameServer], None] | None = None) -> None:
+async def run_namesrv(
+    host: str = "0.0.0.0",
+    port: int = 9876,
+    http_port: int = 9877,
+    data_dir: str | Path | None = None,
+    scan_interval: float = SCAN_INTERVAL_SECONDS,
+    on_started: Callable[[NameServer], None] | None = None,
+) -> None:
     """Run a name server until SIGTERM or SIGINT, then stop it cleanly."""
     server = NameServer(host, port, http_port, data_dir, scan_interval)
     stop = asyncio.Event()

@@ -67,10 +67,14 @@ def test_produce_summary_converts_seconds_to_microseconds() -> None:
 
 
 def test_empty_summaries() -> None:
-    assert stats.produce_summary([], 0, 0.0) == {"msgs": 0, "msgs_per_s": 0, "p50_us": None, "p99_us": None,
-                                                 "secs": 0.0}
-    assert stats.latency_summary([]) == {"msgs": 0, "p50_us": None, "p99_us": None, "p999_us": None,
-                                         "max_us": None}
+    assert stats.produce_summary([], 0, 0.0) == {
+        "msgs": 0,
+        "msgs_per_s": 0,
+        "p50_us": None,
+        "p99_us": None,
+        "secs": 0.0,
+    }
+    assert stats.latency_summary([]) == {"msgs": 0, "p50_us": None, "p99_us": None, "p999_us": None, "max_us": None}
 
 
 def test_consume_and_latency_summaries() -> None:
@@ -188,8 +192,13 @@ def test_rss_of_this_process_and_pinning_probe() -> None:
 
 
 def _run(peer_or_row: str, mode: str, rate: int, p99: int | None, consume: int = 0, **extra: object) -> dict:
-    r = {"mode": mode, "loop": "asyncio", "produce": {"msgs_per_s": rate, "p50_us": 1, "p99_us": p99},
-         "consume": {"msgs_per_s": consume}, **extra}
+    r = {
+        "mode": mode,
+        "loop": "asyncio",
+        "produce": {"msgs_per_s": rate, "p50_us": 1, "p99_us": p99},
+        "consume": {"msgs_per_s": consume},
+        **extra,
+    }
     r["peer" if peer_or_row in compare.PEER_CLASS else "row"] = peer_or_row
     return r
 
@@ -204,9 +213,14 @@ def test_verdicts() -> None:
 
 
 def test_best_peer_is_per_durability_class_and_mode() -> None:
-    runs = [_run("redis", "seq", 8000, 200, 200_000), _run("redis", "seq", 9000, 250, 100_000),
-            _run("redis", "seq", 8500, 220, 150_000), _run("nats", "seq", 6000, 300, 30_000),
-            _run("rabbit", "seq", 1500, 900, 12_000), _run("redis", "batch", 100_000, 9000, 120_000)]
+    runs = [
+        _run("redis", "seq", 8000, 200, 200_000),
+        _run("redis", "seq", 9000, 250, 100_000),
+        _run("redis", "seq", 8500, 220, 150_000),
+        _run("nats", "seq", 6000, 300, 30_000),
+        _run("rabbit", "seq", 1500, 900, 12_000),
+        _run("redis", "batch", 100_000, 9000, 120_000),
+    ]
     pmed = compare.peer_medians(runs)
     (peer, mode, _loop), m = compare.best_peer(pmed, "async", "seq")
     assert (peer, mode, m["produce"], m["p99"], m["runs"]) == ("redis", "seq", 8500, 220, 3)
@@ -225,8 +239,9 @@ def test_target_checks() -> None:
     assert compare.target_met(rows["seq-async"], slow) == "**missed**"
     e2e = compare._medians([_run("e2e", "window", 20_000, 1, e2e={"p50_us": 800, "p99_us": 4000, "p999_us": 1})])
     assert compare.target_met(rows["e2e"], e2e) == "met"
-    flat = compare._medians([_run("backlog", "backlog", 1, 1, backlog={"rss_empty_kib": 100, "rss_backlog_kib": 109,
-                                                                      "msgs": 10})])
+    flat = compare._medians(
+        [_run("backlog", "backlog", 1, 1, backlog={"rss_empty_kib": 100, "rss_backlog_kib": 109, "msgs": 10})]
+    )
     assert compare.target_met(rows["backlog"], flat) == "met"
     sm = compare._medians([_run("batch-sync-master", "batch", 70_000, 1)])
     assert compare.target_met(rows["batch-sync-master"], sm, async_batch_rate=100_000) == "met"
@@ -239,12 +254,10 @@ def test_sync_master_row_is_held_against_async_master_with_a_slave_when_it_ran()
     sync_master = [_run("batch-sync-master", "batch", 60_000, 1)]
     args = argparse.Namespace(rounds=1)
     alone = {"batch-async": [_run("batch-async", "batch", 130_000, 1)], "batch-sync-master": sync_master}
-    line = next(x for x in compare.render(rows, alone, [], [], args, "t", 1).splitlines()
-                if ", SYNC_MASTER with" in x)
+    line = next(x for x in compare.render(rows, alone, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x)
     assert line.endswith("| **missed** |")  # 60 k < 0.7 x 130 k (no slave)
     paired = {**alone, "batch-async-master": [_run("batch-async-master", "batch", 70_000, 1)]}
-    line = next(x for x in compare.render(rows, paired, [], [], args, "t", 1).splitlines()
-                if ", SYNC_MASTER with" in x)
+    line = next(x for x in compare.render(rows, paired, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x)
     assert line.endswith("| met |")  # 60 k >= 0.7 x 70 k (ASYNC_MASTER with a slave)
 
 

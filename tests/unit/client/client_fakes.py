@@ -35,12 +35,18 @@ class FakeNamesrv:
         return f"127.0.0.1:{self.server.port}"
 
     def route(self, topic: str) -> TopicRouteData | None:
-        qds = [QueueData(b.name, b.topics[topic].queues, b.topics[topic].queues, b.topics[topic].perm)
-               for b in self.brokers if topic in b.topics and b.online]
+        qds = [
+            QueueData(b.name, b.topics[topic].queues, b.topics[topic].queues, b.topics[topic].perm)
+            for b in self.brokers
+            if topic in b.topics and b.online
+        ]
         if not qds:
             return None
-        bds = [BrokerData("c", b.name, {0: b.addr}) for b in self.brokers if b.online
-               and any(q.broker_name == b.name for q in qds)]
+        bds = [
+            BrokerData("c", b.name, {0: b.addr})
+            for b in self.brokers
+            if b.online and any(q.broker_name == b.name for q in qds)
+        ]
         return TopicRouteData(qds, bds)
 
     async def _serve(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
@@ -51,8 +57,10 @@ class FakeNamesrv:
                 return cmd.response(ResponseCode.TOPIC_NOT_EXIST, "no route")
             return cmd.response(OK, body=json.dumps(route.to_json()).encode())
         if cmd.code == RequestCode.GET_BROKER_CLUSTER_INFO:
-            body = {"brokerAddrTable": {b.name: BrokerData("c", b.name, {0: b.addr}).to_json() for b in self.brokers},
-                    "clusterAddrTable": {"c": [b.name for b in self.brokers]}}
+            body = {
+                "brokerAddrTable": {b.name: BrokerData("c", b.name, {0: b.addr}).to_json() for b in self.brokers},
+                "clusterAddrTable": {"c": [b.name for b in self.brokers]},
+            }
             return cmd.response(OK, body=json.dumps(body).encode())
         if cmd.code == RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER:
             topics = sorted({t for b in self.brokers for t in b.topics})
@@ -111,15 +119,26 @@ class FakeBroker:
                 cmd = RemotingCommand(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, ext_fields={"consumerGroup": group})
                 asyncio.get_running_loop().create_task(conn.oneway(cmd))
 
-    def _store(self, topic: str, queue_id: int, body: bytes, props: dict[str, str], sys_flag: int,
-               flag: int) -> tuple[int, str]:
+    def _store(
+        self, topic: str, queue_id: int, body: bytes, props: dict[str, str], sys_flag: int, flag: int
+    ) -> tuple[int, str]:
         t = self.topics[topic]
         offset = len(t.logs[queue_id])
         host = pack_host(self.addr)
-        record = encode_record(topic=topic.encode(), body=body, properties=encode_properties(props),
-                               queue_id=queue_id, flag=flag, queue_offset=offset, physical_offset=self._phys,
-                               sys_flag=sys_flag, born_timestamp=int(time.time() * 1000), born_host=host,
-                               store_timestamp=int(time.time() * 1000), store_host=host)
+        record = encode_record(
+            topic=topic.encode(),
+            body=body,
+            properties=encode_properties(props),
+            queue_id=queue_id,
+            flag=flag,
+            queue_offset=offset,
+            physical_offset=self._phys,
+            sys_flag=sys_flag,
+            born_timestamp=int(time.time() * 1000),
+            born_host=host,
+            store_timestamp=int(time.time() * 1000),
+            store_host=host,
+        )
         msg_id = offset_msg_id(host, self._phys)
         self._phys += len(record)
         t.logs[queue_id].append(record)
@@ -145,15 +164,23 @@ class FakeBroker:
                 self.topics[topic] = FakeTopic(int(ext["d"]))
             queue_id %= self.topics[topic].queues
             if code == RequestCode.SEND_BATCH_MESSAGE:
-                results = [self._store(topic, queue_id, i.body, i.properties, 0, i.flag)
-                           for i in decode_batch(cmd.body)]
+                results = [
+                    self._store(topic, queue_id, i.body, i.properties, 0, i.flag) for i in decode_batch(cmd.body)
+                ]
             else:
-                results = [self._store(topic, queue_id, cmd.body, decode_properties(ext["i"]), int(ext["f"]),
-                                       int(ext["h"]))]
+                results = [
+                    self._store(topic, queue_id, cmd.body, decode_properties(ext["i"]), int(ext["f"]), int(ext["h"]))
+                ]
             async with self._arrived:
                 self._arrived.notify_all()
-            return cmd.response(OK, ext_fields={"msgId": ",".join(r[1] for r in results), "queueId": queue_id,
-                                                "queueOffset": results[0][0]})
+            return cmd.response(
+                OK,
+                ext_fields={
+                    "msgId": ",".join(r[1] for r in results),
+                    "queueId": queue_id,
+                    "queueOffset": results[0][0],
+                },
+            )
         if code == RequestCode.PULL_MESSAGE:
             return await self._pull(cmd)
         if code in (RequestCode.GET_MAX_OFFSET, RequestCode.GET_MIN_OFFSET, RequestCode.SEARCH_OFFSET_BY_TIMESTAMP):
@@ -204,18 +231,25 @@ class FakeBroker:
     async def _pull(self, cmd: RemotingCommand) -> RemotingCommand:
         ext = cmd.ext_fields
         topic, q, offset = ext["topic"], int(ext["queueId"]), int(ext["queueOffset"])
-        codes = None if ext.get("subscription", "*") == "*" else {
-            java_string_hash(t.strip()) for t in ext["subscription"].split("||")}
+        codes = (
+            None
+            if ext.get("subscription", "*") == "*"
+            else {java_string_hash(t.strip()) for t in ext["subscription"].split("||")}
+        )
         deadline = time.monotonic() + int(ext.get("suspendTimeoutMillis", "0")) / 1000
         while True:
             t = self.topics.get(topic)
             if t is None:
-                return cmd.response(ResponseCode.PULL_NOT_FOUND, "no topic",
-                                    {"nextBeginOffset": offset, "minOffset": 0, "maxOffset": 0})
+                return cmd.response(
+                    ResponseCode.PULL_NOT_FOUND, "no topic", {"nextBeginOffset": offset, "minOffset": 0, "maxOffset": 0}
+                )
             size = len(t.logs[q])
             if offset > size:
-                return cmd.response(ResponseCode.PULL_OFFSET_MOVED, "moved",
-                                    {"nextBeginOffset": size, "minOffset": 0, "maxOffset": size})
+                return cmd.response(
+                    ResponseCode.PULL_OFFSET_MOVED,
+                    "moved",
+                    {"nextBeginOffset": size, "minOffset": 0, "maxOffset": size},
+                )
             picked = []
             end = offset
             while end < size and len(picked) < int(ext["maxMsgNums"]):

@@ -100,6 +100,7 @@ async def test_push_clustering_rebalances_and_commits(fake: FakeCluster, tmp_pat
         def listen(msgs: list[MessageExt]) -> ConsumeStatus:
             got[name].extend(m.msg_id for m in msgs)
             return ConsumeStatus.SUCCESS
+
         return listen
 
     c1 = PushConsumer("cg", fake.namesrv_addr, consume_from="FIRST")
@@ -111,8 +112,10 @@ async def test_push_clustering_rebalances_and_commits(fake: FakeCluster, tmp_pat
     c2.subscribe("T")
     c2.register_listener(listener_for("c2"))
     await c2.start()
-    await wait_for(lambda: len(c1.assigned_queues()) == 4 and len(c2.assigned_queues()) == 4,
-                   what="4 queues each after NOTIFY_CONSUMER_IDS_CHANGED")
+    await wait_for(
+        lambda: len(c1.assigned_queues()) == 4 and len(c2.assigned_queues()) == 4,
+        what="4 queues each after NOTIFY_CONSUMER_IDS_CHANGED",
+    )
     assert set(c1.assigned_queues()).isdisjoint(c2.assigned_queues())
     async with Producer("pg", fake.namesrv_addr) as producer:
         ids = {(await producer.send(Message("T", f"m{i}".encode()))).msg_id for i in range(40)}
@@ -159,8 +162,14 @@ async def test_broadcasting_everyone_gets_everything(fake: FakeCluster, tmp_path
     got: list[list[bytes]] = [[], []]
     consumers = []
     for i in range(2):
-        c = PushConsumer("bg", fake.namesrv_addr, message_model="BROADCASTING", consume_from="FIRST",
-                         instance_name=f"b{i}", offset_dir=tmp_path)
+        c = PushConsumer(
+            "bg",
+            fake.namesrv_addr,
+            message_model="BROADCASTING",
+            consume_from="FIRST",
+            instance_name=f"b{i}",
+            offset_dir=tmp_path,
+        )
         c.subscribe("T")
         c.register_listener(lambda msgs, i=i: got[i].extend(m.body for m in msgs))
         await c.start()

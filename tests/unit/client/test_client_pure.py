@@ -106,14 +106,21 @@ def test_subscription_refilters_by_tag_string() -> None:
 
 # -- queue selection -------------------------------------------------------------------------------
 def route(*brokers: tuple[str, int, int]) -> TopicRouteData:
-    return TopicRouteData([QueueData(n, w, w, perm) for n, w, perm in brokers],
-                          [BrokerData("c", n, {0: f"127.0.0.1:{i}"}) for i, (n, _, _) in enumerate(brokers)])
+    return TopicRouteData(
+        [QueueData(n, w, w, perm) for n, w, perm in brokers],
+        [BrokerData("c", n, {0: f"127.0.0.1:{i}"}) for i, (n, _, _) in enumerate(brokers)],
+    )
 
 
 def test_publish_queues_only_writable_and_capped() -> None:
     r = route(("b", 2, 6), ("a", 3, 6), ("ro", 4, 4))
     assert [(q.broker_name, q.queue_id) for q in publish_queues("T", r)] == [
-        ("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("b", 0),
+        ("b", 1),
+    ]
     assert len(publish_queues("T", r, max_queues=1)) == 2
     no_master = TopicRouteData([QueueData("x", 4, 4, 6)], [BrokerData("c", "x", {1: "h:1"})])
     assert publish_queues("T", no_master) == []

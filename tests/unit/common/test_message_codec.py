@@ -57,8 +57,22 @@ def test_record_round_trip():
 def test_decoded_record_reads_its_wire_fields_on_demand_and_compares_by_value():
     msg = decode_record(_record(props={"TAGS": "T", "UNIQ_KEY": "U1"}))
     eager = MessageExt(
-        "TopicA", b"hello", {"TAGS": "T", "UNIQ_KEY": "U1"}, 2, 5, 100, msg.store_size, 0, 3, 1000,
-        "127.0.0.1:4000", 2000, "127.0.0.1:10911", 0, msg.offset_msg_id, msg.body_crc,
+        "TopicA",
+        b"hello",
+        {"TAGS": "T", "UNIQ_KEY": "U1"},
+        2,
+        5,
+        100,
+        msg.store_size,
+        0,
+        3,
+        1000,
+        "127.0.0.1:4000",
+        2000,
+        "127.0.0.1:10911",
+        0,
+        msg.offset_msg_id,
+        msg.body_crc,
     )
     assert msg == eager and repr(msg) == repr(eager)
     assert msg.msg_id == "U1" and msg.keys == []

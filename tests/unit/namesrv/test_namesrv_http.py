@@ -13,8 +13,9 @@ from krocket.namesrv.registry import Registration, RouteRegistry
 async def test_http_endpoints() -> None:
     now = [100.0]
     registry = RouteRegistry(clock=lambda: now[0])
-    registry.register(Registration("c1", "broker-a", 0, "10.0.0.1:10911", "10.0.0.1:10912",
-                                   {"T": TopicConfig("T", 2, 2)}, None, 1))
+    registry.register(
+        Registration("c1", "broker-a", 0, "10.0.0.1:10911", "10.0.0.1:10912", {"T": TopicConfig("T", 2, 2)}, None, 1)
+    )
     now[0] += 5
     metrics = NamesrvMetrics()
     metrics.count_request(105)
@@ -38,9 +39,16 @@ async def test_http_endpoints() -> None:
         cluster = await (await client.get("/api/v1/cluster")).json()
         assert cluster["clusterAddrTable"] == {"c1": ["broker-a"]}
         assert cluster["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {"0": "10.0.0.1:10911"}
-        assert cluster["brokers"] == [{"cluster": "c1", "brokerName": "broker-a", "brokerId": 0,
-                                       "addr": "10.0.0.1:10911", "haServerAddr": "10.0.0.1:10912",
-                                       "lastUpdateAgeSeconds": 5.0}]
+        assert cluster["brokers"] == [
+            {
+                "cluster": "c1",
+                "brokerName": "broker-a",
+                "brokerId": 0,
+                "addr": "10.0.0.1:10911",
+                "haServerAddr": "10.0.0.1:10912",
+                "lastUpdateAgeSeconds": 5.0,
+            }
+        ]
 
         assert await (await client.get("/api/v1/topics")).json() == {"topicList": ["T"]}
         route = await (await client.get("/api/v1/topics/T/route")).json()

@@ -25,24 +25,45 @@ class FakeConn:
 
 
 def register_body(topics: dict[str, int], counter: int = 1) -> bytes:
-    table = {t: {"topicName": t, "readQueueNums": n, "writeQueueNums": n, "perm": 6,
-                 "topicFilterType": "SINGLE_TAG", "topicSysFlag": 0, "order": False}
-             for t, n in topics.items()}
-    return dumps({"topicConfigSerializeWrapper": {"topicConfigTable": table,
-                                                  "dataVersion": {"stateVersion": 0, "timestamp": 1,
-                                                                  "counter": counter}},
-                  "filterServerList": []})
+    table = {
+        t: {
+            "topicName": t,
+            "readQueueNums": n,
+            "writeQueueNums": n,
+            "perm": 6,
+            "topicFilterType": "SINGLE_TAG",
+            "topicSysFlag": 0,
+            "order": False,
+        }
+        for t, n in topics.items()
+    }
+    return dumps(
+        {
+            "topicConfigSerializeWrapper": {
+                "topicConfigTable": table,
+                "dataVersion": {"stateVersion": 0, "timestamp": 1, "counter": counter},
+            },
+            "filterServerList": [],
+        }
+    )
 
 
 def request(code: int, body: bytes = b"", **fields: Any) -> RemotingCommand:
     return RemotingCommand(code, opaque=7, ext_fields=header_fields(fields), body=body)
 
 
-def register(name: str = "broker-a", broker_id: int = 0, addr: str = "127.0.0.1:10911",
-             topics: dict[str, int] | None = None) -> RemotingCommand:
-    return request(RequestCode.REGISTER_BROKER, register_body(topics or {}), brokerName=name,
-                   brokerAddr=addr, clusterName="DefaultCluster", haServerAddr=addr.replace("10911", "10912"),
-                   brokerId=broker_id)
+def register(
+    name: str = "broker-a", broker_id: int = 0, addr: str = "127.0.0.1:10911", topics: dict[str, int] | None = None
+) -> RemotingCommand:
+    return request(
+        RequestCode.REGISTER_BROKER,
+        register_body(topics or {}),
+        brokerName=name,
+        brokerAddr=addr,
+        clusterName="DefaultCluster",
+        haServerAddr=addr.replace("10911", "10912"),
+        brokerId=broker_id,
+    )
 
 
 @pytest.fixture
@@ -66,14 +87,18 @@ async def test_register_master_then_slave(proc: NamesrvProcessor) -> None:
 
 
 async def test_register_missing_field_is_system_error(proc: NamesrvProcessor) -> None:
-    resp = await call(proc, request(RequestCode.REGISTER_BROKER, brokerName="b", clusterName="c",
-                                    brokerId=0))
+    resp = await call(proc, request(RequestCode.REGISTER_BROKER, brokerName="b", clusterName="c", brokerId=0))
     assert resp.code == ResponseCode.SYSTEM_ERROR and "brokerAddr" in (resp.remark or "")
-    resp = await call(proc, request(RequestCode.REGISTER_BROKER, brokerName="b", clusterName="c",
-                                    brokerId="x", brokerAddr="h:1"))
+    resp = await call(
+        proc, request(RequestCode.REGISTER_BROKER, brokerName="b", clusterName="c", brokerId="x", brokerAddr="h:1")
+    )
     assert resp.code == ResponseCode.SYSTEM_ERROR and "brokerId" in (resp.remark or "")
-    resp = await call(proc, request(RequestCode.REGISTER_BROKER, b"\x00garbage", brokerName="b",
-                                    clusterName="c", brokerId=0, brokerAddr="h:1"))
+    resp = await call(
+        proc,
+        request(
+            RequestCode.REGISTER_BROKER, b"\x00garbage", brokerName="b", clusterName="c", brokerId=0, brokerAddr="h:1"
+        ),
+    )
     assert resp.code == ResponseCode.SYSTEM_ERROR
 
 
@@ -105,8 +130,9 @@ async def test_cluster_info_and_topic_list(proc: NamesrvProcessor) -> None:
     await call(proc, register(topics={"B": 1, "A": 1}))
     resp = await call(proc, request(RequestCode.GET_BROKER_CLUSTER_INFO))
     assert json.loads(resp.body) == {
-        "brokerAddrTable": {"broker-a": {"cluster": "DefaultCluster", "brokerName": "broker-a",
-                                         "brokerAddrs": {"0": "127.0.0.1:10911"}}},
+        "brokerAddrTable": {
+            "broker-a": {"cluster": "DefaultCluster", "brokerName": "broker-a", "brokerAddrs": {"0": "127.0.0.1:10911"}}
+        },
         "clusterAddrTable": {"DefaultCluster": ["broker-a"]},
     }
     resp = await call(proc, request(RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER))
@@ -123,8 +149,16 @@ async def test_delete_topic(proc: NamesrvProcessor) -> None:
 
 async def test_unregister(proc: NamesrvProcessor) -> None:
     await call(proc, register(topics={"A": 1}))
-    resp = await call(proc, request(RequestCode.UNREGISTER_BROKER, brokerName="broker-a",
-                                    brokerAddr="127.0.0.1:10911", clusterName="DefaultCluster", brokerId=0))
+    resp = await call(
+        proc,
+        request(
+            RequestCode.UNREGISTER_BROKER,
+            brokerName="broker-a",
+            brokerAddr="127.0.0.1:10911",
+            clusterName="DefaultCluster",
+            brokerId=0,
+        ),
+    )
     assert resp.code == ResponseCode.SUCCESS
     assert proc.registry.broker_count == 0 and proc.registry.route("A") is None
 
@@ -138,8 +172,9 @@ async def test_connection_id_is_stable_per_connection(proc: NamesrvProcessor) ->
 
 
 async def test_kv_config(proc: NamesrvProcessor, tmp_path: Path) -> None:
-    resp = await call(proc, request(RequestCode.PUT_KV_CONFIG, namespace="ORDER_TOPIC_CONFIG", key="T",
-                                    value="broker-a:4"))
+    resp = await call(
+        proc, request(RequestCode.PUT_KV_CONFIG, namespace="ORDER_TOPIC_CONFIG", key="T", value="broker-a:4")
+    )
     assert resp.code == ResponseCode.SUCCESS
     resp = await call(proc, request(RequestCode.GET_KV_CONFIG, namespace="ORDER_TOPIC_CONFIG", key="T"))
     assert resp.code == ResponseCode.SUCCESS and resp.ext_fields == {"value": "broker-a:4"}

@@ -17,14 +17,29 @@ class FakeClock:
         return self.t
 
 
-def reg(name: str = "broker-a", broker_id: int = 0, addr: str = "10.0.0.1:10911", cluster: str = "c1",
-        topics: dict[str, int] | None = None, conn: int | None = 1, version: int = 1,
-        ha: str = "") -> Registration:
+def reg(
+    name: str = "broker-a",
+    broker_id: int = 0,
+    addr: str = "10.0.0.1:10911",
+    cluster: str = "c1",
+    topics: dict[str, int] | None = None,
+    conn: int | None = 1,
+    version: int = 1,
+    ha: str = "",
+) -> Registration:
     configs = None
     if topics is not None:
         configs = {t: TopicConfig(t, n, n) for t, n in topics.items()}
-    return Registration(cluster, name, broker_id, addr, ha or addr.replace("10911", "10912"), configs,
-                        {"counter": version, "timestamp": 0}, conn)
+    return Registration(
+        cluster,
+        name,
+        broker_id,
+        addr,
+        ha or addr.replace("10911", "10912"),
+        configs,
+        {"counter": version, "timestamp": 0},
+        conn,
+    )
 
 
 def make() -> tuple[RouteRegistry, FakeClock]:
@@ -53,10 +68,12 @@ def test_route_json_shape_is_rocketmq() -> None:
     assert route is not None
     data = json.loads(dumps(route.to_json()))
     assert data == {
-        "queueDatas": [{"brokerName": "broker-a", "readQueueNums": 4, "writeQueueNums": 4, "perm": 6,
-                        "topicSysFlag": 0}],
-        "brokerDatas": [{"cluster": "c1", "brokerName": "broker-a",
-                         "brokerAddrs": {"0": "10.0.0.1:10911", "1": "10.0.0.2:10911"}}],
+        "queueDatas": [
+            {"brokerName": "broker-a", "readQueueNums": 4, "writeQueueNums": 4, "perm": 6, "topicSysFlag": 0}
+        ],
+        "brokerDatas": [
+            {"cluster": "c1", "brokerName": "broker-a", "brokerAddrs": {"0": "10.0.0.1:10911", "1": "10.0.0.2:10911"}}
+        ],
         "filterServerTable": {},
     }
     assert b'"brokerAddrs":{"0":' in dumps(route.to_json())
@@ -129,8 +146,11 @@ def test_multiple_groups_and_clusters() -> None:
     assert [b.broker_name for b in route.broker_datas] == ["broker-a", "broker-b"]
     info = r.cluster_info()
     assert info["clusterAddrTable"] == {"c1": ["broker-a", "broker-b"], "c2": ["broker-x"]}
-    assert info["brokerAddrTable"]["broker-x"] == {"cluster": "c2", "brokerName": "broker-x",
-                                                   "brokerAddrs": {"0": "10.0.1.1:10911"}}
+    assert info["brokerAddrTable"]["broker-x"] == {
+        "cluster": "c2",
+        "brokerName": "broker-x",
+        "brokerAddrs": {"0": "10.0.1.1:10911"},
+    }
     assert r.topics() == ["A", "T", "X"]
     r.remove_by_connection(2)
     route = r.route("T")

@@ -11,12 +11,28 @@ from krocket.namesrv.server import NameServer
 
 
 def register_cmd() -> RemotingCommand:
-    body = dumps({"topicConfigSerializeWrapper": {
-        "topicConfigTable": {"T": {"topicName": "T", "readQueueNums": 1, "writeQueueNums": 1, "perm": 6}},
-        "dataVersion": {"counter": 1}}, "filterServerList": []})
-    return RemotingCommand(RequestCode.REGISTER_BROKER, body=body, ext_fields=header_fields({
-        "brokerName": "b", "brokerAddr": "127.0.0.1:1", "clusterName": "c", "brokerId": 0,
-        "haServerAddr": "127.0.0.1:2"}))
+    body = dumps(
+        {
+            "topicConfigSerializeWrapper": {
+                "topicConfigTable": {"T": {"topicName": "T", "readQueueNums": 1, "writeQueueNums": 1, "perm": 6}},
+                "dataVersion": {"counter": 1},
+            },
+            "filterServerList": [],
+        }
+    )
+    return RemotingCommand(
+        RequestCode.REGISTER_BROKER,
+        body=body,
+        ext_fields=header_fields(
+            {
+                "brokerName": "b",
+                "brokerAddr": "127.0.0.1:1",
+                "clusterName": "c",
+                "brokerId": 0,
+                "haServerAddr": "127.0.0.1:2",
+            }
+        ),
+    )
 
 
 async def test_expiry_scan_loop_drops_silent_broker() -> None:

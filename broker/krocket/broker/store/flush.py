@@ -44,8 +44,11 @@ def fdatasync_all(fds: list[int]) -> None:
 
 def _expire(fut: asyncio.Future[None], offset: int, config: StoreConfig) -> None:
     if not fut.done():
-        fut.set_exception(FlushDiskTimeoutError(
-            f"flushing the commit log up to offset {offset} took over {config.sync_flush_timeout_s} s"))
+        fut.set_exception(
+            FlushDiskTimeoutError(
+                f"flushing the commit log up to offset {offset} took over {config.sync_flush_timeout_s} s"
+            )
+        )
 
 
 class FlushService:
@@ -97,8 +100,11 @@ class FlushService:
         took = time.monotonic() - now
         if took > INLINE_SLOW_S:
             self._inline_off_until = now + took + INLINE_BACKOFF_S
-            log.info("an fdatasync on the event loop took %.1f ms; syncing in the worker thread for %.0f s",
-                     took * 1000, INLINE_BACKOFF_S)
+            log.info(
+                "an fdatasync on the event loop took %.1f ms; syncing in the worker thread for %.0f s",
+                took * 1000,
+                INLINE_BACKOFF_S,
+            )
         if target > before:
             self.sync_rounds += 1
         self._wake(self.commitlog.flushed)

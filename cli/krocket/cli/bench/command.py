@@ -135,8 +135,9 @@ def register(sub: Any) -> None:
         ("backlog", "as consume, reporting the broker's resident memory empty and with the backlog"),
         ("e2e", "produce at --rate while consuming; produce-to-consume latency p50/p99/p999"),
     ):
-        p = verbs.add_parser(verb, help=text, description=text, epilog=EPILOG,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = verbs.add_parser(
+            verb, help=text, description=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         add_run_arguments(p)
         if verb in ("consume", "backlog"):
             p.add_argument(

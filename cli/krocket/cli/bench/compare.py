@@ -49,31 +49,95 @@ class Row:
 
 def default_rows(backlog: int, rate: float) -> list[Row]:
     return [
-        Row("seq-async", "one-at-a-time acked send, async flush", ["produce", "--mode", "seq"], "async", "seq",
-            ">= 8.3 k/s, p99 <= 400 us"),
-        Row("seq-sync", "one-at-a-time acked send, SYNC_FLUSH", ["produce", "--mode", "seq", "--flush", "sync"],
-            "sync", "seq", ">= 3 k/s, p99 <= 1 ms"),
-        Row("window-async", "pipelined send (window 256), async flush", ["produce", "--mode", "window"], "async",
-            "batch", ">= 90 k/s, p99 <= 10 ms"),
-        Row("batch-async", "batched send (100 x 4 in flight), async flush", ["produce", "--mode", "batch"], "async",
-            "batch", ">= 90 k/s, p99 <= 10 ms"),
-        Row("batch-sync", "batched send (100 x 4 in flight), SYNC_FLUSH",
-            ["produce", "--mode", "batch", "--flush", "sync"], "sync", "batch", ">= 50 k/s"),
-        Row("batch-async-master", "batched send, async flush, ASYNC_MASTER with 1 slave",
-            ["produce", "--mode", "batch", "--replication", "async", "--slaves", "1"], None, None,
-            "- (what the SYNC_MASTER row is held against)"),
-        Row("batch-sync-master", "batched send, async flush, SYNC_MASTER with 1 slave",
-            ["produce", "--mode", "batch", "--replication", "sync", "--slaves", "1"], None, None,
-            ">= 0.7 of the ASYNC_MASTER (1 slave) batch rate"),
-        Row("consume", "consume a backlog (pull, offsets committed)", ["consume"], "async", "consume", ">= 150 k/s",
-            metric="consume"),
-        Row("produce+consume", "produce and consume at once (batch, unthrottled)",
-            ["e2e", "--mode", "batch", "--rate", "0"], None, None, ">= 60 k in + 60 k out"),
-        Row("e2e", f"end-to-end latency at {rate / 1000:g} k/s offered (batches of 10)",
-            ["e2e", "--mode", "batch", "--batch", "10", "--rate", f"{rate:g}"], None, None,
-            "p50 <= 1 ms, p99 <= 5 ms"),
-        Row("backlog", f"broker RSS with a {backlog:,} message backlog", ["backlog", "--backlog", str(backlog)],
-            None, None, "RSS within 10 % of empty"),
+        Row(
+            "seq-async",
+            "one-at-a-time acked send, async flush",
+            ["produce", "--mode", "seq"],
+            "async",
+            "seq",
+            ">= 8.3 k/s, p99 <= 400 us",
+        ),
+        Row(
+            "seq-sync",
+            "one-at-a-time acked send, SYNC_FLUSH",
+            ["produce", "--mode", "seq", "--flush", "sync"],
+            "sync",
+            "seq",
+            ">= 3 k/s, p99 <= 1 ms",
+        ),
+        Row(
+            "window-async",
+            "pipelined send (window 256), async flush",
+            ["produce", "--mode", "window"],
+            "async",
+            "batch",
+            ">= 90 k/s, p99 <= 10 ms",
+        ),
+        Row(
+            "batch-async",
+            "batched send (100 x 4 in flight), async flush",
+            ["produce", "--mode", "batch"],
+            "async",
+            "batch",
+            ">= 90 k/s, p99 <= 10 ms",
+        ),
+        Row(
+            "batch-sync",
+            "batched send (100 x 4 in flight), SYNC_FLUSH",
+            ["produce", "--mode", "batch", "--flush", "sync"],
+            "sync",
+            "batch",
+            ">= 50 k/s",
+        ),
+        Row(
+            "batch-async-master",
+            "batched send, async flush, ASYNC_MASTER with 1 slave",
+            ["produce", "--mode", "batch", "--replication", "async", "--slaves", "1"],
+            None,
+            None,
+            "- (what the SYNC_MASTER row is held against)",
+        ),
+        Row(
+            "batch-sync-master",
+            "batched send, async flush, SYNC_MASTER with 1 slave",
+            ["produce", "--mode", "batch", "--replication", "sync", "--slaves", "1"],
+            None,
+            None,
+            ">= 0.7 of the ASYNC_MASTER (1 slave) batch rate",
+        ),
+        Row(
+            "consume",
+            "consume a backlog (pull, offsets committed)",
+            ["consume"],
+            "async",
+            "consume",
+            ">= 150 k/s",
+            metric="consume",
+        ),
+        Row(
+            "produce+consume",
+            "produce and consume at once (batch, unthrottled)",
+            ["e2e", "--mode", "batch", "--rate", "0"],
+            None,
+            None,
+            ">= 60 k in + 60 k out",
+        ),
+        Row(
+            "e2e",
+            f"end-to-end latency at {rate / 1000:g} k/s offered (batches of 10)",
+            ["e2e", "--mode", "batch", "--batch", "10", "--rate", f"{rate:g}"],
+            None,
+            None,
+            "p50 <= 1 ms, p99 <= 5 ms",
+        ),
+        Row(
+            "backlog",
+            f"broker RSS with a {backlog:,} message backlog",
+            ["backlog", "--backlog", str(backlog)],
+            None,
+            None,
+            "RSS within 10 % of empty",
+        ),
     ]
 
 
@@ -84,10 +148,17 @@ def register(verbs: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--peers-script", default=os.environ.get(PEERS_SCRIPT_ENV),
-                   help=f"the peer kit's run.sh (default ${PEERS_SCRIPT_ENV}); not needed with --peers none")
-    p.add_argument("--peers", default="all", choices=["all", "redis", "nats", "rabbit", "none"],
-                   help="peers to run (none: krocket only)")
+    p.add_argument(
+        "--peers-script",
+        default=os.environ.get(PEERS_SCRIPT_ENV),
+        help=f"the peer kit's run.sh (default ${PEERS_SCRIPT_ENV}); not needed with --peers none",
+    )
+    p.add_argument(
+        "--peers",
+        default="all",
+        choices=["all", "redis", "nats", "rabbit", "none"],
+        help="peers to run (none: krocket only)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="rounds of peers + krocket (default 3; medians over them)")
     p.add_argument("--n", type=int, default=200_000, help="messages per run, peers and krocket (default 200000)")
     p.add_argument("--budget", type=int, default=45, help="produce time budget per run, seconds (default 45)")
@@ -95,12 +166,17 @@ def register(verbs: Any) -> None:
     p.add_argument("--backlog", type=int, default=1_000_000, help="messages of the backlog row (default 1000000)")
     p.add_argument("--rate", type=float, default=20_000, help="offered rate of the e2e row (default 20000)")
     p.add_argument("--only", default=None, help="comma-separated krocket rows to run (default all)")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default=argparse.SUPPRESS,
-                   help="event loop of krocket's clients and local clusters (default: the global --loop)")
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default=argparse.SUPPRESS,
+        help="event loop of krocket's clients and local clusters (default: the global --loop)",
+    )
     p.add_argument("--out", default=str(DEFAULT_DOC), help=f"Markdown file to update (default {DEFAULT_DOC})")
     p.add_argument("--results", default=None, help="also append every JSON line to this file")
-    p.add_argument("--reuse", default=None,
-                   help="no runs: rebuild the tables from a JSON-lines file written by --results")
+    p.add_argument(
+        "--reuse", default=None, help="no runs: rebuild the tables from a JSON-lines file written by --results"
+    )
     p.set_defaults(func=compare_main)
 
 
@@ -128,8 +204,20 @@ def peers_command(args: argparse.Namespace) -> list[str]:
 
 
 def krocket_command(row: Row, args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "krocket.cli.main", "--log-level", "WARNING", "bench", *row.args,
-           "--local", "--pin", "--json", "--loop", args.loop]
+    cmd = [
+        sys.executable,
+        "-m",
+        "krocket.cli.main",
+        "--log-level",
+        "WARNING",
+        "bench",
+        *row.args,
+        "--local",
+        "--pin",
+        "--json",
+        "--loop",
+        args.loop,
+    ]
     if row.key == "backlog":
         return cmd + (["--duration", "5"] if args.quick else [])
     if args.quick:
@@ -140,8 +228,9 @@ def krocket_command(row: Row, args: argparse.Namespace) -> list[str]:
 def run_collect(cmd: list[str], timeout: float, cwd: str | None = None) -> list[dict[str, Any]]:
     _log("$ " + shlex.join(cmd))
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, check=False,
-                              cwd=cwd)
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, check=False, cwd=cwd
+        )
     except subprocess.TimeoutExpired as exc:
         _log(f"timed out after {timeout:.0f}s")
         return _json_lines(exc.stdout or "") if isinstance(exc.stdout, str) else []
@@ -185,8 +274,9 @@ def _medians(rs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def best_peer(pmed: dict[tuple[str, str, str], dict[str, Any]], durability: str,
-              mode: str) -> tuple[tuple[str, str, str], dict[str, Any]] | None:
+def best_peer(
+    pmed: dict[tuple[str, str, str], dict[str, Any]], durability: str, mode: str
+) -> tuple[tuple[str, str, str], dict[str, Any]] | None:
     """The same-class peer setting with the highest median rate (consume: any mode's consume rate)."""
     best = None
     for key, m in pmed.items():
@@ -200,8 +290,9 @@ def best_peer(pmed: dict[tuple[str, str, str], dict[str, Any]], durability: str,
     return (best[0], best[1]) if best else None
 
 
-def verdict(k_rate: float | None, k_p99: float | None, p_rate: float | None, p_p99: float | None,
-            rate_only: bool = False) -> str:
+def verdict(
+    k_rate: float | None, k_p99: float | None, p_rate: float | None, p_p99: float | None, rate_only: bool = False
+) -> str:
     """ahead: >= 1.2x the peer's rate with a p99 no worse; else parity (0.8-1.2x) or behind (< 0.8x)."""
     if not k_rate or not p_rate:
         return "-"
@@ -224,6 +315,7 @@ def target_met(row: Row, m: dict[str, Any], async_batch_rate: float | None = Non
     (with a slave like it when that row ran, else without)."""
     if row.target.startswith("-"):
         return "-"
+
     def ge(v: float | None, floor: float) -> bool:
         return v is not None and v >= floor
 
@@ -240,7 +332,8 @@ def target_met(row: Row, m: dict[str, Any], async_batch_rate: float | None = Non
         "consume": ge(m["consume"], 150_000),
         "produce+consume": ge(m["produce"], 60_000) and ge(m["consume"], 60_000),
         "e2e": le(m["e2e_p50"], 1000) and le(m["e2e_p99"], 5000),
-        "backlog": m["rss_empty"] is not None and m["rss_backlog"] is not None
+        "backlog": m["rss_empty"] is not None
+        and m["rss_backlog"] is not None
         and m["rss_backlog"] <= 1.1 * m["rss_empty"],
     }
     return "met" if checks.get(row.key) else "**missed**"
@@ -250,21 +343,32 @@ def krocket_figure(row: Row, m: dict[str, Any]) -> str:
     if row.key == "produce+consume":
         return f"{_fmt_rate(m['produce'])} in, {_fmt_rate(m['consume'])} out"
     if row.key == "e2e":
-        return (f"{_fmt_rate(m['produce'])} sent; e2e p50 {_fmt_us(m['e2e_p50'])}, p99 {_fmt_us(m['e2e_p99'])}, "
-                f"p999 {_fmt_us(m['e2e_p999'])}")
+        return (
+            f"{_fmt_rate(m['produce'])} sent; e2e p50 {_fmt_us(m['e2e_p50'])}, p99 {_fmt_us(m['e2e_p99'])}, "
+            f"p999 {_fmt_us(m['e2e_p999'])}"
+        )
     if row.key == "backlog":
         if m["rss_empty"] is None or m["rss_backlog"] is None:
             return "-"
-        return (f"{m['rss_empty'] / 1024:.0f} MiB empty, {m['rss_backlog'] / 1024:.0f} MiB with "
-                f"{m['backlog_msgs']:,.0f} msgs ({m['rss_backlog'] / m['rss_empty']:.2f}x); consume "
-                f"{_fmt_rate(m['consume'])}")
+        return (
+            f"{m['rss_empty'] / 1024:.0f} MiB empty, {m['rss_backlog'] / 1024:.0f} MiB with "
+            f"{m['backlog_msgs']:,.0f} msgs ({m['rss_backlog'] / m['rss_empty']:.2f}x); consume "
+            f"{_fmt_rate(m['consume'])}"
+        )
     if row.metric == "consume":
         return _fmt_rate(m["consume"])
     return f"{_fmt_rate(m['produce'])}, p99 {_fmt_us(m['p99'])}"
 
 
-def render(rows: list[Row], k_runs: dict[str, list[dict[str, Any]]], peer_runs: list[dict[str, Any]],
-           commands: list[str], args: argparse.Namespace, started: str, elapsed_s: float) -> str:
+def render(
+    rows: list[Row],
+    k_runs: dict[str, list[dict[str, Any]]],
+    peer_runs: list[dict[str, Any]],
+    commands: list[str],
+    args: argparse.Namespace,
+    started: str,
+    elapsed_s: float,
+) -> str:
     pmed = peer_medians(peer_runs)
     reference = "batch-async-master" if k_runs.get("batch-async-master") else "batch-async"
     async_batch = _medians(k_runs[reference])["produce"] if k_runs.get(reference) else None
@@ -295,28 +399,45 @@ def render(rows: list[Row], k_runs: dict[str, list[dict[str, Any]]], peer_runs: 
                 else:
                     peer_cell = f"{peer} {mode} ({loop}): {_fmt_rate(pm['produce'])}, p99 {_fmt_us(pm['p99'])}"
                     verdict_cell = verdict(m["produce"], m["p99"], pm["produce"], pm["p99"])
-        out.append(f"| {row.title} | {krocket_figure(row, m)} | {peer_cell} | {verdict_cell} | {row.target} | "
-                   f"{target_met(row, m, async_batch)} |")
-    out += ["", "### Every krocket row (medians)", "",
-            "| row | runs | produce | p50 | p99 | consume | e2e p50 / p99 / p999 |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+        out.append(
+            f"| {row.title} | {krocket_figure(row, m)} | {peer_cell} | {verdict_cell} | {row.target} | "
+            f"{target_met(row, m, async_batch)} |"
+        )
+    out += [
+        "",
+        "### Every krocket row (medians)",
+        "",
+        "| row | runs | produce | p50 | p99 | consume | e2e p50 / p99 / p999 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         rs = k_runs.get(row.key, [])
         if not rs:
             continue
         m = _medians(rs)
-        e2e = (f"{_fmt_us(m['e2e_p50'])} / {_fmt_us(m['e2e_p99'])} / {_fmt_us(m['e2e_p999'])}"
-               if m["e2e_p50"] is not None else "-")
-        out.append(f"| {row.key} | {m['runs']} | {_fmt_rate(m['produce'])} | {_fmt_us(m['p50'])} | "
-                   f"{_fmt_us(m['p99'])} | {_fmt_rate(m['consume'])} | {e2e} |")
+        e2e = (
+            f"{_fmt_us(m['e2e_p50'])} / {_fmt_us(m['e2e_p99'])} / {_fmt_us(m['e2e_p999'])}"
+            if m["e2e_p50"] is not None
+            else "-"
+        )
+        out.append(
+            f"| {row.key} | {m['runs']} | {_fmt_rate(m['produce'])} | {_fmt_us(m['p50'])} | "
+            f"{_fmt_us(m['p99'])} | {_fmt_rate(m['consume'])} | {e2e} |"
+        )
     if pmed:
-        out += ["", "### Peers (medians, same rounds)", "",
-                "| peer | mode | loop | runs | produce | p50 | p99 | consume |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [
+            "",
+            "### Peers (medians, same rounds)",
+            "",
+            "| peer | mode | loop | runs | produce | p50 | p99 | consume |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for (peer, mode, loop), m in sorted(pmed.items()):
-            out.append(f"| {peer} ({PEER_CLASS.get(peer, '?')} flush) | {mode} | {loop} | {m['runs']} | "
-                       f"{_fmt_rate(m['produce'])} | {_fmt_us(m['p50'])} | {_fmt_us(m['p99'])} | "
-                       f"{_fmt_rate(m['consume'])} |")
+            out.append(
+                f"| {peer} ({PEER_CLASS.get(peer, '?')} flush) | {mode} | {loop} | {m['runs']} | "
+                f"{_fmt_rate(m['produce'])} | {_fmt_us(m['p50'])} | {_fmt_us(m['p99'])} | "
+                f"{_fmt_rate(m['consume'])} |"
+            )
     out += ["", "### Commands", "", "```", *commands, "```", "", END]
     return "\n".join(out) + "\n"
 
@@ -363,8 +484,11 @@ def compare_main(args: argparse.Namespace) -> int:
                     k_runs[r["row"]].append(r)
             commands.append(f"(tables rebuilt from {args.reuse})")
         else:
-            commands.append(shlex.join(["krocket", "bench", "compare", *sys.argv[sys.argv.index("compare") + 1:]])
-                            if "compare" in sys.argv else "krocket bench compare")
+            commands.append(
+                shlex.join(["krocket", "bench", "compare", *sys.argv[sys.argv.index("compare") + 1 :]])
+                if "compare" in sys.argv
+                else "krocket bench compare"
+            )
             commands.append("# each round runs:")
             if args.peers != "none":
                 commands.append(shlex.join(peers_command(args)))

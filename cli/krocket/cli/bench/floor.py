@@ -217,8 +217,9 @@ async def _send_frames(namesrv: str, n: int, size: int) -> tuple[str, list[bytes
 
 def _sample_frames(n: int, size: int) -> list[bytes]:
     """Request frames shaped like SEND_MESSAGE_V2 (for the echo server, which only frames them)."""
-    cmd = RemotingCommand(310, ext_fields={"a": "bench_floor", "b": "BenchFloor", "i": "UNIQ_KEY\x01x\x02"},
-                          body=b"x" * size)
+    cmd = RemotingCommand(
+        310, ext_fields={"a": "bench_floor", "b": "BenchFloor", "i": "UNIQ_KEY\x01x\x02"}, body=b"x" * size
+    )
     head, tail = encode_parts(cmd)
     return [head + tail] * n
 

@@ -226,8 +226,9 @@ async def produce(
     return time.perf_counter() - t0
 
 
-def produce_blocking(producer: Producer, topic: str, opts: BenchOptions, state: ProduceState,
-                     progress: Progress) -> float:
+def produce_blocking(
+    producer: Producer, topic: str, opts: BenchOptions, state: ProduceState, progress: Progress
+) -> float:
     """``--client sync``: one-at-a-time sends on this (worker) thread over blocking sockets, as
     ``SyncProducer.send`` does once the route is known; returns the elapsed seconds."""
     pool = BlockingConnectionPool(connect_timeout=producer.send_timeout)
@@ -392,8 +393,9 @@ def _produce_extra(state: ProduceState) -> dict[str, Any]:
     return extra
 
 
-async def consume_all(session: Session, start: dict[MessageQueue, int], end: dict[MessageQueue, int],
-                      cstate: ConsumeState) -> float:
+async def consume_all(
+    session: Session, start: dict[MessageQueue, int], end: dict[MessageQueue, int], cstate: ConsumeState
+) -> float:
     """Consume every queue from ``start`` to ``end`` (one pull in flight per queue); returns seconds."""
     opts = session.opts
     deadline = time.perf_counter() + opts.consume_limit_s
@@ -533,8 +535,9 @@ async def run_e2e(session: Session, broker_pid: int | None = None) -> dict[str, 
     return out
 
 
-async def run_once(namesrv: str, opts: BenchOptions, progress: Progress, broker_pid: int | None,
-                   index: int = 0) -> dict[str, Any]:
+async def run_once(
+    namesrv: str, opts: BenchOptions, progress: Progress, broker_pid: int | None, index: int = 0
+) -> dict[str, Any]:
     """One measured run of ``opts.verb``; returns its JSON object."""
     tag = f"{opts.verb}-{opts.mode}"
     async with Session(namesrv, opts, progress, tag) as session:
