@@ -14,6 +14,8 @@ echo "==> installing krocket with the dev extras" >&2
 echo "==> ruff" >&2
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+echo "==> mypy" >&2
+"$VENV/bin/mypy"
 echo "==> pytest" >&2
 set +e
 "$VENV/bin/python" -m pytest -q "$@"

@@ -1,16 +1,13 @@
-"""Shared fixtures. ``tests/`` is on sys.path, so tests import helpers as ``from support.cluster import ...``."""
+"""Shared fixtures. ``tests`` is a package: tests import helpers as ``from tests.support.cluster import ...``."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from support.cluster import LocalCluster, start_cluster  # noqa: E402
+from tests.support.cluster import LocalCluster, start_cluster
 
 
 @pytest.fixture

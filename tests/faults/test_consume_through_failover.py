@@ -8,7 +8,7 @@ from pathlib import Path
 
 from krocket.client import ConsumeStatus, Message, Producer, PushConsumer
 
-from support.cluster import start_cluster, wait_until
+from tests.support.cluster import start_cluster, wait_until
 
 
 def test_consumer_group_reads_from_the_slave_while_the_master_is_down(tmp_path: Path):

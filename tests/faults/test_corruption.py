@@ -8,8 +8,8 @@ from pathlib import Path
 from krocket.common.codes import ResponseCode
 from krocket.common.remoting import ConnectionPool
 
-from support.cluster import start_cluster
-from support.remoting import pull_all, send
+from tests.support.cluster import start_cluster
+from tests.support.remoting import pull_all, send
 
 
 def test_flipped_body_byte_is_caught_by_crc_and_never_served(tmp_path: Path):

@@ -14,8 +14,8 @@ from krocket.common.codes import ResponseCode
 from krocket.common.message import decode_record
 from krocket.common.remoting import ConnectionPool
 
-from support.cluster import LocalCluster, start_cluster, wait_until
-from support.remoting import pull_all, send
+from tests.support.cluster import LocalCluster, start_cluster, wait_until
+from tests.support.remoting import pull_all, send
 
 TOPIC = "FaultTopic"
 QUEUES = 4

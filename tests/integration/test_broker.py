@@ -17,8 +17,8 @@ import pytest
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.remoting import ConnectionPool
 
-from support.cluster import LocalCluster, start_cluster
-from support.remoting import call, pull, pull_all, send
+from tests.support.cluster import LocalCluster, start_cluster
+from tests.support.remoting import call, pull, pull_all, send
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from support.cluster import wait_until
+from tests.support.cluster import wait_until
 
 KROCKET = [sys.executable, "-m", "krocket.cli.main"]
 
@@ -162,7 +162,7 @@ def test_local_up_runs_a_cluster_that_send_consume_and_admin_verbs_use(tmp_path)
 
 
 def test_cluster_list_shows_masters_slaves_and_how_far_behind(tmp_path):
-    from support.cluster import start_cluster
+    from tests.support.cluster import start_cluster
 
     cluster = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1)
     try:

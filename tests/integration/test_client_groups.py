@@ -17,7 +17,7 @@ from krocket.client import (
     SendStatus,
 )
 
-from support.cluster import LocalCluster, create_topic, wait_until_async
+from tests.support.cluster import LocalCluster, create_topic, wait_until_async
 
 
 def name(prefix: str) -> str:

@@ -30,7 +30,7 @@ from krocket.client import (
 )
 from krocket.common.errors import MessageIllegalError
 
-from support.cluster import LocalCluster, create_topic, wait_until, wait_until_async
+from tests.support.cluster import LocalCluster, create_topic, wait_until, wait_until_async
 
 
 def name(prefix: str) -> str:

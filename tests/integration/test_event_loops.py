@@ -8,7 +8,7 @@ import pytest
 
 from krocket.client import Message, Producer, PullConsumer, SendStatus
 
-from support.cluster import start_cluster
+from tests.support.cluster import start_cluster
 
 uvloop = pytest.importorskip("uvloop")
 

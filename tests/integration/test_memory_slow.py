@@ -9,7 +9,7 @@ import pytest
 
 from krocket.client import Message, Producer
 
-from support.cluster import create_topic, start_cluster
+from tests.support.cluster import create_topic, start_cluster
 
 BACKLOG = 1_000_000
 BATCH = 500

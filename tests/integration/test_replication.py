@@ -8,7 +8,7 @@ from pathlib import Path
 
 from krocket.client import ConsumeStatus, Message, Producer, PullConsumer, PushConsumer
 
-from support.cluster import start_cluster, wait_until
+from tests.support.cluster import start_cluster, wait_until
 
 
 def test_far_behind_reads_are_suggested_to_the_slave_and_the_client_follows(tmp_path: Path):

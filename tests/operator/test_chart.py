@@ -9,7 +9,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from crdschema import load_crds, validate_cr
+
+from tests.operator.crdschema import load_crds, validate_cr
 
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk==0.2.2 not installed (dev extra); chart rendering not checked"

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_body
 
 from krocket.operator import build_brokergroup
+
+from tests.operator.bodies import make_body
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("broker", "namesrv", "operator")

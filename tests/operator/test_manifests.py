@@ -8,11 +8,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import make_body
-from crdschema import apply_defaults, cel_rules, load_crds, validate_cr, version_schema
 
 from krocket.operator import build_brokergroup, build_namesrv
 from krocket.operator import reconcile as rec
+
+from tests.operator.bodies import make_body
+from tests.operator.crdschema import apply_defaults, cel_rules, load_crds, validate_cr, version_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSIONS = ["1.30", "1.32"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kopf_harness import (
+
+from tests.operator.kopf_harness import (
     FakeBrokers,
     StampingEmulator,
     condition,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_body
 
 from krocket.operator import conditions as cond
 from krocket.operator import placement as pl
+
+from tests.operator.bodies import make_body
 
 
 def _group(name: str, cluster: str = "c1", ns: str = "mq", labels: dict | None = None) -> dict:

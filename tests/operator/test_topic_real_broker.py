@@ -12,10 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from kopf_harness import StampingEmulator, condition, declare_resources, get, running_operator, wait_for
 
 from krocket.operator.broker_admin import BrokerAdmin, BrokerRejected, StaticResolver
 from krocket.operator.placement import TopicConfig
+
+from tests.operator.kopf_harness import StampingEmulator, condition, declare_resources, get, running_operator, wait_for
 
 G = "krocket.io/v1alpha1"
 TOPICS, BGS = f"{G}/topics", f"{G}/brokergroups"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
 
@@ -59,10 +61,10 @@ class Header:
             return default
         return value
 
-    def opt(self, name: str) -> str | None:
+    def opt(self, name: builtins.str) -> builtins.str | None:
         return self._get(name)
 
-    def int(self, name: str, default: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int | None = None) -> builtins.int:
         value = self._get(name)
         if value is None or value == "":
             if default is None:
@@ -73,7 +75,7 @@ class Header:
         except ValueError:
             raise HeaderError(f"request header field {name!r} must be an integer, got {value!r}") from None
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self._get(name)
         if value is None:
             return default

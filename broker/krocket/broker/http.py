@@ -91,10 +91,11 @@ async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfi
     if not topic:
         raise web.HTTPBadRequest(text=json.dumps({"error": "topicName is required"}), content_type="application/json")
     try:
+        read_queue_nums = int(body.get("readQueueNums", 8))
         return TopicConfig(
             topic_name=str(topic),
-            read_queue_nums=int(body.get("readQueueNums", 8)),
-            write_queue_nums=int(body.get("writeQueueNums", body.get("readQueueNums", 8))),
+            read_queue_nums=read_queue_nums,
+            write_queue_nums=int(body.get("writeQueueNums", read_queue_nums)),
             perm=int(body.get("perm", PERM_READ_WRITE)),
             order=bool(body.get("order", False)),
         )

@@ -123,7 +123,7 @@ class Broker:
         store_config = StoreConfig(
             root_dir=str(config.store_dir),
             commitlog_segment_bytes=config.mapped_file_size_commit_log,
-            flush_mode=config.flush_disk_type,
+            flush_mode="SYNC_FLUSH" if config.flush_disk_type == "SYNC_FLUSH" else "ASYNC_FLUSH",
             sync_flush_timeout_s=config.sync_flush_timeout / 1000.0,
             sync_flush_inline_bytes=config.sync_flush_inline_bytes,
             file_reserved_hours=config.file_reserved_time,
@@ -168,9 +168,7 @@ class Broker:
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, config.listen_host, config.http_port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
-        if server is not None and getattr(server, "sockets", None):
-            self.http_port = server.sockets[0].getsockname()[1]
+        self.http_port = int(self._http_runner.addresses[0][1])
         self.state["serving"] = True
         self.registration.start()
         loop = asyncio.get_running_loop()

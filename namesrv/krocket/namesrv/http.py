@@ -11,7 +11,8 @@ from krocket.namesrv.registry import RouteRegistry
 
 REGISTRY_KEY = web.AppKey("registry", RouteRegistry)
 METRICS_KEY = web.AppKey("metrics", NamesrvMetrics)
-READY_KEY = web.AppKey("ready", Callable[[], bool])
+ReadyCheck = Callable[[], bool]
+READY_KEY: web.AppKey[ReadyCheck] = web.AppKey("ready")
 
 
 async def healthz(request: web.Request) -> web.Response:

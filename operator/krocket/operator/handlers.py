@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -29,7 +29,7 @@ def _ctx(memo: Any) -> OperatorContext:
 
 def _emit(obj: Mapping[str, Any], outcome: rec.Outcome) -> None:
     for ev in outcome.events:
-        kopf.event(dict(obj), type=ev.type, reason=ev.reason, message=ev.message[:1000])
+        kopf.event(kopf.Body(cast(kopf.RawBody, dict(obj))), type=ev.type, reason=ev.reason, message=ev.message[:1000])
 
 
 def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: rec.Outcome, *, raise_retry: bool = True) -> None:
@@ -118,12 +118,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     async def child_statefulset(body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
         owner_ref = next((r for r in body.metadata.get("ownerReferences") or [] if r.get("controller")), None)
-        if owner_ref is None or ctx.kube is None:
+        namespace = body.metadata.namespace
+        if owner_ref is None or ctx.kube is None or namespace is None:
             return
         kind = {c.KIND_NAMESERVERSET: NAMESERVERSETS, c.KIND_BROKERGROUP: BROKERGROUPS}.get(owner_ref.get("kind"))
         if kind is None:
             return
-        owner = await ctx.kube.get(kind, body.metadata.namespace, owner_ref["name"])
+        owner = await ctx.kube.get(kind, namespace, owner_ref["name"])
         if owner is None or owner.get("metadata", {}).get("deletionTimestamp"):
             return
         if owner.get("metadata", {}).get("uid") != owner_ref.get("uid"):
@@ -132,7 +133,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
             outcome = await rec.reconcile_nameserverset(owner, ctx)
         else:
             outcome = await rec.reconcile_brokergroup(owner, ctx)
-        await ctx.kube.patch(kind, body.metadata.namespace, owner_ref["name"], {"status": outcome.status}, "status")
+        await ctx.kube.patch(kind, namespace, owner_ref["name"], {"status": outcome.status}, "status")
         _emit(owner, outcome)
 
     # Topic ------------------------------------------------------------------------------------------

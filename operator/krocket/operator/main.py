@@ -20,9 +20,9 @@ def default_credentials() -> Credentials:
     creds = Credentials.in_cluster()
     if creds is not None:
         return creds
-    info = kopf.login_with_kubeconfig()
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     if info is None:
-        raise RuntimeError("no in-cluster service account and no kubeconfig found")
+        raise RuntimeError("no in-cluster service account and no kubeconfig ($KUBECONFIG or ~/.kube/config) found")
     return Credentials.from_kopf(info)
 
 

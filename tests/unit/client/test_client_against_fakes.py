@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from client_fakes import FakeCluster
 
 from krocket.client import (
     Admin,
@@ -24,6 +23,8 @@ from krocket.client import (
 from krocket.client.producer import Producer
 from krocket.client.selector import select_by_hash
 from krocket.common.message import PROPERTY_UNIQ_KEY, decode_properties
+
+from tests.unit.client.client_fakes import FakeCluster
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import StoreFactory, small_config
 
 from krocket.broker.store.message_store import MessageStore
+
+from tests.unit.store.store_helpers import StoreFactory, small_config
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import struct
 
 import pytest
-from store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
 
 from krocket.common.errors import MessageIllegalError
 from krocket.common.message import (
@@ -16,6 +15,8 @@ from krocket.common.message import (
     decode_records,
     offset_msg_id,
 )
+
+from tests.unit.store.store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
 
 
 def test_put_get_round_trip(make_store: StoreFactory) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 
-from store_helpers import StoreFactory, body, props
-
 from krocket.broker.store.consume_queue import ENTRY_BYTES
 from krocket.broker.store.message_store import GetStatus
 from krocket.common.message import decode_records, tags_code
+
+from tests.unit.store.store_helpers import StoreFactory, body, props
 
 
 def test_consume_queue_files_roll_by_entry_count(make_store: StoreFactory) -> None:

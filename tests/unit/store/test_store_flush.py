@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from store_helpers import SEGMENT, StoreFactory, body, props, small_config
 
 from krocket.broker.store import flush as flush_module
 from krocket.broker.store.checkpoint import StoreLockedError
 from krocket.broker.store.message_store import MessageStore
 from krocket.common.errors import FlushDiskTimeoutError, MessageIllegalError
 from krocket.common.message import decode_records
+
+from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props, small_config
 
 
 async def test_async_flush_wait_is_a_no_op_and_the_background_flushes(make_store: StoreFactory) -> None:

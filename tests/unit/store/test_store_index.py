@@ -6,10 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from store_helpers import StoreFactory, body, props
-
 from krocket.broker.store.index_service import ENTRY_BYTES, HEADER_BYTES, SLOT_PAGE, IndexService, _runs
 from krocket.common.message import decode_record
+
+from tests.unit.store.store_helpers import StoreFactory, body, props
 
 
 def keys_of(records: list[bytes]) -> list[int]:

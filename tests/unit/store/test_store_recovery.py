@@ -10,11 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from store_helpers import SEGMENT, StoreFactory, body, props
-
 from krocket.broker.store.consume_queue import ENTRY_BYTES
 from krocket.broker.store.message_store import MessageStore
 from krocket.common.message import RECORD_FIXED_BYTES, decode_record, decode_records
+
+from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props
 
 
 def segment_files(store: MessageStore) -> list[Path]:

@@ -6,12 +6,13 @@ import os
 import time
 
 import pytest
-from store_helpers import SEGMENT, StoreFactory, body, props
 
 from krocket.broker.store.message_store import GetStatus
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import ServiceNotAvailableError
 from krocket.common.message import decode_records
+
+from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props
 
 
 def test_expired_segments_are_deleted_and_min_offsets_move(make_store: StoreFactory) -> None:

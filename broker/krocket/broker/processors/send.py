@@ -46,29 +46,34 @@ def process_send(
 ) -> RemotingCommand | Awaitable[RemotingCommand]:
     h = Header.for_send(cmd.ext_fields)
     topic = h.str("topic")
-    common = {
-        "topic": topic,
-        "queue_id": h.int("queueId", -1),
-        "sys_flag": h.int("sysFlag", 0),
-        "born_timestamp": h.int("bornTimestamp", 0),
-        "born_host": _born_host(conn),
-        "default_topic": h.opt("defaultTopic"),
-        "default_queue_nums": h.int("defaultTopicQueueNums", 4),
-    }
+    queue_id = h.int("queueId", -1)
+    sys_flag = h.int("sysFlag", 0)
+    born_timestamp = h.int("bornTimestamp", 0)
+    born_host = _born_host(conn)
+    default_topic = h.opt("defaultTopic")
+    default_queue_nums = h.int("defaultTopicQueueNums", 4)
     outcome: SendOutcome | Awaitable[SendOutcome]
     if cmd.code == 320 or h.bool("batch"):
         try:
             items = decode_batch(cmd.body)
         except RecordError as exc:
             raise MessageIllegalError(f"batch body is malformed: {exc}") from None
-        outcome = service.send_batch(items=items, **common)
+        outcome = service.send_batch(
+            topic, queue_id, items, sys_flag, born_timestamp, born_host, default_topic, default_queue_nums
+        )
     else:
         outcome = service.send(
-            body=cmd.body,
-            properties=decode_properties(h.str("properties", "")),
-            flag=h.int("flag", 0),
-            reconsume_times=h.int("reconsumeTimes", 0),
-            **common,
+            topic,
+            queue_id,
+            cmd.body,
+            decode_properties(h.str("properties", "")),
+            h.int("flag", 0),
+            sys_flag,
+            born_timestamp,
+            born_host,
+            h.int("reconsumeTimes", 0),
+            default_topic,
+            default_queue_nums,
         )
     if isinstance(outcome, SendOutcome):
         return _reply(cmd, outcome)

@@ -158,10 +158,10 @@ class MappedFileQueue:
             cut += seg.wrote
             log.info("deleting commit log segment %s past the valid end %d", seg.path.name, offset)
             seg.delete()
-        seg = self.last
-        if seg is not None and seg.end > offset:
-            cut += seg.end - offset
-            seg.truncate(offset - seg.start)
+        last = self.last
+        if last is not None and last.end > offset:
+            cut += last.end - offset
+            last.truncate(offset - last.start)
         return cut
 
     def delete_first(self) -> Segment:

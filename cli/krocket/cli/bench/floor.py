@@ -98,7 +98,12 @@ def _blocking_round_trips(port: int, frames: list[bytes], server_pid: int | None
         read_frame = _frame_reader(sock)
         sock.sendall(frames[0])  # warm up; the rest are measured
         read_frame()
-        return _timed(lambda f: (sock.sendall(f), read_frame()), frames[1:], server_pid)
+
+        def round_trip(frame: bytes) -> None:
+            sock.sendall(frame)
+            read_frame()
+
+        return _timed(round_trip, frames[1:], server_pid)
 
 
 def _timed(round_trip: Any, frames: list[bytes], server_pid: int | None) -> dict[str, Any]:

@@ -344,11 +344,15 @@ class Session:
         ]
         self.queues: list[MessageQueue] = []
 
+    @property
+    def clients(self) -> list[Producer | PullConsumer]:
+        return [*self.producers, *self.consumers]
+
     async def __aenter__(self) -> Session:
         await self.admin.start()
         try:
             await self.admin.create_topic(self.topic, self.opts.queues, self.opts.queues)
-            for client in (*self.producers, *self.consumers):
+            for client in self.clients:
                 await client.start()
             self.queues = await self._wait_route()
             # warm up: routes and connections of every producer and consumer
@@ -374,7 +378,7 @@ class Session:
             await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: object) -> None:
-        for client in (*self.producers, *self.consumers):
+        for client in self.clients:
             with contextlib.suppress(Exception):
                 await client.shutdown()
         with contextlib.suppress(Exception):

@@ -81,7 +81,7 @@ class RemotingCommand:
 
 def _as_wire_str(value: Any) -> str:
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -64,7 +64,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self._transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -299,13 +299,13 @@ class ConnectionPool:
                 raise KrocketError(f"address {addr!r} is not host:port")
             loop = asyncio.get_running_loop()
             try:
-                _, conn = await asyncio.wait_for(
+                _, opened = await asyncio.wait_for(
                     loop.create_connection(lambda: Connection(self._handler), host, int(port)), self._connect_timeout
                 )
             except (OSError, TimeoutError) as exc:
                 raise ConnectionClosedError(f"cannot connect to {addr}: {exc or 'timed out'}") from None
-            self._connections[addr] = conn
-            return conn
+            self._connections[addr] = opened
+            return opened
 
     async def request(self, addr: str, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
         conn = await self.get(addr)
