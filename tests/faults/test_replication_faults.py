@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from krocket.common.codes import ResponseCode
-from krocket.common.message import decode_record
+from krocket.common.record import decode_record
 from krocket.common.remoting import ConnectionPool
 
 from tests.support.cluster import LocalCluster, start_cluster, wait_until

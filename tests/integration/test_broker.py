@@ -126,7 +126,7 @@ def test_tag_filter_on_the_broker(one_broker: LocalCluster):
             tag = "TagA" if i % 2 == 0 else "TagB"
             await send(pool, addr, "Tags", f"{tag}-{i}".encode(), properties={"TAGS": tag})
         resp = await pull(pool, addr, "Tags", 0, 0, expression="TagB")
-        from krocket.common.message import decode_records
+        from krocket.common.record import decode_records
 
         assert [m.body for m in decode_records(resp.body)] == [b"TagB-1", b"TagB-3", b"TagB-5"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.message import decode_records, encode_properties
+from krocket.common.message import encode_properties
+from krocket.common.record import decode_records
 from krocket.common.remoting import ConnectionPool, RemotingCommand, header_fields
 
 

@@ -29,7 +29,7 @@ from krocket.broker.store.message_store import MessageStore
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
-from krocket.common.message import pack_host
+from krocket.common.message_id import pack_host
 from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand, RemotingServer
 

@@ -16,6 +16,7 @@ from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
 from krocket.broker.tag_filter import parse_tag_expression
 from krocket.broker.topic_manager import TopicManager
+from krocket.common.batch import BatchItem
 from krocket.common.codes import PERM_READ, ResponseCode
 from krocket.common.errors import (
     KrocketError,
@@ -24,7 +25,6 @@ from krocket.common.errors import (
     ServiceNotAvailableError,
     TopicNotExistError,
 )
-from krocket.common.message import BatchItem
 from krocket.common.topic import TopicConfig, validate_topic
 
 log = logging.getLogger(__name__)

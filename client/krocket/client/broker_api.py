@@ -17,7 +17,7 @@ from krocket.common.codes import (
     ResponseCode,
 )
 from krocket.common.errors import RemoteError
-from krocket.common.message import decode_records
+from krocket.common.record import decode_records
 from krocket.common.remoting import ConnectionPool, RemotingCommand, header_fields
 from krocket.common.route import loads_lenient
 

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from krocket.common.batch import encode_batch
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import (
     ConnectionClosedError,
@@ -24,12 +25,11 @@ from krocket.common.message import (
     MAX_MESSAGE_BYTES,
     PROPERTY_UNIQ_KEY,
     PROPERTY_WAIT,
-    SYSFLAG_COMPRESSED,
     Message,
-    UniqueIdGenerator,
-    encode_batch,
     encode_properties,
 )
+from krocket.common.message_id import UniqueIdGenerator
+from krocket.common.record import SYSFLAG_COMPRESSED
 from krocket.common.remoting import RemotingCommand
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 

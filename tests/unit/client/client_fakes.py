@@ -7,17 +7,11 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from krocket.common.batch import decode_batch
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.message import (
-    PROPERTY_TAGS,
-    decode_batch,
-    decode_properties,
-    encode_properties,
-    encode_record,
-    java_string_hash,
-    offset_msg_id,
-    pack_host,
-)
+from krocket.common.message import PROPERTY_TAGS, decode_properties, encode_properties, java_string_hash
+from krocket.common.message_id import offset_msg_id, pack_host
+from krocket.common.record import encode_record
 from krocket.common.remoting import Connection, RemotingCommand, RemotingServer
 from krocket.common.route import BrokerData, QueueData, TopicRouteData
 

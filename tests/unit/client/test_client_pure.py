@@ -15,17 +15,17 @@ from krocket.client.rebalance import allocate_averagely
 from krocket.client.selector import FaultTolerance, QueueSelector, publish_queues, select_by_hash
 from krocket.client.subscription import build_subscription
 from krocket.client.types import MessageQueue
+from krocket.common.batch import decode_batch
 from krocket.common.errors import KrocketError, MessageIllegalError
 from krocket.common.message import (
     PROPERTY_KEYS,
     PROPERTY_TAGS,
     PROPERTY_UNIQ_KEY,
-    SYSFLAG_COMPRESSED,
     Message,
     MessageExt,
-    decode_batch,
     java_string_hash,
 )
+from krocket.common.record import SYSFLAG_COMPRESSED
 from krocket.common.route import BrokerData, QueueData, TopicRouteData
 
 
@@ -258,7 +258,7 @@ def test_check_rejects_bad_messages() -> None:
 
 
 def test_batch_body_roundtrip() -> None:
-    from krocket.common.message import encode_batch
+    from krocket.common.batch import encode_batch
 
     body = encode_batch([(b"one", {"TAGS": "A", PROPERTY_UNIQ_KEY: "1"}, 0), (b"two", {}, 3)])
     items = decode_batch(body)

@@ -2,24 +2,10 @@ import zlib
 
 import pytest
 
-from krocket.common.message import (
-    SYSFLAG_COMPRESSED,
-    Message,
-    MessageExt,
-    RecordError,
-    UniqueIdGenerator,
-    decode_batch,
-    decode_offset_msg_id,
-    decode_properties,
-    decode_record,
-    decode_records,
-    encode_batch,
-    encode_properties,
-    encode_record,
-    java_string_hash,
-    offset_msg_id,
-    pack_host,
-)
+from krocket.common.batch import decode_batch, encode_batch
+from krocket.common.message import Message, MessageExt, decode_properties, encode_properties, java_string_hash
+from krocket.common.message_id import UniqueIdGenerator, decode_offset_msg_id, offset_msg_id, pack_host
+from krocket.common.record import SYSFLAG_COMPRESSED, RecordError, decode_record, decode_records, encode_record
 
 
 def _record(body=b"hello", props=None, phys=100, sys_flag=0):

@@ -8,7 +8,8 @@ from typing import Any
 
 from krocket.broker.store.config import StoreConfig
 from krocket.broker.store.message_store import MessageStore
-from krocket.common.message import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY, pack_host
+from krocket.common.message import PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
+from krocket.common.message_id import pack_host
 
 SEGMENT = 64 * 1024
 BORN_HOST = pack_host(("10.0.0.7", 50123))

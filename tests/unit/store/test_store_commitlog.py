@@ -8,13 +8,9 @@ import struct
 import pytest
 
 from krocket.common.errors import MessageIllegalError
-from krocket.common.message import (
-    BLANK_MAGIC,
-    PROPERTY_TAGS,
-    decode_record,
-    decode_records,
-    offset_msg_id,
-)
+from krocket.common.message import PROPERTY_TAGS
+from krocket.common.message_id import offset_msg_id
+from krocket.common.record import BLANK_MAGIC, decode_record, decode_records
 
 from tests.unit.store.store_helpers import BORN_HOST, SEGMENT, StoreFactory, body, props
 

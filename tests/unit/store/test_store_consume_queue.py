@@ -7,7 +7,8 @@ import time
 
 from krocket.broker.store.consume_queue import ENTRY_BYTES
 from krocket.broker.store.message_store import GetStatus
-from krocket.common.message import decode_records, tags_code
+from krocket.common.message import tags_code
+from krocket.common.record import decode_records
 
 from tests.unit.store.store_helpers import StoreFactory, body, props
 

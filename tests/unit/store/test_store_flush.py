@@ -13,7 +13,7 @@ from krocket.broker.store import flush as flush_module
 from krocket.broker.store.checkpoint import StoreLockedError
 from krocket.broker.store.message_store import MessageStore
 from krocket.common.errors import FlushDiskTimeoutError, MessageIllegalError
-from krocket.common.message import decode_records
+from krocket.common.record import decode_records
 
 from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props, small_config
 

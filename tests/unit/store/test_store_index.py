@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from krocket.broker.store.index_service import ENTRY_BYTES, HEADER_BYTES, SLOT_PAGE, IndexService, _runs
-from krocket.common.message import decode_record
+from krocket.common.record import decode_record
 
 from tests.unit.store.store_helpers import StoreFactory, body, props
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from krocket.broker.store.consume_queue import ENTRY_BYTES
 from krocket.broker.store.message_store import MessageStore
-from krocket.common.message import RECORD_FIXED_BYTES, decode_record, decode_records
+from krocket.common.record import RECORD_FIXED_BYTES, decode_record, decode_records
 
 from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props
 

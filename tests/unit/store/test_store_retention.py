@@ -10,7 +10,7 @@ import pytest
 from krocket.broker.store.message_store import GetStatus
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import ServiceNotAvailableError
-from krocket.common.message import decode_records
+from krocket.common.record import decode_records
 
 from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props
 

@@ -12,7 +12,7 @@ from typing import Any
 from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
-from krocket.common.message import BLANK_MAGIC, MAGIC_V1, MAGIC_V2
+from krocket.common.record import BLANK_MAGIC, MAGIC_V1, MAGIC_V2
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE, ResponseCode
 from krocket.common.errors import TopicNotExistError
-from krocket.common.message import decode_offset_msg_id
+from krocket.common.message_id import decode_offset_msg_id
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
 from krocket.common.topic import TopicConfig

@@ -6,8 +6,11 @@ from collections.abc import Awaitable
 
 from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService, SendOutcome
+from krocket.common.batch import decode_batch
 from krocket.common.errors import MessageIllegalError
-from krocket.common.message import RecordError, decode_batch, decode_properties, pack_host
+from krocket.common.message import decode_properties
+from krocket.common.message_id import pack_host
+from krocket.common.record import RecordError
 from krocket.common.remoting import Connection, RemotingCommand
 
 

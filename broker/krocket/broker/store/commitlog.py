@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import zlib
-from dataclasses import dataclass
 
 from krocket.common.errors import MessageIllegalError
-from krocket.common.message import (
-    BLANK_MAGIC,
+from krocket.common.record import (
+    BLANK_MIN_BYTES,
     MAGIC_V1,
     MAGIC_V2,
-    RECORD_FIXED_BYTES,
-    SYSFLAG_BORNHOST_V6,
-    SYSFLAG_STOREHOST_V6,
+    POS_STORE_TIMESTAMP,
+    RECORD_MIN_BYTES,
+    blank_record,
+    pack_record_into,
+    peek_head,
+    store_timestamp_of,
 )
 
 from .config import StoreConfig
@@ -29,105 +29,8 @@ from .mapped_file_queue import MappedFileQueue, Segment
 
 log = logging.getLogger(__name__)
 
-# The record head with both hosts as raw 8 bytes (4-byte IPv4 + big-endian i32 port is exactly the packed
-# host), so encoding needs no per-message unpacking of hosts. Same layout as common.message.RECORD_HEAD.
-RECORD = struct.Struct(">iiiiiqqiq8sq8siqi")
-assert RECORD.size == RECORD_FIXED_BYTES
-BLANK = struct.Struct(">ii")
-BLANK_MIN_BYTES = BLANK.size
-TOTAL_MAGIC = struct.Struct(">ii")
-I16 = struct.Struct(">h")
-I64 = struct.Struct(">q")
-POS_STORE_TIMESTAMP = 56
-RECORD_MIN_BYTES = RECORD_FIXED_BYTES + 1 + 2
-
-
-def record_overhead(topic_len: int, props_len: int) -> int:
-    return RECORD_FIXED_BYTES + 1 + topic_len + 2 + props_len
-
-
-@dataclass(slots=True)
-class RecordMeta:
-    """What dispatching needs from a record, without copying its body."""
-
-    phy: int
-    size: int
-    queue_id: int
-    queue_offset: int
-    sys_flag: int
-    store_timestamp: int
-    topic: str
-    properties: bytes
-
-
-class BadRecord(Exception):
-    """A record that is torn, has a wrong magic, a wrong offset or fails its CRC."""
-
-
-def parse_record(buf: bytes | memoryview, pos: int, phy: int, check_crc: bool) -> RecordMeta:
-    """Validate the record at ``pos`` in ``buf`` (expected at global offset ``phy``) and return its meta.
-
-    ``buf`` must hold the whole record; raises ``BadRecord`` when anything is off.
-    """
-    n = len(buf)
-    if n - pos < RECORD_FIXED_BYTES:
-        raise BadRecord(f"record head at {phy} is torn")
-    (
-        total,
-        magic,
-        crc,
-        queue_id,
-        _flag,
-        queue_offset,
-        phys,
-        sys_flag,
-        _born_ts,
-        _born_host,
-        store_ts,
-        _store_host,
-        _reconsume,
-        _prepared,
-        body_len,
-    ) = RECORD.unpack_from(buf, pos)
-    if magic != MAGIC_V1 and magic != MAGIC_V2:
-        raise BadRecord(f"bad magic {magic} at {phy}")
-    if total < RECORD_MIN_BYTES or pos + total > n:
-        raise BadRecord(f"record size {total} at {phy} runs past the data")
-    if phys != phy:
-        raise BadRecord(f"record at {phy} claims physical offset {phys}")
-    if sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6):
-        raise BadRecord(f"record at {phy} has IPv6 hosts")
-    p = pos + RECORD_FIXED_BYTES
-    if body_len < 0 or p + body_len > pos + total:
-        raise BadRecord(f"body length {body_len} at {phy} runs past the record")
-    body_end = p + body_len
-    p = body_end
-    if magic == MAGIC_V1:
-        if p + 1 > pos + total:
-            raise BadRecord(f"topic length of record at {phy} runs past the record")
-        topic_len = buf[p]
-        p += 1
-    else:
-        if p + 2 > pos + total:
-            raise BadRecord(f"topic length of record at {phy} runs past the record")
-        (topic_len,) = I16.unpack_from(buf, p)
-        p += 2
-    if topic_len < 0 or p + topic_len + 2 > pos + total:
-        raise BadRecord(f"topic of record at {phy} runs past the record")
-    topic = bytes(buf[p : p + topic_len]).decode(errors="replace")
-    p += topic_len
-    (props_len,) = I16.unpack_from(buf, p)
-    p += 2
-    if props_len < 0 or p + props_len != pos + total:
-        raise BadRecord(f"record at {phy} has inconsistent lengths")
-    if check_crc and zlib.crc32(buf[pos + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != crc:
-        raise BadRecord(f"body CRC mismatch in record at {phy}")
-    return RecordMeta(phy, total, queue_id, queue_offset, sys_flag, store_ts, topic, bytes(buf[p : p + props_len]))
-
-
-def peek_head(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """(total size, magic) of the record at ``pos``."""
-    return TOTAL_MAGIC.unpack_from(buf, pos)
+# One message of a run appended by ``append_run``: (record size, body, properties, flag).
+RunItem = tuple[int, bytes, bytes, int]
 
 
 class CommitLog:
@@ -201,7 +104,7 @@ class CommitLog:
         if last is not None and not last.full:
             self.commit()
             room = last.capacity - last.wrote
-            last.write(BLANK.pack(room, BLANK_MAGIC), last.wrote)
+            last.write(blank_record(room), last.wrote)
             last.truncate(last.capacity)  # the rest of the blank reads as zeros (sparse)
         start = last.start + last.capacity if last is not None else 0
         seg = self.files.create(start)
@@ -217,16 +120,78 @@ class CommitLog:
         if len(self._buf) >= self._commit_limit:
             self.commit()
 
-    def append3(self, head: bytes, body: bytes, tail: bytes) -> None:
+    def append_message(
+        self,
+        total: int,
+        queue_id: int,
+        flag: int,
+        queue_offset: int,
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        store_timestamp: int,
+        store_host: bytes,
+        reconsume_times: int,
+        body: bytes,
+        prefix: bytes,
+        properties: bytes,
+    ) -> int:
+        """Encode one record (``total`` bytes, see ``record.record_size``) at the end of the log and return
+        its commit log offset; rolls to a new segment when the record does not fit the last one."""
+        phy = self.wrote if total + BLANK_MIN_BYTES <= self._tail_room else self.reserve(total)
         buf = self._buf
-        buf += head
-        buf += body
-        buf += tail
-        n = len(head) + len(body) + len(tail)
-        self.wrote += n
-        self._tail_room -= n
+        pack_record_into(
+            buf,
+            total,
+            queue_id,
+            flag,
+            queue_offset,
+            phy,
+            sys_flag,
+            born_timestamp,
+            born_host,
+            store_timestamp,
+            store_host,
+            reconsume_times,
+            body,
+            prefix,
+            properties,
+        )
+        self.wrote = phy + total
+        self._tail_room -= total
         if len(buf) >= self._commit_limit:
             self.commit()
+        return phy
+
+    def append_run(
+        self,
+        items: list[RunItem],
+        queue_id: int,
+        first_queue_offset: int,
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        store_timestamp: int,
+        store_host: bytes,
+        prefix: bytes,
+    ) -> int:
+        """Encode records of one queue with consecutive queue offsets, contiguous in one segment (the caller
+        keeps the run within ``segment_bytes - BLANK_MIN_BYTES``); returns the offset of the first."""
+        run = 0
+        for item in items:
+            run += item[0]
+        phy = self.reserve(run)
+        out = bytearray()
+        pack = pack_record_into
+        qoff = first_queue_offset
+        at = phy
+        for total, body, props, flag in items:
+            pack(out, total, queue_id, flag, qoff, at, sys_flag, born_timestamp, born_host, store_timestamp,
+                 store_host, 0, body, prefix, props)  # fmt: skip
+            qoff += 1
+            at += total
+        self.append(out)
+        return phy
 
     def commit(self) -> None:
         """Write the buffered appends into the last segment."""
@@ -275,9 +240,9 @@ class CommitLog:
         if offset < self.min_offset or offset + RECORD_MIN_BYTES > self.wrote:
             return None
         head = self.read(offset, 4096)
-        if len(head) < BLANK.size:
+        if len(head) < BLANK_MIN_BYTES:
             return None
-        total, magic = TOTAL_MAGIC.unpack_from(head, 0)
+        total, magic = peek_head(head, 0)
         if (magic != MAGIC_V1 and magic != MAGIC_V2) or total < RECORD_MIN_BYTES:
             return None
         if total > len(head):
@@ -288,7 +253,7 @@ class CommitLog:
 
     def store_timestamp_at(self, offset: int) -> int:
         raw = self.read(offset + POS_STORE_TIMESTAMP, 8)
-        return I64.unpack(raw)[0] if len(raw) == 8 else -1
+        return store_timestamp_of(raw) if len(raw) == 8 else -1
 
     # -- flushing support ------------------------------------------------------------------------------
     def sync_targets(self) -> tuple[int, list[int]]:

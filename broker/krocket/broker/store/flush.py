@@ -57,12 +57,10 @@ class FlushService:
         config: StoreConfig,
         commitlog: CommitLog,
         prepare_logics: LogicsPrepare,
-        retention: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
         self.commitlog = commitlog
         self.prepare_logics = prepare_logics
-        self.retention = retention
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix="krocket-flush-commitlog")
         self._logics_pool = ThreadPoolExecutor(1, thread_name_prefix="krocket-flush-logics")
         self._commit_lock: asyncio.Lock | None = None
@@ -174,8 +172,6 @@ class FlushService:
         else:
             self._tasks.append(loop.create_task(self._async_flush_loop(), name="krocket-async-flush"))
         self._tasks.append(loop.create_task(self._logics_loop(), name="krocket-flush-logics"))
-        if self.retention is not None:
-            self._tasks.append(loop.create_task(self._retention_loop(), name="krocket-retention"))
 
     async def _group_commit_loop(self) -> None:
         kick = self._kick
@@ -210,15 +206,6 @@ class FlushService:
                 await self.flush_logics()
             except Exception:
                 log.exception("consume queue / index flush failed")
-
-    async def _retention_loop(self) -> None:
-        assert self.retention is not None
-        while True:
-            await asyncio.sleep(self.config.retention_interval_s)
-            try:
-                self.retention()
-            except Exception:
-                log.exception("retention round failed")
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -7,77 +7,40 @@ only ``fdatasync`` calls run in worker threads, on duplicated descriptors.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import struct
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from krocket.common.errors import MessageIllegalError, ServiceNotAvailableError
-from krocket.common.message import (
+from krocket.common.message import MAX_PROPERTIES_BYTES, encode_properties
+from krocket.common.message_id import HOST_BYTES, offset_msg_id
+from krocket.common.record import (
     BLANK_MAGIC,
-    MAGIC_V1,
-    PROPERTY_KEYS,
-    PROPERTY_TAGS,
-    PROPERTY_UNIQ_KEY,
-    decode_properties,
-    offset_msg_id,
-    tags_code,
+    BLANK_MIN_BYTES,
+    RECORD_MIN_BYTES,
+    RecordError,
+    RecordMeta,
+    parse_record,
+    peek_head,
+    record_size,
+    topic_prefix,
 )
 
 from .checkpoint import AbortMarker, StoreCheckpoint, StoreLock
-from .commitlog import (
-    BLANK_MIN_BYTES,
-    RECORD,
-    RECORD_MIN_BYTES,
-    TOTAL_MAGIC,
-    BadRecord,
-    CommitLog,
-    RecordMeta,
-    parse_record,
-)
+from .commitlog import CommitLog, RunItem
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
+from .dispatch import Dispatcher, DispatchListener
 from .flush import FlushService, fdatasync_all
 from .index_service import IndexService
+from .reader import DEFAULT_MAX_BYTES, GetResult, GetStatus, MessageReader
 from .recovery import Recovery, RecoveryReport
 from .retention import RetentionService, UsageFn
 
 log = logging.getLogger(__name__)
 
-I16 = struct.Struct(">h")
-TRANSACTION_TYPE_MASK = 0xC
-TRANSACTION_PREPARED = 0x4
-TRANSACTION_ROLLBACK = 0xC
-MAX_PROPERTIES_BYTES = 32767
-DEFAULT_MAX_BYTES = 1024 * 1024
-FILTER_SCAN_ENTRIES = 800  # entries scanned per pull when a tag filter skips some (RocketMQ: 16000 bytes)
-
-DispatchListener = Callable[[str, int, int, int], None]  # topic, queue id, max offset after, tags code
-
-
-def _collect_index_entries(out: list[tuple[str, int]], topic: str, properties: dict[str, str], phy: int) -> None:
-    """The index keys of one message (each of its KEYS and its UNIQ_KEY, as ``topic#key``) into ``out``."""
-    keys = properties.get(PROPERTY_KEYS)
-    if keys:
-        for key in keys.split(" "):
-            if key:
-                out.append((f"{topic}#{key}", phy))
-    uniq = properties.get(PROPERTY_UNIQ_KEY)
-    if uniq:
-        out.append((f"{topic}#{uniq}", phy))
-
-
-class GetStatus(enum.Enum):
-    FOUND = "FOUND"
-    NO_MATCHED_MESSAGE = "NO_MATCHED_MESSAGE"
-    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"
-    OFFSET_OVERFLOW_ONE = "OFFSET_OVERFLOW_ONE"
-    OFFSET_OVERFLOW_BADLY = "OFFSET_OVERFLOW_BADLY"
-    OFFSET_FOUND_NULL = "OFFSET_FOUND_NULL"
-    NO_MESSAGE_IN_QUEUE = "NO_MESSAGE_IN_QUEUE"
+__all__ = ["GetResult", "GetStatus", "MessageStore", "PutResult"]
 
 
 @dataclass(slots=True)
@@ -99,16 +62,6 @@ class PutResult:
         return offset_msg_id(self.store_host, self.commit_log_offset)
 
 
-@dataclass(slots=True)
-class GetResult:
-    status: GetStatus
-    body: bytes
-    count: int
-    next_begin_offset: int
-    min_offset: int
-    max_offset: int
-
-
 class MessageStore:
     def __init__(self, config: StoreConfig, usage_fn: UsageFn | None = None) -> None:
         self.config = config
@@ -124,20 +77,18 @@ class MessageStore:
         self.abort_marker = AbortMarker(root / "abort")
         self.lock = StoreLock(root / "lock")
         self.retention = RetentionService(config, self.commitlog, self.queues, self.index, usage_fn)
-        self.flusher = FlushService(config, self.commitlog, self._prepare_logics_flush, self.retention.run_once)
+        self.flusher = FlushService(config, self.commitlog, self._prepare_logics_flush)
+        self.dispatcher = Dispatcher(self.queues, self.index, config.message_index_enable)
+        self.reader = MessageReader(self.commitlog, self.queues, self.index)
         self.recovery_report: RecoveryReport | None = None
-        self._listeners: list[DispatchListener] = []
         self._topic_prefix: dict[str, bytes] = {}
-        self._tags_codes: dict[str, int] = {}
         self._store_host = config.store_host
         self._max_body = config.max_message_bytes
-        self._index_enabled = config.message_index_enable
         self._disk_check_interval = config.disk_check_interval_s
         self._disk_checked_at = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_scheduled = False
         self._commit_held = False
-        self._last_store_ts = 0
         self._reput_tail = bytearray()  # bytes of a record that ``append_raw`` has only part of
         self._opened = False
 
@@ -154,7 +105,7 @@ class MessageStore:
             self.queues.load()
             self.index.load(clean_stop)
             self.abort_marker.create()
-            recovery = Recovery(self.config, self.commitlog, self.queues, self._redispatch)
+            recovery = Recovery(self.config, self.commitlog, self.queues, self.dispatcher.redispatch)
             self.recovery_report = recovery.run(clean_stop, ckpt if self.checkpoint.valid else None)
             self.commitlog.reload_positions()
             self.commitlog.flushed = self.commitlog.wrote
@@ -170,9 +121,10 @@ class MessageStore:
         """Flush everything, write the checkpoint, remove the abort marker and unlock."""
         if not self._opened:
             return
-        if self.flusher.running:
+        if self.flusher.running or self.retention.running:
             log.warning("closing the store with its background tasks running; call stop_background first")
             self.flusher.cancel()
+            self.retention.cancel()
         self.flush()
         self._opened = False
         self._loop = None
@@ -187,6 +139,7 @@ class MessageStore:
     def abandon(self) -> None:
         """Drop everything without flushing or checkpointing, as a killed process would (fault tests)."""
         self.flusher.cancel()
+        self.retention.cancel()
         self.flusher.shutdown()
         self._opened = False
         self._release_files()
@@ -209,8 +162,10 @@ class MessageStore:
         buffered appends are also written out once per loop iteration."""
         self._loop = loop or asyncio.get_running_loop()
         self.flusher.start(self._loop)
+        self.retention.start(self._loop)
 
     async def stop_background(self) -> None:
+        await self.retention.stop()
         await self.flusher.stop()
         self._loop = None
         self.commitlog.commit()
@@ -238,7 +193,7 @@ class MessageStore:
     def _prepare_logics_flush(self) -> tuple[list[int], Callable[[], None]]:
         """Write out consume queue and index buffers; the checkpoint follows once they are synced."""
         dispatched = self.commitlog.wrote
-        ts = self._last_store_ts
+        ts = self.dispatcher.last_store_timestamp
         fds = self.queues.sync_fds() + self.index.sync_fds()
         data = self.checkpoint.data
         physic_offset = self.commitlog.flushed
@@ -293,27 +248,11 @@ class MessageStore:
     def _prefix(self, topic: str) -> bytes:
         prefix = self._topic_prefix.get(topic)
         if prefix is None:
-            raw = topic.encode()
-            if not raw or len(raw) > 255:
-                raise MessageIllegalError(f"topic {topic!r} must be 1 to 255 bytes long")
-            prefix = self._topic_prefix[topic] = bytes((len(raw),)) + raw
+            try:
+                prefix = self._topic_prefix[topic] = topic_prefix(topic)
+            except RecordError as exc:
+                raise MessageIllegalError(str(exc)) from None
         return prefix
-
-    def _tags_code(self, tags: str | None) -> int:
-        if not tags:
-            return 0
-        code = self._tags_codes.get(tags)
-        if code is None:
-            if len(self._tags_codes) > 4096:
-                self._tags_codes.clear()
-            code = self._tags_codes[tags] = tags_code(tags)
-        return code
-
-    def _index_keys(self, topic: str, properties: dict[str, str], phy: int, ts: int) -> None:
-        entries: list[tuple[str, int]] = []
-        _collect_index_entries(entries, topic, properties, phy)
-        if entries:
-            self.index.put_many(entries, ts)
 
     def put_message(
         self,
@@ -334,62 +273,38 @@ class MessageStore:
         if len(body) > self._max_body:
             raise MessageIllegalError(f"message body is {len(body)} bytes; at most {self._max_body} allowed")
         prefix = self._topic_prefix.get(topic) or self._prefix(topic)
-        props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
+        props = encode_properties(properties)
         if len(props) > MAX_PROPERTIES_BYTES:
-            raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
+            raise MessageIllegalError(
+                f"message properties are {len(props)} bytes; at most {MAX_PROPERTIES_BYTES} allowed"
+            )
         store_host = self._store_host
-        if len(born_host) != 8:
+        if len(born_host) != HOST_BYTES:
             born_host = store_host
-        total = 90 + len(body) + len(prefix) + len(props)
-        commitlog = self.commitlog
-        phy = commitlog.wrote if total + BLANK_MIN_BYTES <= commitlog._tail_room else commitlog.reserve(total)
+        total = record_size(len(body), len(prefix) - 1, len(props))
+        dispatcher = self.dispatcher
+        cq = dispatcher.queue_for(topic, queue_id, sys_flag)
+        qoff = cq.max_offset if cq is not None else 0
         now = int(time.time() * 1000)
-        tx = sys_flag & TRANSACTION_TYPE_MASK
-        if tx != TRANSACTION_PREPARED and tx != TRANSACTION_ROLLBACK:
-            cq = self.queues.queues.get((topic, queue_id)) or self.queues.get_or_create(topic, queue_id)
-            qoff = cq.max_offset
-        else:
-            cq = None
-            qoff = 0
-        buf = commitlog._buf
-        buf += RECORD.pack(
+        phy = self.commitlog.append_message(
             total,
-            MAGIC_V1,
-            zlib.crc32(body) & 0x7FFFFFFF,
             queue_id,
             flag,
             qoff,
-            phy,
             sys_flag,
             born_timestamp or now,
             born_host,
             now,
             store_host,
             reconsume_times,
-            0,
-            len(body),
+            body,
+            prefix,
+            props,
         )
-        buf += body
-        buf += prefix
-        buf += I16.pack(len(props))
-        buf += props
-        commitlog.wrote = phy + total
-        commitlog._tail_room -= total
-        if len(buf) >= commitlog._commit_limit:
-            commitlog.commit()
-        self._last_store_ts = now
-        tcode = 0
-        if cq is not None:
-            tags = properties.get(PROPERTY_TAGS)
-            if tags:
-                tcode = self._tags_codes.get(tags) or self._tags_code(tags)
-            cq.append(phy, total, tcode)
-        if self._index_enabled and properties:
-            self._index_keys(topic, properties, phy, now)
+        tcode = dispatcher.dispatch(cq, topic, phy, total, properties, now)
         self._schedule_commit()
-        if cq is not None and self._listeners:
-            for cb in self._listeners:
-                cb(topic, queue_id, qoff + 1, tcode)
+        if cq is not None and dispatcher.listeners:
+            dispatcher.notify(topic, queue_id, qoff + 1, tcode)
         return PutResult(phy, qoff, total, now, store_host)
 
     def put_messages(
@@ -412,36 +327,28 @@ class MessageStore:
             return []
         prefix = self._prefix(topic)
         store_host = self._store_host
-        if len(born_host) != 8:
+        if len(born_host) != HOST_BYTES:
             born_host = store_host
-        fixed = 90 + len(prefix)
-        encoded: list[tuple[int, bytes, bytes, dict[str, str], int]] = []
         if raw_properties is not None and len(raw_properties) != len(items):
             raise ValueError("raw_properties must have one entry per item")
+        encoded: list[RunItem] = []
         max_body = self._max_body
+        topic_len = len(prefix) - 1
         for pos, (body, properties, flag) in enumerate(items):
             if len(body) > max_body:
                 raise MessageIllegalError(f"message body is {len(body)} bytes; at most {max_body} allowed")
-            if raw_properties is not None:
-                props = raw_properties[pos]
-            else:
-                props = "".join([f"{k}\x01{v}\x02" for k, v in properties.items()]).encode() if properties else b""
+            props = raw_properties[pos] if raw_properties is not None else encode_properties(properties)
             if len(props) > MAX_PROPERTIES_BYTES:
-                raise MessageIllegalError(f"message properties are {len(props)} bytes; at most 32767 allowed")
-            encoded.append((fixed + len(body) + len(props), body, props, properties, flag))
+                raise MessageIllegalError(
+                    f"message properties are {len(props)} bytes; at most {MAX_PROPERTIES_BYTES} allowed"
+                )
+            encoded.append((record_size(len(body), topic_len, len(props)), body, props, flag))
         commitlog = self.commitlog
+        dispatcher = self.dispatcher
         limit = commitlog.segment_bytes - BLANK_MIN_BYTES
         cq = self.queues.get_or_create(topic, queue_id)
-        index = self._index_enabled
-        listeners = self._listeners
-        pack = RECORD.pack
         results: list[PutResult] = []
-        index_entries: list[tuple[str, int]] = []
         tcodes: set[int] = set()
-        tags_codes = self._tags_codes
-        crc32 = zlib.crc32
-        i16 = I16.pack
-        cq_append = cq.append
         i, n = 0, len(encoded)
         while i < n:
             j, run = i, 0  # the longest run from i that fits one segment
@@ -450,55 +357,22 @@ class MessageStore:
                 j += 1
             if j == i:
                 commitlog.reserve(encoded[i][0])  # raises: the record fits no segment
-            phy = commitlog.reserve(run)
             now = int(time.time() * 1000)
-            born = born_timestamp or now
-            out = bytearray()
-            for total, body, props, properties, flag in encoded[i:j]:
-                qoff = cq.max_offset
-                out += pack(
-                    total,
-                    MAGIC_V1,
-                    crc32(body) & 0x7FFFFFFF,
-                    queue_id,
-                    flag,
-                    qoff,
-                    phy,
-                    sys_flag,
-                    born,
-                    born_host,
-                    now,
-                    store_host,
-                    0,
-                    0,
-                    len(body),
-                )
-                out += body
-                out += prefix
-                out += i16(len(props))
-                out += props
-                tcode = 0
-                if properties:
-                    tags = properties.get(PROPERTY_TAGS)
-                    if tags:
-                        tcode = tags_codes.get(tags) or self._tags_code(tags)
-                    if index:
-                        _collect_index_entries(index_entries, topic, properties, phy)
-                cq_append(phy, total, tcode)
-                tcodes.add(tcode)
-                results.append(PutResult(phy, qoff, total, now, store_host))
-                phy += total
-            commitlog.append(out)
-            if index_entries:
-                self.index.put_many(index_entries, now)
-                index_entries.clear()
-            self._last_store_ts = now
+            qoff = cq.max_offset
+            sizes = [item[0] for item in encoded[i:j]]
+            phy = commitlog.append_run(
+                encoded[i:j], queue_id, qoff, sys_flag, born_timestamp or now, born_host, now, store_host, prefix
+            )
+            tcodes |= dispatcher.dispatch_run(cq, topic, phy, sizes, [item[1] for item in items[i:j]], now)
+            for size in sizes:
+                results.append(PutResult(phy, qoff, size, now, store_host))
+                phy += size
+                qoff += 1
             i = j
         self._schedule_commit()
         end = cq.max_offset
-        for cb in listeners:
-            for tcode in tcodes:
-                cb(topic, queue_id, end, tcode)
+        for tcode in tcodes:
+            dispatcher.notify(topic, queue_id, end, tcode)
         return results
 
     def append_raw(self, data: bytes, at_offset: int) -> int:
@@ -515,8 +389,9 @@ class MessageStore:
             raise MessageIllegalError(f"raw append at {at_offset}, but the commit log ends at {commitlog.wrote}")
         metas = self._parse_raw(at_offset, data)
         commitlog.append_raw(data)
+        redispatch = self.dispatcher.redispatch
         for meta in metas:
-            self._redispatch(meta, True, True, notify=True)
+            redispatch(meta, True, True, notify=True)
         return commitlog.wrote
 
     def _parse_raw(self, at_offset: int, data: bytes) -> list[RecordMeta]:
@@ -529,7 +404,7 @@ class MessageStore:
         n = len(buf)
         while n - pos >= BLANK_MIN_BYTES:
             phy = base + pos
-            total, magic = TOTAL_MAGIC.unpack_from(buf, pos)
+            total, magic = peek_head(buf, pos)
             if magic == BLANK_MAGIC:
                 if total != seg_bytes - phy % seg_bytes:
                     raise MessageIllegalError(
@@ -546,41 +421,15 @@ class MessageStore:
                 break
             try:
                 metas.append(parse_record(buf, pos, phy, False))
-            except BadRecord as exc:
+            except RecordError as exc:
                 raise MessageIllegalError(f"raw data is not valid commit log records: {exc}") from None
             pos += total
         self._reput_tail = bytearray(buf[pos:])
         return metas
 
-    def _redispatch(self, meta: RecordMeta, force_cq: bool, index: bool, notify: bool = False) -> None:
-        """Dispatch a record that is already in the commit log (recovery and replication)."""
-        tx = meta.sys_flag & TRANSACTION_TYPE_MASK
-        props: dict[str, str] | None = None
-        tcode = 0
-        cq = None
-        if tx != TRANSACTION_PREPARED and tx != TRANSACTION_ROLLBACK:
-            cq = self.queues.get(meta.topic, meta.queue_id)
-            # Queues are created only for records past the checkpoint, so a deleted topic stays deleted.
-            if cq is None and force_cq:
-                cq = self.queues.get_or_create(meta.topic, meta.queue_id)
-            if cq is not None and (force_cq or meta.queue_offset >= cq.max_offset):
-                props = decode_properties(meta.properties)
-                tcode = self._tags_code(props.get(PROPERTY_TAGS))
-                cq.put_at(meta.queue_offset, meta.phy, meta.size, tcode)
-            else:
-                cq = None
-        if index and self._index_enabled:
-            if props is None:
-                props = decode_properties(meta.properties)
-            self._index_keys(meta.topic, props, meta.phy, meta.store_timestamp)
-        self._last_store_ts = max(self._last_store_ts, meta.store_timestamp)
-        if notify and cq is not None:
-            for cb in self._listeners:
-                cb(meta.topic, meta.queue_id, cq.max_offset, tcode)
-
     def on_dispatched(self, callback: DispatchListener) -> None:
         """Call ``callback(topic, queue_id, max_offset, tags_code)`` after each message reaches its queue."""
-        self._listeners.append(callback)
+        self.dispatcher.listeners.append(callback)
 
     # -- reading ---------------------------------------------------------------------------------------
     def get_messages(
@@ -593,106 +442,21 @@ class MessageStore:
         tag_codes: set[int] | None = None,
     ) -> GetResult:
         """Records of a queue from ``offset``, concatenated exactly as stored (a PULL response body)."""
-        cq = self.queues.get(topic, queue_id)
-        if cq is None or cq.max_offset == 0:
-            return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, b"", 0, 0, 0, 0)
-        lo, hi = cq.min_offset, cq.max_offset
-        if offset < lo:
-            return GetResult(GetStatus.OFFSET_TOO_SMALL, b"", 0, lo, lo, hi)
-        if offset == hi:
-            return GetResult(GetStatus.OFFSET_OVERFLOW_ONE, b"", 0, offset, lo, hi)
-        if offset > hi:
-            return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, b"", 0, hi, lo, hi)
-        scan = max(max_msgs, FILTER_SCAN_ENTRIES) if tag_codes is not None else max_msgs
-        min_phy = self.commitlog.min_offset
-        picks: list[tuple[int, int, int]] = []  # queue offset, commit log offset, size
-        next_q = offset
-        total = 0
-        filtered = found_null = 0
-        for q, phy, size, tags in cq.iter_entries(offset, scan):
-            if len(picks) >= max_msgs or (picks and total + size > max_bytes):
-                break
-            next_q = q + 1
-            if phy < min_phy or size <= 0:
-                found_null += 1
-                continue
-            if tag_codes is not None and tags not in tag_codes:
-                filtered += 1
-                continue
-            picks.append((q, phy, size))
-            total += size
-        body, count, short_at = self._read_runs(picks)
-        if short_at is not None:
-            next_q = short_at
-        if count:
-            status = GetStatus.FOUND
-        elif filtered:
-            status = GetStatus.NO_MATCHED_MESSAGE
-        else:
-            status = GetStatus.OFFSET_FOUND_NULL
-        return GetResult(status, body, count, next_q, lo, hi)
-
-    def _read_runs(self, picks: list[tuple[int, int, int]]) -> tuple[bytes, int, int | None]:
-        """Read the picked records, one pread per run of adjacent records."""
-        if not picks:
-            return b"", 0, None
-        parts: list[bytes] = []
-        count = 0
-        i, n = 0, len(picks)
-        read = self.commitlog.read
-        while i < n:
-            start = picks[i][1]
-            end = start + picks[i][2]
-            j = i + 1
-            while j < n and picks[j][1] == end:
-                end += picks[j][2]
-                j += 1
-            data = read(start, end - start)
-            if len(data) < end - start:
-                # Keep only the whole records that came back.
-                got = 0
-                while i < j and got + picks[i][2] <= len(data):
-                    got += picks[i][2]
-                    i += 1
-                    count += 1
-                parts.append(data[:got])
-                return b"".join(parts), count, picks[i][0] if i < n else None
-            parts.append(data)
-            count += j - i
-            i = j
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), count, None
+        return self.reader.get_messages(topic, queue_id, offset, max_msgs, max_bytes, tag_codes)
 
     def max_offset(self, topic: str, queue_id: int) -> int:
-        cq = self.queues.get(topic, queue_id)
-        return cq.max_offset if cq is not None else 0
+        return self.reader.max_offset(topic, queue_id)
 
     def min_offset(self, topic: str, queue_id: int) -> int:
-        cq = self.queues.get(topic, queue_id)
-        return cq.min_offset if cq is not None else 0
+        return self.reader.min_offset(topic, queue_id)
 
     def offset_by_time(self, topic: str, queue_id: int, ts_ms: int) -> int:
         """The first queue offset whose message was stored at or after ``ts_ms`` (``max_offset`` if none)."""
-        cq = self.queues.get(topic, queue_id)
-        if cq is None:
-            return 0
-        lo, hi = cq.min_offset, cq.max_offset
-        while lo < hi:
-            mid = (lo + hi) // 2
-            e = cq.entry(mid)
-            ts = self.commitlog.store_timestamp_at(e[0]) if e is not None else -1
-            if ts >= ts_ms:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        return self.reader.offset_by_time(topic, queue_id, ts_ms)
 
     def earliest_store_time(self, topic: str, queue_id: int) -> int:
         """Store timestamp of the oldest message still in the queue, or -1."""
-        cq = self.queues.get(topic, queue_id)
-        if cq is None or cq.min_offset >= cq.max_offset:
-            return -1
-        e = cq.entry(cq.min_offset)
-        return self.commitlog.store_timestamp_at(e[0]) if e is not None else -1
+        return self.reader.earliest_store_time(topic, queue_id)
 
     @property
     def max_phy_offset(self) -> int:
@@ -712,26 +476,8 @@ class MessageStore:
     def query_by_key(
         self, topic: str, key: str, max_num: int = 32, begin_ts: int = 0, end_ts: int = 2**63 - 1
     ) -> list[bytes]:
-        """Records of ``topic`` whose KEYS or unique key is ``key``, stored in [begin_ts, end_ts], newest
-        first. Every index hit is checked against the record it points at."""
-        out: list[bytes] = []
-        for phy in self.index.query(f"{topic}#{key}", max_num * 2, begin_ts, end_ts):
-            rec = self.commitlog.read_record(phy)
-            if rec is None:
-                continue
-            try:
-                meta = parse_record(rec, 0, phy, False)
-            except BadRecord:
-                continue
-            if meta.topic != topic or not begin_ts <= meta.store_timestamp <= end_ts:
-                continue
-            props = decode_properties(meta.properties)
-            if props.get(PROPERTY_UNIQ_KEY) != key and key not in props.get(PROPERTY_KEYS, "").split(" "):
-                continue
-            out.append(rec)
-            if len(out) >= max_num:
-                break
-        return out
+        """Records of ``topic`` whose KEYS or unique key is ``key``, stored in [begin_ts, end_ts], newest first."""
+        return self.reader.query_by_key(topic, key, max_num, begin_ts, end_ts)
 
     # -- topics ----------------------------------------------------------------------------------------
     def delete_topic(self, topic: str) -> int:

@@ -2,10 +2,11 @@
 
 The commit log is scanned from a safe point: the segment holding the offset up to which consume queues and
 index are known to be on disk (from the checkpoint), and at least the last
-``recover_segments_after_clean_stop`` segments. Every record is checked (size, magic, its own offset,
-lengths, CRC when configured); the log is cut after the last good record, so a torn tail, appended garbage
-or a flipped byte is never served. Consume queue entries that point past the new end are cut, and records
-that consume queues or the index lack are dispatched again (idempotently).
+``recover_segments_after_clean_stop`` segments. Every record is checked with the one record codec
+(``krocket.common.record``: size, magic, its own offset, lengths; CRC when configured); the log is cut after
+the last good record, so a torn tail, appended garbage or a flipped byte is never served. Consume queue
+entries that point past the new end are cut, and records that consume queues or the index lack are
+dispatched again (idempotently).
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from krocket.common.message import BLANK_MAGIC, MAGIC_V1, RECORD_FIXED_BYTES
+from krocket.common.record import (
+    BLANK_MAGIC,
+    BLANK_MIN_BYTES,
+    RECORD_FIXED_BYTES,
+    RECORD_MIN_BYTES,
+    RecordError,
+    RecordMeta,
+    peek_head,
+    record_layout,
+)
 
 from .checkpoint import CheckpointData
-from .commitlog import (
-    BLANK_MIN_BYTES,
-    I16,
-    RECORD,
-    RECORD_MIN_BYTES,
-    TOTAL_MAGIC,
-    BadRecord,
-    CommitLog,
-    RecordMeta,
-    parse_record,
-)
+from .commitlog import CommitLog
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
 
@@ -102,7 +102,7 @@ class Recovery:
         check_crc = self.config.check_crc_on_recover
         queues = self.queues.queues
         redispatch = self.redispatch
-        unpack = RECORD.unpack_from
+        layout = record_layout
         crc32 = zlib.crc32
         topics: dict[bytes, str] = {}
         scanned = 0
@@ -125,7 +125,7 @@ class Recovery:
                 if p + RECORD_FIXED_BYTES > len(view):
                     view, chunk_pos = memoryview(seg.read(pos, SCAN_CHUNK)), pos
                     p = 0
-                total, magic = TOTAL_MAGIC.unpack_from(view, p)
+                total, magic = peek_head(view, p)
                 if magic == BLANK_MAGIC:
                     if total != capacity - pos:
                         report.records_scanned += scanned
@@ -143,38 +143,24 @@ class Recovery:
                     view, chunk_pos = memoryview(seg.read(pos, max(SCAN_CHUNK, total))), pos
                     p = 0
                 phy = base + pos
-                (_t, _m, crc, queue_id, _flag, queue_offset, phys, _sys, _bts, _bh, _sts, _sh, _rc, _ptx, body_len) = (
-                    unpack(view, p)
-                )
-                body_end = p + RECORD_FIXED_BYTES + body_len
-                ok = (
-                    magic == MAGIC_V1
-                    and phys == phy
-                    and body_len >= 0
-                    and not _sys & 0x30
-                    and body_end + 3 <= p + total
-                )
-                if ok:
-                    topic_len = view[body_end]
-                    props_at = body_end + 1 + topic_len
-                    ok = props_at + 2 <= p + total and props_at + 2 + I16.unpack_from(view, props_at)[0] == p + total
-                if not ok or (check_crc and crc32(view[p + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != crc):
-                    # The slow path says exactly what is wrong (and accepts MAGIC_V2 records).
-                    try:
-                        meta = parse_record(view, p, phy, check_crc)
-                    except BadRecord as exc:
-                        report.records_scanned += scanned
-                        return phy, str(exc)
-                    redispatch(meta, phy >= logics_from, phy >= index_from)
-                else:
-                    raw_topic = bytes(view[body_end + 1 : props_at])
-                    topic = topics.get(raw_topic)
-                    if topic is None:
-                        topic = topics[raw_topic] = raw_topic.decode(errors="replace")
-                    cq = queues.get((topic, queue_id))
-                    force = phy >= logics_from
-                    if force or phy >= index_from or (cq is not None and queue_offset >= cq.max_offset):
-                        redispatch(parse_record(view, p, phy, False), force, phy >= index_from)
+                try:
+                    head, body_end, topic_start, props_start, end = layout(view, p, phy)
+                    if check_crc and crc32(view[p + RECORD_FIXED_BYTES : body_end]) & 0x7FFFFFFF != head[2]:
+                        raise RecordError(f"body CRC mismatch in record at {phy}")
+                except RecordError as exc:
+                    report.records_scanned += scanned
+                    return phy, str(exc)
+                raw_topic = bytes(view[topic_start : props_start - 2])
+                topic = topics.get(raw_topic)
+                if topic is None:
+                    topic = topics[raw_topic] = raw_topic.decode(errors="replace")
+                cq = queues.get((topic, head[3]))
+                force = phy >= logics_from
+                if force or phy >= index_from or (cq is not None and head[5] >= cq.max_offset):
+                    meta = RecordMeta(
+                        phy, total, head[3], head[5], head[7], head[10], topic, bytes(view[props_start:end])
+                    )
+                    redispatch(meta, force, phy >= index_from)
                 scanned += 1
                 pos += total
             if last:

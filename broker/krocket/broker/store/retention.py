@@ -8,6 +8,8 @@ Above ``disk_warning_ratio`` the store refuses writes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -45,6 +47,7 @@ class RetentionService:
         self.usage_fn: UsageFn = usage_fn or disk_used_ratio
         self._ratio = 0.0
         self._sampled_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
 
     def used_ratio(self, fresh: bool = False) -> float:
         now = time.monotonic()
@@ -87,3 +90,34 @@ class RetentionService:
         log.info(
             "commit log now starts at %d; deleted %d consume queue and %d index files", min_phy, cq_files, index_files
         )
+
+    # -- background rounds -----------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run a retention round every ``retention_interval_s`` on ``loop``."""
+        if self._task is None:
+            self._task = loop.create_task(self._loop(), name="krocket-retention")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_interval_s)
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("retention round failed")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def cancel(self) -> None:
+        """Cancel the rounds without awaiting them (a synchronous close)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
