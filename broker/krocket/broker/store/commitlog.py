@@ -1,4 +1,5 @@
-"""The commit log: one append-only log of records for all topics (RocketMQ's ``CommitLog``).
+"""The commit log: one append-only log of records for all topics (RocketMQ's ``CommitLog``). Records are
+encoded here, in the layout of ``krocket.common.record``.
 
 Appends are gathered in a small user-space buffer that belongs to the last segment and is written out
 (``commit``) with one ``pwrite`` when it grows past ``commit_buffer_bytes``, when a read needs its bytes,

@@ -16,13 +16,8 @@ from krocket.common.errors import MessageIllegalError, ServiceNotAvailableError
 from krocket.common.message import MAX_PROPERTIES_BYTES, encode_properties
 from krocket.common.message_id import HOST_BYTES, offset_msg_id
 from krocket.common.record import (
-    BLANK_MAGIC,
     BLANK_MIN_BYTES,
-    RECORD_MIN_BYTES,
     RecordError,
-    RecordMeta,
-    parse_record,
-    peek_head,
     record_size,
     topic_prefix,
 )
@@ -36,6 +31,7 @@ from .flush import FlushService, fdatasync_all
 from .index_service import IndexService
 from .reader import DEFAULT_MAX_BYTES, GetResult, GetStatus, MessageReader
 from .recovery import Recovery, RecoveryReport
+from .replica_records import ReplicaRecordSplitter
 from .retention import RetentionService, UsageFn
 
 log = logging.getLogger(__name__)
@@ -89,7 +85,7 @@ class MessageStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_scheduled = False
         self._commit_held = False
-        self._reput_tail = bytearray()  # bytes of a record that ``append_raw`` has only part of
+        self._replica_records = ReplicaRecordSplitter(config.commitlog_segment_bytes)
         self._opened = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -387,45 +383,12 @@ class MessageStore:
             commitlog.wrote = commitlog.committed = commitlog.flushed = at_offset
         if at_offset != commitlog.wrote:
             raise MessageIllegalError(f"raw append at {at_offset}, but the commit log ends at {commitlog.wrote}")
-        metas = self._parse_raw(at_offset, data)
+        metas = self._replica_records.split(at_offset, data)
         commitlog.append_raw(data)
         redispatch = self.dispatcher.redispatch
         for meta in metas:
             redispatch(meta, True, True, notify=True)
         return commitlog.wrote
-
-    def _parse_raw(self, at_offset: int, data: bytes) -> list[RecordMeta]:
-        """Validate whole records in (carried tail + data); keeps an incomplete last record as the tail."""
-        seg_bytes = self.commitlog.segment_bytes
-        buf = bytes(self._reput_tail) + data if self._reput_tail else data
-        base = at_offset - len(self._reput_tail)
-        metas: list[RecordMeta] = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= BLANK_MIN_BYTES:
-            phy = base + pos
-            total, magic = peek_head(buf, pos)
-            if magic == BLANK_MAGIC:
-                if total != seg_bytes - phy % seg_bytes:
-                    raise MessageIllegalError(
-                        f"raw data has a BLANK record at {phy} that does not end a "
-                        f"segment of {seg_bytes} bytes (segment sizes differ?)"
-                    )
-                if n - pos < total:
-                    break
-                pos += total
-                continue
-            if total < RECORD_MIN_BYTES:
-                raise MessageIllegalError(f"raw data has an impossible record size {total} at {phy}")
-            if n - pos < total:
-                break
-            try:
-                metas.append(parse_record(buf, pos, phy, False))
-            except RecordError as exc:
-                raise MessageIllegalError(f"raw data is not valid commit log records: {exc}") from None
-            pos += total
-        self._reput_tail = bytearray(buf[pos:])
-        return metas
 
     def on_dispatched(self, callback: DispatchListener) -> None:
         """Call ``callback(topic, queue_id, max_offset, tags_code)`` after each message reaches its queue."""
