@@ -73,3 +73,20 @@ def test_version_comes_from_the_distribution_metadata():
         importlib.metadata.version("krocket")
         == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     )
+
+
+def test_code_outside_the_repository_type_checks_against_the_real_sources(tmp_path):
+    user = tmp_path / "user_code.py"
+    user.write_text(
+        "from krocket.broker.store import MessageStore\nfrom krocket.client import Producer\n"
+        "reveal_type(MessageStore)\nreveal_type(Producer.send)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "-v", "--cache-dir", str(tmp_path / "cache"), str(user)],
+        cwd=tmp_path, env=_plain_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "-> krocket.broker.store.message_store.MessageStore" in out.stdout
+    assert "krocket.client.types.SendResult" in out.stdout
+    parsed = ROOT / "broker" / "krocket" / "broker" / "store" / "message_store.py"
+    assert f"Parsing {parsed} (krocket.broker.store.message_store)" in out.stderr

@@ -16,6 +16,9 @@ import zlib
 from dataclasses import dataclass
 
 from krocket.common.message import MessageExt
+from krocket.common.message_id import LOOPBACK_HOST
+
+LOOPBACK_HOST_PORT_0 = LOOPBACK_HOST + bytes(4)
 
 MAGIC_V1 = -626843481
 MAGIC_V2 = -626843477  # 2-byte topic length
@@ -135,39 +138,25 @@ def encode_record(
     *,
     topic: bytes,
     body: bytes,
-    properties: bytes,
-    queue_id: int,
-    flag: int,
-    queue_offset: int,
-    physical_offset: int,
-    sys_flag: int,
-    born_timestamp: int,
-    born_host: bytes,
-    store_timestamp: int,
-    store_host: bytes,
+    properties: bytes = b"",
+    queue_id: int = 0,
+    flag: int = 0,
+    queue_offset: int = 0,
+    physical_offset: int = 0,
+    sys_flag: int = 0,
+    born_timestamp: int = 0,
+    born_host: bytes = LOOPBACK_HOST_PORT_0,
+    store_timestamp: int = 0,
+    store_host: bytes = LOOPBACK_HOST_PORT_0,
     reconsume_times: int = 0,
     prepared_tx_offset: int = 0,
 ) -> bytes:
-    """One commit log record (IPv4 hosts, magic V1) as bytes."""
+    """One commit log record (IPv4 hosts, magic V1) as bytes; fields left out are zero (hosts 127.0.0.1:0)."""
     out = bytearray()
-    pack_record_into(
-        out,
-        record_size(len(body), len(topic), len(properties)),
-        queue_id,
-        flag,
-        queue_offset,
-        physical_offset,
-        sys_flag,
-        born_timestamp,
-        born_host,
-        store_timestamp,
-        store_host,
-        reconsume_times,
-        body,
-        bytes((len(topic),)) + topic,
-        properties,
-        prepared_tx_offset,
-    )
+    total = record_size(len(body), len(topic), len(properties))
+    prefix = bytes((len(topic),)) + topic
+    head = (queue_id, flag, queue_offset, physical_offset, sys_flag, born_timestamp, born_host, store_timestamp)
+    pack_record_into(out, total, *head, store_host, reconsume_times, body, prefix, properties, prepared_tx_offset)
     return bytes(out)
 
 

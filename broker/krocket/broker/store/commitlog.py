@@ -141,23 +141,8 @@ class CommitLog:
         its commit log offset; rolls to a new segment when the record does not fit the last one."""
         phy = self.wrote if total + BLANK_MIN_BYTES <= self._tail_room else self.reserve(total)
         buf = self._buf
-        pack_record_into(
-            buf,
-            total,
-            queue_id,
-            flag,
-            queue_offset,
-            phy,
-            sys_flag,
-            born_timestamp,
-            born_host,
-            store_timestamp,
-            store_host,
-            reconsume_times,
-            body,
-            prefix,
-            properties,
-        )
+        pack_record_into(buf, total, queue_id, flag, queue_offset, phy, sys_flag, born_timestamp, born_host,
+                         store_timestamp, store_host, reconsume_times, body, prefix, properties)  # fmt: skip
         self.wrote = phy + total
         self._tail_room -= total
         if len(buf) >= self._commit_limit:
