@@ -48,6 +48,18 @@ class RequestNotSupportedError(KrocketError):
     code = ResponseCode.REQUEST_CODE_NOT_SUPPORTED
 
 
+class HeaderError(KrocketError):
+    """A request header lacks a field or carries a malformed one; ``field`` names it, ``value`` is what
+    came (``None`` when the field is missing)."""
+
+    code = ResponseCode.SYSTEM_ERROR
+
+    def __init__(self, message: str, field: str = "", value: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
 class FrameError(KrocketError):
     """A malformed or oversize frame: the connection that sent it is closed."""
 
