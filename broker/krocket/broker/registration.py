@@ -11,7 +11,8 @@ from krocket.broker.topic_manager import TopicManager
 from krocket.common.addresses import resolve_addr_list
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
-from krocket.common.remoting import ConnectionPool, RemotingCommand, header_fields
+from krocket.common.headers import RegisterBrokerHeader, UnregisterBrokerHeader
+from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.route import dumps
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,16 @@ class NameServerRegistration:
             return
         addrs = resolve_addr_list(self._config.namesrv_addr)
         body = self._body()
-        fields = header_fields(
-            {
-                "brokerName": self._config.broker_name,
-                "brokerAddr": self.broker_addr,
-                "clusterName": self._config.broker_cluster_name,
-                "haServerAddr": self.ha_addr,
-                "brokerId": self._config.broker_id,
-                "compressed": False,
-                "bodyCrc32": zlib.crc32(body),
-                "heartbeatTimeoutMillis": 120_000,
-            }
-        )
+        fields = RegisterBrokerHeader(
+            broker_name=self._config.broker_name,
+            broker_addr=self.broker_addr,
+            cluster_name=self._config.broker_cluster_name,
+            ha_server_addr=self.ha_addr,
+            broker_id=self._config.broker_id,
+            compressed=False,
+            body_crc32=zlib.crc32(body),
+            heartbeat_timeout_millis=120_000,
+        ).to_fields()
         results = await asyncio.gather(*(self._register_at(a, fields, body) for a in addrs))
         for addr, ok in zip(addrs, results, strict=True):
             if ok and addr not in self._registered:
@@ -128,14 +127,12 @@ class NameServerRegistration:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        fields = header_fields(
-            {
-                "brokerName": self._config.broker_name,
-                "brokerAddr": self.broker_addr,
-                "clusterName": self._config.broker_cluster_name,
-                "brokerId": self._config.broker_id,
-            }
-        )
+        fields = UnregisterBrokerHeader(
+            broker_name=self._config.broker_name,
+            broker_addr=self.broker_addr,
+            cluster_name=self._config.broker_cluster_name,
+            broker_id=self._config.broker_id,
+        ).to_fields()
         for addr in list(self._registered):
             try:
                 await self._pool.request(

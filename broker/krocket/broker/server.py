@@ -29,6 +29,7 @@ from krocket.broker.store.message_store import MessageStore
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
+from krocket.common.headers import NotifyConsumerIdsChangedHeader
 from krocket.common.message_id import pack_host
 from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand, RemotingServer
@@ -83,7 +84,8 @@ class Broker:
     def _notify_consumer_ids_changed(self, group: str, connections: list[Connection]) -> None:
         for conn in connections:
             if conn.is_open:
-                cmd = RemotingCommand(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, ext_fields={"consumerGroup": group})
+                fields = NotifyConsumerIdsChangedHeader(group).to_fields()
+                cmd = RemotingCommand(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, ext_fields=fields)
                 asyncio.get_running_loop().create_task(self._send_oneway(conn, cmd))
 
     @staticmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 from krocket.common.codes import PERM_READ_WRITE, RequestCode, ResponseCode
 from krocket.common.errors import KrocketError, RemoteError, TopicNotExistError
+from krocket.common.headers import CreateTopicHeader, DeleteTopicInBrokerHeader, RequestHeader
 from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
@@ -129,17 +130,17 @@ class Admin:
         masters = (await self.cluster_info()).masters(cluster, broker_names)
         if not masters:
             raise KrocketError("no broker to create the topic on")
-        fields = {
-            "topic": topic,
-            "defaultTopic": AUTO_CREATE_TOPIC_KEY,
-            "readQueueNums": read_queues,
-            "writeQueueNums": write_queues,
-            "perm": perm,
-            "topicFilterType": "SINGLE_TAG",
-            "topicSysFlag": 0,
-            "order": order,
-        }
-        await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_TOPIC, fields)
+        header = CreateTopicHeader(
+            topic=topic,
+            default_topic=AUTO_CREATE_TOPIC_KEY,
+            read_queue_nums=read_queues,
+            write_queue_nums=write_queues,
+            perm=perm,
+            topic_filter_type="SINGLE_TAG",
+            topic_sys_flag=0,
+            order=order,
+        )
+        await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_TOPIC, header)
         self.instance.namesrv.forget(topic)
         log.info(
             "topic %s (%d read / %d write queues, perm %d) applied to %s",
@@ -158,7 +159,7 @@ class Admin:
         every name server."""
         validate_topic(topic)
         masters = (await self.cluster_info()).masters(cluster, broker_names)
-        await self._on_all(masters, RequestCode.DELETE_TOPIC_IN_BROKER, {"topic": topic})
+        await self._on_all(masters, RequestCode.DELETE_TOPIC_IN_BROKER, DeleteTopicInBrokerHeader(topic))
         await self.instance.namesrv.delete_topic(topic)
         self.instance.namesrv.forget(topic)
         log.info("topic %s deleted from %s and the name servers", topic, ", ".join(sorted(masters)))
@@ -177,10 +178,10 @@ class Admin:
         )
         return {str(k): str(v) for k, v in (broker_api.json_body(response).get("table") or {}).items()}
 
-    async def _on_all(self, masters: dict[str, str], code: int, fields: dict[str, Any]) -> None:
+    async def _on_all(self, masters: dict[str, str], code: int, header: RequestHeader) -> None:
         results = await asyncio.gather(
             *(
-                broker_api.invoke(self.instance.pool, addr, code, fields, timeout=self.timeout)
+                broker_api.invoke(self.instance.pool, addr, code, header, timeout=self.timeout)
                 for addr in masters.values()
             ),
             return_exceptions=True,

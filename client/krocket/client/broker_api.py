@@ -17,8 +17,20 @@ from krocket.common.codes import (
     ResponseCode,
 )
 from krocket.common.errors import RemoteError
+from krocket.common.headers import (
+    ConsumerGroupHeader,
+    GetMaxOffsetHeader,
+    GetMinOffsetHeader,
+    PullMessageHeader,
+    QueryConsumerOffsetHeader,
+    RequestHeader,
+    SearchOffsetHeader,
+    SendMessageHeader,
+    UnregisterClientHeader,
+    UpdateConsumerOffsetHeader,
+)
 from krocket.common.record import decode_records
-from krocket.common.remoting import ConnectionPool, RemotingCommand, header_fields
+from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.route import loads_lenient
 
 from .subscription import SubscriptionData
@@ -39,21 +51,27 @@ _PULL_STATUS_BY_CODE: dict[int, PullStatus] = {
 }
 
 
-def command(code: int, fields: dict[str, Any] | None = None, body: bytes = b"") -> RemotingCommand:
-    return RemotingCommand(code, ext_fields=header_fields(fields or {}), body=body)
+def command(code: int, header: RequestHeader | None = None, body: bytes = b"") -> RemotingCommand:
+    return RemotingCommand(code, ext_fields=header.to_fields() if header is not None else {}, body=body)
+
+
+def send_command(header: SendMessageHeader, body: bytes, batch: bool = False) -> RemotingCommand:
+    """SEND_MESSAGE_V2 (or SEND_BATCH_MESSAGE), the header under its one-letter names."""
+    code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
+    return RemotingCommand(code, ext_fields=header.to_v2_fields(), body=body)
 
 
 async def invoke(
     pool: ConnectionPool,
     addr: str,
     code: int,
-    fields: dict[str, Any] | None = None,
+    header: RequestHeader | None = None,
     body: bytes = b"",
     timeout: float = 3.0,
     accept: tuple[int, ...] = (ResponseCode.SUCCESS,),
 ) -> RemotingCommand:
     """Send a request; raise ``RemoteError`` unless the response code is in ``accept``."""
-    response = await pool.request(addr, command(code, fields, body), timeout)
+    response = await pool.request(addr, command(code, header, body), timeout)
     if response.code not in accept:
         raise RemoteError(response.code, response.remark or "")
     return response
@@ -76,15 +94,14 @@ async def send_message(
     pool: ConnectionPool,
     addr: str,
     queue: MessageQueue,
-    header: dict[str, Any],
+    header: SendMessageHeader,
     body: bytes,
     timeout: float,
     batch: bool = False,
     oneway: bool = False,
     uniq_id: str = "",
 ) -> SendResult | None:
-    code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
-    cmd = command(code, header, body)
+    cmd = send_command(header, body, batch)
     if oneway:
         await pool.oneway(addr, cmd)
         return None
@@ -125,20 +142,20 @@ async def pull_message(
         sys_flag |= PULL_FLAG_COMMIT_OFFSET
     if suspend_ms > 0:
         sys_flag |= PULL_FLAG_SUSPEND
-    fields = {
-        "consumerGroup": group,
-        "topic": queue.topic,
-        "queueId": queue.queue_id,
-        "queueOffset": offset,
-        "maxMsgNums": max_nums,
-        "sysFlag": sys_flag,
-        "commitOffset": max(commit_offset, 0),
-        "suspendTimeoutMillis": suspend_ms,
-        "subscription": subscription.sub_string,
-        "subVersion": subscription.sub_version,
-        "expressionType": "TAG",
-    }
-    response = await pool.request(addr, command(RequestCode.PULL_MESSAGE, fields), timeout)
+    header = PullMessageHeader(
+        consumer_group=group,
+        topic=queue.topic,
+        queue_id=queue.queue_id,
+        queue_offset=offset,
+        max_msg_nums=max_nums,
+        sys_flag=sys_flag,
+        commit_offset=max(commit_offset, 0),
+        suspend_timeout_millis=suspend_ms,
+        subscription=subscription.sub_string,
+        sub_version=subscription.sub_version,
+        expression_type="TAG",
+    )
+    response = await pool.request(addr, command(RequestCode.PULL_MESSAGE, header), timeout)
     status = _PULL_STATUS_BY_CODE.get(response.code)
     if status is None:
         raise RemoteError(response.code, response.remark or "")
@@ -169,7 +186,7 @@ async def query_consumer_offset(
         pool,
         addr,
         RequestCode.QUERY_CONSUMER_OFFSET,
-        {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id, "setZeroIfNotFound": False},
+        QueryConsumerOffsetHeader(group, queue.topic, queue.queue_id, set_zero_if_not_found=False),
         timeout=timeout,
         accept=(ResponseCode.SUCCESS, ResponseCode.QUERY_NOT_FOUND),
     )
@@ -185,34 +202,31 @@ async def update_consumer_offset(
         pool,
         addr,
         RequestCode.UPDATE_CONSUMER_OFFSET,
-        {"consumerGroup": group, "topic": queue.topic, "queueId": queue.queue_id, "commitOffset": offset},
+        UpdateConsumerOffsetHeader(group, queue.topic, queue.queue_id, offset),
         timeout=timeout,
     )
 
 
-async def _queue_offset(
-    pool: ConnectionPool, addr: str, code: int, queue: MessageQueue, timeout: float, **extra: Any
-) -> int:
-    response = await invoke(
-        pool, addr, code, {"topic": queue.topic, "queueId": queue.queue_id, **extra}, timeout=timeout
-    )
+async def _queue_offset(pool: ConnectionPool, addr: str, code: int, header: RequestHeader, timeout: float) -> int:
+    response = await invoke(pool, addr, code, header, timeout=timeout)
     return _int(response.ext_fields, "offset")
 
 
 async def max_offset(pool: ConnectionPool, addr: str, queue: MessageQueue, timeout: float = 3.0) -> int:
-    return await _queue_offset(pool, addr, RequestCode.GET_MAX_OFFSET, queue, timeout)
+    header = GetMaxOffsetHeader(queue.topic, queue.queue_id)
+    return await _queue_offset(pool, addr, RequestCode.GET_MAX_OFFSET, header, timeout)
 
 
 async def min_offset(pool: ConnectionPool, addr: str, queue: MessageQueue, timeout: float = 3.0) -> int:
-    return await _queue_offset(pool, addr, RequestCode.GET_MIN_OFFSET, queue, timeout)
+    header = GetMinOffsetHeader(queue.topic, queue.queue_id)
+    return await _queue_offset(pool, addr, RequestCode.GET_MIN_OFFSET, header, timeout)
 
 
 async def search_offset(
     pool: ConnectionPool, addr: str, queue: MessageQueue, timestamp_ms: int, timeout: float = 3.0
 ) -> int:
-    return await _queue_offset(
-        pool, addr, RequestCode.SEARCH_OFFSET_BY_TIMESTAMP, queue, timeout, timestamp=timestamp_ms
-    )
+    header = SearchOffsetHeader(queue.topic, queue.queue_id, timestamp_ms)
+    return await _queue_offset(pool, addr, RequestCode.SEARCH_OFFSET_BY_TIMESTAMP, header, timeout)
 
 
 # -- membership -------------------------------------------------------------------------------------
@@ -232,13 +246,13 @@ async def unregister_client(
         pool,
         addr,
         RequestCode.UNREGISTER_CLIENT,
-        {"clientID": client_id, "producerGroup": producer_group, "consumerGroup": consumer_group},
+        UnregisterClientHeader(client_id, producer_group, consumer_group),
         timeout=timeout,
     )
 
 
 async def consumer_ids(pool: ConnectionPool, addr: str, group: str, timeout: float = 3.0) -> list[str]:
     response = await invoke(
-        pool, addr, RequestCode.GET_CONSUMER_LIST_BY_GROUP, {"consumerGroup": group}, timeout=timeout
+        pool, addr, RequestCode.GET_CONSUMER_LIST_BY_GROUP, ConsumerGroupHeader(group), timeout=timeout
     )
     return [str(c) for c in json_body(response).get("consumerIdList") or []]

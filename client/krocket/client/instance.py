@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
+from krocket.common.headers import NotifyConsumerIdsChangedHeader
 from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand
 from krocket.common.route import MASTER_ID, TopicRouteData
 
@@ -226,7 +227,7 @@ class ClientInstance:
     # -- requests from brokers ------------------------------------------------------------------------
     async def _serve(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
         if cmd.code == RequestCode.NOTIFY_CONSUMER_IDS_CHANGED:
-            group = cmd.ext_fields.get("consumerGroup", "")
+            group = NotifyConsumerIdsChangedHeader.from_fields(cmd.ext_fields).consumer_group
             if any(c.group == group for c in self.consumers):
                 log.info("broker %s says consumers of group %s changed; rebalancing", conn.peer, group)
                 self.rebalance_soon()

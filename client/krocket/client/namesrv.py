@@ -15,6 +15,7 @@ from krocket.common.errors import (
     RemotingTimeoutError,
     TopicNotExistError,
 )
+from krocket.common.headers import DeleteTopicInNamesrvHeader, RequestHeader, RouteInfoHeader
 from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.route import TopicRouteData
 
@@ -51,7 +52,7 @@ class NameServerClient:
         return addrs
 
     async def request(
-        self, code: int, fields: dict[str, Any] | None = None, timeout: float | None = None
+        self, code: int, header: RequestHeader | None = None, timeout: float | None = None
     ) -> RemotingCommand:
         """Send to the current name server, failing over to the next on connection errors."""
         last: Exception | None = None
@@ -59,7 +60,7 @@ class NameServerClient:
             index = (self._current + attempt) % len(self._addrs)
             addr = self._addrs[index]
             try:
-                response = await self._pool.request(addr, command(code, fields), timeout or self._timeout)
+                response = await self._pool.request(addr, command(code, header), timeout or self._timeout)
             except (ConnectionClosedError, RemotingTimeoutError) as exc:
                 log.warning("name server %s failed: %s", addr, exc)
                 self._pool.drop(addr)
@@ -69,10 +70,10 @@ class NameServerClient:
             return response
         raise ConnectionClosedError(f"no name server answered ({';'.join(self._addrs)}): {last}")
 
-    async def request_all(self, code: int, fields: dict[str, Any] | None = None) -> list[RemotingCommand]:
+    async def request_all(self, code: int, header: RequestHeader | None = None) -> list[RemotingCommand]:
         """Send to every name server (for writes such as deleting a topic)."""
         results = await asyncio.gather(
-            *(self._pool.request(a, command(code, fields), self._timeout) for a in self._addrs), return_exceptions=True
+            *(self._pool.request(a, command(code, header), self._timeout) for a in self._addrs), return_exceptions=True
         )
         out = []
         for addr, result in zip(self._addrs, results, strict=True):
@@ -86,7 +87,7 @@ class NameServerClient:
 
     async def fetch_route(self, topic: str) -> TopicRouteData:
         """Ask a name server for a topic's route. Raises ``TopicNotExistError``."""
-        response = await self.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
+        response = await self.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, RouteInfoHeader(topic))
         if response.code == ResponseCode.TOPIC_NOT_EXIST:
             raise TopicNotExistError(f"topic {topic!r} does not exist: {response.remark or ''}".rstrip(": "))
         if response.code != ResponseCode.SUCCESS:
@@ -115,6 +116,6 @@ class NameServerClient:
         return sorted(str(t) for t in json_body(response).get("topicList") or [])
 
     async def delete_topic(self, topic: str) -> None:
-        for response in await self.request_all(RequestCode.DELETE_TOPIC_IN_NAMESRV, {"topic": topic}):
+        for response in await self.request_all(RequestCode.DELETE_TOPIC_IN_NAMESRV, DeleteTopicInNamesrvHeader(topic)):
             if response.code != ResponseCode.SUCCESS:
                 raise RemoteError(response.code, response.remark or "")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from krocket.common.batch import encode_batch
-from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.codes import ResponseCode
 from krocket.common.errors import (
     ConnectionClosedError,
     KrocketError,
@@ -20,6 +20,7 @@ from krocket.common.errors import (
     ServiceNotAvailableError,
     TopicNotExistError,
 )
+from krocket.common.headers import SendMessageHeader
 from krocket.common.message import (
     COMPRESS_OVER_BYTES,
     MAX_MESSAGE_BYTES,
@@ -197,21 +198,21 @@ class Producer:
 
     def _header(
         self, topic: str, queue_id: int, props: dict[str, str], sys_flag: int, flag: int, batch: bool
-    ) -> dict[str, Any]:
-        return {
-            "a": self.group,
-            "b": topic,
-            "c": AUTO_CREATE_TOPIC_KEY,
-            "d": DEFAULT_TOPIC_QUEUE_NUMS,
-            "e": queue_id,
-            "f": sys_flag,
-            "g": int(time.time() * 1000),
-            "h": flag,
-            "i": encode_properties(props).decode(),
-            "j": 0,
-            "k": False,
-            "m": batch,
-        }
+    ) -> SendMessageHeader:
+        return SendMessageHeader(
+            producer_group=self.group,
+            topic=topic,
+            default_topic=AUTO_CREATE_TOPIC_KEY,
+            default_topic_queue_nums=DEFAULT_TOPIC_QUEUE_NUMS,
+            queue_id=queue_id,
+            sys_flag=sys_flag,
+            born_timestamp=int(time.time() * 1000),
+            flag=flag,
+            properties=encode_properties(props).decode(),
+            reconsume_times=0,
+            unit_mode=False,
+            batch=batch,
+        )
 
     # -- sending ---------------------------------------------------------------------------------------
     async def send(
@@ -337,8 +338,7 @@ class Producer:
         if addr is None:
             raise ConnectionClosedError(f"broker {queue.broker_name} has no master in the route")
         header = self._header(queue.topic, queue.queue_id, props, sys_flag, flag, False)
-        cmd = broker_api.command(RequestCode.SEND_MESSAGE_V2, header, body)
-        return broker_api.send_result(request(addr, cmd, timeout), queue, uniq)
+        return broker_api.send_result(request(addr, broker_api.send_command(header, body), timeout), queue, uniq)
 
     def _attempts(self, timeout: float) -> Iterator[tuple[int, float]]:
         """(attempt number, seconds left) for each try a send gets: 1 + ``retries`` within ``timeout``."""

@@ -9,10 +9,20 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.errors import KrocketError, MessageIllegalError
+from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError
+from krocket.common.headers import (
+    DeleteTopicInNamesrvHeader,
+    KVConfigHeader,
+    NamespaceHeader,
+    PutKVConfigHeader,
+    RegisterBrokerHeader,
+    RequestHeader,
+    RouteInfoHeader,
+    UnregisterBrokerHeader,
+)
 from krocket.common.remoting import Connection, RemotingCommand, header_fields
 from krocket.common.route import dumps, loads_lenient
 from krocket.common.topic import TopicConfig
@@ -22,8 +32,7 @@ from krocket.namesrv.registry import Registration, RouteRegistry
 
 log = logging.getLogger(__name__)
 
-# Not (yet) in krocket.common.codes.
-
+H = TypeVar("H", bound=RequestHeader)
 
 _CONN_ID_KEY = "namesrv.conn_id"
 _conn_ids = itertools.count(1)
@@ -46,20 +55,15 @@ class BadRequestError(KrocketError):
     code = ResponseCode.SYSTEM_ERROR
 
 
-def _field(cmd: RemotingCommand, name: str) -> str:
-    value = cmd.ext_fields.get(name)
-    if value is None or value == "":
-        raise BadRequestError(f"request code {cmd.code}: header field '{name}' is required")
-    return value
-
-
-def _int_field(cmd: RemotingCommand, name: str) -> int:
-    value = _field(cmd, name)
+def _header(cls: type[H], cmd: RemotingCommand) -> H:
+    """The request's header, or ``BadRequestError`` naming the request code and the field."""
     try:
-        return int(value)
-    except ValueError:
+        return cls.from_fields(cmd.ext_fields)
+    except HeaderError as exc:
+        if exc.value is None:
+            raise BadRequestError(f"request code {cmd.code}: header field '{exc.field}' is required") from None
         raise BadRequestError(
-            f"request code {cmd.code}: header field '{name}' must be an integer, got {value!r}"
+            f"request code {cmd.code}: header field '{exc.field}' must be an integer, got {exc.value!r}"
         ) from None
 
 
@@ -125,12 +129,13 @@ class NamesrvProcessor:
     # -- brokers ----------------------------------------------------------------------------------------
     async def register_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         configs, version = parse_register_body(cmd.body)
+        h = _header(RegisterBrokerHeader, cmd)
         reg = Registration(
-            cluster=_field(cmd, "clusterName"),
-            broker_name=_field(cmd, "brokerName"),
-            broker_id=_int_field(cmd, "brokerId"),
-            addr=_field(cmd, "brokerAddr"),
-            ha_server_addr=cmd.ext_fields.get("haServerAddr", ""),
+            cluster=h.cluster_name,
+            broker_name=h.broker_name,
+            broker_id=h.broker_id,
+            addr=h.broker_addr,
+            ha_server_addr=h.ha_server_addr,
             topic_configs=configs,
             data_version=version,
             conn_id=connection_id(conn),
@@ -163,12 +168,8 @@ class NamesrvProcessor:
         )
 
     async def unregister_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        removed = self.registry.unregister(
-            _field(cmd, "clusterName"),
-            _field(cmd, "brokerName"),
-            _int_field(cmd, "brokerId"),
-            _field(cmd, "brokerAddr"),
-        )
+        h = _header(UnregisterBrokerHeader, cmd)
+        removed = self.registry.unregister(h.cluster_name, h.broker_name, h.broker_id, h.broker_addr)
         if removed is not None:
             log.info(
                 "broker unregistered: cluster=%s name=%s id=%d addr=%s",
@@ -184,7 +185,7 @@ class NamesrvProcessor:
 
     # -- topics -------------------------------------------------------------------------------------------
     async def get_route(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        topic = _field(cmd, "topic")
+        topic = _header(RouteInfoHeader, cmd).topic
         route = self.registry.route(topic)
         if route is None:
             return cmd.response(
@@ -196,33 +197,35 @@ class NamesrvProcessor:
         return cmd.response(ResponseCode.SUCCESS, body=dumps({"topicList": self.registry.topics()}))
 
     async def delete_topic(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        topic = _field(cmd, "topic")
-        cluster = cmd.ext_fields.get("clusterName") or None
+        h = _header(DeleteTopicInNamesrvHeader, cmd)
+        topic, cluster = h.topic, h.cluster_name or None
         if self.registry.delete_topic(topic, cluster):
             log.info("topic %s deleted%s", topic, f" in cluster {cluster}" if cluster else "")
         return cmd.response(ResponseCode.SUCCESS)
 
     # -- KV config ----------------------------------------------------------------------------------------
     async def put_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        value = cmd.ext_fields.get("value")
-        if value is None:
+        h = _header(PutKVConfigHeader, cmd)
+        if h.value is None:
             raise BadRequestError(f"request code {cmd.code}: header field 'value' is required")
-        self.kv.put(_field(cmd, "namespace"), _field(cmd, "key"), value)
+        self.kv.put(h.namespace, h.key, h.value)
         return cmd.response(ResponseCode.SUCCESS)
 
     async def get_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        namespace, key = _field(cmd, "namespace"), _field(cmd, "key")
+        h = _header(KVConfigHeader, cmd)
+        namespace, key = h.namespace, h.key
         value = self.kv.get(namespace, key)
         if value is None:
             return cmd.response(ResponseCode.QUERY_NOT_FOUND, f"No config item, Namespace: {namespace} Key: {key}")
         return cmd.response(ResponseCode.SUCCESS, ext_fields={"value": value})
 
     async def delete_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        self.kv.delete(_field(cmd, "namespace"), _field(cmd, "key"))
+        h = _header(KVConfigHeader, cmd)
+        self.kv.delete(h.namespace, h.key)
         return cmd.response(ResponseCode.SUCCESS)
 
     async def get_kv_list(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        namespace = _field(cmd, "namespace")
+        namespace = _header(NamespaceHeader, cmd).namespace
         table = self.kv.namespace(namespace)
         if not table:
             return cmd.response(ResponseCode.QUERY_NOT_FOUND, f"No config item, Namespace: {namespace}")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService
-from krocket.common.codes import PERM_READ_WRITE, ResponseCode
+from krocket.common.codes import ResponseCode
 from krocket.common.errors import TopicNotExistError
+from krocket.common.headers import (
+    CreateTopicHeader,
+    DeleteTopicInBrokerHeader,
+    GetTopicConfigHeader,
+    QueryMessageHeader,
+    ViewMessageHeader,
+)
 from krocket.common.message_id import decode_offset_msg_id
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
@@ -13,22 +19,22 @@ from krocket.common.topic import TopicConfig
 
 
 async def process_create_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    h = Header(cmd.ext_fields)
+    h = CreateTopicHeader.from_fields(cmd.ext_fields)
     config = TopicConfig(
-        topic_name=h.str("topic"),
-        read_queue_nums=h.int("readQueueNums", 8),
-        write_queue_nums=h.int("writeQueueNums", 8),
-        perm=h.int("perm", PERM_READ_WRITE),
-        topic_filter_type=h.str("topicFilterType", "SINGLE_TAG"),
-        topic_sys_flag=h.int("topicSysFlag", 0),
-        order=h.bool("order"),
+        topic_name=h.topic,
+        read_queue_nums=h.read_queue_nums,
+        write_queue_nums=h.write_queue_nums,
+        perm=h.perm,
+        topic_filter_type=h.topic_filter_type,
+        topic_sys_flag=h.topic_sys_flag,
+        order=h.order,
     )
     service.create_topic(config)
     return cmd.response(ResponseCode.SUCCESS)
 
 
 async def process_delete_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    service.delete_topic(Header(cmd.ext_fields).str("topic"))
+    service.delete_topic(DeleteTopicInBrokerHeader.from_fields(cmd.ext_fields).topic)
     return cmd.response(ResponseCode.SUCCESS)
 
 
@@ -41,7 +47,7 @@ async def process_all_topic_config(service: BrokerService, conn: Connection, cmd
 
 
 async def process_get_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    topic = Header(cmd.ext_fields).str("topic")
+    topic = GetTopicConfigHeader.from_fields(cmd.ext_fields).topic
     config = service.topics.get(topic)
     if config is None:
         raise TopicNotExistError(f"topic {topic} does not exist on broker {service.config.broker_name}")
@@ -74,10 +80,10 @@ async def process_runtime_info(service: BrokerService, conn: Connection, cmd: Re
 
 
 async def process_view_message(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    h = Header(cmd.ext_fields)
-    offset = h.int("offset", -1)
-    if offset < 0 and h.opt("msgId"):
-        offset = decode_offset_msg_id(h.str("msgId"))[1]
+    h = ViewMessageHeader.from_fields(cmd.ext_fields)
+    offset = h.offset
+    if offset < 0 and h.msg_id:
+        offset = decode_offset_msg_id(h.msg_id)[1]
     record = service.store.read_record(offset)
     if record is None:
         return cmd.response(ResponseCode.SYSTEM_ERROR, f"no message at commit log offset {offset}")
@@ -85,10 +91,8 @@ async def process_view_message(service: BrokerService, conn: Connection, cmd: Re
 
 
 async def process_query_message(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    h = Header(cmd.ext_fields)
-    records = service.store.query_by_key(
-        h.str("topic"), h.str("key"), h.int("maxNum", 32), h.int("beginTimestamp", 0), h.int("endTimestamp", 2**62)
-    )
+    h = QueryMessageHeader.from_fields(cmd.ext_fields)
+    records = service.store.query_by_key(h.topic, h.key, h.max_num, h.begin_timestamp, h.end_timestamp)
     if not records:
         return cmd.response(ResponseCode.QUERY_NOT_FOUND, "no message with that key")
     return cmd.response(

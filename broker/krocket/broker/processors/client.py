@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE, ResponseCode
 from krocket.common.errors import MessageIllegalError
+from krocket.common.headers import ConsumerGroupHeader, UnregisterClientHeader
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
 from krocket.common.topic import TopicConfig, retry_topic
@@ -30,13 +30,13 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
 
 
 def process_unregister_client(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    h = Header(cmd.ext_fields)
-    service.consumers.unregister(conn, h.str("clientID", ""), h.opt("consumerGroup"), h.opt("producerGroup"))
+    h = UnregisterClientHeader.from_fields(cmd.ext_fields)
+    service.consumers.unregister(conn, h.client_id, h.consumer_group, h.producer_group)
     return cmd.response(ResponseCode.SUCCESS)
 
 
 def process_consumer_list(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    group = Header(cmd.ext_fields).str("consumerGroup")
+    group = ConsumerGroupHeader.from_fields(cmd.ext_fields).consumer_group
     ids = service.consumers.client_ids(group)
     if not ids:
         return cmd.response(ResponseCode.SYSTEM_ERROR, f"no consumer of group {group} is connected")

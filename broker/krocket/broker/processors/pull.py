@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService, PullOutcome
 from krocket.common.codes import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
+from krocket.common.headers import PullMessageHeader
 from krocket.common.remoting import Connection, RemotingCommand
 
 
@@ -31,18 +31,17 @@ async def _reply_later(cmd: RemotingCommand, pending: Awaitable[PullOutcome]) ->
 def process_pull(
     service: BrokerService, conn: Connection, cmd: RemotingCommand
 ) -> RemotingCommand | Awaitable[RemotingCommand]:
-    h = Header(cmd.ext_fields)
-    sys_flag = h.int("sysFlag", 0)
-    expression = h.opt("subscription") if sys_flag & PULL_FLAG_SUBSCRIPTION else None
+    h = PullMessageHeader.from_fields(cmd.ext_fields)
+    sys_flag = h.sys_flag
     outcome = service.pull(
-        group=h.str("consumerGroup"),
-        topic=h.str("topic"),
-        queue_id=h.int("queueId"),
-        offset=h.int("queueOffset"),
-        max_msgs=h.int("maxMsgNums", 32),
-        expression=expression,
-        suspend_ms=h.int("suspendTimeoutMillis", 0) if sys_flag & PULL_FLAG_SUSPEND else 0,
-        commit_offset=h.int("commitOffset", -1) if sys_flag & PULL_FLAG_COMMIT_OFFSET else None,
+        group=h.consumer_group,
+        topic=h.topic,
+        queue_id=h.queue_id,
+        offset=h.queue_offset,
+        max_msgs=h.max_msg_nums,
+        expression=h.subscription if sys_flag & PULL_FLAG_SUBSCRIPTION else None,
+        suspend_ms=h.suspend_timeout_millis if sys_flag & PULL_FLAG_SUSPEND else 0,
+        commit_offset=h.commit_offset if sys_flag & PULL_FLAG_COMMIT_OFFSET else None,
     )
     if isinstance(outcome, PullOutcome):
         return _reply(cmd, outcome)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from krocket.broker.headers import Header
 from krocket.broker.service import BrokerService, SendOutcome
 from krocket.common.batch import decode_batch
+from krocket.common.codes import RequestCode
 from krocket.common.errors import MessageIllegalError
+from krocket.common.headers import SendMessageHeader
 from krocket.common.message import decode_properties
 from krocket.common.message_id import pack_host
 from krocket.common.record import RecordError
 from krocket.common.remoting import Connection, RemotingCommand
+
+_SEND_BATCH = int(RequestCode.SEND_BATCH_MESSAGE)
 
 
 def _born_host(conn: Connection) -> bytes:
@@ -47,36 +50,37 @@ async def _reply_later(cmd: RemotingCommand, pending: Awaitable[SendOutcome]) ->
 def process_send(
     service: BrokerService, conn: Connection, cmd: RemotingCommand
 ) -> RemotingCommand | Awaitable[RemotingCommand]:
-    h = Header.for_send(cmd.ext_fields)
-    topic = h.str("topic")
-    queue_id = h.int("queueId", -1)
-    sys_flag = h.int("sysFlag", 0)
-    born_timestamp = h.int("bornTimestamp", 0)
+    h = SendMessageHeader.from_fields(cmd.ext_fields)
     born_host = _born_host(conn)
-    default_topic = h.opt("defaultTopic")
-    default_queue_nums = h.int("defaultTopicQueueNums", 4)
     outcome: SendOutcome | Awaitable[SendOutcome]
-    if cmd.code == 320 or h.bool("batch"):
+    if cmd.code == _SEND_BATCH or h.batch:
         try:
             items = decode_batch(cmd.body)
         except RecordError as exc:
             raise MessageIllegalError(f"batch body is malformed: {exc}") from None
         outcome = service.send_batch(
-            topic, queue_id, items, sys_flag, born_timestamp, born_host, default_topic, default_queue_nums
+            h.topic,
+            h.queue_id,
+            items,
+            h.sys_flag,
+            h.born_timestamp,
+            born_host,
+            h.default_topic,
+            h.default_topic_queue_nums,
         )
     else:
         outcome = service.send(
-            topic,
-            queue_id,
+            h.topic,
+            h.queue_id,
             cmd.body,
-            decode_properties(h.str("properties", "")),
-            h.int("flag", 0),
-            sys_flag,
-            born_timestamp,
+            decode_properties(h.properties),
+            h.flag,
+            h.sys_flag,
+            h.born_timestamp,
             born_host,
-            h.int("reconsumeTimes", 0),
-            default_topic,
-            default_queue_nums,
+            h.reconsume_times,
+            h.default_topic,
+            h.default_topic_queue_nums,
         )
     if isinstance(outcome, SendOutcome):
         return _reply(cmd, outcome)

@@ -29,7 +29,9 @@ from typing import Any
 
 from krocket.cli.bench import system
 from krocket.cli.bench.command import positive_int
+from krocket.common.codes import RequestCode
 from krocket.common.errors import ConfigError
+from krocket.common.headers import SEND_V2_NAMES
 from krocket.common.remoting.command import RemotingCommand, encode_parts
 
 LENGTH = struct.Struct(">i")
@@ -194,8 +196,7 @@ async def _send_frames(namesrv: str, n: int, size: int) -> tuple[str, list[bytes
     """The broker address of a fresh topic's first queue and ``n`` + 1 SEND_MESSAGE_V2 frames for it (one to warm
     up), encoded the way ``Producer.send`` encodes them."""
     from krocket.client import Message, Producer
-    from krocket.client.broker_api import command
-    from krocket.common.codes import RequestCode
+    from krocket.client.broker_api import send_command
 
     topic = f"BenchFloor{os.getpid()}"
     producer = Producer("bench_floor", namesrv)
@@ -211,7 +212,7 @@ async def _send_frames(namesrv: str, n: int, size: int) -> tuple[str, list[bytes
         for i in range(n + 1):
             _uniq, props, body, sys_flag = producer._prepare(msg)
             header = producer._header(topic, queue.queue_id, props, sys_flag, 0, False)
-            cmd: RemotingCommand = command(RequestCode.SEND_MESSAGE_V2, header, body)
+            cmd: RemotingCommand = send_command(header, body)
             cmd.opaque = i + 1
             head, tail = encode_parts(cmd)
             frames.append(head + tail)
@@ -222,9 +223,9 @@ async def _send_frames(namesrv: str, n: int, size: int) -> tuple[str, list[bytes
 
 def _sample_frames(n: int, size: int) -> list[bytes]:
     """Request frames shaped like SEND_MESSAGE_V2 (for the echo server, which only frames them)."""
-    cmd = RemotingCommand(
-        310, ext_fields={"a": "bench_floor", "b": "BenchFloor", "i": "UNIQ_KEY\x01x\x02"}, body=b"x" * size
-    )
+    names = SEND_V2_NAMES
+    fields = {names.producer_group: "bench_floor", names.topic: "BenchFloor", names.properties: "UNIQ_KEY\x01x\x02"}
+    cmd = RemotingCommand(RequestCode.SEND_MESSAGE_V2, ext_fields=fields, body=b"x" * size)
     head, tail = encode_parts(cmd)
     return [head + tail] * n
 

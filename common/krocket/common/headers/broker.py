@@ -5,10 +5,18 @@ Defaults are what the broker assumes for a field the request leaves out; a field
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from krocket.common.codes import PERM_READ_WRITE
-from krocket.common.headers.fields import RequestHeader, wire_name
+from krocket.common.headers.fields import (
+    RequestHeader,
+    decode_fields,
+    missing_field,
+    missing_int_field,
+    wire_name,
+    wire_names,
+)
 
 
 @dataclass(slots=True)
@@ -26,6 +34,69 @@ class PullMessageHeader(RequestHeader):
     subscription: str | None = None
     sub_version: int = 0
     expression_type: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> PullMessageHeader:
+        """Straight-line: the broker decodes this on every pull."""
+        return _decode_pull(fields)
+
+
+def _pull_decoder() -> Callable[[Mapping[str, str]], PullMessageHeader]:
+    (
+        k_consumer_group,
+        k_topic,
+        k_queue_id,
+        k_queue_offset,
+        k_max_msg_nums,
+        k_sys_flag,
+        k_commit_offset,
+        k_suspend_timeout_millis,
+        k_subscription,
+        k_sub_version,
+        k_expression_type,
+    ) = wire_names(PullMessageHeader)
+    header = PullMessageHeader
+
+    def decode(fields: Mapping[str, str]) -> PullMessageHeader:
+        get = fields.get
+        consumer_group = get(k_consumer_group)
+        if consumer_group is None:
+            raise missing_field(k_consumer_group)
+        topic = get(k_topic)
+        if topic is None:
+            raise missing_field(k_topic)
+        queue_id = get(k_queue_id)
+        if not queue_id:
+            raise missing_int_field(k_queue_id)
+        queue_offset = get(k_queue_offset)
+        if not queue_offset:
+            raise missing_int_field(k_queue_offset)
+        max_msg_nums = get(k_max_msg_nums)
+        sys_flag = get(k_sys_flag)
+        commit_offset = get(k_commit_offset)
+        suspend_timeout_millis = get(k_suspend_timeout_millis)
+        sub_version = get(k_sub_version)
+        try:
+            return header(
+                consumer_group,
+                topic,
+                int(queue_id),
+                int(queue_offset),
+                int(max_msg_nums) if max_msg_nums else 32,
+                int(sys_flag) if sys_flag else 0,
+                int(commit_offset) if commit_offset else -1,
+                int(suspend_timeout_millis) if suspend_timeout_millis else 0,
+                get(k_subscription),
+                int(sub_version) if sub_version else 0,
+                get(k_expression_type),
+            )
+        except ValueError:
+            return decode_fields(header, fields)  # raises the error that names the field
+
+    return decode
+
+
+_decode_pull = _pull_decoder()
 
 
 @dataclass(slots=True)
