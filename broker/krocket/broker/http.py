@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
 from krocket.common.errors import KrocketError
 from krocket.common.metrics import Metrics
 from krocket.common.topic import TopicConfig
 
+
+@dataclass(slots=True)
+class BrokerState:
+    """What the HTTP app shows of the broker besides its service: registration, replication, serving."""
+
+    registration: NameServerRegistration
+    replication: Callable[[], dict[str, Any]]
+    serving: bool = False
+
+
 SERVICE_KEY = web.AppKey("service", BrokerService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
-STATE_KEY = web.AppKey("state", dict)
+STATE_KEY = web.AppKey("state", BrokerState)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -28,9 +41,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    ready = state.get("serving", False) and state["registration"].registered
+    ready = state.serving and state.registration.registered
     return web.json_response(
-        {"ready": ready, "serving": state.get("serving", False), "registered": state["registration"].registered},
+        {"ready": ready, "serving": state.serving, "registered": state.registration.registered},
         status=200 if ready else 503,
     )
 
@@ -41,7 +54,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def broker_info(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    state = request.app[STATE_KEY]
+    registration = request.app[STATE_KEY].registration
     config = service.config
     return web.json_response(
         {
@@ -49,13 +62,13 @@ async def broker_info(request: web.Request) -> web.Response:
             "brokerName": config.broker_name,
             "brokerId": config.broker_id,
             "role": "SLAVE" if config.is_slave else config.broker_role,
-            "addr": state["registration"].broker_addr,
-            "haAddr": state["registration"].ha_addr,
+            "addr": registration.broker_addr,
+            "haAddr": registration.ha_addr,
             "maxPhyOffset": service.store.max_phy_offset,
-            "registered": state["registration"].registered,
-            "nameServers": state["registration"].registered_with,
+            "registered": registration.registered,
+            "nameServers": registration.registered_with,
             "flushDiskType": config.flush_disk_type,
-            "replication": state["broker"].replication(),
+            "replication": request.app[STATE_KEY].replication(),
         }
     )
 
@@ -137,7 +150,7 @@ async def group_offsets(request: web.Request) -> web.Response:
     )
 
 
-def make_app(service: BrokerService, metrics_registry: Metrics, state: dict[str, Any]) -> web.Application:
+def make_app(service: BrokerService, metrics_registry: Metrics, state: BrokerState) -> web.Application:
     app = web.Application()
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics_registry

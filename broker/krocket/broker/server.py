@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,13 @@ from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.ha.master import HAMaster
 from krocket.broker.ha.metadata_sync import MetadataSync
 from krocket.broker.ha.slave import HASlave
-from krocket.broker.http import make_app
+from krocket.broker.http import BrokerState, make_app
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
-from krocket.broker.processors import make_handler
+from krocket.broker.processors import BrokerHandler, make_handler
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
-from krocket.broker.store.config import StoreConfig
-from krocket.broker.store.message_store import MessageStore
+from krocket.broker.store import MessageStore, StoreConfig
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
@@ -43,6 +44,46 @@ def advertised_host(config: BrokerConfig) -> str:
     if config.listen_host in ("0.0.0.0", "", "::"):
         return "127.0.0.1"
     return config.listen_host
+
+
+class RemotingFrontEnd:
+    """The remoting server's handler and before-reply hook. The server listens before the store opens (the
+    store's host field needs the bound port): until ``serve`` brings the store and the processors, every
+    request is answered SYSTEM_BUSY."""
+
+    __slots__ = ("_serving",)
+
+    def __init__(self) -> None:
+        self._serving: tuple[MessageStore, BrokerHandler] | None = None
+
+    def serve(self, store: MessageStore, handler: BrokerHandler) -> None:
+        self._serving = (store, handler)
+
+    def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
+        serving = self._serving
+        if serving is None:
+            return cmd.response(ResponseCode.SYSTEM_BUSY, "the broker is still starting")
+        store, handler = serving
+        store.hold_commit()  # before_reply commits right after this batch of requests
+        return handler(conn, cmd)
+
+    def before_reply(self) -> None:
+        if self._serving is not None:
+            self._serving[0].commit()  # buffered appends into the files before any ack leaves
+
+
+@dataclass(slots=True)
+class RunningParts:
+    """What ``Broker.start`` builds once the loop runs and the remoting port is bound, set in one piece.
+    A master has ``ha_master``; a slave has ``ha_slave`` and ``metadata_sync``."""
+
+    remoting: RemotingServer
+    store: MessageStore
+    service: BrokerService
+    registration: NameServerRegistration
+    ha_master: HAMaster | None
+    ha_slave: HASlave | None
+    metadata_sync: MetadataSync | None
 
 
 class Broker:
@@ -63,23 +104,18 @@ class Broker:
         )
         self.offsets = ConsumerOffsetManager(root / "config")
         self.consumers = ConsumerManager(self._notify_consumer_ids_changed)
-        self.store: MessageStore | None = None
-        self.service: BrokerService | None = None
-        self.remoting: RemotingServer | None = None
-        self.registration: NameServerRegistration | None = None
-        self.ha_master: HAMaster | None = None
-        self.ha_slave: HASlave | None = None
-        self.metadata_sync: MetadataSync | None = None
+        self.front_end = RemotingFrontEnd()
+        self.running: RunningParts | None = None  # set by start()
+        self.http_state: BrokerState | None = None  # set by start(), with the registration it shows
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.state: dict[str, Any] = {"serving": False}
         self.port = config.listen_port
         self.http_port = config.http_port
         self.ha_port = config.ha_listen_port
 
     def _topics_changed(self) -> None:
-        if self.registration is not None:
-            self.registration.trigger()
+        if self.running is not None:
+            self.running.registration.trigger()
 
     def _notify_consumer_ids_changed(self, group: str, connections: list[Connection]) -> None:
         for conn in connections:
@@ -99,28 +135,15 @@ class Broker:
         self.offsets.load()
         host = advertised_host(config)
 
-        handler_ref: dict[str, Any] = {}
-
-        def handle(conn: Connection, cmd: RemotingCommand) -> Any:
-            handler = handler_ref.get("h")
-            if handler is None:
-                return cmd.response(ResponseCode.SYSTEM_BUSY, "the broker is still starting")
-            if self.store is not None:
-                self.store.hold_commit()  # before_reply commits right after this batch of requests
-            return handler(conn, cmd)
-
-        def before_reply() -> None:
-            if self.store is not None:
-                self.store.commit()  # buffered appends into the files before any ack leaves
-
-        self.remoting = RemotingServer(
-            handle,
+        front_end = self.front_end
+        remoting = RemotingServer(
+            front_end.handle,
             config.listen_host,
             config.listen_port,
             on_connect=lambda c: c.on_close(self.consumers.connection_closed),
-            before_reply=before_reply,
+            before_reply=front_end.before_reply,
         )
-        self.port = await self.remoting.start()
+        self.port = await remoting.start()
         broker_addr = f"{host}:{self.port}"
         store_config = StoreConfig(
             root_dir=str(config.store_dir),
@@ -134,45 +157,45 @@ class Broker:
             max_message_bytes=config.max_message_size,
             store_host=pack_host((host if host[0].isdigit() else "127.0.0.1", self.port)),
         )
-        self.store = MessageStore(store_config)
-        await asyncio.get_running_loop().run_in_executor(None, self.store.open)
-        self.service = BrokerService(config, self.store, self.topics, self.offsets, self.consumers, self.polling)
-        self.store.on_dispatched(self.service.on_dispatched)
-        handler_ref["h"] = make_handler(self.service, self.metrics)
-        self.store.start_background(asyncio.get_running_loop())
+        store = MessageStore(store_config)
+        await asyncio.get_running_loop().run_in_executor(None, store.open)
+        service = BrokerService(config, store, self.topics, self.offsets, self.consumers, self.polling)
+        store.on_dispatched(service.on_dispatched)
+        front_end.serve(store, make_handler(service, self.metrics))
+        store.start_background(asyncio.get_running_loop())
 
         ha_port = config.ha_listen_port
+        ha_master: HAMaster | None = None
         if not config.is_slave:
-            self.ha_master = HAMaster(
-                self.store, config.listen_host, config.ha_listen_port, config.slave_timeout_mills / 1000.0
-            )
-            ha_port = await self.ha_master.start()
-            self.store.on_dispatched(self.ha_master.on_new_data)
-            self.service.ha_master = self.ha_master
+            ha_master = HAMaster(store, config.listen_host, config.ha_listen_port, config.slave_timeout_mills / 1000.0)
+            ha_port = await ha_master.start()
+            store.on_dispatched(ha_master.on_new_data)
+            service.ha_master = ha_master
         self.ha_port = ha_port
-        self.registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{ha_port}")
-        self.state["registration"] = self.registration
-        self.state["broker"] = self
-        self.service.publish_routes = self._publish_routes
-        registration = self.registration
+        registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{ha_port}")
+        self.http_state = BrokerState(registration, self.replication)
+        service.publish_routes = lambda: self._publish_routes(registration)
+        ha_slave: HASlave | None = None
+        metadata_sync: MetadataSync | None = None
         if config.is_slave:
-            self.ha_slave = HASlave(
-                self.store, lambda: registration.master_ha_addr, sync_flush=config.flush_disk_type == "SYNC_FLUSH"
+            ha_slave = HASlave(
+                store, lambda: registration.master_ha_addr, sync_flush=config.flush_disk_type == "SYNC_FLUSH"
             )
-            self.ha_slave.start()
-            self.metadata_sync = MetadataSync(
+            ha_slave.start()
+            metadata_sync = MetadataSync(
                 self.topics, self.offsets, lambda: registration.master_addr, config.metadata_sync_period_mills / 1000.0
             )
-            self.metadata_sync.start()
-        self._register_metrics()
-        app = make_app(self.service, self.metrics, self.state)
+            metadata_sync.start()
+        self.running = RunningParts(remoting, store, service, registration, ha_master, ha_slave, metadata_sync)
+        self._register_metrics(self.running)
+        app = make_app(service, self.metrics, self.http_state)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, config.listen_host, config.http_port)
         await site.start()
         self.http_port = int(self._http_runner.addresses[0][1])
-        self.state["serving"] = True
-        self.registration.start()
+        self.http_state.serving = True
+        registration.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(
             loop.create_task(self._every(config.flush_consumer_offset_interval / 1000.0, self.offsets.persist))
@@ -194,9 +217,8 @@ class Broker:
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
-    def _register_metrics(self) -> None:
-        assert self.service is not None and self.store is not None
-        service, store = self.service, self.store
+    def _register_metrics(self, running: RunningParts) -> None:
+        service, store = running.service, running.store
         self.metrics.gauge_fn(
             "broker_messages_in_total", "Messages stored since start", lambda: float(service.sent_messages)
         )
@@ -216,42 +238,45 @@ class Broker:
             self._replication_lag,
         )
         self.metrics.gauge_fn(
-            "broker_consumer_lag_messages", "Messages not yet consumed, per group and topic", self._lag_by_group
+            "broker_consumer_lag_messages",
+            "Messages not yet consumed, per group and topic",
+            lambda: self._lag_by_group(service),
         )
 
-    async def _publish_routes(self) -> None:
-        if self.registration is not None:
-            try:
-                await asyncio.wait_for(self.registration.register_once(), 3.0)
-            except (TimeoutError, KrocketError) as exc:
-                log.warning("could not publish the new topic's route at once: %s", exc)
+    @staticmethod
+    async def _publish_routes(registration: NameServerRegistration) -> None:
+        try:
+            await asyncio.wait_for(registration.register_once(), 3.0)
+        except (TimeoutError, KrocketError) as exc:
+            log.warning("could not publish the new topic's route at once: %s", exc)
 
     def replication(self) -> dict[str, Any]:
-        if self.ha_master is not None:
-            return {"role": "master", "slaves": self.ha_master.status()}
-        if self.ha_slave is not None:
-            return {"role": "slave", **self.ha_slave.status()}
+        running = self.running
+        if running is not None and running.ha_master is not None:
+            return {"role": "master", "slaves": running.ha_master.status()}
+        if running is not None and running.ha_slave is not None:
+            return {"role": "slave", **running.ha_slave.status()}
         return {}
 
     def _replication_lag(self) -> dict[tuple[tuple[str, str], ...], float]:
-        if self.ha_master is not None:
-            return {(("slave", s["peer"]),): float(s["lagBytes"]) for s in self.ha_master.status()}
-        if self.ha_slave is not None:
-            lag = self.ha_slave.status()["lagBytes"]
+        running = self.running
+        if running is not None and running.ha_master is not None:
+            return {(("slave", s["peer"]),): float(s["lagBytes"]) for s in running.ha_master.status()}
+        if running is not None and running.ha_slave is not None:
+            lag = running.ha_slave.status()["lagBytes"]
             return {(("slave", "self"),): float(lag if lag is not None else -1)}
         return {}
 
-    def _lag_by_group(self) -> dict[tuple[tuple[str, str], ...], float]:
-        assert self.service is not None
+    def _lag_by_group(self, service: BrokerService) -> dict[tuple[tuple[str, str], ...], float]:
         out: dict[tuple[tuple[str, str], ...], float] = {}
         for group in self.offsets.all_groups():
-            for row in self.service.consumer_progress(group):
+            for row in service.consumer_progress(group):
                 key = (("group", group), ("topic", row["topic"]))
                 out[key] = out.get(key, 0.0) + row["lag"]
         return out
 
     @staticmethod
-    async def _every(period: float, fn: Any) -> None:
+    async def _every(period: float, fn: Callable[[], object]) -> None:
         while True:
             await asyncio.sleep(period)
             try:
@@ -260,30 +285,32 @@ class Broker:
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
     async def stop(self) -> None:
-        self.state["serving"] = False
+        if self.http_state is not None:
+            self.http_state.serving = False
         log.info("broker %s stopping", self.config.broker_name)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.registration is not None:
-            await self.registration.stop()
-        if self.ha_slave is not None:
-            await self.ha_slave.stop()
-        if self.metadata_sync is not None:
-            await self.metadata_sync.stop()
-        if self.ha_master is not None:
-            await self.ha_master.stop()
+        running = self.running
+        if running is not None:
+            await running.registration.stop()
+            if running.ha_slave is not None:
+                await running.ha_slave.stop()
+            if running.metadata_sync is not None:
+                await running.metadata_sync.stop()
+            if running.ha_master is not None:
+                await running.ha_master.stop()
         self.polling.wake_all()
-        if self.remoting is not None:
-            await self.remoting.close()
+        if running is not None:
+            await running.remoting.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         self.offsets.persist()
-        if self.store is not None:
-            await self.store.stop_background()
-            self.store.close()
+        if running is not None:
+            await running.store.stop_background()
+            running.store.close()
         log.info("broker %s stopped cleanly", self.config.broker_name)
 
 

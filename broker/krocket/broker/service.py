@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
+from krocket.broker.ha.master import HAMaster
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.store import GetStatus, MessageStore
 from krocket.broker.tag_filter import parse_tag_expression
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.batch import BatchItem
@@ -54,13 +56,12 @@ class PullOutcome:
     remark: str | None = None
 
 
-_FOUND = "FOUND"
-_PULL_CODES = {
-    "NO_MATCHED_MESSAGE": ResponseCode.PULL_RETRY_IMMEDIATELY,
-    "OFFSET_FOUND_NULL": ResponseCode.PULL_NOT_FOUND,
-    "OFFSET_OVERFLOW_ONE": ResponseCode.PULL_NOT_FOUND,
-    "OFFSET_OVERFLOW_BADLY": ResponseCode.PULL_OFFSET_MOVED,
-    "OFFSET_TOO_SMALL": ResponseCode.PULL_OFFSET_MOVED,
+_PULL_CODES: dict[GetStatus, int] = {
+    GetStatus.NO_MATCHED_MESSAGE: ResponseCode.PULL_RETRY_IMMEDIATELY,
+    GetStatus.OFFSET_FOUND_NULL: ResponseCode.PULL_NOT_FOUND,
+    GetStatus.OFFSET_OVERFLOW_ONE: ResponseCode.PULL_NOT_FOUND,
+    GetStatus.OFFSET_OVERFLOW_BADLY: ResponseCode.PULL_OFFSET_MOVED,
+    GetStatus.OFFSET_TOO_SMALL: ResponseCode.PULL_OFFSET_MOVED,
 }
 
 
@@ -68,7 +69,7 @@ class BrokerService:
     def __init__(
         self,
         config: BrokerConfig,
-        store: Any,
+        store: MessageStore,
         topics: TopicManager,
         offsets: ConsumerOffsetManager,
         consumers: ConsumerManager,
@@ -83,7 +84,7 @@ class BrokerService:
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0
-        self.ha_master: Any = None  # HAMaster on a master with replication
+        self.ha_master: HAMaster | None = None  # on a master with replication
         self._last_refusal_log = float("-inf")
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
@@ -249,8 +250,8 @@ class BrokerService:
 
     def _get(self, topic: str, queue_id: int, offset: int, max_msgs: int, codes: set[int] | None) -> PullOutcome:
         got = self.store.get_messages(topic, queue_id, offset, max_msgs=max_msgs, tag_codes=codes)
-        status = getattr(got.status, "name", got.status)
-        if status == _FOUND:
+        status = got.status
+        if status is GetStatus.FOUND:
             self.pulled_messages += got.count
             return PullOutcome(
                 ResponseCode.SUCCESS,
@@ -260,7 +261,8 @@ class BrokerService:
                 got.max_offset,
                 self._suggest_broker(got.body),
             )
-        if status == "NO_MESSAGE_IN_QUEUE":
+        code: int
+        if status is GetStatus.NO_MESSAGE_IN_QUEUE:
             code = ResponseCode.PULL_OFFSET_MOVED if offset != 0 else ResponseCode.PULL_NOT_FOUND
         else:
             code = _PULL_CODES.get(status, ResponseCode.PULL_NOT_FOUND)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
+from krocket.broker.store import MessageStore
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.record import BLANK_MAGIC, MAGIC_V1, MAGIC_V2
@@ -37,7 +38,7 @@ class SlaveLink:
 
 
 class HAMaster:
-    def __init__(self, store: Any, host: str, port: int, sync_timeout_s: float = 3.0) -> None:
+    def __init__(self, store: MessageStore, host: str, port: int, sync_timeout_s: float = 3.0) -> None:
         self._store = store
         self.host = host
         self.port = port

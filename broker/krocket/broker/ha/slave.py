@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
+from krocket.broker.store import MessageStore
 from krocket.common.errors import KrocketError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class LogMismatchError(KrocketError):
 class HASlave:
     def __init__(
         self,
-        store: Any,
+        store: MessageStore,
         master_ha_addr: Callable[[], str | None],
         sync_flush: bool = False,
         backoff_max_s: float = 10.0,

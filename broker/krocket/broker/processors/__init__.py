@@ -35,6 +35,8 @@ from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand
 
 Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
+# A processor bound to the service: what the remoting server calls per request.
+BrokerHandler = Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
 
 PROCESSORS: dict[int, Processor] = {
     RequestCode.SEND_MESSAGE: process_send,
@@ -61,9 +63,7 @@ PROCESSORS: dict[int, Processor] = {
 }
 
 
-def make_handler(
-    service: BrokerService, metrics: Metrics
-) -> Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]:
+def make_handler(service: BrokerService, metrics: Metrics) -> BrokerHandler:
     """The remoting handler: a processor answers at once (sync) or returns an awaitable (long polls, waits
     for the disk or a slave) that the transport runs as a task."""
     requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
