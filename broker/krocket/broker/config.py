@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError
 
@@ -34,9 +35,9 @@ class BrokerConfig:
     broker_role: str = "ASYNC_MASTER"
     namesrv_addr: str = ""
     listen_host: str = "0.0.0.0"
-    listen_port: int = 10911
-    ha_listen_port: int = 10912
-    http_port: int = 10913
+    listen_port: int = ports.BROKER_PORT
+    ha_listen_port: int = ports.BROKER_HA_PORT
+    http_port: int = ports.BROKER_HTTP_PORT
     broker_i_p1: str = ""  # advertised host; RocketMQ calls it brokerIP1
     store_path_root_dir: str = "./store"
     flush_disk_type: str = "ASYNC_FLUSH"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from krocket.cli.local_cluster import LocalCluster, port_is_free, read_state
+from krocket.common import ports
 from krocket.common.errors import ConfigError
 
 
@@ -30,7 +31,12 @@ def register(sub: Any) -> None:
     )
     up.add_argument("--flush", choices=["sync", "async"], default="async", help="flush mode (default async)")
     up.add_argument("--data-dir", default="./.krocket", help="data directory (default ./.krocket)")
-    up.add_argument("--namesrv-port", type=int, default=9876, help="first name server's port (default 9876)")
+    up.add_argument(
+        "--namesrv-port",
+        type=int,
+        default=ports.NAMESRV_PORT,
+        help=f"first name server's port (default {ports.NAMESRV_PORT})",
+    )
     up.add_argument(
         "--no-auto-create-topic",
         action="store_true",

@@ -6,14 +6,25 @@ import argparse
 import asyncio
 from typing import Any
 
+from krocket.common import ports
 from krocket.common.errors import ConfigError
 
 
 def register(sub: Any) -> None:
     ns = sub.add_parser("namesrv", help="run a name server")
     ns.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    ns.add_argument("--listen-port", type=int, default=9876, help="remoting port (default 9876; 0 = free port)")
-    ns.add_argument("--http-port", type=int, default=9877, help="HTTP port (default 9877; 0 = free port)")
+    ns.add_argument(
+        "--listen-port",
+        type=int,
+        default=ports.NAMESRV_PORT,
+        help=f"remoting port (default {ports.NAMESRV_PORT}; 0 = free port)",
+    )
+    ns.add_argument(
+        "--http-port",
+        type=int,
+        default=ports.NAMESRV_HTTP_PORT,
+        help=f"HTTP port (default {ports.NAMESRV_HTTP_PORT}; 0 = free port)",
+    )
     ns.add_argument("--data-dir", default=None, help="directory for persisted KV config (default: none)")
     ns.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
     ns.set_defaults(func=run_namesrv)
@@ -21,9 +32,15 @@ def register(sub: Any) -> None:
     br = sub.add_parser("broker", help="run a broker (flags override the --config YAML file)")
     br.add_argument("--config", "-c", default=None, help="YAML file of broker settings (RocketMQ names)")
     br.add_argument("--host", dest="listenHost", default=None, help="address to bind (default 0.0.0.0)")
-    br.add_argument("--listen-port", dest="listenPort", type=int, default=None, help="remoting port (default 10911)")
-    br.add_argument("--http-port", dest="httpPort", type=int, default=None, help="HTTP port (default 10913)")
-    br.add_argument("--ha-port", dest="haListenPort", type=int, default=None, help="HA port (default 10912)")
+    br.add_argument(
+        "--listen-port", dest="listenPort", type=int, default=None, help=f"remoting port (default {ports.BROKER_PORT})"
+    )
+    br.add_argument(
+        "--http-port", dest="httpPort", type=int, default=None, help=f"HTTP port (default {ports.BROKER_HTTP_PORT})"
+    )
+    br.add_argument(
+        "--ha-port", dest="haListenPort", type=int, default=None, help=f"HA port (default {ports.BROKER_HA_PORT})"
+    )
     br.add_argument("--namesrv", dest="namesrvAddr", default=None, help="name servers host:port[;host:port]")
     br.add_argument("--cluster", dest="brokerClusterName", default=None, help="cluster name (default DefaultCluster)")
     br.add_argument("--broker-name", dest="brokerName", default=None, help="broker group name (default broker-a)")

@@ -6,8 +6,10 @@ import os
 import socket
 
 from krocket.common.errors import ConfigError
+from krocket.common.ports import NAMESRV_PORT
 
-DEFAULT_NAMESRV_PORT = 9876
+DEFAULT_NAMESRV_PORT = NAMESRV_PORT
+"""The port a name server address without one gets."""
 
 
 def namesrv_from_env(explicit: str | None = None) -> str:

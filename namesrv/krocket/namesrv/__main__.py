@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from krocket.common import ports
 from krocket.common.errors import ConfigError
 from krocket.namesrv.server import SCAN_INTERVAL_SECONDS, NameServer, run_namesrv
 
@@ -26,10 +27,15 @@ def _parser() -> argparse.ArgumentParser:
         "--listen-port",
         dest="port",
         type=int,
-        default=9876,
-        help="remoting port (default 9876; 0 = any free port)",
+        default=ports.NAMESRV_PORT,
+        help=f"remoting port (default {ports.NAMESRV_PORT}; 0 = any free port)",
     )
-    p.add_argument("--http-port", type=int, default=9877, help="HTTP port (default 9877; 0 = any free port)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=ports.NAMESRV_HTTP_PORT,
+        help=f"HTTP port (default {ports.NAMESRV_HTTP_PORT}; 0 = any free port)",
+    )
     p.add_argument("--data-dir", default=None, help="directory for kvConfig.json (default: in memory only)")
     p.add_argument(
         "--scan-interval",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from krocket.common import ports
 from krocket.common.remoting import Connection, RemotingServer
 from krocket.namesrv.http import create_app
 from krocket.namesrv.kvconfig import KVConfigStore
@@ -29,8 +30,8 @@ class NameServer:
     def __init__(
         self,
         host: str = "0.0.0.0",
-        port: int = 9876,
-        http_port: int = 9877,
+        port: int = ports.NAMESRV_PORT,
+        http_port: int = ports.NAMESRV_HTTP_PORT,
         data_dir: str | Path | None = None,
         scan_interval: float = SCAN_INTERVAL_SECONDS,
         expiry: float = BROKER_EXPIRY_SECONDS,
@@ -111,8 +112,8 @@ def _describe(info: BrokerLiveInfo) -> str:
 
 async def run_namesrv(
     host: str = "0.0.0.0",
-    port: int = 9876,
-    http_port: int = 9877,
+    port: int = ports.NAMESRV_PORT,
+    http_port: int = ports.NAMESRV_HTTP_PORT,
     data_dir: str | Path | None = None,
     scan_interval: float = SCAN_INTERVAL_SECONDS,
     on_started: Callable[[NameServer], None] | None = None,

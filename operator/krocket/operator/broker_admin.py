@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from krocket.common import ports
 from krocket.operator import build_brokergroup
-from krocket.operator import constants as c
 from krocket.operator.build_common import meta
 from krocket.operator.placement import TopicConfig
 
@@ -35,7 +35,7 @@ class BrokerResolver(Protocol):
 class DnsResolver:
     """Pods are reached through the group's headless Service: `<pod>.<group>-headless.<ns>.svc:10913`."""
 
-    def __init__(self, port: int = c.BROKER_HTTP_PORT) -> None:
+    def __init__(self, port: int = ports.BROKER_HTTP_PORT) -> None:
         self._port = port
 
     def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:

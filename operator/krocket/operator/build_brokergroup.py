@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from krocket.common import ports
 from krocket.operator import build_namesrv
 from krocket.operator import constants as c
 from krocket.operator.build_common import (
@@ -126,9 +127,9 @@ def broker_config(body: Mapping[str, Any]) -> dict[str, Any]:
             "brokerRole": "SYNC_MASTER" if spec.get("replicationMode") == "SYNC" else "ASYNC_MASTER",
             "flushDiskType": "SYNC_FLUSH" if spec.get("flushMode") == "SYNC" else "ASYNC_FLUSH",
             "namesrvAddr": namesrv_address(body),
-            "listenPort": c.BROKER_PORT,
-            "haListenPort": c.BROKER_HA_PORT,
-            "httpPort": c.BROKER_HTTP_PORT,
+            "listenPort": ports.BROKER_PORT,
+            "haListenPort": ports.BROKER_HA_PORT,
+            "httpPort": ports.BROKER_HTTP_PORT,
             "storePathRootDir": c.DATA_DIR,
         }
     )
@@ -188,9 +189,9 @@ def pod_template(body: Mapping[str, Any]) -> Manifest:
         "args": ["broker", "--config", f"{c.CONFIG_DIR}/{c.CONFIG_FILE}"],
         "env": env,
         "ports": [
-            {"name": "remoting", "containerPort": c.BROKER_PORT, "protocol": "TCP"},
-            {"name": "ha", "containerPort": c.BROKER_HA_PORT, "protocol": "TCP"},
-            {"name": "http", "containerPort": c.BROKER_HTTP_PORT, "protocol": "TCP"},
+            {"name": "remoting", "containerPort": ports.BROKER_PORT, "protocol": "TCP"},
+            {"name": "ha", "containerPort": ports.BROKER_HA_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": ports.BROKER_HTTP_PORT, "protocol": "TCP"},
         ],
         # A crashed broker replays its commit log before /healthz answers: give recovery time.
         "startupProbe": {
@@ -306,9 +307,9 @@ def headless_service(body: Mapping[str, Any]) -> Manifest:
             "publishNotReadyAddresses": True,
             "selector": selector_labels(name, COMPONENT),
             "ports": [
-                {"name": "remoting", "port": c.BROKER_PORT, "targetPort": "remoting", "protocol": "TCP"},
-                {"name": "ha", "port": c.BROKER_HA_PORT, "targetPort": "ha", "protocol": "TCP"},
-                {"name": "http", "port": c.BROKER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "remoting", "port": ports.BROKER_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "ha", "port": ports.BROKER_HA_PORT, "targetPort": "ha", "protocol": "TCP"},
+                {"name": "http", "port": ports.BROKER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
             ],
         },
     }

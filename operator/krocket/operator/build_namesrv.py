@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from krocket.common import ports
 from krocket.operator import constants as c
 from krocket.operator.build_common import (
     Manifest,
@@ -36,13 +37,13 @@ def statefulset_name(name: str) -> str:
 
 def address(name: str, namespace: str) -> str:
     """The DNS address brokers and clients use: the headless Service resolves to every ready name server."""
-    return f"{headless_service_name(name)}.{namespace}.svc:{c.NAMESRV_PORT}"
+    return f"{headless_service_name(name)}.{namespace}.svc:{ports.NAMESRV_PORT}"
 
 
 def pod_addresses(name: str, namespace: str, replicas: int) -> list[str]:
     """Per-pod stable DNS names, for RocketMQ clients that want a `;`-joined list."""
     svc = headless_service_name(name)
-    return [f"{statefulset_name(name)}-{i}.{svc}.{namespace}.svc:{c.NAMESRV_PORT}" for i in range(replicas)]
+    return [f"{statefulset_name(name)}-{i}.{svc}.{namespace}.svc:{ports.NAMESRV_PORT}" for i in range(replicas)]
 
 
 def _pod_template(body: Mapping[str, Any]) -> Manifest:
@@ -56,13 +57,13 @@ def _pod_template(body: Mapping[str, Any]) -> Manifest:
         "args": [
             "namesrv",
             "--listen-port",
-            str(c.NAMESRV_PORT),
+            str(ports.NAMESRV_PORT),
             "--http-port",
-            str(c.NAMESRV_HTTP_PORT),
+            str(ports.NAMESRV_HTTP_PORT),
         ],
         "ports": [
-            {"name": "remoting", "containerPort": c.NAMESRV_PORT, "protocol": "TCP"},
-            {"name": "http", "containerPort": c.NAMESRV_HTTP_PORT, "protocol": "TCP"},
+            {"name": "remoting", "containerPort": ports.NAMESRV_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": ports.NAMESRV_HTTP_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},
@@ -137,8 +138,8 @@ def headless_service(body: Mapping[str, Any]) -> Manifest:
             "publishNotReadyAddresses": False,
             "selector": selector_labels(name, COMPONENT),
             "ports": [
-                {"name": "remoting", "port": c.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
-                {"name": "http", "port": c.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "remoting", "port": ports.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "http", "port": ports.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
             ],
         },
     }
@@ -156,8 +157,8 @@ def client_service(body: Mapping[str, Any]) -> Manifest:
             "type": svc_spec.get("type", "ClusterIP"),
             "selector": selector_labels(name, COMPONENT),
             "ports": [
-                {"name": "remoting", "port": c.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
-                {"name": "http", "port": c.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "remoting", "port": ports.NAMESRV_PORT, "targetPort": "remoting", "protocol": "TCP"},
+                {"name": "http", "port": ports.NAMESRV_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
             ],
         },
     }
@@ -185,7 +186,7 @@ def status(body: Mapping[str, Any], sts: Mapping[str, Any] | None) -> dict[str, 
         "readyReplicas": int(sts_status.get("readyReplicas", 0) or 0),
         "labelSelector": ",".join(f"{k}={v}" for k, v in selector_labels(name, COMPONENT).items()),
         "address": address(name, ns),
-        "serviceAddress": f"{client_service_name(name)}.{ns}.svc:{c.NAMESRV_PORT}",
+        "serviceAddress": f"{client_service_name(name)}.{ns}.svc:{ports.NAMESRV_PORT}",
         "addresses": addresses,
         "nsAddr": ";".join(addresses),
     }

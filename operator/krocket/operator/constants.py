@@ -1,4 +1,7 @@
-"""Names shared by the CRDs, the builders and the handlers: API group, labels, annotations, ports."""
+"""Names shared by the CRDs, the builders and the handlers: API group, labels, annotations.
+
+Ports are RocketMQ facts and come from `krocket.common.ports`.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +18,6 @@ TOPICS: Final = "topics"
 KIND_NAMESERVERSET: Final = "NameServerSet"
 KIND_BROKERGROUP: Final = "BrokerGroup"
 KIND_TOPIC: Final = "Topic"
-
-# Ports (the README's port table).
-NAMESRV_PORT: Final = 9876
-NAMESRV_HTTP_PORT: Final = 9877
-BROKER_PORT: Final = 10911
-BROKER_HA_PORT: Final = 10912
-BROKER_HTTP_PORT: Final = 10913
 
 DEFAULT_IMAGE: Final = "krocket/broker:0.1.0"
 DEFAULT_NAMESRV_IMAGE: Final = "krocket/namesrv:0.1.0"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from krocket.common import ports
 from krocket.operator import build_brokergroup as bg
 from krocket.operator import build_namesrv as nsrv
 from krocket.operator import conditions as cond
@@ -168,7 +169,7 @@ async def observe_group(body: Mapping[str, Any], sts: Mapping[str, Any] | None, 
                 log.debug("broker %s/%s-%d unreachable: %s", ns, name, i, e)
         pod = by_name.get(bg.pod_name(name, i))
         ready = _pod_ready(pod) if pod is not None else bool(info and info.get("registered"))
-        addr = f"{bg.pod_host(name, ns, i)}:{c.BROKER_PORT}"
+        addr = f"{bg.pod_host(name, ns, i)}:{ports.BROKER_PORT}"
         return PodView(i, bg.pod_name(name, i), addr, ready, info)
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
