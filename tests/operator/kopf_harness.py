@@ -25,13 +25,13 @@ import jsonpatch
 import kmock
 import kopf
 
+from krocket.common.topic import TopicConfig
 from krocket.operator import constants as c
 from krocket.operator.broker_admin import BrokerUnavailable
 from krocket.operator.build_common import meta
 from krocket.operator.context import OperatorConfig, OperatorContext
 from krocket.operator.handlers import register
 from krocket.operator.kube import Credentials
-from krocket.operator.placement import TopicConfig
 
 _rv = itertools.count(1000)
 
@@ -171,7 +171,7 @@ class FakeBrokers:
     async def upsert_topic(self, url: str, cfg: TopicConfig) -> dict[str, Any]:
         self._check(url)
         with self.lock:
-            obj = {**cfg.as_request(), "topicSysFlag": 0, "order": False}
+            obj = cfg.to_json()
             self.topics.setdefault(url, {})[cfg.topic_name] = obj
             return dict(obj)
 

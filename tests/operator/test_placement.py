@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from krocket.common.topic import TopicConfig
 from krocket.operator import conditions as cond
 from krocket.operator import placement as pl
 
@@ -18,16 +19,23 @@ def _group(name: str, cluster: str = "c1", ns: str = "mq", labels: dict | None =
 
 def test_desired_config_defaults(defaulted):
     cfg = pl.desired_config(defaulted("Topic", "orders", {"placement": {"clusterName": "c1"}}))
-    assert cfg == pl.TopicConfig("orders", 8, 8, 6)
-    assert cfg.as_request() == {"topicName": "orders", "readQueueNums": 8, "writeQueueNums": 8, "perm": 6}
+    assert cfg == TopicConfig("orders", 8, 8, 6)
+    assert {k: cfg.to_json()[k] for k in ("topicName", "readQueueNums", "writeQueueNums", "perm")} == {
+        "topicName": "orders",
+        "readQueueNums": 8,
+        "writeQueueNums": 8,
+        "perm": 6,
+    }
 
 
 @pytest.mark.parametrize(
     ("spec", "reason", "text"),
     [
         ({"readQueues": 4, "writeQueues": 8}, "InvalidSpec", "must not exceed"),
-        ({"topicName": "bad name!"}, "InvalidSpec", "must match"),
+        ({"topicName": "bad name!"}, "InvalidSpec", "may only contain"),
+        ({"topicName": "x" * 128}, "InvalidSpec", "at most 127"),
         ({"perm": 1}, "InvalidSpec", "perm"),
+        ({"perm": 7}, "InvalidSpec", "perm must be 2 \\(write\\), 4 \\(read\\) or 6"),
     ],
 )
 def test_desired_config_refusals(defaulted, spec, reason, text):
@@ -75,15 +83,20 @@ def test_label_selector_expressions():
 
 
 def test_plan_actions():
-    want = pl.TopicConfig("t", 8, 8, 6)
+    want = TopicConfig("t", 8, 8, 6)
     assert pl.plan(want, None, shrink_allowed=False).kind == "create"
-    same = {"readQueueNums": 8, "writeQueueNums": 8, "perm": 6}
-    assert pl.plan(want, same, shrink_allowed=False).kind == "none"
-    assert pl.plan(want, {**same, "readQueueNums": 4, "writeQueueNums": 4}, shrink_allowed=False).kind == "update"
-    assert pl.plan(want, {**same, "perm": 4}, shrink_allowed=False).kind == "update"
-    refused = pl.plan(want, {**same, "readQueueNums": 16}, shrink_allowed=False)
+    assert pl.plan(want, TopicConfig("t", 8, 8, 6), shrink_allowed=False).kind == "none"
+    assert pl.plan(want, TopicConfig("t", 4, 4, 6), shrink_allowed=False).kind == "update"
+    assert pl.plan(want, TopicConfig("t", 8, 8, 4), shrink_allowed=False).kind == "update"
+    refused = pl.plan(want, TopicConfig("t", 16, 8, 6), shrink_allowed=False)
     assert refused.kind == "refuse" and "krocket.io/allow-queue-shrink" in refused.message
-    assert pl.plan(want, {**same, "readQueueNums": 16}, shrink_allowed=True).kind == "update"
+    assert pl.plan(want, TopicConfig("t", 16, 8, 6), shrink_allowed=True).kind == "update"
+
+
+def test_broker_topic_reads_the_admin_api_answer():
+    answer = {"topicName": "t", "readQueueNums": 4, "writeQueueNums": 2, "perm": 4, "queues": []}
+    assert pl.broker_topic(answer) == TopicConfig("t", 4, 2, 4)
+    assert pl.broker_topic(None) is None
 
 
 def test_allow_shrink_annotation(defaulted):

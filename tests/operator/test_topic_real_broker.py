@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from krocket.common.topic import TopicConfig
 from krocket.operator.broker_admin import BrokerAdmin, BrokerRejected, StaticResolver
-from krocket.operator.placement import TopicConfig
 
 from tests.operator.kopf_harness import StampingEmulator, condition, declare_resources, get, running_operator, wait_for
 

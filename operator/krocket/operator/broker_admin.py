@@ -13,9 +13,9 @@ from urllib.parse import quote
 import aiohttp
 
 from krocket.common import ports
+from krocket.common.topic import TopicConfig
 from krocket.operator import build_brokergroup
 from krocket.operator.build_common import meta
-from krocket.operator.placement import TopicConfig
 
 
 class BrokerUnavailable(Exception):
@@ -97,7 +97,7 @@ class BrokerAdmin:
         return None if status == 404 else dict(body)
 
     async def upsert_topic(self, base: str, cfg: TopicConfig) -> dict[str, Any]:
-        _, body = await self._call("POST", f"{base}/api/v1/topics", json=cfg.as_request())
+        _, body = await self._call("POST", f"{base}/api/v1/topics", json=cfg.to_json())
         return dict(body or {})
 
     async def delete_topic(self, base: str, topic: str) -> bool:

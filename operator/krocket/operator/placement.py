@@ -6,41 +6,26 @@ each group gets `readQueues`/`writeQueues` queues; producers spread over all of 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
+from krocket.common.errors import MessageIllegalError
+from krocket.common.topic import DEFAULT_QUEUE_NUMS, TopicConfig, validate_topic
 from krocket.operator import build_brokergroup
+from krocket.operator import conditions as cond
 from krocket.operator import constants as c
 from krocket.operator.build_common import meta, spec_of
 
-TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_-]{1,127}$")
-PERM_READ = 4
-PERM_WRITE = 2
+TOPIC_PERMS = (PERM_WRITE, PERM_READ, PERM_READ_WRITE)
+"""The perm values a Topic may ask for (RocketMQ's inherit and priority bits are not offered)."""
 
 
 class TopicSpecError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class TopicConfig:
-    topic_name: str
-    read_queues: int
-    write_queues: int
-    perm: int
-
-    def as_request(self) -> dict[str, Any]:
-        """The body of POST /api/v1/topics on the broker admin API."""
-        return {
-            "topicName": self.topic_name,
-            "readQueueNums": self.read_queues,
-            "writeQueueNums": self.write_queues,
-            "perm": self.perm,
-        }
 
 
 def topic_name(topic: Mapping[str, Any]) -> str:
@@ -51,24 +36,30 @@ def desired_config(topic: Mapping[str, Any]) -> TopicConfig:
     """Validate a Topic spec and return what every selected broker should hold; raise TopicSpecError."""
     spec = spec_of(topic)
     name = topic_name(topic)
-    if not TOPIC_NAME_RE.match(name):
-        raise TopicSpecError("InvalidSpec", f"topic name {name!r} must match {TOPIC_NAME_RE.pattern}")
-    read, write = int(spec.get("readQueues", 8)), int(spec.get("writeQueues", 8))
+    try:
+        validate_topic(name)
+    except MessageIllegalError as e:
+        raise TopicSpecError(cond.REASON_INVALID, e.message) from None
+    read = int(spec.get("readQueues", DEFAULT_QUEUE_NUMS))
+    write = int(spec.get("writeQueues", DEFAULT_QUEUE_NUMS))
     if read < 1 or write < 1:
-        raise TopicSpecError("InvalidSpec", "readQueues and writeQueues must be at least 1")
+        raise TopicSpecError(cond.REASON_INVALID, "readQueues and writeQueues must be at least 1")
     if write > read:
         raise TopicSpecError(
-            "InvalidSpec",
+            cond.REASON_INVALID,
             f"writeQueues ({write}) must not exceed readQueues ({read}): messages in the extra write queues "
             "would never be read",
         )
-    perm = int(spec.get("perm", PERM_READ | PERM_WRITE))
-    if perm not in (2, 4, 6):
-        raise TopicSpecError("InvalidSpec", f"perm must be 2 (write), 4 (read) or 6 (read+write), not {perm}")
+    perm = int(spec.get("perm", PERM_READ_WRITE))
+    if perm not in TOPIC_PERMS:
+        raise TopicSpecError(
+            cond.REASON_INVALID,
+            f"perm must be {PERM_WRITE} (write), {PERM_READ} (read) or {PERM_READ_WRITE} (read+write), not {perm}",
+        )
     previous = ((topic.get("status") or {}).get("topicName")) or None
     if previous and previous != name:
         raise TopicSpecError(
-            "NotSupported",
+            cond.REASON_NOT_SUPPORTED,
             f"topicName cannot change ({previous!r} -> {name!r}); create a new Topic resource instead",
         )
     return TopicConfig(name, read, write, perm)
@@ -146,26 +137,29 @@ class Action:
     message: str
 
 
-def plan(desired: TopicConfig, actual: Mapping[str, Any] | None, *, shrink_allowed: bool) -> Action:
-    """What to do on one broker: `actual` is the broker's topic object (None when it has no such topic)."""
+def broker_topic(answer: Mapping[str, Any] | None) -> TopicConfig | None:
+    """The broker admin API's topic object as a TopicConfig; None when the broker has no such topic."""
+    return None if answer is None else TopicConfig.from_json(dict(answer))
+
+
+def plan(desired: TopicConfig, actual: TopicConfig | None, *, shrink_allowed: bool) -> Action:
+    """What to do on one broker: `actual` is the broker's topic (None when it has no such topic)."""
     if actual is None:
         return Action("create", f"creating topic {desired.topic_name}")
-    cur_read = int(actual.get("readQueueNums", 0))
-    cur_write = int(actual.get("writeQueueNums", 0))
-    cur_perm = int(actual.get("perm", 6))
-    if (cur_read, cur_write, cur_perm) == (desired.read_queues, desired.write_queues, desired.perm):
+    cur_read, cur_write, cur_perm = actual.read_queue_nums, actual.write_queue_nums, actual.perm
+    if (cur_read, cur_write, cur_perm) == (desired.read_queue_nums, desired.write_queue_nums, desired.perm):
         return Action("none", "in sync")
-    shrinking = desired.read_queues < cur_read or desired.write_queues < cur_write
+    shrinking = desired.read_queue_nums < cur_read or desired.write_queue_nums < cur_write
     if shrinking and not shrink_allowed:
         return Action(
             "refuse",
-            f"queues would shrink (read {cur_read}->{desired.read_queues}, write {cur_write}->"
-            f"{desired.write_queues}); messages in removed queues become unreadable. Raise the counts back, "
+            f"queues would shrink (read {cur_read}->{desired.read_queue_nums}, write {cur_write}->"
+            f"{desired.write_queue_nums}); messages in removed queues become unreadable. Raise the counts back, "
             f"or drain first (lower writeQueues, wait for consumers) and set annotation "
             f'{c.ANN_ALLOW_QUEUE_SHRINK}="true"',
         )
     return Action(
         "update",
-        f"updating topic {desired.topic_name}: read {cur_read}->{desired.read_queues}, "
-        f"write {cur_write}->{desired.write_queues}, perm {cur_perm}->{desired.perm}",
+        f"updating topic {desired.topic_name}: read {cur_read}->{desired.read_queue_nums}, "
+        f"write {cur_write}->{desired.write_queue_nums}, perm {cur_perm}->{desired.perm}",
     )

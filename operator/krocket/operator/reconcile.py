@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from krocket.common import ports
+from krocket.common.topic import TopicConfig
 from krocket.operator import build_brokergroup as bg
 from krocket.operator import build_namesrv as nsrv
 from krocket.operator import conditions as cond
@@ -326,7 +327,7 @@ async def reconcile_brokergroup(body: Mapping[str, Any], ctx: OperatorContext) -
 
 
 async def _apply_topic_to_group(
-    group: Mapping[str, Any], cfg: pl.TopicConfig, shrink_ok: bool, ctx: OperatorContext
+    group: Mapping[str, Any], cfg: TopicConfig, shrink_ok: bool, ctx: OperatorContext
 ) -> tuple[dict[str, Any], Event | None]:
     entry: dict[str, Any] = {
         "brokerGroup": meta(group)["name"],
@@ -337,11 +338,11 @@ async def _apply_topic_to_group(
         entry.update(state="Unavailable", message="master has no address yet")
         return entry, None
     try:
-        actual = await ctx.admin.get_topic(url, cfg.topic_name)
+        actual = pl.broker_topic(await ctx.admin.get_topic(url, cfg.topic_name))
         action = pl.plan(cfg, actual, shrink_allowed=shrink_ok)
         event = None
         if action.kind in ("create", "update"):
-            actual = await ctx.admin.upsert_topic(url, cfg)
+            actual = pl.broker_topic(await ctx.admin.upsert_topic(url, cfg))
             reason = "TopicCreated" if action.kind == "create" else "TopicUpdated"
             event = Event("Normal", reason, f"{action.message} on {entry['brokerName']}")
         elif action.kind == "refuse":
@@ -352,10 +353,11 @@ async def _apply_topic_to_group(
     except BrokerRejected as e:
         entry.update(state="Rejected", message=str(e))
         return entry, Event("Warning", "TopicRejected", f"{entry['brokerName']}: {e}")
+    held = actual or cfg
     entry.update(
-        readQueues=int((actual or {}).get("readQueueNums", cfg.read_queues)),
-        writeQueues=int((actual or {}).get("writeQueueNums", cfg.write_queues)),
-        perm=int((actual or {}).get("perm", cfg.perm)),
+        readQueues=held.read_queue_nums,
+        writeQueues=held.write_queue_nums,
+        perm=held.perm,
         state="Refused" if action.kind == "refuse" else "Applied",
     )
     if action.kind == "refuse":
