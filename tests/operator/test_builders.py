@@ -40,13 +40,11 @@ def test_namesrv_defaults(defaulted):
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
-def test_namesrv_address_is_headless_dns(defaulted):
-    body = defaulted("NameServerSet", "ns1", {"replicas": 3})
-    st = build_namesrv.status(body, None)
-    assert st["address"] == "ns1-headless.mq.svc:9876"
-    assert st["addresses"][2] == "ns1-2.ns1-headless.mq.svc:9876"
-    assert st["nsAddr"].count(";") == 2
-    assert st["readyReplicas"] == 0
+def test_namesrv_addresses_are_headless_dns(defaulted):
+    assert build_namesrv.address("ns1", "mq") == "ns1-headless.mq.svc:9876"
+    assert build_namesrv.pod_addresses("ns1", "mq", 3)[2] == "ns1-2.ns1-headless.mq.svc:9876"
+    assert build_namesrv.service_address("ns1", "mq") == "ns1.mq.svc:9876"
+    assert build_namesrv.replicas(defaulted("NameServerSet", "ns1", {"replicas": 3})) == 3
 
 
 def test_namesrv_overrides(defaulted):

@@ -9,8 +9,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from krocket.operator import build_brokergroup, build_namesrv
-from krocket.operator import reconcile as rec
+from krocket.operator import build_brokergroup, build_namesrv, status_brokergroup, status_nameserverset
+from krocket.operator import conditions as cond
+from krocket.operator.status_brokergroup import PodView
 
 from tests.operator.bodies import make_body
 from tests.operator.crdschema import apply_defaults, cel_rules, load_crds, validate_cr, version_schema
@@ -144,15 +145,18 @@ def test_status_written_by_the_operator_matches_crd():
     crds = load_crds()
     nss = apply_defaults(crds["NameServerSet"], make_body("NameServerSet", "ns1", {}))
     sts = {"status": {"replicas": 2, "readyReplicas": 1}}
-    status = rec._finish(nss, build_namesrv.status(nss, sts), rec.namesrv_conditions(nss, sts))
+    status = cond.status_with_conditions(
+        nss, status_nameserverset.status(nss, sts), [status_nameserverset.ready_condition(nss, sts)]
+    )
     assert validate_cr(crds["NameServerSet"], {**nss, "status": status}) == []
 
     group = apply_defaults(crds["BrokerGroup"], make_body("BrokerGroup", "g", {"nameServerSetRef": {"name": "n"}}))
     pods = [
-        rec.PodView(0, "g-0", "g-0.g-headless.mq.svc:10911", True, {"maxPhyOffset": 1000, "registered": True}),
-        rec.PodView(1, "g-1", "g-1.g-headless.mq.svc:10911", True, {"maxPhyOffset": 900, "registered": True}),
+        PodView(0, "g-0", "g-0.g-headless.mq.svc:10911", True, {"maxPhyOffset": 1000, "registered": True}),
+        PodView(1, "g-1", "g-1.g-headless.mq.svc:10911", True, {"maxPhyOffset": 900, "registered": True}),
     ]
-    gstatus = rec.group_status(group, {"status": {"replicas": 2, "readyReplicas": 2}}, pods, 50)
+    gstatus = status_brokergroup.status(group, {"status": {"replicas": 2, "readyReplicas": 2}}, pods, 50)
     assert gstatus["slaves"][0]["lagBytes"] == 100 and gstatus["slaves"][0]["inSync"] is False
-    gstatus = rec._finish(group, gstatus, [rec.group_ready_condition(group, {"status": {"readyReplicas": 2}})])
+    ready = status_brokergroup.ready_condition(group, {"status": {"readyReplicas": 2}})
+    gstatus = cond.status_with_conditions(group, gstatus, [ready])
     assert validate_cr(crds["BrokerGroup"], {**group, "status": gstatus}) == []

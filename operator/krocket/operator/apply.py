@@ -1,4 +1,4 @@
-"""Create-or-patch a child object, refusing to touch objects some other owner controls."""
+"""Create-or-patch child objects, refusing to touch objects some other owner controls."""
 
 from __future__ import annotations
 
@@ -6,8 +6,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from krocket.operator.kube import KubeClient, kind_of
+from krocket.operator.outcome import Event
 
 Applied = Literal["created", "updated", "unchanged"]
+
+IMMUTABLE_FIELDS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    "StatefulSet": (
+        ("spec", "selector"),
+        ("spec", "serviceName"),
+        ("spec", "podManagementPolicy"),
+        ("spec", "volumeClaimTemplates"),
+    ),
+    "Service": (("spec", "clusterIP"),),
+}
+"""Per kind, the fields the API server refuses to change (or assigns itself); a patch leaves them alone."""
 
 
 class OwnershipConflict(Exception):
@@ -75,3 +87,18 @@ async def apply(
         return "unchanged", live
     updated = await kube.patch(kind, ns, name, patch)
     return "updated", updated or live
+
+
+async def apply_children(
+    kube: KubeClient, manifests: Iterable[Mapping[str, Any]], events: list[Event]
+) -> dict[str, dict[str, Any]]:
+    """Apply `manifests` in order, adding an event for each object created or updated; the live objects by kind."""
+    live: dict[str, dict[str, Any]] = {}
+    for m in manifests:
+        result, obj = await apply(kube, m, immutable=IMMUTABLE_FIELDS.get(m["kind"], ()))
+        if result != "unchanged":
+            events.append(
+                Event("Normal", f"{m['kind']}{result.capitalize()}", f"{m['kind']} {m['metadata']['name']} {result}")
+            )
+        live[m["kind"]] = obj
+    return live

@@ -35,9 +35,18 @@ def statefulset_name(name: str) -> str:
     return name
 
 
+def replicas(body: Mapping[str, Any]) -> int:
+    return int(spec_of(body).get("replicas", 2))
+
+
 def address(name: str, namespace: str) -> str:
     """The DNS address brokers and clients use: the headless Service resolves to every ready name server."""
     return f"{headless_service_name(name)}.{namespace}.svc:{ports.NAMESRV_PORT}"
+
+
+def service_address(name: str, namespace: str) -> str:
+    """The client Service's address: one name server at a time, for clients that take a single address."""
+    return f"{client_service_name(name)}.{namespace}.svc:{ports.NAMESRV_PORT}"
 
 
 def pod_addresses(name: str, namespace: str, replicas: int) -> list[str]:
@@ -108,7 +117,6 @@ def _pod_template(body: Mapping[str, Any]) -> Manifest:
 
 def statefulset(body: Mapping[str, Any]) -> Manifest:
     name = meta(body)["name"]
-    spec = spec_of(body)
     template = _pod_template(body)
     labels = common_labels(name, COMPONENT)
     return {
@@ -116,7 +124,7 @@ def statefulset(body: Mapping[str, Any]) -> Manifest:
         "kind": "StatefulSet",
         "metadata": child_metadata(body, statefulset_name(name), labels, {c.ANN_TEMPLATE_HASH: stable_hash(template)}),
         "spec": {
-            "replicas": int(spec.get("replicas", 2)),
+            "replicas": replicas(body),
             "serviceName": headless_service_name(name),
             # Name servers share nothing, so they may start and stop in parallel.
             "podManagementPolicy": "Parallel",
@@ -173,20 +181,3 @@ def disruption_budget(body: Mapping[str, Any]) -> Manifest:
 def children(body: Mapping[str, Any]) -> list[Manifest]:
     """Every object a NameServerSet owns, in the order they should be applied."""
     return [headless_service(body), client_service(body), statefulset(body), disruption_budget(body)]
-
-
-def status(body: Mapping[str, Any], sts: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Status fields derived from the spec and the observed StatefulSet (conditions are added elsewhere)."""
-    name, ns = meta(body)["name"], meta(body)["namespace"]
-    replicas = int(spec_of(body).get("replicas", 2))
-    sts_status = (sts or {}).get("status") or {}
-    addresses = pod_addresses(name, ns, replicas)
-    return {
-        "replicas": int(sts_status.get("replicas", 0) or 0),
-        "readyReplicas": int(sts_status.get("readyReplicas", 0) or 0),
-        "labelSelector": ",".join(f"{k}={v}" for k, v in selector_labels(name, COMPONENT).items()),
-        "address": address(name, ns),
-        "serviceAddress": f"{client_service_name(name)}.{ns}.svc:{ports.NAMESRV_PORT}",
-        "addresses": addresses,
-        "nsAddr": ";".join(addresses),
-    }

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from krocket.operator.build_common import meta
+
 TRUE = "True"
 FALSE = "False"
 UNKNOWN = "Unknown"
@@ -20,6 +22,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 ROLLING_UPDATE = "RollingUpdate"
 SCALE_BLOCKED = "ScaleBlocked"
+RECONCILED = "Reconciled"
 
 # Reasons (CamelCase, stable: users and alerts match on them).
 REASON_ALL_READY = "AllReplicasReady"
@@ -42,6 +45,9 @@ REASON_NO_BROKER_GROUPS = "NoBrokerGroupsSelected"
 REASON_DRAINING = "Draining"
 REASON_SCALE_BLOCKED = "DrainBlocked"
 REASON_DELETING = "Deleting"
+REASON_NOT_BLOCKED = "NotBlocked"
+REASON_RECONCILED = "ReconcileSucceeded"
+REASON_BROKER_REJECTED = "BrokerRejected"
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,22 @@ def merge_conditions(
         result[upd.type] = new
     order = {READY: 0}
     return sorted(result.values(), key=lambda c: (order.get(c["type"], 1), c["type"]))
+
+
+def status_with_conditions(
+    body: Mapping[str, Any], status: dict[str, Any], updates: list[Condition], now: str | None = None
+) -> dict[str, Any]:
+    """`status` with the body's conditions merged with `updates`, and the generation they describe."""
+    generation = meta(body).get("generation")
+    status["conditions"] = merge_conditions(
+        (body.get("status") or {}).get("conditions"),
+        updates,
+        now=now or now_iso(),
+        observed_generation=generation,
+    )
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
 
 
 def find(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:

@@ -52,5 +52,11 @@ class OperatorContext:
             self._session = None
             self.admin = None
 
+    def started_kube(self) -> KubeClient:
+        """The Kubernetes client; a reconcile before `start()` is a bug in the caller."""
+        if self.kube is None:
+            raise RuntimeError("operator context not started")
+        return self.kube
+
     def backoff(self, retry: int) -> float:
         return min(self.config.retry_base_delay * (2 ** max(retry, 0)), self.config.retry_max_delay)

@@ -13,9 +13,12 @@ from typing import Any, cast
 import kopf
 
 from krocket.operator import constants as c
-from krocket.operator import reconcile as rec
 from krocket.operator.context import OperatorConfig, OperatorContext
 from krocket.operator.kube import BROKERGROUPS, NAMESERVERSETS
+from krocket.operator.outcome import Outcome
+from krocket.operator.reconcile_brokergroup import reconcile_brokergroup
+from krocket.operator.reconcile_nameserverset import reconcile_nameserverset
+from krocket.operator.reconcile_topic import delete_topic, reconcile_topic
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,12 @@ def _ctx(memo: Any) -> OperatorContext:
     return ctx
 
 
-def _emit(obj: Mapping[str, Any], outcome: rec.Outcome) -> None:
+def _emit(obj: Mapping[str, Any], outcome: Outcome) -> None:
     for ev in outcome.events:
         kopf.event(kopf.Body(cast(kopf.RawBody, dict(obj))), type=ev.type, reason=ev.reason, message=ev.message[:1000])
 
 
-def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: rec.Outcome, *, raise_retry: bool = True) -> None:
+def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: Outcome, *, raise_retry: bool = True) -> None:
     for key, value in outcome.status.items():
         patch.status[key] = value
     _emit(body, outcome)
@@ -73,7 +76,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.create(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
     @kopf.on.update(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
     async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)))
+        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo)))
 
     @kopf.timer(
         g,
@@ -85,14 +88,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         registry=registry,
     )
     async def nameserverset_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await rec.reconcile_nameserverset(body, _ctx(memo)), raise_retry=False)
+        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo)), raise_retry=False)
 
     # BrokerGroup ------------------------------------------------------------------------------------
     @kopf.on.resume(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
     @kopf.on.create(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
     @kopf.on.update(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
     async def brokergroup(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)))
+        _relay(body, patch, await reconcile_brokergroup(body, _ctx(memo)))
 
     @kopf.timer(
         g,
@@ -104,7 +107,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         registry=registry,
     )
     async def brokergroup_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await rec.reconcile_brokergroup(body, _ctx(memo)), raise_retry=False)
+        _relay(body, patch, await reconcile_brokergroup(body, _ctx(memo)), raise_retry=False)
 
     # Children: a StatefulSet changed (status moved, or it was edited/deleted out of band) -----------
     @kopf.on.event(
@@ -130,9 +133,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         if owner.get("metadata", {}).get("uid") != owner_ref.get("uid"):
             return
         if kind is NAMESERVERSETS:
-            outcome = await rec.reconcile_nameserverset(owner, ctx)
+            outcome = await reconcile_nameserverset(owner, ctx)
         else:
-            outcome = await rec.reconcile_brokergroup(owner, ctx)
+            outcome = await reconcile_brokergroup(owner, ctx)
         await ctx.kube.patch(kind, namespace, owner_ref["name"], {"status": outcome.status}, "status")
         _emit(owner, outcome)
 
@@ -141,7 +144,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.create(g, v, c.TOPICS, id="topic", registry=registry)
     @kopf.on.update(g, v, c.TOPICS, id="topic", registry=registry)
     async def topic(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo), retry))
+        _relay(body, patch, await reconcile_topic(body, _ctx(memo), retry))
 
     @kopf.timer(
         g,
@@ -154,8 +157,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     )
     async def topic_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         """Repairs drift (queues changed or the topic deleted out of band) and picks up new groups."""
-        _relay(body, patch, await rec.reconcile_topic(body, _ctx(memo)), raise_retry=False)
+        _relay(body, patch, await reconcile_topic(body, _ctx(memo)), raise_retry=False)
 
     @kopf.on.delete(g, v, c.TOPICS, id="topic_delete", registry=registry)
     async def topic_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await rec.delete_topic(body, _ctx(memo), retry))
+        _relay(body, patch, await delete_topic(body, _ctx(memo), retry))
