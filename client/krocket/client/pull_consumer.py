@@ -10,7 +10,7 @@ from krocket.common.topic import validate_group
 
 from . import broker_api
 from .instance import ClientInstance
-from .push_consumer import subscribe_queues
+from .rebalance import subscribe_queues
 from .subscription import build_subscription
 from .types import MessageQueue, PullResult
 

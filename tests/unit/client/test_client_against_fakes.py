@@ -247,21 +247,24 @@ async def test_existing_read_only_topic_is_not_auto_created_elsewhere(fake: Fake
     assert all(not b.sent_headers for b in fake.brokers)
 
 
-async def test_flow_control_by_count_and_bytes() -> None:
+def test_flow_control_by_count_and_bytes() -> None:
     from krocket.client.process_queue import ProcessQueue
-    from krocket.client.types import MessageQueue
+    from krocket.client.pull_service import flow_control_reason
 
     consumer = PushConsumer("cg", "127.0.0.1:1", pull_threshold_for_queue=2, pull_threshold_size_mib_for_queue=1)
-    mq = MessageQueue("T", "b", 0)
+    limits = (consumer.pull_threshold_for_queue, consumer.pull_threshold_bytes)
     pq = ProcessQueue()
 
     def msg(offset: int, size: int) -> MessageExt:
         return MessageExt("T", b"x" * size, {}, 0, offset, 0, 0, 0, 0, 0, "", 0, "", 0, "")
 
     pq.put([msg(0, 1), msg(1, 1)])
-    assert not consumer._flow_controlled(mq, pq)
+    assert flow_control_reason(pq, *limits) is None
     pq.put([msg(2, 1)])
-    assert consumer._flow_controlled(mq, pq)  # 3 messages > 2
+    assert flow_control_reason(pq, *limits) == "3 messages held"  # 3 messages > 2
     pq = ProcessQueue()
     pq.put([msg(0, 2 * 1024 * 1024)])
-    assert consumer._flow_controlled(mq, pq)  # 2 MiB > 1 MiB
+    assert flow_control_reason(pq, *limits) == "2 MiB held"  # 2 MiB > 1 MiB
+    pq = ProcessQueue()
+    pq.put([msg(0, 1), msg(2001, 1)])
+    assert flow_control_reason(pq, 10, 1024) == "offset span 2001"
