@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from krocket.cli.bench import compare, stats
+from krocket.cli.bench.bodies import STAMP_BYTES, payload, stamped
 from krocket.cli.bench.command import add_run_arguments, options_from
-from krocket.cli.bench.runner import STAMP_BYTES, BenchOptions, Pacer, payload, stamped
+from krocket.cli.bench.options import BenchOptions
+from krocket.cli.bench.produce import Pacer
 from krocket.cli.bench.system import can_pin, rss_kib
 
 # ------------------------------------------------------------------------------------------- percentiles

@@ -12,7 +12,9 @@ import sys
 from typing import Any
 
 from krocket.cli.bench import system
-from krocket.cli.bench.runner import MODES, BenchOptions, Progress, run_once
+from krocket.cli.bench.options import MODES, BenchOptions
+from krocket.cli.bench.progress import Progress
+from krocket.cli.bench.runner import run_once
 from krocket.common.errors import ConfigError
 
 EPILOG = """\
