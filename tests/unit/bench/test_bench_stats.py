@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from krocket.cli.bench import compare, stats
+from krocket.cli.bench import compare_rows, compare_tables, compare_verdicts, stats
 from krocket.cli.bench.bodies import STAMP_BYTES, payload, stamped
 from krocket.cli.bench.command import add_run_arguments, options_from
 from krocket.cli.bench.options import BenchOptions
@@ -201,17 +201,17 @@ def _run(peer_or_row: str, mode: str, rate: int, p99: int | None, consume: int =
         "consume": {"msgs_per_s": consume},
         **extra,
     }
-    r["peer" if peer_or_row in compare.PEER_CLASS else "row"] = peer_or_row
+    r["peer" if peer_or_row in compare_verdicts.PEER_CLASS else "row"] = peer_or_row
     return r
 
 
 def test_verdicts() -> None:
-    assert compare.verdict(12_000, 100, 10_000, 200).startswith("**ahead**")
-    assert compare.verdict(12_000, 300, 10_000, 200).startswith("faster, p99 worse")
-    assert compare.verdict(11_000, 100, 10_000, 200).startswith("parity")
-    assert compare.verdict(7_000, 100, 10_000, 200).startswith("behind")
-    assert compare.verdict(20_000, 900, 10_000, 200, rate_only=True).startswith("**ahead**")
-    assert compare.verdict(None, None, 10_000, 200) == "-"
+    assert compare_verdicts.verdict(12_000, 100, 10_000, 200).startswith("**ahead**")
+    assert compare_verdicts.verdict(12_000, 300, 10_000, 200).startswith("faster, p99 worse")
+    assert compare_verdicts.verdict(11_000, 100, 10_000, 200).startswith("parity")
+    assert compare_verdicts.verdict(7_000, 100, 10_000, 200).startswith("behind")
+    assert compare_verdicts.verdict(20_000, 900, 10_000, 200, rate_only=True).startswith("**ahead**")
+    assert compare_verdicts.verdict(None, None, 10_000, 200) == "-"
 
 
 def test_best_peer_is_per_durability_class_and_mode() -> None:
@@ -223,58 +223,64 @@ def test_best_peer_is_per_durability_class_and_mode() -> None:
         _run("rabbit", "seq", 1500, 900, 12_000),
         _run("redis", "batch", 100_000, 9000, 120_000),
     ]
-    pmed = compare.peer_medians(runs)
-    (peer, mode, _loop), m = compare.best_peer(pmed, "async", "seq")
+    pmed = compare_verdicts.peer_medians(runs)
+    (peer, mode, _loop), m = compare_verdicts.best_peer(pmed, "async", "seq")
     assert (peer, mode, m["produce"], m["p99"], m["runs"]) == ("redis", "seq", 8500, 220, 3)
-    (peer, _, _), m = compare.best_peer(pmed, "sync", "seq")
+    (peer, _, _), m = compare_verdicts.best_peer(pmed, "sync", "seq")
     assert peer == "rabbit" and m["produce"] == 1500
-    (peer, mode, _), m = compare.best_peer(pmed, "async", "consume")
+    (peer, mode, _), m = compare_verdicts.best_peer(pmed, "async", "consume")
     assert (peer, mode, m["consume"]) == ("redis", "seq", 150_000)  # median of the three seq runs
-    assert compare.best_peer(pmed, "sync", "batch") is None
+    assert compare_verdicts.best_peer(pmed, "sync", "batch") is None
 
 
 def test_target_checks() -> None:
-    rows = {r.key: r for r in compare.default_rows(1000, 20_000)}
-    ok = compare._medians([_run("seq-async", "seq", 9000, 350)])
-    assert compare.target_met(rows["seq-async"], ok) == "met"
-    slow = compare._medians([_run("seq-async", "seq", 9000, 450)])
-    assert compare.target_met(rows["seq-async"], slow) == "**missed**"
-    e2e = compare._medians([_run("e2e", "window", 20_000, 1, e2e={"p50_us": 800, "p99_us": 4000, "p999_us": 1})])
-    assert compare.target_met(rows["e2e"], e2e) == "met"
-    flat = compare._medians(
+    rows = {r.key: r for r in compare_rows.default_rows(1000, 20_000)}
+    ok = compare_verdicts.medians([_run("seq-async", "seq", 9000, 350)])
+    assert compare_verdicts.target_met(rows["seq-async"], ok) == "met"
+    slow = compare_verdicts.medians([_run("seq-async", "seq", 9000, 450)])
+    assert compare_verdicts.target_met(rows["seq-async"], slow) == "**missed**"
+    e2e = compare_verdicts.medians(
+        [_run("e2e", "window", 20_000, 1, e2e={"p50_us": 800, "p99_us": 4000, "p999_us": 1})]
+    )
+    assert compare_verdicts.target_met(rows["e2e"], e2e) == "met"
+    flat = compare_verdicts.medians(
         [_run("backlog", "backlog", 1, 1, backlog={"rss_empty_kib": 100, "rss_backlog_kib": 109, "msgs": 10})]
     )
-    assert compare.target_met(rows["backlog"], flat) == "met"
-    sm = compare._medians([_run("batch-sync-master", "batch", 70_000, 1)])
-    assert compare.target_met(rows["batch-sync-master"], sm, async_batch_rate=100_000) == "met"
-    assert compare.target_met(rows["batch-sync-master"], sm, async_batch_rate=110_000) == "**missed**"
-    assert compare.target_met(rows["batch-async-master"], sm) == "-"  # a reference row, no floor of its own
+    assert compare_verdicts.target_met(rows["backlog"], flat) == "met"
+    sm = compare_verdicts.medians([_run("batch-sync-master", "batch", 70_000, 1)])
+    assert compare_verdicts.target_met(rows["batch-sync-master"], sm, async_batch_rate=100_000) == "met"
+    assert compare_verdicts.target_met(rows["batch-sync-master"], sm, async_batch_rate=110_000) == "**missed**"
+    assert compare_verdicts.target_met(rows["batch-async-master"], sm) == "-"  # a reference row, no floor of its own
 
 
 def test_sync_master_row_is_held_against_async_master_with_a_slave_when_it_ran() -> None:
-    rows = compare.default_rows(1000, 20_000)
+    rows = compare_rows.default_rows(1000, 20_000)
     sync_master = [_run("batch-sync-master", "batch", 60_000, 1)]
     args = argparse.Namespace(rounds=1)
     alone = {"batch-async": [_run("batch-async", "batch", 130_000, 1)], "batch-sync-master": sync_master}
-    line = next(x for x in compare.render(rows, alone, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x)
+    line = next(
+        x for x in compare_tables.render(rows, alone, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x
+    )
     assert line.endswith("| **missed** |")  # 60 k < 0.7 x 130 k (no slave)
     paired = {**alone, "batch-async-master": [_run("batch-async-master", "batch", 70_000, 1)]}
-    line = next(x for x in compare.render(rows, paired, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x)
+    line = next(
+        x for x in compare_tables.render(rows, paired, [], [], args, "t", 1).splitlines() if ", SYNC_MASTER with" in x
+    )
     assert line.endswith("| met |")  # 60 k >= 0.7 x 70 k (ASYNC_MASTER with a slave)
 
 
 def test_render_and_write_section(tmp_path: Path) -> None:
-    rows = compare.default_rows(1000, 20_000)
+    rows = compare_rows.default_rows(1000, 20_000)
     k_runs = {"seq-async": [_run("seq-async", "seq", 12_000, 150, 90_000)] * 3}
     peers = [_run("redis", "seq", 9000, 200, 200_000), _run("rabbit", "batch", 9000, 90_000, 10_000)]
     args = argparse.Namespace(rounds=3)
-    section = compare.render(rows, k_runs, peers, ["cmd one"], args, "today", 60.0)
-    assert section.startswith(compare.BEGIN) and section.rstrip().endswith(compare.END)
+    section = compare_tables.render(rows, k_runs, peers, ["cmd one"], args, "today", 60.0)
+    assert section.startswith(compare_tables.BEGIN) and section.rstrip().endswith(compare_tables.END)
     assert "**ahead** (1.33x)" in section and "cmd one" in section and "not run" in section
     doc = tmp_path / "perf.md"
     doc.write_text("# Performance\n\nintro\n\n## Profile\n\nkept\n")
-    compare.write_section(doc, section)
-    compare.write_section(doc, section.replace("cmd one", "cmd two"))
+    compare_tables.write_section(doc, section)
+    compare_tables.write_section(doc, section.replace("cmd one", "cmd two"))
     text = doc.read_text()
-    assert text.count(compare.BEGIN) == 1 and "cmd two" in text and "cmd one" not in text
+    assert text.count(compare_tables.BEGIN) == 1 and "cmd two" in text and "cmd one" not in text
     assert "intro" in text and "kept" in text
