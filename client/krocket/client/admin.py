@@ -15,7 +15,7 @@ from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate
 
 from . import broker_api
 from .instance import ClientInstance
-from .push_consumer import subscribe_queues
+from .rebalance import subscribe_queues
 from .types import MessageQueue
 
 log = logging.getLogger(__name__)

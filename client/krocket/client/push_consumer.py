@@ -26,15 +26,14 @@ from .consume_service import ConsumeConcurrentlyService, Listener
 from .instance import ClientInstance
 from .offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
 from .pull_service import SUSPEND_MS, PullService
-from .rebalance import PushRebalance, subscribe_queues
+from .rebalance import PushRebalance
 from .subscription import SubscriptionData, build_subscription
 from .throttle import LogThrottle
 from .types import ConsumeFrom, MessageModel, MessageQueue
 
 log = logging.getLogger(__name__)
 
-# subscribe_queues: still imported from here by admin.py
-__all__ = ["DEFAULT_TIMESTAMP_AGE_S", "SUSPEND_MS", "Listener", "PushConsumer", "subscribe_queues"]
+__all__ = ["DEFAULT_TIMESTAMP_AGE_S", "SUSPEND_MS", "Listener", "PushConsumer"]
 
 DEFAULT_TIMESTAMP_AGE_S = 30 * 60
 

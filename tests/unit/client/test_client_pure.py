@@ -241,10 +241,9 @@ def test_prepare_sets_unique_id_wait_tags_keys_and_compresses() -> None:
 
 def test_header_uses_short_names() -> None:
     producer = Producer("pg")
-    header = producer._header("T", 3, {"TAGS": "A"}, 1, 7, batch=False)
-    assert header["a"] == "pg" and header["b"] == "T" and header["c"] == "TBW102" and header["d"] == 4
-    assert header["e"] == 3 and header["f"] == 1 and header["h"] == 7 and header["i"] == "TAGS\x01A\x02"
-    assert header["k"] is False and header["m"] is False and header["j"] == 0
+    f = producer._header("T", 3, {"TAGS": "A"}, 1, 7, batch=False).to_v2_fields()
+    assert (f["a"], f["b"], f["c"], f["d"], f["e"], f["f"], f["h"]) == ("pg", "T", "TBW102", "4", "3", "1", "7")
+    assert f["i"] == "TAGS\x01A\x02" and (f["j"], f["k"], f["m"]) == ("0", "false", "false")
 
 
 def test_check_rejects_bad_messages() -> None:
