@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 import venv
 from collections.abc import Iterator
@@ -200,3 +201,15 @@ def test_operator_image_command_parses(venv_bin):
         if flag.startswith("--"):
             assert flag in out.stdout, f"{flag} from Dockerfile.operator is not a `krocket operator` flag"
     assert shlex.join(cmd).endswith("operator --all-namespaces --liveness-port 8080")
+
+
+def test_the_wheel_runs_the_krocket_command(venv_bin):
+    out = subprocess.run([str(venv_bin / "krocket"), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for verb in ("local", "namesrv", "broker", "topic", "send", "consume", "operator", "bench"):
+        assert verb in out.stdout
+    version = subprocess.run(
+        [str(venv_bin / "python"), "-c", "import importlib.metadata as m; print(m.version('krocket'))"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert version.stdout.strip() == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
