@@ -8,25 +8,12 @@ from typing import Any
 
 from krocket.common import ports
 from krocket.common.errors import ConfigError
+from krocket.namesrv import command as namesrv_command
 
 
 def register(sub: Any) -> None:
     ns = sub.add_parser("namesrv", help="run a name server")
-    ns.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    ns.add_argument(
-        "--listen-port",
-        type=int,
-        default=ports.NAMESRV_PORT,
-        help=f"remoting port (default {ports.NAMESRV_PORT}; 0 = free port)",
-    )
-    ns.add_argument(
-        "--http-port",
-        type=int,
-        default=ports.NAMESRV_HTTP_PORT,
-        help=f"HTTP port (default {ports.NAMESRV_HTTP_PORT}; 0 = free port)",
-    )
-    ns.add_argument("--data-dir", default=None, help="directory for persisted KV config (default: none)")
-    ns.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
+    namesrv_command.add_arguments(ns)
     ns.set_defaults(func=run_namesrv)
 
     br = sub.add_parser("broker", help="run a broker (flags override the --config YAML file)")
@@ -83,23 +70,7 @@ def register(sub: Any) -> None:
 
 
 def run_namesrv(args: argparse.Namespace) -> int:
-    from krocket.namesrv.__main__ import main as namesrv_main
-
-    argv = [
-        "--host",
-        args.host,
-        "--port",
-        str(args.listen_port),
-        "--http-port",
-        str(args.http_port),
-        "--log-level",
-        args.log_level,
-    ]
-    if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
-    if args.ports_file:
-        argv += ["--ports-file", args.ports_file]
-    namesrv_main(argv)
+    namesrv_command.run(args)
     return 0
 
 

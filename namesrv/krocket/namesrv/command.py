@@ -1,0 +1,84 @@
+"""Running one name server from a command line: ``python -m krocket.namesrv`` and ``krocket namesrv``.
+
+``--ports-file PATH`` writes ``{"port": ..., "http_port": ...}`` once both are bound, so a caller that
+asked for port 0 learns the chosen ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from krocket.common import ports
+from krocket.common.errors import ConfigError
+from krocket.namesrv.server import SCAN_INTERVAL_SECONDS, NameServer, run_namesrv
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The name server's options, shared by ``python -m krocket.namesrv`` and ``krocket namesrv``."""
+    p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument(
+        "--port",
+        "--listen-port",
+        dest="port",
+        type=int,
+        default=ports.NAMESRV_PORT,
+        help=f"remoting port (default {ports.NAMESRV_PORT}; 0 = any free port)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=ports.NAMESRV_HTTP_PORT,
+        help=f"HTTP port (default {ports.NAMESRV_HTTP_PORT}; 0 = any free port)",
+    )
+    p.add_argument("--data-dir", default=None, help="directory for kvConfig.json (default: in memory only)")
+    p.add_argument(
+        "--scan-interval",
+        type=float,
+        default=SCAN_INTERVAL_SECONDS,
+        help="seconds between broker expiry scans (default 10)",
+    )
+    p.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m krocket.namesrv", description="Run a krocket name server.")
+    add_arguments(p)
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def _write_ports(path: str, server: NameServer) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"host": server.host, "port": server.port, "http_port": server.http_port}))
+    os.replace(tmp, target)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run with the options of ``add_arguments`` until SIGTERM/SIGINT. Raises ``ConfigError`` when a port
+    cannot be bound."""
+    ports_file = args.ports_file
+
+    def on_started(server: NameServer) -> None:
+        if ports_file:
+            _write_ports(ports_file, server)
+
+    try:
+        asyncio.run(
+            run_namesrv(args.host, args.port, args.http_port, args.data_dir, args.scan_interval, on_started=on_started)
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"name server cannot start on {args.host} (ports {args.port}, {args.http_port}): {exc}"
+        ) from None
