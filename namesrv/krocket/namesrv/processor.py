@@ -28,7 +28,7 @@ from krocket.common.route import dumps, loads_lenient
 from krocket.common.topic import TopicConfig
 from krocket.namesrv.kvconfig import KVConfigStore
 from krocket.namesrv.metrics import NamesrvMetrics
-from krocket.namesrv.registry import Registration, RouteRegistry
+from krocket.namesrv.registry import Registration, RegistrationConflictError, RouteRegistry
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ H = TypeVar("H", bound=RequestHeader)
 
 _CONN_ID_KEY = "namesrv.conn_id"
 _conn_ids = itertools.count(1)
+_MAX_CONFLICTS_REMEMBERED = 1024  # refused registrants whose WARNING was logged (then DEBUG for repeats)
 
 Handler = Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand]]
 
@@ -101,6 +102,7 @@ class NamesrvProcessor:
         self.registry = registry
         self.kv = kv if kv is not None else KVConfigStore()
         self.metrics = metrics if metrics is not None else NamesrvMetrics()
+        self._conflicts_logged: set[tuple[int | None, str, int, str]] = set()
         self._handlers: dict[int, Handler] = {
             RequestCode.PUT_KV_CONFIG: self.put_kv_config,
             RequestCode.GET_KV_CONFIG: self.get_kv_config,
@@ -139,8 +141,13 @@ class NamesrvProcessor:
             topic_configs=configs,
             data_version=version,
             conn_id=connection_id(conn),
+            peer_host=conn.peer.rpartition(":")[0] or None,
         )
-        result = self.registry.register(reg)
+        try:
+            result = self.registry.register(reg)
+        except RegistrationConflictError as exc:
+            self._log_conflict(exc)
+            raise
         if result.first:
             log.info(
                 "broker registered: cluster=%s name=%s id=%d addr=%s ha=%s topics=%d (from %s)",
@@ -166,6 +173,18 @@ class NamesrvProcessor:
             ResponseCode.SUCCESS,
             ext_fields=header_fields({"haServerAddr": result.ha_server_addr, "masterAddr": result.master_addr}),
         )
+
+    def _log_conflict(self, exc: RegistrationConflictError) -> None:
+        """One WARNING per refused registrant (connection and claimed identity), DEBUG for its repeats."""
+        reg = exc.registration
+        key = (reg.conn_id, reg.broker_name, reg.broker_id, reg.addr)
+        if key in self._conflicts_logged:
+            log.debug("registration refused again: %s", exc.message)
+            return
+        if len(self._conflicts_logged) >= _MAX_CONFLICTS_REMEMBERED:
+            self._conflicts_logged.clear()
+        self._conflicts_logged.add(key)
+        log.warning("registration refused: %s", exc.message)
 
     async def unregister_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         h = _header(UnregisterBrokerHeader, cmd)

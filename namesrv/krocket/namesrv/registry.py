@@ -20,12 +20,29 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from krocket.common.codes import ResponseCode
+from krocket.common.errors import KrocketError
 from krocket.common.route import MASTER_ID, BrokerData, QueueData, TopicRouteData
 from krocket.common.topic import TopicConfig
 
 BROKER_EXPIRY_SECONDS = 120.0
 
 Clock = Callable[[], float]
+
+
+class RegistrationConflictError(KrocketError):
+    """A REGISTER_BROKER for a broker name and id that a live registration from elsewhere holds."""
+
+    code = ResponseCode.NO_PERMISSION
+
+    def __init__(self, registration: Registration, holder: BrokerLiveInfo) -> None:
+        self.registration = registration
+        self.holder = holder
+        super().__init__(
+            f"{registration.broker_name} id {registration.broker_id} is held by the live broker {holder.addr}"
+            f" (connected from {holder.peer_host or '?'}); registration as {registration.addr}"
+            f" from {registration.peer_host or '?'} refused"
+        )
 
 
 @dataclass(slots=True)
@@ -40,6 +57,7 @@ class BrokerLiveInfo:
     last_update: float
     conn_id: int | None = None
     data_version: dict[str, Any] | None = None
+    peer_host: str | None = None  # the host the registration's connection came from
 
 
 @dataclass(slots=True)
@@ -54,6 +72,7 @@ class Registration:
     topic_configs: Mapping[str, TopicConfig] | None = None
     data_version: dict[str, Any] | None = None
     conn_id: int | None = None
+    peer_host: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +84,16 @@ class RegisterResult:
     first: bool = False
     changed: bool = False
     topics_updated: list[str] = field(default_factory=list)
+
+
+def _from_elsewhere(reg: Registration, holder: BrokerLiveInfo) -> bool:
+    """Whether ``reg`` comes from another process than ``holder``: not over the holder's connection, and
+    naming another address or coming from another host."""
+    if holder.conn_id is not None and holder.conn_id == reg.conn_id:
+        return False
+    if holder.addr != reg.addr:
+        return True
+    return holder.peer_host is not None and reg.peer_host is not None and holder.peer_host != reg.peer_host
 
 
 class RouteRegistry:
@@ -80,8 +109,14 @@ class RouteRegistry:
 
     # -- registration -------------------------------------------------------------------------------
     def register(self, reg: Registration, now: float | None = None) -> RegisterResult:
-        """Register or refresh one broker. Only a master's topic configs define queue data."""
+        """Register or refresh one broker. Only a master's topic configs define queue data.
+
+        Raises ``RegistrationConflictError`` when the broker name and id are held by a live registration from
+        another address (see ``holder_conflict``): no one takes over a live broker's routes."""
         now = self._clock() if now is None else now
+        holder = self.holder_conflict(reg, now)
+        if holder is not None:
+            raise RegistrationConflictError(reg, holder)
         result = RegisterResult()
         old = self._live.get(reg.addr)
         if old is not None and (old.cluster, old.broker_name, old.broker_id) != (
@@ -124,6 +159,7 @@ class RouteRegistry:
             now,
             reg.conn_id,
             reg.data_version,
+            reg.peer_host,
         )
 
         master_addr = broker_data.broker_addrs.get(MASTER_ID)
@@ -135,6 +171,34 @@ class RouteRegistry:
         result.first = first
         result.changed = result.changed or first or bool(result.topics_updated)
         return result
+
+    def holder_conflict(self, reg: Registration, now: float | None = None) -> BrokerLiveInfo | None:
+        """The live registration that holds ``reg``'s broker name and id, when ``reg`` comes from elsewhere.
+
+        A holder is live while it is registered within the expiry; one that registered over a connection is
+        removed when that connection closes (``remove_by_connection``), so a restarted broker gets its slot back
+        as soon as the old process's connection is gone. ``reg`` comes from elsewhere when it names another
+        broker address, or the same address over another connection from another host. The holder's own
+        connection, and a reconnect from the holder's host, may re-register."""
+        now = self._clock() if now is None else now
+        broker_data = self._broker_addr_table.get(reg.broker_name)
+        held_by = broker_data.broker_addrs.get(reg.broker_id) if broker_data is not None else None
+        holder = self._live.get(held_by) if held_by is not None else None
+        if holder is not None and self._is_live(holder, now) and _from_elsewhere(reg, holder):
+            return holder
+        # The same address under another identity (a slave becoming master) must be that process too.
+        at_addr = self._live.get(reg.addr)
+        if (
+            at_addr is not None
+            and (at_addr.broker_name, at_addr.broker_id) != (reg.broker_name, reg.broker_id)
+            and self._is_live(at_addr, now)
+            and _from_elsewhere(reg, at_addr)
+        ):
+            return at_addr
+        return None
+
+    def _is_live(self, info: BrokerLiveInfo, now: float) -> bool:
+        return now - info.last_update <= self.expiry
 
     def _apply_topic_configs(self, broker_name: str, configs: Iterable[TopicConfig]) -> list[str]:
         """Create or update the queue data of ``broker_name``; returns the topics that changed."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from krocket.common.route import TopicRouteData, dumps
 from krocket.common.topic import TopicConfig
-from krocket.namesrv.registry import Registration, RouteRegistry
+from krocket.namesrv.registry import Registration, RegistrationConflictError, RouteRegistry
 
 
 class FakeClock:
@@ -225,9 +227,14 @@ def test_slave_promoted_to_master_on_same_address() -> None:
     assert r.broker_count == 1
 
 
-def test_new_address_for_same_broker_id_displaces_old() -> None:
+def test_new_address_for_same_broker_id_displaces_old_once_its_connection_is_gone() -> None:
     r, _ = make()
     r.register(reg(topics={"T": 4}, conn=1))
+    with pytest.raises(RegistrationConflictError, match="held by the live broker 10.0.0.1:10911"):
+        r.register(reg(addr="10.0.0.9:10911", topics={"T": 4}, conn=2))
+    r.remove_by_connection(1)
+    r.register(reg(topics={"T": 4}, conn=1))  # registered again, then the process restarts elsewhere
+    r.remove_by_connection(1)
     result = r.register(reg(addr="10.0.0.9:10911", topics={"T": 4}, conn=2))
     assert result.changed
     assert [b.addr for b in r.live_brokers()] == ["10.0.0.9:10911"]
@@ -242,3 +249,40 @@ def test_registration_without_topics_keeps_existing_queue_data() -> None:
     r.register(reg(topics={"T": 4}))
     r.register(reg(topics=None, version=5))
     assert r.route("T") is not None
+
+
+def test_live_holder_keeps_its_slot_against_takeovers() -> None:
+    r, clock = make()
+    real = reg(topics={"T": 4}, conn=1)
+    real.peer_host = "10.0.0.1"
+    r.register(real)
+    fake_addr = reg(addr="10.6.6.6:10911", topics={"T": 1}, conn=7)
+    fake_addr.peer_host = "10.6.6.6"
+    fake_same_addr = reg(topics={"T": 1}, conn=7, version=9)  # the real address, from another host
+    fake_same_addr.peer_host = "10.6.6.6"
+    fake_identity = reg(name="broker-z", broker_id=1, conn=7)  # the real address under another identity
+    fake_identity.peer_host = "10.6.6.6"
+    for fake in (fake_addr, fake_same_addr, fake_identity):
+        with pytest.raises(RegistrationConflictError) as refused:
+            r.register(fake)
+        assert refused.value.holder.addr == "10.0.0.1:10911"
+    route = r.route("T")
+    assert route is not None and route.broker_datas[0].broker_addrs == {0: "10.0.0.1:10911"}
+    assert route.queue_datas[0].write_queue_nums == 4
+    # The holder itself re-registers freely, also over a new connection from its own host.
+    clock.t += 30
+    again = reg(topics={"T": 4}, conn=2)
+    again.peer_host = "10.0.0.1"
+    r.register(again)
+    assert r.remove_by_connection(1) == [] and r.broker_count == 1
+
+
+def test_expired_holder_without_connection_gives_way() -> None:
+    r, clock = make()
+    r.register(reg(topics={"T": 4}, conn=None))
+    with pytest.raises(RegistrationConflictError):
+        r.register(reg(addr="10.0.0.9:10911", conn=None))
+    clock.t += r.expiry + 1
+    r.register(reg(addr="10.0.0.9:10911", topics={"T": 4}, conn=None))
+    route = r.route("T")
+    assert route is not None and route.broker_datas[0].master_addr() == "10.0.0.9:10911"
