@@ -7,7 +7,10 @@ import ssl
 
 import pytest
 
-from krocket.common.errors import ConfigError
+from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.errors import ConfigError, ConnectionClosedError, RemotingTimeoutError
+from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand, RemotingServer
+from krocket.common.remoting.blocking import BlockingConnectionPool
 from krocket.common.remoting.tls import TlsMode, TlsServerSettings, client_context, start_server
 
 from tests.support.tls import Certificates, make_certificates
@@ -113,3 +116,64 @@ def test_settings_name_what_is_missing(tmp_path):
         TlsMode.parse("strict")
     assert TlsMode.parse(" Permissive ") is TlsMode.PERMISSIVE
     assert TlsServerSettings().context() is None
+
+
+def _ping() -> RemotingCommand:
+    return RemotingCommand(RequestCode.HEART_BEAT)
+
+
+def _answer(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    return cmd.response(ResponseCode.SUCCESS, remark="pong")
+
+
+async def _remoting_answers(pool: ConnectionPool, addr: str) -> bool:
+    try:
+        return (await pool.request(addr, _ping(), timeout=3)).remark == "pong"
+    except ConnectionClosedError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("mode", "plain_ok", "tls_ok"),
+    [(TlsMode.DISABLED, True, False), (TlsMode.PERMISSIVE, True, True), (TlsMode.ENFORCING, False, True)],
+)
+async def test_remoting_server_and_pools_in_each_mode(certs, mode, plain_ok, tls_ok):
+    settings = TlsServerSettings(mode, str(certs.server_pem), str(certs.server_pem))
+    server = RemotingServer(_answer, "127.0.0.1", 0, tls_mode=mode, ssl_context=settings.context())
+    addr = f"127.0.0.1:{await server.start()}"
+    plain, tls = (
+        ConnectionPool(connect_timeout=2),
+        ConnectionPool(connect_timeout=2, ssl_context=client_context(str(certs.ca_path))),
+    )
+    blocking_plain = BlockingConnectionPool(2)
+    blocking_tls = BlockingConnectionPool(2, ssl_context=client_context(str(certs.ca_path)))
+    try:
+        assert await _remoting_answers(plain, addr) is plain_ok
+        assert await _remoting_answers(tls, addr) is tls_ok
+
+        def blocking(pool: BlockingConnectionPool) -> bool:
+            try:
+                return pool.request(addr, _ping(), 3).remark == "pong"
+            except (ConnectionClosedError, RemotingTimeoutError):
+                return False
+
+        assert await asyncio.to_thread(blocking, blocking_plain) is plain_ok
+        assert await asyncio.to_thread(blocking, blocking_tls) is tls_ok
+    finally:
+        blocking_plain.close()
+        blocking_tls.close()
+        await plain.close()
+        await tls.close()
+        await server.close()
+
+
+async def test_a_tls_client_names_tls_when_the_handshake_fails(certs):
+    server = RemotingServer(_answer, "127.0.0.1", 0)
+    addr = f"127.0.0.1:{await server.start()}"
+    pool = ConnectionPool(connect_timeout=2, ssl_context=client_context(str(certs.ca_path)))
+    try:
+        with pytest.raises(ConnectionClosedError, match="cannot TLS connect"):
+            await pool.request(addr, _ping(), timeout=3)
+    finally:
+        await pool.close()
+        await server.close()

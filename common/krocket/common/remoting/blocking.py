@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 import time
 
@@ -21,17 +22,31 @@ _opaques = itertools.count(1)
 
 
 class BlockingConnection:
-    """One TCP connection to ``addr`` (``host:port``), used by one thread at a time."""
+    """One TCP connection to ``addr`` (``host:port``), used by one thread at a time; TLS with ``ssl_context``."""
 
-    def __init__(self, addr: str, connect_timeout: float = 3.0, max_frame: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        addr: str,
+        connect_timeout: float = 3.0,
+        max_frame: int = MAX_FRAME_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         host, sep, port = addr.rpartition(":")
         if not sep or not port.isdigit():
             raise ConnectionClosedError(f"bad broker address {addr!r}: expected host:port")
         self.addr = addr
         try:
-            self._sock = socket.create_connection((host, int(port)), timeout=connect_timeout)
+            sock = socket.create_connection((host, int(port)), timeout=connect_timeout)
         except OSError as exc:
             raise ConnectionClosedError(f"cannot connect to {addr}: {exc}") from None
+        if ssl_context is not None:
+            try:
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+            except OSError as exc:  # ssl.SSLError included; the handshake runs within connect_timeout
+                sock.close()
+                raise ConnectionClosedError(f"cannot TLS connect to {addr}: {exc}") from None
+        self._sock = sock
+        self._tls = ssl_context is not None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._decoder = FrameDecoder(max_frame)
         self._ready: list[RemotingCommand] = []
@@ -45,7 +60,9 @@ class BlockingConnection:
         sock = self._sock
         try:
             sock.settimeout(timeout)
-            if body:
+            if body and self._tls:  # an SSL socket has no sendmsg
+                sock.sendall(head + body)
+            elif body:
                 sent = sock.sendmsg((head, body))
                 if sent < len(head) + len(body):
                     sock.sendall((head + body)[sent:])
@@ -85,8 +102,9 @@ class BlockingConnectionPool:
     """Blocking connections per calling thread and address; a connection that failed is dropped, so the next
     request opens a new one."""
 
-    def __init__(self, connect_timeout: float = 3.0) -> None:
+    def __init__(self, connect_timeout: float = 3.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.connect_timeout = connect_timeout
+        self.ssl_context = ssl_context
         self._local = threading.local()
         self._all: set[BlockingConnection] = set()
         self._lock = threading.Lock()
@@ -100,7 +118,7 @@ class BlockingConnectionPool:
         if conn is None:
             if self._closed:
                 raise ConnectionClosedError("the blocking connection pool is closed")
-            conn = conns[addr] = BlockingConnection(addr, self.connect_timeout)
+            conn = conns[addr] = BlockingConnection(addr, self.connect_timeout, ssl_context=self.ssl_context)
             with self._lock:
                 self._all.add(conn)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from krocket.common.errors import (
     RemotingTimeoutError,
 )
 from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, RemotingCommand, encode_parts
+from krocket.common.remoting.tls import PermissiveServer, TlsMode, start_server
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +235,8 @@ def _expire(fut: asyncio.Future[RemotingCommand]) -> None:
 
 
 class RemotingServer:
-    """A TCP server whose connections answer requests through ``handler``."""
+    """A TCP server whose connections answer requests through ``handler``; TLS in ``tls_mode`` with
+    ``ssl_context`` (required unless the mode is disabled, see ``krocket.common.remoting.tls``)."""
 
     def __init__(
         self,
@@ -242,13 +245,17 @@ class RemotingServer:
         port: int = 0,
         on_connect: Callable[[Connection], None] | None = None,
         before_reply: Callable[[], None] | None = None,
+        tls_mode: TlsMode = TlsMode.DISABLED,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._handler = handler
         self._before_reply = before_reply
         self.host = host
         self.port = port
         self._on_connect = on_connect
-        self._server: asyncio.base_events.Server | None = None
+        self.tls_mode = tls_mode
+        self._ssl_context = ssl_context
+        self._server: asyncio.Server | PermissiveServer | None = None
         self.connections: set[Connection] = set()
 
     def _make_connection(self) -> Connection:
@@ -260,9 +267,8 @@ class RemotingServer:
         return conn
 
     async def start(self) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._make_connection, self.host, self.port, reuse_address=True, backlog=1024
+        self._server = await start_server(
+            self._make_connection, self.host, self.port, self.tls_mode, self._ssl_context, backlog=1024
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -277,11 +283,18 @@ class RemotingServer:
 
 
 class ConnectionPool:
-    """Client side: one connection per address, opened on first use and re-opened after a close."""
+    """Client side: one connection per address, opened on first use and re-opened after a close; over TLS
+    when given a client ``ssl_context`` (``krocket.common.remoting.tls.client_context``)."""
 
-    def __init__(self, handler: RequestHandler | None = None, connect_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler | None = None,
+        connect_timeout: float = 3.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._handler = handler
         self._connect_timeout = connect_timeout
+        self.ssl_context = ssl_context
         self._connections: dict[str, Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -299,11 +312,21 @@ class ConnectionPool:
                 raise KrocketError(f"address {addr!r} is not host:port")
             loop = asyncio.get_running_loop()
             try:
+                tls = self.ssl_context
                 _, opened = await asyncio.wait_for(
-                    loop.create_connection(lambda: Connection(self._handler), host, int(port)), self._connect_timeout
+                    loop.create_connection(
+                        lambda: Connection(self._handler),
+                        host,
+                        int(port),
+                        ssl=tls,
+                        server_hostname=host if tls is not None else None,
+                        ssl_handshake_timeout=self._connect_timeout if tls is not None else None,
+                    ),
+                    self._connect_timeout,
                 )
             except (OSError, TimeoutError) as exc:
-                raise ConnectionClosedError(f"cannot connect to {addr}: {exc or 'timed out'}") from None
+                what = "TLS " if self.ssl_context is not None else ""
+                raise ConnectionClosedError(f"cannot {what}connect to {addr}: {exc or 'timed out'}") from None
             self._connections[addr] = opened
             return opened
 
