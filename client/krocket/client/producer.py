@@ -29,6 +29,7 @@ from krocket.common.message import (
     Message,
     encode_properties,
 )
+from krocket.common.message_checks import check_int32, check_properties
 from krocket.common.message_id import UniqueIdGenerator
 from krocket.common.record import SYSFLAG_COMPRESSED
 from krocket.common.remoting import RemotingCommand
@@ -172,6 +173,10 @@ class Producer:
 
     # -- building requests ---------------------------------------------------------------------------------
     def _check(self, msg: Message, topic_checked: bool = False) -> None:
+        """Refuse what the broker would refuse or not read back as sent (``message_checks``: a ValueError
+        naming the field)."""
+        check_properties(msg.wire_properties())
+        check_int32("flag", msg.flag)
         if not topic_checked:
             validate_topic(msg.topic)
         if not isinstance(msg.body, bytes | bytearray | memoryview):

@@ -11,6 +11,7 @@ properties. The end of a segment is padded with a BLANK record: total size and `
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 import zlib
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ SYSFLAG_TRANSACTION_ROLLBACK = 0xC
 SYSFLAG_BORNHOST_V6 = 0x10
 SYSFLAG_STOREHOST_V6 = 0x20
 SYSFLAG_HOSTS_V6 = SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6
+SYSFLAG_COMPRESSION_TYPE_MASK = 0x700  # RocketMQ 5: bits 8-10 name the compression (LZ4 1, ZSTD 2, ZLIB 3)
+SYSFLAG_COMPRESSION_ZLIB = 0x300
+# The bits a producer may set on a send (the others are the broker's or name features krocket lacks).
+SYSFLAG_ALLOWED = (
+    SYSFLAG_COMPRESSED
+    | SYSFLAG_MULTI_TAGS
+    | SYSFLAG_TRANSACTION_MASK
+    | SYSFLAG_HOSTS_V6
+    | SYSFLAG_COMPRESSION_TYPE_MASK
+)
 
 # Offsets of the fixed fields of a record.
 POS_TOTAL_SIZE = 0
@@ -75,6 +86,36 @@ def body_crc(body: bytes | bytearray | memoryview) -> int:
 
 def record_size(body_len: int, topic_len: int, props_len: int) -> int:
     return RECORD_FIXED_BYTES + body_len + 1 + topic_len + 2 + props_len
+
+
+UNSPECIFIED_HOST = bytes(4)  # 0.0.0.0: an IPv6 peer the IPv4 host field cannot name
+
+
+def record_host(peer: str | tuple[str, int] | tuple[str, int, int, int]) -> bytes:
+    """A socket peer address (``host:port`` or a socket address tuple) in a record's 8-byte host form (IPv4 +
+    big-endian port). Records are always
+    written in the IPv4 layout (the IPv6 sysFlag bits are never stored): an IPv4-mapped IPv6 address is its IPv4
+    address, ``::1`` is 127.0.0.1, any other IPv6 address is 0.0.0.0 (the port is kept)."""
+    if isinstance(peer, str):
+        host, _, port_text = peer.rpartition(":")
+        port = int(port_text) if port_text.isdigit() and int(port_text) <= 0xFFFF else 0
+    else:
+        host, port = peer[0], peer[1]
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return UNSPECIFIED_HOST + struct.pack(">i", port)
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            packed = mapped.packed
+        elif ip.is_loopback:
+            packed = LOOPBACK_HOST
+        else:
+            packed = UNSPECIFIED_HOST
+    else:
+        packed = ip.packed
+    return packed + struct.pack(">i", port)
 
 
 def topic_prefix(topic: str) -> bytes:

@@ -1,17 +1,28 @@
-"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320)."""
+"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320).
+
+The door: every send is checked (``krocket.common.message_checks``) before anything is stored, so what is acked
+is what a consumer reads back: allowed sysFlag bits only (no transactions yet; the IPv6 host bits are cleared,
+hosts are recorded in the IPv4 layout), properties that decode to the pairs that were sent, and a compressed body
+that inflates within maxMessageSize.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
 from krocket.broker.service import BrokerService, SendOutcome
-from krocket.common.batch import decode_batch
+from krocket.common.batch import BatchItem, decode_batch
 from krocket.common.codes import RequestCode
 from krocket.common.errors import MessageIllegalError
 from krocket.common.headers import SendMessageHeader
-from krocket.common.message import decode_properties
-from krocket.common.message_id import pack_host
-from krocket.common.record import RecordError
+from krocket.common.message_checks import (
+    check_compressed_body,
+    check_int32,
+    check_int64,
+    check_raw_properties,
+    check_sys_flag,
+)
+from krocket.common.record import SYSFLAG_COMPRESSED, RecordError, record_host
 from krocket.common.remoting import Connection, RemotingCommand
 
 _SEND_BATCH = int(RequestCode.SEND_BATCH_MESSAGE)
@@ -21,12 +32,22 @@ def _born_host(conn: Connection) -> bytes:
     """The producer's address in record form, computed once per connection."""
     host = conn.attributes.get("born_host")
     if host is None:
-        try:
-            host = pack_host(conn.peer)
-        except (ValueError, OSError):
-            host = b"\x7f\x00\x00\x01\x00\x00\x00\x00"
-        conn.attributes["born_host"] = host
+        host = conn.attributes["born_host"] = record_host(conn.peer)
     return host
+
+
+def checked_batch(body: bytes, sys_flag: int, limit: int) -> list[BatchItem]:
+    """The items of a batch body, each checked like a single message."""
+    try:
+        items = decode_batch(body)
+    except RecordError as exc:
+        raise MessageIllegalError(f"batch body is malformed: {exc}") from None
+    for item in items:
+        item.properties = check_raw_properties(item.raw_properties)
+        check_int32("flag", item.flag)
+        if sys_flag & SYSFLAG_COMPRESSED:
+            check_compressed_body(item.body, limit)
+    return items
 
 
 def _reply(cmd: RemotingCommand, outcome: SendOutcome) -> RemotingCommand:
@@ -52,30 +73,34 @@ def process_send(
 ) -> RemotingCommand | Awaitable[RemotingCommand]:
     h = SendMessageHeader.from_fields(cmd.ext_fields)
     born_host = _born_host(conn)
+    sys_flag = check_sys_flag(h.sys_flag)
+    check_int64("bornTimestamp", h.born_timestamp)
+    limit = service.config.max_message_size
     outcome: SendOutcome | Awaitable[SendOutcome]
     if cmd.code == _SEND_BATCH or h.batch:
-        try:
-            items = decode_batch(cmd.body)
-        except RecordError as exc:
-            raise MessageIllegalError(f"batch body is malformed: {exc}") from None
         outcome = service.send_batch(
             h.topic,
             h.queue_id,
-            items,
-            h.sys_flag,
+            checked_batch(cmd.body, sys_flag, limit),
+            sys_flag,
             h.born_timestamp,
             born_host,
             h.default_topic,
             h.default_topic_queue_nums,
         )
     else:
+        properties = check_raw_properties(h.properties)
+        check_int32("flag", h.flag)
+        check_int32("reconsumeTimes", h.reconsume_times)
+        if sys_flag & SYSFLAG_COMPRESSED:
+            check_compressed_body(cmd.body, limit)
         outcome = service.send(
             h.topic,
             h.queue_id,
             cmd.body,
-            decode_properties(h.properties),
+            properties,
             h.flag,
-            h.sys_flag,
+            sys_flag,
             h.born_timestamp,
             born_host,
             h.reconsume_times,
