@@ -3,6 +3,11 @@
 Frame: ``length:i32 | serType<<24 | headerLen:i32 | header | body`` with ``length = 4 + headerLen +
 bodyLen``. The header is JSON (serType 0) or RocketMQ's binary form (serType 1); a response is sent in the
 serialization of its request.
+
+Hostile input: decoding raises ``FrameError`` for anything malformed (bad lengths, wrong types, integers
+outside int32, deep JSON nesting) and never another exception; invalid UTF-8 is decoded with replacement
+characters as Java does. Encoding never fails on text: a lone surrogate (which JSON may carry as ``\\ud800``)
+is written as a ``\\uXXXX`` escape, taken only on the slow path after the plain UTF-8 encode failed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ SERIALIZE_ROCKETMQ = 1
 _INT = struct.Struct(">i")
 _FRAME_PREFIX = struct.Struct(">ii")
 _BINARY_FIXED = struct.Struct(">hbhii")
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
 
 _LANGUAGE_BY_NAME = {lang.name: lang for lang in LanguageCode}
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -110,7 +118,24 @@ def encode_header(cmd: RemotingCommand) -> bytes:
     }
     if cmd.remark is not None:
         header["remark"] = cmd.remark
-    return _json_encode(header).encode()
+    return utf8(_json_encode(header))
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate, which strict UTF-8 cannot encode, becomes a ``\\uXXXX`` escape
+    (valid inside a JSON string, readable in a remark). The escape is the slow path, taken on failure only."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
+def _text(raw: bytes) -> str:
+    """Decode UTF-8 the way Java does: invalid bytes become U+FFFD instead of failing."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
 
 
 def encode(cmd: RemotingCommand) -> bytes:
@@ -131,13 +156,13 @@ def encode_parts(cmd: RemotingCommand) -> tuple[bytes, bytes]:
 
 def _encode_binary_header(cmd: RemotingCommand) -> bytes:
     parts = [_BINARY_FIXED.pack(cmd.code, cmd.language, cmd.version, cmd.opaque, cmd.flag)]
-    remark = (cmd.remark or "").encode()
+    remark = utf8(cmd.remark or "")
     parts.append(_INT.pack(len(remark)))
     parts.append(remark)
     ext = bytearray()
     for key, value in cmd.ext_fields.items():
-        k = key.encode()
-        v = str(value).encode()
+        k = utf8(key)
+        v = utf8(str(value))
         ext += struct.pack(">h", len(k)) + k + _INT.pack(len(v)) + v
     parts.append(_INT.pack(len(ext)))
     parts.append(bytes(ext))
@@ -167,37 +192,84 @@ def decode_frame(frame: bytes | memoryview) -> RemotingCommand:
 
 def _decode_json_header(header: bytes) -> RemotingCommand:
     try:
-        obj = _json_decode(header.decode())
-    except (UnicodeDecodeError, ValueError) as exc:
+        obj = _json_decode(_text(header))
+    except ValueError as exc:
         raise FrameError(f"header is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("header JSON is nested too deeply") from None
     if obj.__class__ is not dict:
         raise FrameError("JSON header is not an object")
     code = obj.get("code")
-    if code.__class__ is not int:
-        raise FrameError("JSON header lacks an integer 'code'")
+    if code.__class__ is not int or not _INT32_MIN <= code <= _INT32_MAX:
+        raise FrameError("JSON header lacks an int32 'code'")
     ext = obj.get("extFields") or {}
     if ext.__class__ is not dict:
         raise FrameError("JSON header 'extFields' is not an object")
     for value in ext.values():  # values are strings on the wire; convert only when a peer sent others
         if value.__class__ is not str:
-            ext = {str(k): v if isinstance(v, str) else _as_wire_str(v) for k, v in ext.items()}
+            ext = _wire_ext(ext)
             break
+    remark = obj.get("remark")
+    if remark is not None and remark.__class__ is not str:
+        raise FrameError("JSON header 'remark' is not a string")
     language = obj.get("language", "JAVA")
-    lang = _LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER) if language.__class__ is str else language
-    try:
-        return RemotingCommand(
-            code,
-            int(obj.get("opaque", 0)),
-            int(obj.get("flag", 0)),
-            ext,
-            obj.get("remark"),
-            b"",
-            int(lang),
-            int(obj.get("version", 0)),
-            SERIALIZE_JSON,
-        )
-    except (TypeError, ValueError) as exc:
-        raise FrameError(f"JSON header has a field of the wrong type: {exc}") from None
+    if language.__class__ is str:
+        lang = int(_LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER))
+    else:
+        lang = _header_int(obj, "language", 0)
+    return RemotingCommand(
+        code,
+        _header_int(obj, "opaque", 0),
+        _header_int(obj, "flag", 0),
+        ext,
+        remark,
+        b"",
+        lang,
+        _header_int(obj, "version", 0),
+        SERIALIZE_JSON,
+    )
+
+
+def _header_int(obj: dict[str, Any], name: str, default: int) -> int:
+    """An int32 field of a JSON header; a numeric string or an integral float is accepted as Java's
+    parsers accept them, anything else (``1e400``, ``true``, a list, out of range) is a ``FrameError``."""
+    value = obj.get(name, default)
+    if value.__class__ is not int:
+        value = _coerce_int(value)
+        if value is None:
+            raise FrameError(f"JSON header {name!r} is not an integer: {_clip(repr(obj.get(name)))}")
+    if not _INT32_MIN <= value <= _INT32_MAX:
+        raise FrameError(f"JSON header {name!r} is outside int32: {_clip(str(value))}")
+    return int(value)
+
+
+def _coerce_int(value: Any) -> int | None:
+    if value.__class__ is str and len(value) <= 12:
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    if value.__class__ is float and value.is_integer():  # inf and nan are not integral
+        return int(value)
+    return None
+
+
+def _wire_ext(ext: dict[str, Any]) -> dict[str, str]:
+    """extFields with every value a string: numbers and booleans as their wire text, ``null`` dropped (Java
+    reads it as absent); an object or a list is a ``FrameError``."""
+    out: dict[str, str] = {}
+    for key, value in ext.items():
+        if value.__class__ is str:
+            out[key] = value
+        elif value.__class__ in (int, float, bool):
+            out[key] = _as_wire_str(value)
+        elif value is not None:
+            raise FrameError(f"JSON header field {_clip(key)!r} is not a string or a number")
+    return out
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _decode_binary_header(header: bytes) -> RemotingCommand:
@@ -208,7 +280,7 @@ def _decode_binary_header(header: bytes) -> RemotingCommand:
         pos += 4
         if remark_len < 0 or pos + remark_len > len(header):
             raise FrameError("binary header remark runs past the header")
-        remark = header[pos : pos + remark_len].decode() if remark_len else None
+        remark = _text(header[pos : pos + remark_len]) if remark_len else None
         pos += remark_len
         (ext_len,) = _INT.unpack_from(header, pos)
         pos += 4
@@ -219,27 +291,35 @@ def _decode_binary_header(header: bytes) -> RemotingCommand:
         while pos < end:
             (key_len,) = struct.unpack_from(">h", header, pos)
             pos += 2
-            key = header[pos : pos + key_len].decode()
+            if key_len < 0 or pos + key_len > end:
+                raise FrameError("binary header field name runs past extFields")
+            key = _text(header[pos : pos + key_len])
             pos += key_len
             (val_len,) = _INT.unpack_from(header, pos)
             pos += 4
             if key_len < 0 or val_len < 0 or pos + val_len > end:
                 raise FrameError("binary header field runs past extFields")
-            ext[key] = header[pos : pos + val_len].decode()
+            ext[key] = _text(header[pos : pos + val_len])
             pos += val_len
-    except (struct.error, UnicodeDecodeError) as exc:
+    except struct.error as exc:
         raise FrameError(f"binary header is malformed: {exc}") from None
     return RemotingCommand(code, opaque, flag, ext, remark, b"", language, version, SERIALIZE_ROCKETMQ)
 
 
 class FrameDecoder:
-    """Incremental frame splitter: feed bytes, get whole commands. Enforces the frame size limit."""
+    """Incremental frame splitter: feed bytes, get whole commands. Enforces the frame size limit: a declared
+    length over ``max_frame`` is a ``FrameError`` before any of that frame is buffered."""
 
     __slots__ = ("_buf", "max_frame")
 
     def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete frame held until the rest arrives (only what arrived: never the declared size)."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[RemotingCommand]:
         buf = self._buf
