@@ -1,7 +1,10 @@
 """Remoting transport on ``asyncio.Protocol``: many requests in flight per connection, matched by opaque.
 
 Both ends of a connection can send requests: brokers send NOTIFY_CONSUMER_IDS_CHANGED to clients on the
-connection the client opened. A malformed or oversize frame closes that one connection and is logged.
+connection the client opened. A malformed or oversize frame closes that one connection and is logged (at
+most one line per kind of trouble per 10 s, see ``LogLimiter``). A reply that cannot be encoded is answered
+with SYSTEM_ERROR instead: no request is left unanswered. A server's connections live within its
+``ConnectionLimits`` (connections, buffered bytes, timeouts, reading paused while replies are not read).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from krocket.common.codes import FLAG_ONEWAY, ResponseCode
+from krocket.common.codes import FLAG_ONEWAY, FLAG_RESPONSE, ResponseCode
 from krocket.common.errors import (
     ConnectionClosedError,
     FrameError,
@@ -21,9 +24,11 @@ from krocket.common.errors import (
     RemotingTimeoutError,
 )
 from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, RemotingCommand, encode_parts
+from krocket.common.remoting.limits import BufferBudget, ConnectionLimits, LogLimiter
 from krocket.common.remoting.tls import PermissiveServer, TlsMode, start_server
 
 log = logging.getLogger(__name__)
+limited_log = LogLimiter(log)
 
 # A handler answers a request right away (a RemotingCommand, or None for no answer) or later (an awaitable,
 # run as a task). Answering right away is the fast path: no task, replies written together.
@@ -41,6 +46,9 @@ class Connection(asyncio.Protocol):
         handler: RequestHandler | None = None,
         max_frame: int = MAX_FRAME_BYTES,
         before_reply: Callable[[], None] | None = None,
+        budget: BufferBudget | None = None,
+        write_high_water: int = _WRITE_HIGH_WATER,
+        pause_reading_on_backlog: bool = False,
     ) -> None:
         self._handler = handler
         # Called after each batch of requests one read brought (before their replies are written) and before
@@ -58,6 +66,16 @@ class Connection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self.peer = "?"
         self.attributes: dict[str, Any] = {}
+        # Resource accounting (server side): bytes charged to the server's budget, since when an incomplete
+        # frame has been held, when bytes last moved either way (loop time).
+        self._budget = budget
+        self._charged = 0
+        self._write_high_water = write_high_water
+        self._pause_reading_on_backlog = pause_reading_on_backlog
+        self._loop_time = asyncio.get_running_loop().time
+        self.pending_since: float | None = None
+        self.last_active = self._loop_time()
+        self._backlog: list[RemotingCommand] | None = None  # requests read but not served: the peer reads no replies
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -66,18 +84,41 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self._transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self._transport.set_write_buffer_limits(high=self._write_high_water)
 
     def data_received(self, data: bytes) -> None:
+        now = self.last_active = self._loop_time()
+        decoder = self._decoder
         try:
-            commands = self._decoder.feed(data)
+            commands = decoder.feed(data)
         except FrameError as exc:
-            log.warning("closing connection from %s: %s", self.peer, exc)
-            self.close()
+            limited_log.warning("bad frame", "closing connection from %s: %s", self.peer, exc)
+            self._drop()
             return
+        pending = decoder.pending_bytes
+        if pending:
+            if commands or self.pending_since is None:
+                self.pending_since = now
+            if self._budget is not None and pending != self._charged and not self._charge(pending):
+                return
+        elif self.pending_since is not None:
+            self.pending_since = None
+            if self._charged:
+                self._charge(0)
+        if commands:
+            if self._backlog is not None:  # still waiting for the peer to read: keep the order
+                self._backlog.extend(commands)
+            else:
+                self._serve_commands(commands)
+
+    def _serve_commands(self, commands: list[RemotingCommand]) -> None:
+        """Serve one read's commands. Server side, once this batch's replies fill the write buffer past the
+        high-water mark, the rest waits in ``_backlog`` until the peer reads (``resume_writing``)."""
         replies: list[RemotingCommand] | None = None
         served = False
-        for cmd in commands:
+        reply_bytes = 0
+        limit_backlog = self._pause_reading_on_backlog
+        for index, cmd in enumerate(commands):
             if cmd.is_response:
                 fut = self._pending.pop(cmd.opaque, None)
                 if fut is not None and not fut.done():
@@ -90,13 +131,52 @@ class Connection(asyncio.Protocol):
                     replies = [reply]
                 else:
                     replies.append(reply)
+                if limit_backlog:
+                    reply_bytes += len(reply.body)
+                    if reply_bytes > self._write_high_water:
+                        self._send_replies(replies)
+                        replies, served, reply_bytes = None, False, 0
+                        if not self._writable.is_set() and index + 1 < len(commands):
+                            self._backlog = commands[index + 1 :]
+                            return
         if replies:
             self._send_replies(replies)
         elif served and self._before_reply is not None:
             self._before_reply()  # oneway or later-answered requests: the hook still runs once per batch
 
+    def _charge(self, pending: int) -> bool:
+        """Account the decoder's ``pending`` bytes to the server's budget; over it, close this connection."""
+        budget = self._budget
+        assert budget is not None
+        delta = pending - self._charged
+        self._charged = pending
+        if budget.charge(delta):
+            return True
+        limited_log.warning(
+            "buffer budget",
+            "closing connection from %s: its incomplete frame (%d bytes) takes the server's buffered bytes over "
+            "the budget of %d",
+            self.peer,
+            pending,
+            budget.limit,
+        )
+        self._drop()
+        return False
+
+    def _drop(self) -> None:
+        """Close after a protocol or resource violation: buffered bytes are released now, not at close."""
+        if self._budget is not None and self._charged:
+            self._budget.charge(-self._charged)
+            self._charged = 0
+        self._decoder = FrameDecoder(self._decoder.max_frame)
+        self.pending_since = None
+        self.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._budget is not None and self._charged:
+            self._budget.charge(-self._charged)
+            self._charged = 0
         error = ConnectionClosedError(f"connection to {self.peer} closed")
         for fut in self._pending.values():
             if not fut.done():
@@ -113,9 +193,23 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._pause_reading_on_backlog and self._transport is not None:
+            self._transport.pause_reading()  # a peer that does not read replies gets no more requests served
 
     def resume_writing(self) -> None:
         self._writable.set()
+        backlog = self._backlog
+        if backlog is not None:
+            self._backlog = None
+            self._serve_commands(backlog)
+        transport = self._transport
+        if self._pause_reading_on_backlog and self._backlog is None and transport and not transport.is_closing():
+            transport.resume_reading()
+
+    @property
+    def buffered_write_bytes(self) -> int:
+        """Bytes written but not yet taken by the socket."""
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
     # -- serving requests ----------------------------------------------------------------------------
     def _dispatch(self, cmd: RemotingCommand) -> RemotingCommand | None:
@@ -130,7 +224,7 @@ class Connection(asyncio.Protocol):
             except KrocketError as exc:
                 result = cmd.response(exc.code, exc.message)
             except Exception as exc:
-                log.exception("request code %s from %s failed", cmd.code, self.peer)
+                limited_log.exception("handler failure", "request code %s from %s failed", cmd.code, self.peer)
                 result = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
             if result is not None and not isinstance(result, RemotingCommand):
                 task = asyncio.get_running_loop().create_task(self._serve(cmd, result))
@@ -148,9 +242,12 @@ class Connection(asyncio.Protocol):
         except KrocketError as exc:
             response = cmd.response(exc.code, exc.message)
         except Exception as exc:
-            log.exception("request code %s from %s failed", cmd.code, self.peer)
+            limited_log.exception("handler failure", "request code %s from %s failed", cmd.code, self.peer)
             response = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
         if response is not None and not cmd.is_oneway:
+            if not isinstance(response, RemotingCommand):
+                limited_log.warning("handler result", "request code %s: handler returned %r", cmd.code, response)
+                response = cmd.response(ResponseCode.SYSTEM_ERROR, "the handler gave no response")
             response.opaque = cmd.opaque
             self._send_replies([response])
 
@@ -163,11 +260,16 @@ class Connection(asyncio.Protocol):
             self._before_reply()
         parts: list[bytes] = []
         for reply in replies:
-            head, body = encode_parts(reply)
+            try:
+                head, body = encode_parts(reply)
+            except Exception as exc:  # a handler's bug must not leave the request unanswered
+                limited_log.warning("unencodable reply", "reply to %s cannot be encoded: %r", self.peer, exc)
+                head, body = encode_parts(_encode_failure(reply, exc))
             parts.append(head)
             if body:
                 parts.append(body)
         transport.writelines(parts)
+        self.last_active = self._loop_time()
 
     # -- sending ------------------------------------------------------------------------------------------
     @property
@@ -184,6 +286,7 @@ class Connection(asyncio.Protocol):
             transport.writelines((head, body))
         else:
             transport.write(head)
+        self.last_active = self._loop_time()
 
     async def request(self, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
         """Send a request and wait for its response."""
@@ -229,6 +332,12 @@ class Connection(asyncio.Protocol):
         await asyncio.shield(self._closed)
 
 
+def _encode_failure(reply: RemotingCommand, exc: Exception) -> RemotingCommand:
+    """SYSTEM_ERROR in place of a reply that could not be encoded, in JSON (always encodable: ASCII remark)."""
+    remark = f"the reply could not be encoded: {type(exc).__name__}".encode("ascii", "backslashreplace").decode()
+    return RemotingCommand(ResponseCode.SYSTEM_ERROR, reply.opaque, FLAG_RESPONSE, {}, remark)
+
+
 def _expire(fut: asyncio.Future[RemotingCommand]) -> None:
     if not fut.done():
         fut.set_exception(RemotingTimeoutError("request timed out"))
@@ -247,9 +356,13 @@ class RemotingServer:
         before_reply: Callable[[], None] | None = None,
         tls_mode: TlsMode = TlsMode.DISABLED,
         ssl_context: ssl.SSLContext | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._handler = handler
         self._before_reply = before_reply
+        self.limits = limits or ConnectionLimits()
+        self.budget = BufferBudget(self.limits.buffer_budget_bytes)
+        self._sweeper: asyncio.TimerHandle | None = None
         self.host = host
         self.port = port
         self._on_connect = on_connect
@@ -258,13 +371,39 @@ class RemotingServer:
         self._server: asyncio.Server | PermissiveServer | None = None
         self.connections: set[Connection] = set()
 
-    def _make_connection(self) -> Connection:
-        conn = Connection(self._handler, before_reply=self._before_reply)
+    def _make_connection(self) -> asyncio.Protocol:
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections:
+            limited_log.warning(
+                "max connections", "refusing a connection: already %d, the maximum", len(self.connections)
+            )
+            return _Refused()
+        conn = Connection(
+            self._handler,
+            limits.max_pending_frame_bytes,
+            self._before_reply,
+            self.budget,
+            limits.write_high_water_bytes,
+            pause_reading_on_backlog=True,
+        )
         self.connections.add(conn)
         conn.on_close(self.connections.discard)
         if self._on_connect is not None:
             self._on_connect(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(limits.sweep_interval_s, self._sweep)
         return conn
+
+    def _sweep(self) -> None:
+        """Close connections past a timeout; runs while there are connections."""
+        self._sweeper = None
+        if not self.connections:
+            return
+        loop = asyncio.get_running_loop()
+        for conn, reason in expired_connections(self.connections, self.limits, loop.time()):
+            limited_log.warning("timeout", "closing connection from %s: %s", conn.peer, reason)
+            conn.abort()
+        self._sweeper = loop.call_later(self.limits.sweep_interval_s, self._sweep)
 
     async def start(self) -> int:
         self._server = await start_server(
@@ -274,12 +413,38 @@ class RemotingServer:
         return self.port
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             for conn in list(self.connections):
                 conn.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def expired_connections(
+    connections: set[Connection], limits: ConnectionLimits, now: float
+) -> list[tuple[Connection, str]]:
+    """The connections to close at ``now`` (loop time), each with why."""
+    out: list[tuple[Connection, str]] = []
+    incomplete_s = limits.incomplete_frame_timeout_s
+    idle_s = limits.idle_timeout_s
+    for conn in connections:
+        since = conn.pending_since
+        if since is not None and now - since > incomplete_s:
+            out.append((conn, f"an incomplete frame held for over {incomplete_s:g}s"))
+        elif now - conn.last_active > idle_s:
+            out.append((conn, f"idle for over {idle_s:g}s"))
+    return out
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the maximum: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
 
 
 class ConnectionPool:
