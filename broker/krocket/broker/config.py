@@ -10,6 +10,7 @@ from typing import Any
 from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError
+from krocket.common.remoting.limits import ConnectionLimits
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ class BrokerConfig:
     slave_timeout_mills: int = 3000  # SYNC_MASTER: wait this long for a slave before FLUSH_SLAVE_TIMEOUT
     access_message_in_memory_max_ratio: int = 40  # % of RAM: reads further behind are sent to a slave
     metadata_sync_period_mills: int = 10_000
+    # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
+    # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
+    max_connections: int = 10_000
+    max_pending_frame_bytes: int = 16 * 1024 * 1024
+    server_buffer_budget_bytes: int = 256 * 1024 * 1024
+    incomplete_frame_timeout_mills: int = 30_000
+    channel_idle_timeout_mills: int = 120_000  # RocketMQ: serverChannelMaxIdleTimeSeconds
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -84,8 +92,22 @@ class BrokerConfig:
             raise ConfigError("diskSpaceWarningLevelRatio must be a percentage between 1 and 99")
         if self.sync_flush_inline_bytes < 0:
             raise ConfigError(f"syncFlushInlineBytes must be 0 or more, got {self.sync_flush_inline_bytes}")
+        self.connection_limits()
         if self.sync_flush_timeout <= 0:
             raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The remoting server's limits; ``ConfigError`` when one is not positive."""
+        try:
+            return ConnectionLimits(
+                max_connections=self.max_connections,
+                max_pending_frame_bytes=self.max_pending_frame_bytes,
+                buffer_budget_bytes=self.server_buffer_budget_bytes,
+                incomplete_frame_timeout_s=self.incomplete_frame_timeout_mills / 1000.0,
+                idle_timeout_s=self.channel_idle_timeout_mills / 1000.0,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"remoting limits: {exc}") from None
 
     @property
     def store_dir(self) -> Path:

@@ -142,6 +142,7 @@ class Broker:
             config.listen_port,
             on_connect=lambda c: c.on_close(self.consumers.connection_closed),
             before_reply=front_end.before_reply,
+            limits=config.connection_limits(),
         )
         self.port = await remoting.start()
         broker_addr = f"{host}:{self.port}"

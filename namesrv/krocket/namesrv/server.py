@@ -13,6 +13,7 @@ from aiohttp import web
 
 from krocket.common import ports
 from krocket.common.remoting import Connection, RemotingServer
+from krocket.common.remoting.limits import ConnectionLimits
 from krocket.namesrv.http import create_app
 from krocket.namesrv.kvconfig import KVConfigStore
 from krocket.namesrv.metrics import NamesrvMetrics
@@ -35,6 +36,7 @@ class NameServer:
         data_dir: str | Path | None = None,
         scan_interval: float = SCAN_INTERVAL_SECONDS,
         expiry: float = BROKER_EXPIRY_SECONDS,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -43,7 +45,8 @@ class NameServer:
         self.registry = RouteRegistry(expiry=expiry)
         self.metrics = NamesrvMetrics()
         self.processor = NamesrvProcessor(self.registry, KVConfigStore.in_dir(data_dir), self.metrics)
-        self._remoting = RemotingServer(self.processor, host, port, on_connect=self._on_connect)
+        # The broker's defaults (krocket.common.remoting.limits): connections, buffered bytes, timeouts.
+        self._remoting = RemotingServer(self.processor, host, port, on_connect=self._on_connect, limits=limits)
         self._runner: web.AppRunner | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._listening = False
