@@ -20,6 +20,8 @@ from pathlib import Path
 
 from krocket.common.errors import ServiceNotAvailableError
 
+from .disk_space import is_disk_full_error
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_BYTES = 4096
@@ -102,12 +104,21 @@ class AbortMarker:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def create(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def create(self) -> bool:
+        """Create the marker; on a full disk warn and return False (a crash then looks like a clean stop to
+        the next start, whose recovery re-validates only the last segments)."""
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if not is_disk_full_error(exc):
+                raise
+            log.warning("disk full: cannot create the abort marker %s (%s); starting without it", self.path, exc)
+            return False
+        return True
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -131,8 +142,14 @@ class StoreLock:
                 f"store {self.path.parent} is already open by another broker (lock held by pid {holder}); "
                 f"stop it or point this broker at another store directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # the pid is for people; the lock holds without it
+            if not is_disk_full_error(exc):
+                os.close(fd)
+                raise
+            log.warning("disk full: the store lock %s holds no pid", self.path)
         self.fd = fd
 
     def release(self) -> None:

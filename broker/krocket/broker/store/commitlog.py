@@ -5,12 +5,22 @@ Appends are gathered in a small user-space buffer that belongs to the last segme
 (``commit``) with one ``pwrite`` when it grows past ``commit_buffer_bytes``, when a read needs its bytes,
 before a flush, and once per event loop iteration when the store runs in a loop. Flushing (``fdatasync``)
 is the flush service's business; this module only says which descriptors cover which range.
+
+Disk space (see ``disk_space``): a new segment is reserved (its blocks allocated) before the log rolls into
+it, so a full disk refuses the roll with ``DiskFullError`` and nothing changes. A segment also rolls once
+``commitlog_roll_interval_ms`` passed since it was started, so that retention can delete old data on a
+small volume; such a time roll is skipped (and tried again later) when the disk has no room for a new
+segment. A write into the files that still fails with ENOSPC keeps its bytes in the buffer; the commit
+before acknowledgements (``commit_for_ack``) raises for them, so they are not acknowledged, and later
+commits retry.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 
 from krocket.common.errors import MessageIllegalError
 from krocket.common.record import (
@@ -26,6 +36,7 @@ from krocket.common.record import (
 )
 
 from .config import StoreConfig
+from .disk_space import DiskFullError, DiskSpace, is_disk_full_error
 from .mapped_file_queue import MappedFileQueue, Segment
 
 log = logging.getLogger(__name__)
@@ -34,9 +45,14 @@ log = logging.getLogger(__name__)
 RunItem = tuple[int, bytes, bytes, int]
 
 
+# A time roll that found no room for a new segment is tried again after this long (ms).
+TIME_ROLL_RETRY_MS = 60_000
+
+
 class CommitLog:
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, space: DiskSpace | None = None) -> None:
         self.config = config
+        self.space = space
         self.segment_bytes = config.commitlog_segment_bytes
         self.files = MappedFileQueue(config.commitlog_dir, self.segment_bytes)
         self._buf = bytearray()
@@ -46,6 +62,10 @@ class CommitLog:
         self.wrote = 0
         self.flushed = 0
         self._tail_room = 0  # bytes left in the last segment after ``wrote``
+        self._roll_interval_ms = config.commitlog_roll_interval_ms
+        self._roll_at: float = math.inf  # store timestamp (ms) from which the next append rolls by time
+        self.stuck = False  # a commit failed (ENOSPC): the buffer's bytes wait for space
+        self._refused_upto = -1  # ``commit_for_ack`` raised for the buffered bytes up to here
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -55,9 +75,48 @@ class CommitLog:
 
     def reload_positions(self) -> None:
         self._buf.clear()
+        self.stuck = False
+        self._refused_upto = -1
         self.committed = self.wrote = self.files.max_offset
         last = self.files.last
         self._tail_room = last.capacity - last.wrote if last is not None else 0
+        self._roll_at = math.inf
+        if last is not None and not last.full:
+            self._reserve_tail(last)
+            if self._roll_interval_ms > 0 and last.wrote > 0:
+                started = self.store_timestamp_at(last.start)
+                self._roll_at = (started if started > 0 else last.mtime() * 1000) + self._roll_interval_ms
+
+    def _reserve_tail(self, last: Segment) -> None:
+        """Allocate the rest of the last segment (at start and after a cut); on a full disk, warn and go on:
+        writes into it are then charged to the disk space guard instead."""
+        if last.reserved:
+            return
+        try:
+            last.reserve_rest()
+        except OSError as exc:
+            if not is_disk_full_error(exc):
+                raise
+            log.warning(
+                "disk full: cannot reserve the %d bytes left in commit log segment %s (%s); writes are refused "
+                "until space frees",
+                last.capacity - last.wrote,
+                last.path.name,
+                exc.strerror,
+            )
+            if self.space is not None:
+                self.space.report_failure(f"commit log segment {last.path.name}", exc)
+
+    @property
+    def tail_room(self) -> int:
+        """Bytes left in the last segment (a record needs its size plus ``BLANK_MIN_BYTES``)."""
+        return self._tail_room
+
+    @property
+    def tail_reserved(self) -> bool:
+        """Whether appends to the last segment land in allocated blocks (none charged to the free space)."""
+        last = self.files.last
+        return last is not None and last.reserved
 
     def truncate_to(self, offset: int) -> int:
         """Cut the log at ``offset`` (inside or at the end of the existing segments)."""
@@ -85,32 +144,81 @@ class CommitLog:
     def max_offset(self) -> int:
         return self.wrote
 
-    def reserve(self, size: int) -> int:
+    def reserve(self, size: int, now_ms: int = 0) -> int:
         """Make room for ``size`` contiguous bytes in the last segment and return their global offset.
 
         A record never spans segments: when it does not fit the tail (keeping room for a BLANK record of at
-        least 8 bytes), the tail is padded with a BLANK record and the log rolls to a new segment.
+        least 8 bytes), the tail is padded with a BLANK record and the log rolls to a new segment. With
+        ``now_ms`` (the store timestamp) past the roll deadline, the log rolls by time first, where it can.
+        Raises ``DiskFullError`` when a needed roll finds no room for the new segment.
         """
         if size + BLANK_MIN_BYTES <= self._tail_room:
+            if now_ms >= self._roll_at:
+                self._roll_by_time(now_ms)
             return self.wrote
         if size + BLANK_MIN_BYTES > self.segment_bytes:
             raise MessageIllegalError(
                 f"a record of {size} bytes does not fit a commit log segment of {self.segment_bytes} bytes"
             )
-        self._roll()
+        self._roll(now_ms)
         return self.wrote
 
-    def _roll(self) -> None:
+    def _roll_by_time(self, now_ms: int) -> None:
         last = self.files.last
-        if last is not None and not last.full:
-            self.commit()
-            room = last.capacity - last.wrote
-            last.write(blank_record(room), last.wrote)
-            last.truncate(last.capacity)  # the rest of the blank reads as zeros (sparse)
+        if last is None or self.wrote <= last.start:
+            self._roll_at = now_ms + self._roll_interval_ms  # an empty segment: it starts now
+            return
+        try:
+            self._roll(now_ms)
+        except DiskFullError as exc:
+            self._roll_at = now_ms + min(self._roll_interval_ms, TIME_ROLL_RETRY_MS)
+            log.warning("commit log segment %s stays open past its roll interval: %s", last.path.name, exc.message)
+
+    def _roll(self, now_ms: int = 0) -> None:
+        """Seal the last segment with a BLANK record and start the next one, reserved first: when the disk
+        has no room for it, ``DiskFullError`` and nothing changed."""
+        self.commit()
+        if self._buf:
+            raise DiskFullError("disk full: buffered records cannot be written; not rolling the commit log")
+        last = self.files.last
         start = last.start + last.capacity if last is not None else 0
-        seg = self.files.create(start)
+        seg = self._new_segment(start)
+        if last is not None and not last.full:
+            pos = last.wrote
+            try:
+                last.write(blank_record(last.capacity - pos), pos)
+                last.truncate(last.capacity)  # the rest of the blank reads as zeros
+            except OSError as exc:
+                self.files.segments.pop().delete()
+                last.truncate(pos)
+                if not is_disk_full_error(exc):
+                    raise
+                raise self._full("sealing commit log segment " + last.path.name, exc) from None
+            last.release_from(pos + BLANK_MIN_BYTES)
         self.wrote = self.committed = seg.start
         self._tail_room = seg.capacity
+        now = now_ms or int(time.time() * 1000)
+        self._roll_at = now + self._roll_interval_ms if self._roll_interval_ms > 0 else math.inf
+
+    def _new_segment(self, start: int) -> Segment:
+        """Create (and reserve) the segment at ``start``, or raise ``DiskFullError`` leaving none behind."""
+        what = f"commit log segment {start:020d}"
+        if self.space is not None:
+            self.space.ensure_room(self.segment_bytes, what)
+        try:
+            seg = self.files.create(start)
+        except OSError as exc:
+            if not is_disk_full_error(exc):
+                raise
+            raise self._full(what, exc) from None
+        if self.space is not None and seg.reserved:
+            self.space.reserved(seg.capacity)
+        return seg
+
+    def _full(self, what: str, exc: OSError) -> DiskFullError:
+        if self.space is not None:
+            self.space.report_failure(what, exc)
+        return DiskFullError(f"disk full: {exc.strerror} writing {what}; writes are refused until space frees")
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes reserved with ``reserve``."""
@@ -139,7 +247,10 @@ class CommitLog:
     ) -> int:
         """Encode one record (``total`` bytes, see ``record.record_size``) at the end of the log and return
         its commit log offset; rolls to a new segment when the record does not fit the last one."""
-        phy = self.wrote if total + BLANK_MIN_BYTES <= self._tail_room else self.reserve(total)
+        if total + BLANK_MIN_BYTES <= self._tail_room and store_timestamp < self._roll_at:
+            phy = self.wrote
+        else:
+            phy = self.reserve(total, store_timestamp)
         buf = self._buf
         pack_record_into(buf, total, queue_id, flag, queue_offset, phy, sys_flag, born_timestamp, born_host,
                          store_timestamp, store_host, reconsume_times, body, prefix, properties)  # fmt: skip
@@ -166,7 +277,7 @@ class CommitLog:
         run = 0
         for item in items:
             run += item[0]
-        phy = self.reserve(run)
+        phy = self.reserve(run, store_timestamp)
         out = bytearray()
         pack = pack_record_into
         qoff = first_queue_offset
@@ -180,14 +291,43 @@ class CommitLog:
         return phy
 
     def commit(self) -> None:
-        """Write the buffered appends into the last segment."""
-        if not self._buf:
+        """Write the buffered appends into the last segment. On ENOSPC the bytes stay buffered (``stuck``)
+        and the disk space guard hears of it; a later commit tries again."""
+        self._write_buffer()
+
+    def commit_for_ack(self) -> None:
+        """``commit`` before acknowledgements leave: raises ``DiskFullError`` when bytes stay buffered that
+        no earlier call raised for, so that the records they hold are not acknowledged."""
+        if self._write_buffer() or self.wrote <= self._refused_upto:
             return
+        self._refused_upto = self.wrote
+        raise DiskFullError(
+            f"disk full: {len(self._buf)} bytes of records could not be written to the commit log and are "
+            f"not acknowledged; writes are refused until space frees"
+        )
+
+    def _write_buffer(self) -> bool:
+        """True when the buffer is empty afterwards."""
+        if not self._buf:
+            return True
         seg = self.files.last
         assert seg is not None
-        seg.write(self._buf, self.committed - seg.start)
+        try:
+            seg.write(self._buf, self.committed - seg.start)
+        except OSError as exc:
+            if not is_disk_full_error(exc):
+                raise
+            if not self.stuck:
+                self.stuck = True
+                self._full("the commit log", exc)
+                log.warning("disk full: %d bytes of records wait in memory: %s", len(self._buf), exc.strerror)
+            return False
+        if self.stuck:
+            self.stuck = False
+            log.warning("the commit log bytes held back by a full disk are written now")
         self.committed = self.wrote
         self._buf.clear()
+        return True
 
     @property
     def pending_bytes(self) -> int:
@@ -202,7 +342,7 @@ class CommitLog:
             last = self.files.last
             if last is None or last.full:
                 start = last.start + last.capacity if last is not None else self.wrote
-                last = self.files.create(start)
+                last = self._new_segment(start)
             self.commit()
             take = min(len(view), last.capacity - last.wrote)
             last.write(view[:take], last.wrote)
@@ -214,7 +354,7 @@ class CommitLog:
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at global ``offset``, never across a segment end."""
         if offset + size > self.committed:
-            self.commit()
+            self.commit()  # on a full disk, the bytes still buffered are not read
         seg = self.files.find(offset)
         if seg is None or offset >= seg.end:
             return b""

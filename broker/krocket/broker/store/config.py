@@ -33,6 +33,12 @@ class StoreConfig:
     disk_warning_ratio: float = 0.90
     # How often the disk usage is sampled on the put path; 0 samples on every put.
     disk_check_interval_s: float = 1.0
+    # Free bytes kept for consume queues, index, checkpoint and config files: writes are refused once the
+    # disk has less free (at most 10 % of the volume is kept). Commit log segments are reserved whole.
+    disk_free_reserve_bytes: int = 64 * MIB
+    # A commit log segment older than this (since its first record) is sealed at the next put and a new
+    # one started, so retention can delete old data without waiting for the segment to fill; 0: size only.
+    commitlog_roll_interval_ms: int = 3_600_000
     retention_interval_s: float = 10.0
     # At most this many commit log segments are deleted per retention round.
     delete_segments_batch_max: int = 10
@@ -66,6 +72,8 @@ class StoreConfig:
             raise ConfigError("store_host must be 8 bytes: IPv4 address and big-endian port")
         if not 0 < self.disk_max_used_ratio <= self.disk_warning_ratio <= 1:
             raise ConfigError("need 0 < disk_max_used_ratio <= disk_warning_ratio <= 1")
+        if self.disk_free_reserve_bytes < 0 or self.commitlog_roll_interval_ms < 0:
+            raise ConfigError("disk_free_reserve_bytes and commitlog_roll_interval_ms must be 0 or more")
         if self.index_hash_slots < 1 or self.index_max_entries < 1:
             raise ConfigError("index_hash_slots and index_max_entries must be positive")
 

@@ -4,6 +4,9 @@
 queue offset maps to a file and a position in O(1) (RocketMQ's ``ConsumeQueue``). New entries wait
 in a small per-queue buffer that reads also consult; it is written out when it fills up and on flush.
 Consume queues can always be rebuilt from the commit log, so the buffer costs no durability.
+
+On a full disk (ENOSPC) entries stay in the buffer and ``on_disk_full`` hears of it; reads still find them
+and the next write-out tries again. ``all_written`` tells the checkpoint whether it may claim them.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import logging
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .disk_space import is_disk_full_error
 from .mapped_file_queue import file_name, parse_file_name, pwrite_all
+
+DiskFullHook = Callable[[str, OSError], None]  # (what could not be written, the error)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +31,17 @@ assert ENTRY_BYTES == 20
 
 
 class ConsumeQueue:
-    def __init__(self, directory: Path, topic: str, queue_id: int, entries_per_file: int, pending_limit: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        queue_id: int,
+        entries_per_file: int,
+        pending_limit: int,
+        on_disk_full: DiskFullHook | None = None,
+    ) -> None:
         self.directory = directory
+        self.on_disk_full = on_disk_full
         self.topic = topic
         self.queue_id = queue_id
         self.per_file = entries_per_file
@@ -140,12 +155,21 @@ class ConsumeQueue:
             view = view[take * ENTRY_BYTES :]
             q += take
 
-    def write_out(self) -> None:
+    def write_out(self) -> bool:
+        """Write the pending entries into the files; False when a full disk kept them pending (only where
+        ``on_disk_full`` is set; without it the error is raised)."""
         if not self._pending:
-            return
-        self._write_entries(self.written, self._pending)
+            return True
+        try:
+            self._write_entries(self.written, self._pending)
+        except OSError as exc:
+            if self.on_disk_full is None or not is_disk_full_error(exc):
+                raise
+            self.on_disk_full(f"consume queue {self.topic}/{self.queue_id}", exc)
+            return False
         self.written = self.max_offset
         self._pending.clear()
+        return True
 
     def sync_fds(self) -> list[int]:
         """Write out pending entries and return dup'ed descriptors of files to fdatasync."""
@@ -197,7 +221,11 @@ class ConsumeQueue:
         """Drop entries at and after queue offset ``q``."""
         if q >= self.max_offset:
             return
-        self.write_out()
+        if not self.write_out() and q >= self.written:
+            del self._pending[(q - self.written) * ENTRY_BYTES :]  # the cut lies in the unwritten entries
+            self.max_offset = q
+            return
+        self._pending.clear()
         q = max(q, self.min_offset)
         keep_index, keep_slot = divmod(q, self.per_file)
         for index in self._file_indexes():
@@ -290,10 +318,13 @@ class ConsumeQueue:
 class ConsumeQueueTable:
     """All consume queues of a store, keyed by (topic, queue id)."""
 
-    def __init__(self, root: Path, entries_per_file: int, pending_limit: int) -> None:
+    def __init__(
+        self, root: Path, entries_per_file: int, pending_limit: int, on_disk_full: DiskFullHook | None = None
+    ) -> None:
         self.root = root
         self.entries_per_file = entries_per_file
         self.pending_limit = pending_limit
+        self.on_disk_full = on_disk_full
         self.queues: dict[tuple[str, int], ConsumeQueue] = {}
 
     def load(self) -> None:
@@ -309,7 +340,14 @@ class ConsumeQueueTable:
     def _new(self, topic: str, queue_id: int) -> ConsumeQueue:
         if not topic or "/" in topic or topic in (".", ".."):
             raise ValueError(f"topic {topic!r} cannot name a consume queue directory")
-        cq = ConsumeQueue(self.root / topic / str(queue_id), topic, queue_id, self.entries_per_file, self.pending_limit)
+        cq = ConsumeQueue(
+            self.root / topic / str(queue_id),
+            topic,
+            queue_id,
+            self.entries_per_file,
+            self.pending_limit,
+            self.on_disk_full,
+        )
         self.queues[(topic, queue_id)] = cq
         return cq
 
@@ -341,6 +379,10 @@ class ConsumeQueueTable:
             if cq._pending or cq._dirty:
                 fds.extend(cq.sync_fds())
         return fds
+
+    def all_written(self) -> bool:
+        """Whether every entry is in the files (none held back by a full disk)."""
+        return not any(cq._pending for cq in self.queues.values())
 
     def close(self) -> None:
         for cq in self.queues.values():

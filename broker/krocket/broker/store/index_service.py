@@ -6,6 +6,9 @@ hashSlotCount, indexCount}, then ``hash_slots`` 4-byte slots, then ``max_entries
 newest entry (1-based) for its hash; entries chain to older ones. Only the file being written keeps its
 slot table in memory (fixed size, 4 bytes a slot) plus a bounded buffer of new entries; older files are
 read with ``pread`` when queried. Query results are hints: the store checks the records they point at.
+
+On a full disk (ENOSPC) pending entries stay in memory and ``on_disk_full`` hears of it; a new index file
+that cannot be created leaves the keys of those messages unindexed (a warning says so), never a failed put.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import struct
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 
+from .disk_space import is_disk_full_error
 from .mapped_file_queue import fsync_dir, pwrite_all
 
 log = logging.getLogger(__name__)
@@ -188,8 +193,17 @@ class IndexFile:
 
 
 class IndexService:
-    def __init__(self, directory: Path, hash_slots: int, max_entries: int, pending_limit: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        hash_slots: int,
+        max_entries: int,
+        pending_limit: int,
+        on_disk_full: Callable[[str, OSError], None] | None = None,
+    ) -> None:
         self.directory = directory
+        self.on_disk_full = on_disk_full
+        self.unindexed = 0  # keys left out because a full disk kept a new index file from being created
         self.hash_slots = hash_slots
         self.max_entries = max_entries
         self.pending_limit = pending_limit
@@ -218,6 +232,7 @@ class IndexService:
             self._current.writable = False
             self._current._slots = None
             self._current.close_fd()
+            self._current = None
         stamp = max(int(time.time() * 1000), ts)
         while (self.directory / f"{stamp:020d}").exists():
             stamp += 1
@@ -230,15 +245,33 @@ class IndexService:
     def put(self, key: str, phy: int, ts: int) -> None:
         self.put_many([(key, phy)], ts)
 
+    def _disk_full(self, exc: OSError) -> bool:
+        """True when ``exc`` is a full disk this service tolerates (it was reported); else re-raise it."""
+        if self.on_disk_full is None or not is_disk_full_error(exc):
+            return False
+        self.on_disk_full(f"index files in {self.directory}", exc)
+        return True
+
     def put_many(self, entries: list[tuple[str, int]], ts: int) -> None:
         """Index (key, commit log offset) pairs stored at ``ts``."""
         f = self._current
-        for key, phy in entries:
+        for pos, (key, phy) in enumerate(entries):
             if f is None or f.full or not f.fits_time(ts):
-                f = self._roll(ts)
+                try:
+                    f = self._roll(ts)
+                except OSError as exc:
+                    if not self._disk_full(exc):
+                        raise
+                    self.unindexed += len(entries) - pos
+                    log.warning("disk full: %d keys stay out of the index", len(entries) - pos)
+                    return
             f.put(key_hash(key), phy, ts)
         if f is not None and len(f._pending) >= self.pending_limit * ENTRY_BYTES:
-            f.write_entries()
+            try:
+                f.write_entries()
+            except OSError as exc:
+                if not self._disk_full(exc):
+                    raise
 
     def query(self, key: str, max_num: int, begin_ts: int, end_ts: int) -> list[int]:
         """Commit log offsets for ``key`` (newest first, deduplicated)."""
@@ -256,9 +289,18 @@ class IndexService:
 
     def sync_fds(self) -> list[int]:
         f = self._current
-        if f is not None and f.write_out():
-            return [os.dup(f.fd)]
+        try:
+            if f is not None and f.write_out():
+                return [os.dup(f.fd)]
+        except OSError as exc:
+            if not self._disk_full(exc):
+                raise
         return []
+
+    def all_written(self) -> bool:
+        """Whether every entry is in the files (none held back by a full disk)."""
+        f = self._current
+        return f is None or not f._header_dirty
 
     def delete_below(self, min_phy: int) -> int:
         """Delete files whose entries all point below ``min_phy`` (not the one being written)."""

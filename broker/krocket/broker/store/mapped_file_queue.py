@@ -12,6 +12,8 @@ from pathlib import Path
 
 from krocket.common.errors import ConfigError
 
+from .disk_space import release_blocks, reserve_blocks
+
 log = logging.getLogger(__name__)
 
 NAME_DIGITS = 20
@@ -44,9 +46,11 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, pos: int) -> None:
 
 
 class Segment:
-    """One file of the queue: ``start`` is its global offset, ``wrote`` the bytes written into it."""
+    """One file of the queue: ``start`` is its global offset, ``wrote`` the bytes written into it (the file's
+    size). ``reserved``: the blocks up to ``capacity`` are allocated (``reserve_rest``), so writes up to
+    there cannot meet a full disk."""
 
-    __slots__ = ("path", "start", "capacity", "fd", "wrote")
+    __slots__ = ("path", "start", "capacity", "fd", "wrote", "reserved")
 
     def __init__(self, path: Path, start: int, capacity: int) -> None:
         self.path = path
@@ -54,6 +58,7 @@ class Segment:
         self.capacity = capacity
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.wrote = os.fstat(self.fd).st_size
+        self.reserved = False
 
     @property
     def end(self) -> int:
@@ -73,7 +78,19 @@ class Segment:
 
     def truncate(self, length: int) -> None:
         os.ftruncate(self.fd, length)
+        if length < self.wrote:
+            self.reserved = False  # a shrinking truncate frees the blocks past the new end
         self.wrote = length
+
+    def reserve_rest(self) -> bool:
+        """Allocate the blocks from ``wrote`` to ``capacity`` (the file's size stays). Returns whether the
+        file system supports that; raises ``OSError`` (ENOSPC) when the disk cannot hold them."""
+        self.reserved = reserve_blocks(self.fd, self.wrote, self.capacity - self.wrote)
+        return self.reserved
+
+    def release_from(self, pos: int) -> None:
+        """Give back the blocks from ``pos`` to ``capacity`` (a sealed segment's padding; reads give zeros)."""
+        release_blocks(self.fd, pos, self.capacity - pos)
 
     def mtime(self) -> float:
         return os.fstat(self.fd).st_mtime
@@ -140,14 +157,22 @@ class MappedFileQueue:
             return segs[i]
         return None
 
-    def create(self, start: int) -> Segment:
+    def create(self, start: int, reserve: bool = True) -> Segment:
+        """A new, empty last segment; with ``reserve`` its blocks are allocated first. A disk that cannot hold
+        it raises ``OSError`` (ENOSPC) and leaves no file behind."""
         if start % self.segment_bytes:
             raise ValueError(f"segment start {start} is not aligned to {self.segment_bytes}")
         if self.segments and start != self.segments[-1].start + self.segment_bytes:
             raise ValueError(f"segment start {start} does not follow the last segment")
         seg = Segment(self.directory / file_name(start), start, self.segment_bytes)
+        try:
+            if reserve:
+                seg.reserve_rest()
+            fsync_dir(self.directory)
+        except OSError:
+            seg.delete()
+            raise
         self.segments.append(seg)
-        fsync_dir(self.directory)
         return seg
 
     def truncate_to(self, offset: int) -> int:

@@ -2,6 +2,9 @@
 
 Single-threaded by design: every method is called from one thread (the broker's event loop thread);
 only ``fdatasync`` calls run in worker threads, on duplicated descriptors.
+
+A full disk is the ``disk_space`` guard's business: puts are refused ("disk full") before ENOSPC can reach
+the commit log, and an ENOSPC elsewhere refuses writes until space frees, while reads keep working.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .checkpoint import AbortMarker, StoreCheckpoint, StoreLock
 from .commitlog import CommitLog, RunItem
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
+from .disk_space import LOGICS_BYTES_PER_PUT, DiskSpace, is_disk_full_error
 from .dispatch import Dispatcher, DispatchListener
 from .flush import FlushService, fdatasync_all
 from .index_service import IndexService
@@ -62,17 +66,25 @@ class MessageStore:
     def __init__(self, config: StoreConfig, usage_fn: UsageFn | None = None) -> None:
         self.config = config
         root = config.root
-        self.commitlog = CommitLog(config)
+        self.space = DiskSpace(
+            root,
+            config.disk_free_reserve_bytes,
+            config.disk_warning_ratio,
+            config.disk_check_interval_s,
+            ratio_fn=lambda: self.retention.usage_fn(root),
+        )
+        full = self.space.report_failure
+        self.commitlog = CommitLog(config, self.space)
         self.queues = ConsumeQueueTable(
-            config.consume_queue_dir, config.consume_queue_entries_per_file, config.consume_queue_pending_entries
+            config.consume_queue_dir, config.consume_queue_entries_per_file, config.consume_queue_pending_entries, full
         )
         self.index = IndexService(
-            config.index_dir, config.index_hash_slots, config.index_max_entries, config.index_pending_entries
+            config.index_dir, config.index_hash_slots, config.index_max_entries, config.index_pending_entries, full
         )
         self.checkpoint = StoreCheckpoint(root / "checkpoint")
         self.abort_marker = AbortMarker(root / "abort")
         self.lock = StoreLock(root / "lock")
-        self.retention = RetentionService(config, self.commitlog, self.queues, self.index, usage_fn)
+        self.retention = RetentionService(config, self.commitlog, self.queues, self.index, usage_fn, self.space)
         self.flusher = FlushService(config, self.commitlog, self._prepare_logics_flush)
         self.dispatcher = Dispatcher(self.queues, self.index, config.message_index_enable)
         self.reader = MessageReader(self.commitlog, self.queues, self.index)
@@ -80,8 +92,6 @@ class MessageStore:
         self._topic_prefix: dict[str, bytes] = {}
         self._store_host = config.store_host
         self._max_body = config.max_message_bytes
-        self._disk_check_interval = config.disk_check_interval_s
-        self._disk_checked_at = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_scheduled = False
         self._commit_held = False
@@ -107,6 +117,7 @@ class MessageStore:
             self.commitlog.flushed = self.commitlog.wrote
             self._opened = True
             self.flush()
+            self.space.sample()  # a full disk refuses writes from the first put on, and says so now
         except BaseException:
             self._release_files()
             self.lock.release()
@@ -127,9 +138,13 @@ class MessageStore:
         self.flusher.shutdown()
         self.commitlog.close()
         self.queues.close()
+        complete = self.queues.all_written() and self.index.all_written() and not self.commitlog.stuck
         self.index.close()
         self.checkpoint.close()
-        self.abort_marker.remove()
+        if complete:
+            self.abort_marker.remove()
+        else:
+            log.warning("a full disk kept consume queue or index entries in memory; the next start recovers them")
         self.lock.release()
 
     def abandon(self) -> None:
@@ -168,9 +183,11 @@ class MessageStore:
 
     # -- flushing --------------------------------------------------------------------------------------
     def commit(self) -> None:
-        """Write buffered appends into the files (page cache); after this a killed process loses nothing."""
+        """Write buffered appends into the files (page cache); after this a killed process loses nothing.
+        Runs before acknowledgements leave: raises ``DiskFullError`` when a full disk kept records it has
+        not raised for before out of the files (they must not be acknowledged)."""
         self._commit_scheduled = self._commit_held = False
-        self.commitlog.commit()
+        self.commitlog.commit_for_ack()
 
     def hold_commit(self) -> None:
         """The caller commits before it yields to the event loop (the broker does after each batch of
@@ -191,19 +208,30 @@ class MessageStore:
         dispatched = self.commitlog.wrote
         ts = self.dispatcher.last_store_timestamp
         fds = self.queues.sync_fds() + self.index.sync_fds()
+        # Entries a full disk keeps in memory are not claimed: recovery after a crash rebuilds them.
+        logics_written = self.queues.all_written() and self.index.all_written()
         data = self.checkpoint.data
         physic_offset = self.commitlog.flushed
         ckpt = self.checkpoint
-        if not fds and data.logics_offset == dispatched and data.physic_offset == physic_offset:
+        if not fds and data.physic_offset == physic_offset and (data.logics_offset == dispatched or not logics_written):
             return fds, lambda: None  # idle: nothing new to record
+        space = self.space
 
         def finish() -> None:
             data.physic_offset = physic_offset
-            data.logics_offset = data.index_offset = dispatched
+            if logics_written:
+                data.logics_offset = data.index_offset = dispatched
+                if ts:
+                    data.logics_msg_timestamp = data.index_msg_timestamp = ts
             if ts:
-                data.physic_msg_timestamp = data.logics_msg_timestamp = data.index_msg_timestamp = ts
+                data.physic_msg_timestamp = ts
             if ckpt.fd >= 0:
-                ckpt.write(sync=True)
+                try:
+                    ckpt.write(sync=True)
+                except OSError as exc:
+                    if not is_disk_full_error(exc):
+                        raise
+                    space.report_failure("the checkpoint", exc)
 
         return fds, finish
 
@@ -226,20 +254,12 @@ class MessageStore:
                 loop.call_soon(self.commit)
 
     # -- writing ---------------------------------------------------------------------------------------
-    def _check_writable(self) -> None:
+    def check_writable(self, cost: int = LOGICS_BYTES_PER_PUT) -> None:
+        """Raise ``ServiceNotAvailableError`` (``DiskFullError`` for a full disk) unless a write of about
+        ``cost`` bytes outside reserved commit log segments can be taken now; charges them."""
         if not self._opened:
             raise ServiceNotAvailableError("the message store is not open")
-        now = time.monotonic()
-        if now - self._disk_checked_at >= self._disk_check_interval or self._disk_check_interval <= 0:
-            self._disk_checked_at = now
-            ratio = self.retention.used_ratio(fresh=True)
-            if ratio > self.config.disk_warning_ratio:
-                self._disk_checked_at = float("-inf")  # look again on the next put
-                raise ServiceNotAvailableError(
-                    f"disk full: {ratio:.1%} of the disk holding {self.config.root} is used, over "
-                    f"disk_warning_ratio {self.config.disk_warning_ratio:.0%}; writes are refused until "
-                    f"retention frees space"
-                )
+        self.space.admit(cost)
 
     def _prefix(self, topic: str) -> bytes:
         prefix = self._topic_prefix.get(topic)
@@ -263,9 +283,8 @@ class MessageStore:
         reconsume_times: int = 0,
     ) -> PutResult:
         """Append one message and dispatch it to its consume queue and the index (the hot path: kept flat)."""
-        now_mono = time.monotonic()
-        if not self._opened or now_mono - self._disk_checked_at >= self._disk_check_interval:
-            self._check_writable()
+        if not self._opened:
+            raise ServiceNotAvailableError("the message store is not open")
         if len(body) > self._max_body:
             raise MessageIllegalError(f"message body is {len(body)} bytes; at most {self._max_body} allowed")
         prefix = self._topic_prefix.get(topic) or self._prefix(topic)
@@ -278,11 +297,13 @@ class MessageStore:
         if len(born_host) != HOST_BYTES:
             born_host = store_host
         total = record_size(len(body), len(prefix) - 1, len(props))
+        commitlog = self.commitlog
+        self.space.admit(LOGICS_BYTES_PER_PUT if commitlog.tail_reserved else LOGICS_BYTES_PER_PUT + total)
         dispatcher = self.dispatcher
         cq = dispatcher.queue_for(topic, queue_id, sys_flag)
         qoff = cq.max_offset if cq is not None else 0
         now = int(time.time() * 1000)
-        phy = self.commitlog.append_message(
+        phy = commitlog.append_message(
             total,
             queue_id,
             flag,
@@ -318,7 +339,7 @@ class MessageStore:
         ``raw_properties``, when given, are the items' properties as the producer encoded them (one per item):
         they are stored as they are, as RocketMQ does with a batch, instead of encoding ``properties`` again.
         Dispatch listeners hear once per batch and tags code, with the queue's end after the batch."""
-        self._check_writable()
+        self.check_writable(LOGICS_BYTES_PER_PUT * max(len(items), 1))
         if not items:
             return []
         prefix = self._prefix(topic)
@@ -340,6 +361,11 @@ class MessageStore:
                 )
             encoded.append((record_size(len(body), topic_len, len(props)), body, props, flag))
         commitlog = self.commitlog
+        batch_bytes = sum(item[0] for item in encoded)
+        if not commitlog.tail_reserved:
+            self.space.admit(batch_bytes)
+        if batch_bytes + BLANK_MIN_BYTES > commitlog.tail_room:  # it rolls: no half-stored batch on a full disk
+            self.space.ensure_room(commitlog.segment_bytes, "a new commit log segment")
         dispatcher = self.dispatcher
         limit = commitlog.segment_bytes - BLANK_MIN_BYTES
         cq = self.queues.get_or_create(topic, queue_id)
@@ -462,7 +488,7 @@ class MessageStore:
 
     # -- disk ------------------------------------------------------------------------------------------
     def is_disk_full(self) -> bool:
-        return self.retention.is_disk_full()
+        return self.space.full or self.retention.is_disk_full()
 
     def run_retention(self, now: float | None = None) -> int:
         """One retention round (the background task runs it every ``retention_interval_s``)."""
@@ -479,4 +505,6 @@ class MessageStore:
             "consume_queues": len(self.queues.queues),
             "index_files": len(self.index.files),
             "sync_flush_rounds": self.flusher.sync_rounds,
+            "commitlog_stuck": int(self.commitlog.stuck),
+            **self.space.stats(),
         }

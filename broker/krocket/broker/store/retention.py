@@ -1,9 +1,13 @@
 """Retention and disk watermarks (RocketMQ's ``CleanCommitLogService``).
 
 Whole commit log segments (never the one being written) are deleted oldest first when older than
-``file_reserved_hours`` or while the disk is fuller than ``disk_max_used_ratio``. Consume queue and index
+``file_reserved_hours`` (by the time of their last write) or while the disk is fuller than
+``disk_max_used_ratio``. As in RocketMQ, consumption does not hold data back: a segment goes when it is
+expired or the disk is under pressure, whether or not every group has read it. Consume queue and index
 files wholly below the new minimum commit log offset go with them, and queue minimum offsets move up.
-Above ``disk_warning_ratio`` the store refuses writes.
+Above ``disk_warning_ratio`` the store refuses writes (see ``disk_space``); after a deletion the disk space
+guard looks again at once, so writes resume as soon as there is room. Segments also roll by time
+(``commitlog_roll_interval_ms``), so that a mostly empty segment does not keep old data forever.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from .commitlog import CommitLog
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
+from .disk_space import DiskSpace
 from .index_service import IndexService
 
 log = logging.getLogger(__name__)
@@ -39,8 +44,10 @@ class RetentionService:
         queues: ConsumeQueueTable,
         index: IndexService,
         usage_fn: UsageFn | None = None,
+        space: DiskSpace | None = None,
     ) -> None:
         self.config = config
+        self.space = space
         self.commitlog = commitlog
         self.queues = queues
         self.index = index
@@ -78,6 +85,8 @@ class RetentionService:
             deleted += 1
         if deleted:
             self.trim_logics()
+            if self.space is not None:
+                self.space.sample()
         return deleted
 
     def trim_logics(self) -> None:
