@@ -97,28 +97,61 @@ def test_random_garbage_appended_is_cut(make_store: StoreFactory) -> None:
     assert len(all_messages(store, "T", 0)) == 50
 
 
-def test_flipped_body_byte_fails_crc_and_is_never_served(make_store: StoreFactory) -> None:
+def flip_byte(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_flipped_body_byte_fails_crc_is_never_served_and_the_records_after_it_are_kept(
+    make_store: StoreFactory,
+) -> None:
+    # Before: the log was cut at the bad record and the 19 valid records after it were dropped.
     store = make_store()
     results = fill(store, 40)
     store.close()
     victim = results[20]
-    seg = segment_files(store)[-1]
-    with open(seg, "r+b") as f:
-        f.seek(victim.commit_log_offset % SEGMENT + RECORD_FIXED_BYTES + 5)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_byte(segment_files(store)[-1], victim.commit_log_offset % SEGMENT + RECORD_FIXED_BYTES + 5)
     store = make_store()
     report = store.recovery_report
-    assert report is not None and "CRC" in report.cut_reason
-    assert store.max_phy_offset == victim.commit_log_offset
-    assert store.max_offset("T", 0) == 20
-    assert [m.queue_offset for m in all_messages(store, "T", 0)] == list(range(20))
-    assert store.read_record(victim.commit_log_offset) is None
-    assert store.query_by_key("T", "k25") == []  # index hits past the end are checked and dropped
+    assert report is not None and report.cut_bytes == 0
+    [bad] = report.corrupt_ranges
+    assert (bad.start, bad.end) == (victim.commit_log_offset, victim.end_offset) and "CRC" in bad.reason
+    assert report.corrupt_records == 1 and report.corrupt_bytes == victim.wrote_bytes
+    assert store.max_phy_offset == results[-1].end_offset
+    assert store.max_offset("T", 0) == 40
+    assert [m.queue_offset for m in all_messages(store, "T", 0)] == [q for q in range(40) if q != 20]
+    assert store.query_by_key("T", "k20") == []  # the index hit lands on the filler, checked and dropped
+    assert len(store.query_by_key("T", "k25")) == 1
+    assert store.put_message("T", 0, b"next", {}).queue_offset == 40
+    store.close()
+    store = make_store()  # the bad range now holds a valid filler: nothing more to repair
+    assert store.recovery_report is not None and not store.recovery_report.corrupt_ranges
+    assert len(all_messages(store, "T", 0)) == 40
 
 
-def test_corruption_in_an_earlier_segment_drops_the_later_ones(make_store: StoreFactory) -> None:
+def test_a_destroyed_record_head_in_the_middle_keeps_the_records_after_it(make_store: StoreFactory) -> None:
+    store = make_store()
+    results = fill(store, 30, queues=2)
+    store.close()
+    first, last = results[10], results[13]
+    with open(segment_files(store)[-1], "r+b") as f:  # four records overwritten, heads included
+        f.seek(first.commit_log_offset % SEGMENT)
+        f.write(b"\xee" * (last.end_offset - first.commit_log_offset))
+    store = make_store()
+    report = store.recovery_report
+    assert report is not None and report.cut_bytes == 0
+    [bad] = report.corrupt_ranges
+    assert (bad.start, bad.end) == (first.commit_log_offset, last.end_offset)
+    assert report.corrupt_records == 4
+    kept = {q: [m.queue_offset for m in all_messages(store, "T", q)] for q in range(2)}
+    assert kept == {0: [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14], 1: [0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14]}
+
+
+def test_corruption_in_an_earlier_segment_keeps_the_later_segments(make_store: StoreFactory) -> None:
+    # Before: every segment after the bad record was dropped.
     store = make_store()
     results = fill(store, 400, size=500)
     assert len(segment_files(store)) == 4
@@ -128,11 +161,46 @@ def test_corruption_in_an_earlier_segment_drops_the_later_ones(make_store: Store
         f.seek(victim.commit_log_offset - SEGMENT + 4)  # the magic code
         f.write(b"\0\0\0\0")
     store = make_store()
-    assert store.max_phy_offset == victim.commit_log_offset
-    assert len(segment_files(store)) == 2
-    assert len(all_messages(store, "T", 0)) == victim.queue_offset
-    nxt = store.put_message("T", 0, b"x", {})
-    assert nxt.queue_offset == victim.queue_offset
+    report = store.recovery_report
+    assert report is not None and report.cut_bytes == 0 and len(report.corrupt_ranges) == 1
+    assert store.max_phy_offset == results[-1].end_offset
+    assert len(segment_files(store)) == 4
+    got = [m.queue_offset for m in all_messages(store, "T", 0)]
+    assert got == [q for q in range(400) if q != victim.queue_offset]
+    assert store.put_message("T", 0, b"x", {}).queue_offset == 400
+
+
+def test_a_segment_whose_end_is_destroyed_is_blanked_to_its_end_and_later_segments_kept(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    results = fill(store, 400, size=500)
+    store.close()
+    in_second = [r for r in results if SEGMENT <= r.commit_log_offset < 2 * SEGMENT]
+    victim = in_second[-3]
+    with open(segment_files(store)[1], "r+b") as f:  # the last three records and the BLANK padding
+        f.seek(victim.commit_log_offset - SEGMENT)
+        f.write(bytes(SEGMENT - (victim.commit_log_offset - SEGMENT)))
+    store = make_store()
+    report = store.recovery_report
+    assert report is not None and report.cut_bytes == 0
+    [bad] = report.corrupt_ranges
+    assert (bad.start, bad.end) == (victim.commit_log_offset, 2 * SEGMENT) and report.corrupt_records == 3
+    got = [m.queue_offset for m in all_messages(store, "T", 0)]
+    lost = {r.queue_offset for r in in_second[-3:]}
+    assert got == [q for q in range(400) if q not in lost]
+
+
+def test_garbage_after_the_last_record_is_a_torn_tail_and_cut(make_store: StoreFactory) -> None:
+    store = make_store()
+    results = fill(store, 20)
+    store.close()
+    with open(segment_files(store)[-1], "ab") as f:
+        f.write(b"\x01" * 500)
+    store = make_store()
+    report = store.recovery_report
+    assert report is not None and report.cut_bytes == 500 and not report.corrupt_ranges
+    assert store.max_phy_offset == results[-1].end_offset
 
 
 def test_consume_queue_entries_past_the_end_are_cut(make_store: StoreFactory) -> None:
