@@ -27,6 +27,7 @@ from krocket.broker.processors import BrokerHandler, make_handler
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.broker.store import MessageStore, StoreConfig
+from krocket.broker.store.recovery import register_recovery_metrics
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
@@ -220,6 +221,7 @@ class Broker:
 
     def _register_metrics(self, running: RunningParts) -> None:
         service, store = running.service, running.store
+        register_recovery_metrics(self.metrics, store.recovery_report)
         self.metrics.gauge_fn(
             "broker_messages_in_total", "Messages stored since start", lambda: float(service.sent_messages)
         )
