@@ -46,9 +46,16 @@ class BrokerConfig:
     auto_create_topic_enable: bool = False
     default_topic_queue_nums: int = 8
     max_message_size: int = 4 * 1024 * 1024
-    file_reserved_time: int = 72
+    file_reserved_time: float = 72  # hours a commit log segment is kept after its last write (fractions allowed)
     disk_max_used_space_ratio: int = 75
     disk_space_warning_level_ratio: int = 90
+    # Disk full (store/disk_space.py): writes are refused while fewer bytes than this are free (at most 10 % of
+    # the volume is kept); segments roll by time too, so retention can free a small volume (0: by size only).
+    disk_free_reserve_bytes: int = 64 * 1024 * 1024
+    commit_log_roll_interval_mills: int = 3_600_000
+    clean_resource_interval: int = 10_000  # ms between retention rounds (RocketMQ's name)
+    max_hash_slot_num: int = 500_000  # index file hash slots (RocketMQ's name; its default is 5 million)
+    max_index_num: int = 2_000_000  # entries per index file (RocketMQ's name; its default is 20 million)
     register_name_server_period: int = 30_000
     long_polling_enable: bool = True
     short_polling_time_mills: int = 1000
@@ -90,6 +97,10 @@ class BrokerConfig:
             raise ConfigError("mappedFileSizeCommitLog must be at least 64 KiB")
         if not 1 <= self.disk_space_warning_level_ratio <= 99:
             raise ConfigError("diskSpaceWarningLevelRatio must be a percentage between 1 and 99")
+        if self.file_reserved_time < 0 or self.disk_free_reserve_bytes < 0 or self.commit_log_roll_interval_mills < 0:
+            raise ConfigError("fileReservedTime, diskFreeReserveBytes and commitLogRollIntervalMills must be 0 or more")
+        if self.clean_resource_interval <= 0 or self.max_hash_slot_num <= 0 or self.max_index_num <= 0:
+            raise ConfigError("cleanResourceInterval, maxHashSlotNum and maxIndexNum must be positive")
         if self.sync_flush_inline_bytes < 0:
             raise ConfigError(f"syncFlushInlineBytes must be 0 or more, got {self.sync_flush_inline_bytes}")
         self.connection_limits()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 from pathlib import Path
 from typing import Any
 
 from krocket.common.jsonfile import read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ConsumerOffsetManager:
@@ -17,6 +22,7 @@ class ConsumerOffsetManager:
         self._version = 0  # bumped by every change
         self._persisted_version = 0
         self._lock: asyncio.Lock | None = None
+        self._write_failing = False  # a full disk refused the last write: offsets are kept in memory
 
     def load(self) -> None:
         data = read_json(self._path, {"offsetTable": {}})
@@ -32,11 +38,30 @@ class ConsumerOffsetManager:
         version = self._version
         if version == self._persisted_version:
             return
-        write_json_atomic(self._path, self._snapshot())
-        self._persisted_version = version
+        if self._write(self._snapshot()):
+            self._persisted_version = version
+
+    def _write(self, snapshot: dict[str, Any]) -> bool:
+        """Write the file; on a full disk keep the offsets in memory (the periodic persist tries again), warn
+        once, and return False."""
+        try:
+            write_json_atomic(self._path, snapshot)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            self._path.with_name(self._path.name + ".tmp").unlink(missing_ok=True)
+            if not self._write_failing:
+                log.warning("disk full: consumer offsets stay in memory until %s can be written: %s", self._path, exc)
+            self._write_failing = True
+            return False
+        if self._write_failing:
+            log.warning("consumer offsets are written to %s again", self._path)
+            self._write_failing = False
+        return True
 
     async def persist_durably(self) -> None:
-        """Return once every change made before the call is on disk; concurrent callers share one write."""
+        """Return once every change made before the call is on disk; concurrent callers share one write. On a
+        full disk it returns with the change in memory only (written by a later persist once space frees)."""
         wanted = self._version
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -45,8 +70,8 @@ class ConsumerOffsetManager:
                 return
             version = self._version
             snapshot = self._snapshot()
-            await asyncio.get_running_loop().run_in_executor(None, write_json_atomic, self._path, snapshot)
-            self._persisted_version = max(self._persisted_version, version)
+            if await asyncio.get_running_loop().run_in_executor(None, self._write, snapshot):
+                self._persisted_version = max(self._persisted_version, version)
 
     def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         queues = self.table.setdefault(f"{topic}@{group}", {})

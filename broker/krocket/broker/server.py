@@ -156,6 +156,11 @@ class Broker:
             file_reserved_hours=config.file_reserved_time,
             disk_max_used_ratio=config.disk_max_used_space_ratio / 100.0,
             disk_warning_ratio=config.disk_space_warning_level_ratio / 100.0,
+            disk_free_reserve_bytes=config.disk_free_reserve_bytes,
+            commitlog_roll_interval_ms=config.commit_log_roll_interval_mills,
+            retention_interval_s=config.clean_resource_interval / 1000.0,
+            index_hash_slots=config.max_hash_slot_num,
+            index_max_entries=config.max_index_num,
             max_message_bytes=config.max_message_size,
             store_host=pack_host((host if host[0].isdigit() else "127.0.0.1", self.port)),
         )

@@ -96,6 +96,7 @@ class BrokerService:
             raise ServiceNotAvailableError(
                 f"broker {self.config.broker_name} id {self.config.broker_id} is a slave; send to its master"
             )
+        self.store.check_writable(0)  # a full disk refuses (SERVICE_NOT_AVAILABLE, "disk full") before anything
 
     def _resolve_queue(self, config: TopicConfig, queue_id: int) -> int:
         if queue_id < 0:
