@@ -1,4 +1,8 @@
-"""Which clients of which consumer groups are connected, from their heartbeats (codes 34 / 35 / 38)."""
+"""Which clients of which consumer groups are connected, from their heartbeats (codes 34 / 35 / 38).
+
+Memory is bounded: one connection registers at most ``MAX_GROUPS_PER_CONNECTION`` producer and consumer groups
+(a heartbeat naming more is refused), and a consumer group is forgotten once its last client is gone.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from krocket.common.errors import MessageIllegalError
 from krocket.common.remoting import Connection
 
 log = logging.getLogger(__name__)
+
+MAX_GROUPS_PER_CONNECTION = 512
 
 
 @dataclass
@@ -59,10 +66,22 @@ class ConsumerManager:
         self._clock = clock
         self.groups: dict[str, ConsumerGroupInfo] = {}
         self.producers: dict[str, dict[int, ClientChannel]] = {}
+        self._groups_of: dict[int, set[tuple[str, str]]] = {}  # id(connection) -> its ("P"|"C", group) names
 
     def heartbeat(self, conn: Connection, data: dict[str, Any]) -> None:
+        """Register the heartbeat's groups; ``MessageIllegalError`` (nothing registered) when the connection
+        would hold more than ``MAX_GROUPS_PER_CONNECTION`` groups."""
         client_id = str(data.get("clientID", ""))
         now = self._clock()
+        named = {("P", str(p.get("groupName", ""))) for p in data.get("producerDataSet") or []}
+        named |= {("C", str(c.get("groupName", ""))) for c in data.get("consumerDataSet") or []}
+        held = self._groups_of.get(id(conn), set())
+        if len(held | named) > MAX_GROUPS_PER_CONNECTION:
+            raise MessageIllegalError(
+                f"a connection may register at most {MAX_GROUPS_PER_CONNECTION} producer and consumer groups; "
+                f"this heartbeat would make it {len(held | named)}"
+            )
+        self._groups_of[id(conn)] = held | named
         for producer in data.get("producerDataSet") or []:
             group = str(producer.get("groupName", ""))
             self.producers.setdefault(group, {})[id(conn)] = ClientChannel(client_id, conn, now)
@@ -87,22 +106,31 @@ class ConsumerManager:
     def unregister(
         self, conn: Connection, client_id: str, consumer_group: str | None, producer_group: str | None
     ) -> None:
+        held = self._groups_of.get(id(conn), set())
         if producer_group and producer_group in self.producers:
             self.producers[producer_group].pop(id(conn), None)
+            held.discard(("P", producer_group))
         if consumer_group:
+            held.discard(("C", consumer_group))
             info = self.groups.get(consumer_group)
             if info is not None and info.channels.pop(id(conn), None) is not None:
                 log.info("consumer %s left group %s", client_id, consumer_group)
                 self._changed(info)
+                self._forget_if_empty(info)
 
     def connection_closed(self, conn: Connection) -> None:
-        for channels in self.producers.values():
-            channels.pop(id(conn), None)
-        for info in list(self.groups.values()):
-            channel = info.channels.pop(id(conn), None)
-            if channel is not None:
+        for kind, group in self._groups_of.pop(id(conn), set()):
+            if kind == "P":
+                channels = self.producers.get(group)
+                if channels is not None and channels.pop(id(conn), None) is not None and not channels:
+                    del self.producers[group]
+                continue
+            info = self.groups.get(group)
+            channel = info.channels.pop(id(conn), None) if info is not None else None
+            if info is not None and channel is not None:
                 log.info("consumer %s of group %s disconnected", channel.client_id, info.group)
                 self._changed(info)
+                self._forget_if_empty(info)
 
     def scan_expired(self, timeout_s: float) -> None:
         now = self._clock()
@@ -118,6 +146,7 @@ class ConsumerManager:
                     )
                     channel.connection.close()
                     self._changed(info)
+            self._forget_if_empty(info)
         for channels in self.producers.values():
             for key, channel in list(channels.items()):
                 if now - channel.last_update > timeout_s:
@@ -130,6 +159,10 @@ class ConsumerManager:
     def subscription(self, group: str, topic: str) -> Subscription | None:
         info = self.groups.get(group)
         return info.subscriptions.get(topic) if info else None
+
+    def _forget_if_empty(self, info: ConsumerGroupInfo) -> None:
+        if not info.channels and self.groups.get(info.group) is info:
+            del self.groups[info.group]
 
     def _changed(self, info: ConsumerGroupInfo) -> None:
         self._notify(info.group, [ch.connection for ch in info.channels.values()])

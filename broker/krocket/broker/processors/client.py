@@ -1,16 +1,19 @@
-"""HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38)."""
+"""HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38).
+
+A heartbeat creates no topic: a group's ``%RETRY%`` topic is created when it is first needed, by the first
+send to it (``TopicManager.for_send``).
+"""
 
 from __future__ import annotations
 
 import json
 
 from krocket.broker.service import BrokerService
-from krocket.common.codes import PERM_READ_WRITE, ResponseCode
+from krocket.common.codes import ResponseCode
 from krocket.common.errors import MessageIllegalError
 from krocket.common.headers import ConsumerGroupHeader, UnregisterClientHeader
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
-from krocket.common.topic import TopicConfig, retry_topic
 
 
 def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
@@ -21,11 +24,6 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
     if not isinstance(data, dict):
         raise MessageIllegalError("heartbeat body must be a JSON object")
     service.consumers.heartbeat(conn, data)
-    if not service.config.is_slave:
-        for consumer in data.get("consumerDataSet") or []:
-            topic = retry_topic(str(consumer.get("groupName", "")))
-            if service.topics.get(topic) is None:
-                service.topics.upsert(TopicConfig(topic, 1, 1, PERM_READ_WRITE))
     return cmd.response(ResponseCode.SUCCESS)
 
 
