@@ -67,6 +67,9 @@ class BrokerConfig:
     slave_timeout_mills: int = 3000  # SYNC_MASTER: wait this long for a slave before FLUSH_SLAVE_TIMEOUT
     access_message_in_memory_max_ratio: int = 40  # % of RAM: reads further behind are sent to a slave
     metadata_sync_period_mills: int = 10_000
+    acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
+    acl_config_file: str = ""
+    http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
     # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
     # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
     max_connections: int = 10_000
@@ -104,6 +107,8 @@ class BrokerConfig:
         if self.sync_flush_inline_bytes < 0:
             raise ConfigError(f"syncFlushInlineBytes must be 0 or more, got {self.sync_flush_inline_bytes}")
         self.connection_limits()
+        if self.acl_enable and not self.acl_config_file:
+            raise ConfigError("aclEnable is true but aclConfigFile is not set: name the plain_acl.yml to use")
         if self.sync_flush_timeout <= 0:
             raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
 

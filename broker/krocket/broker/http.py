@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from krocket.broker.acl.http_guard import HttpGuard, may_read
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
@@ -75,12 +76,15 @@ async def broker_info(request: web.Request) -> web.Response:
 
 async def list_topics(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    return web.json_response({"topics": [c.to_json() for _, c in sorted(service.topics.topics.items())]})
+    topics = sorted(service.topics.topics.items())
+    return web.json_response({"topics": [c.to_json() for name, c in topics if may_read(request, name)]})
 
 
 async def get_topic(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     name = request.match_info["topic"]
+    if not may_read(request, name):
+        return _error(403, f"no permission to SUB on topic {name}")
     config = service.topics.get(name)
     if config is None:
         return _error(404, f"topic {name} does not exist on this broker")
@@ -138,20 +142,29 @@ async def delete_topic(request: web.Request) -> web.Response:
 
 async def list_groups(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    groups = sorted(set(service.offsets.all_groups()) | set(service.consumers.groups))
+    groups = [
+        g
+        for g in sorted(set(service.offsets.all_groups()) | set(service.consumers.groups))
+        if may_read(request, g, True)
+    ]
     return web.json_response({"groups": [{"group": g, "clients": service.consumers.client_ids(g)} for g in groups]})
 
 
 async def group_offsets(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     group = request.match_info["group"]
+    if not may_read(request, group, group=True):
+        return _error(403, f"no permission to SUB on group {group}")
     return web.json_response(
         {"group": group, "clients": service.consumers.client_ids(group), "offsets": service.consumer_progress(group)}
     )
 
 
-def make_app(service: BrokerService, metrics_registry: Metrics, state: BrokerState) -> web.Application:
-    app = web.Application()
+def make_app(
+    service: BrokerService, metrics_registry: Metrics, state: BrokerState, guard: HttpGuard | None = None
+) -> web.Application:
+    """With ``guard`` (the ACL is on), writes need an admin and topic and group data need SUB on them."""
+    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics_registry
     app[STATE_KEY] = state

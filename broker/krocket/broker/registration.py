@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Callable
 
 from krocket.broker.config import BrokerConfig
 from krocket.broker.topic_manager import TopicManager
@@ -19,12 +20,20 @@ log = logging.getLogger(__name__)
 
 
 class NameServerRegistration:
-    def __init__(self, config: BrokerConfig, topics: TopicManager, broker_addr: str, ha_addr: str) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        topics: TopicManager,
+        broker_addr: str,
+        ha_addr: str,
+        sign: Callable[[RemotingCommand], None] | None = None,
+    ) -> None:
         self._config = config
         self._topics = topics
         self.broker_addr = broker_addr
         self.ha_addr = ha_addr
         self._pool = ConnectionPool()
+        self._pool.request_hook = sign  # with the ACL on: the broker's admin account signs (krocket.broker.acl)
         self._registered: set[str] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from krocket.broker.acl import own_traffic_signer
+from krocket.broker.acl.http_guard import HttpGuard, read_token_file
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.ha.master import HAMaster
@@ -29,6 +31,7 @@ from krocket.broker.service import BrokerService
 from krocket.broker.store import MessageStore, StoreConfig
 from krocket.broker.store.recovery import register_recovery_metrics
 from krocket.broker.topic_manager import TopicManager
+from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
 from krocket.common.headers import NotifyConsumerIdsChangedHeader
@@ -106,6 +109,12 @@ class Broker:
         self.offsets = ConsumerOffsetManager(root / "config")
         self.consumers = ConsumerManager(self._notify_consumer_ids_changed)
         self.front_end = RemotingFrontEnd()
+        # The ACL's rules (re-read when the file changes); a bad file at start is a ConfigError naming the field.
+        self.acl = AclFile(config.acl_config_file) if config.acl_enable else None
+        sign = own_traffic_signer(self.acl) if self.acl is not None else None
+        self._sign_own_requests = sign
+        token_file = config.http_admin_token_file
+        self._http_admin_token = read_token_file(token_file) if self.acl is not None and token_file else None
         self.running: RunningParts | None = None  # set by start()
         self.http_state: BrokerState | None = None  # set by start(), with the registration it shows
         self._http_runner: web.AppRunner | None = None
@@ -168,7 +177,7 @@ class Broker:
         await asyncio.get_running_loop().run_in_executor(None, store.open)
         service = BrokerService(config, store, self.topics, self.offsets, self.consumers, self.polling)
         store.on_dispatched(service.on_dispatched)
-        front_end.serve(store, make_handler(service, self.metrics))
+        front_end.serve(store, make_handler(service, self.metrics, self.acl))
         store.start_background(asyncio.get_running_loop())
 
         ha_port = config.ha_listen_port
@@ -179,7 +188,9 @@ class Broker:
             store.on_dispatched(ha_master.on_new_data)
             service.ha_master = ha_master
         self.ha_port = ha_port
-        registration = NameServerRegistration(config, self.topics, broker_addr, f"{host}:{ha_port}")
+        registration = NameServerRegistration(
+            config, self.topics, broker_addr, f"{host}:{ha_port}", sign=self._sign_own_requests
+        )
         self.http_state = BrokerState(registration, self.replication)
         service.publish_routes = lambda: self._publish_routes(registration)
         ha_slave: HASlave | None = None
@@ -190,12 +201,17 @@ class Broker:
             )
             ha_slave.start()
             metadata_sync = MetadataSync(
-                self.topics, self.offsets, lambda: registration.master_addr, config.metadata_sync_period_mills / 1000.0
+                self.topics,
+                self.offsets,
+                lambda: registration.master_addr,
+                config.metadata_sync_period_mills / 1000.0,
+                sign=self._sign_own_requests,
             )
             metadata_sync.start()
         self.running = RunningParts(remoting, store, service, registration, ha_master, ha_slave, metadata_sync)
         self._register_metrics(self.running)
-        app = make_app(service, self.metrics, self.http_state)
+        guard = HttpGuard(self.acl, self._http_admin_token) if self.acl is not None else None
+        app = make_app(service, self.metrics, self.http_state, guard)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, config.listen_host, config.http_port)
@@ -203,6 +219,8 @@ class Broker:
         self.http_port = int(self._http_runner.addresses[0][1])
         self.http_state.serving = True
         registration.start()
+        if self.acl is not None:
+            self.acl.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(
             loop.create_task(self._every(config.flush_consumer_offset_interval / 1000.0, self.offsets.persist))
@@ -296,6 +314,8 @@ class Broker:
         if self.http_state is not None:
             self.http_state.serving = False
         log.info("broker %s stopping", self.config.broker_name)
+        if self.acl is not None:
+            await self.acl.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

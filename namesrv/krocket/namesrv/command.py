@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds between broker expiry scans (default 10)",
     )
     p.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
+    p.add_argument(
+        "--acl",
+        default=None,
+        metavar="FILE",
+        help="plain_acl.yml: registrations, topic deletions and KV writes then need an admin's signed request",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +82,15 @@ def run(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(
-            run_namesrv(args.host, args.port, args.http_port, args.data_dir, args.scan_interval, on_started=on_started)
+            run_namesrv(
+                args.host,
+                args.port,
+                args.http_port,
+                args.data_dir,
+                args.scan_interval,
+                on_started=on_started,
+                acl_file=getattr(args, "acl", None),
+            )
         )
     except OSError as exc:
         raise ConfigError(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from krocket.common.acl import AclAccount, AclFile, authenticate
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError
+from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
 from krocket.common.headers import (
     DeleteTopicInNamesrvHeader,
     KVConfigHeader,
@@ -48,6 +50,32 @@ def connection_id(conn: Connection) -> int:
         conn_id = next(_conn_ids)
         conn.attributes[_CONN_ID_KEY] = conn_id
     return int(conn_id)
+
+
+# With the ACL on, these stay open to anyone (route and config reads); every other code, registrations, KV and
+# topic writes included, needs a request signed by an admin account (brokers sign with the first one).
+OPEN_READS = frozenset(
+    {
+        RequestCode.GET_ROUTEINFO_BY_TOPIC,
+        RequestCode.GET_BROKER_CLUSTER_INFO,
+        RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
+        RequestCode.GET_KV_CONFIG,
+        RequestCode.GET_KVLIST_BY_NAMESPACE,
+        RequestCode.GET_TOPICS_BY_CLUSTER,
+    }
+)
+
+
+def check_admin(acl: AclFile, cmd: RemotingCommand, peer: str) -> None:
+    """Pass an open read, a white-listed sender or an admin's signed request; else ``NoPermissionError``."""
+    if cmd.code in OPEN_READS:
+        return
+    account = authenticate(acl.rules, cmd, peer)
+    if isinstance(account, AclAccount) and not account.admin:
+        raise NoPermissionError(
+            f"request code {cmd.code} on the name server needs an admin account; "
+            f"accessKey {account.access_key} is not one"
+        )
 
 
 class BadRequestError(KrocketError):
@@ -97,9 +125,16 @@ class NamesrvProcessor:
     """The request handler given to ``RemotingServer``."""
 
     def __init__(
-        self, registry: RouteRegistry, kv: KVConfigStore | None = None, metrics: NamesrvMetrics | None = None
+        self,
+        registry: RouteRegistry,
+        kv: KVConfigStore | None = None,
+        metrics: NamesrvMetrics | None = None,
+        acl: AclFile | None = None,
     ) -> None:
         self.registry = registry
+        self.acl = acl
+        self.refused = 0  # requests the ACL refused
+        self._last_refusal_log = -1e9
         self.kv = kv if kv is not None else KVConfigStore()
         self.metrics = metrics if metrics is not None else NamesrvMetrics()
         self._conflicts_logged: set[tuple[int | None, str, int, str]] = set()
@@ -124,7 +159,22 @@ class NamesrvProcessor:
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by the name server"
             )
         try:
+            if self.acl is not None:
+                check_admin(self.acl, cmd, conn.peer)
             return await handler(conn, cmd)
+        except NoPermissionError as exc:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= 10.0:  # one line per 10 s, however many are refused
+                self._last_refusal_log = now
+                log.warning(
+                    "refused request code %d from %s (%d refused so far): %s",
+                    cmd.code,
+                    conn.peer,
+                    self.refused,
+                    exc.message,
+                )
+            return cmd.response(exc.code, exc.message)
         except KrocketError as exc:
             return cmd.response(exc.code, exc.message)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from krocket.common import ports
+from krocket.common.acl import AclFile
 from krocket.common.remoting import Connection, RemotingServer
 from krocket.common.remoting.limits import ConnectionLimits
 from krocket.namesrv.http import create_app
@@ -37,14 +38,17 @@ class NameServer:
         scan_interval: float = SCAN_INTERVAL_SECONDS,
         expiry: float = BROKER_EXPIRY_SECONDS,
         limits: ConnectionLimits | None = None,
+        acl_file: str | Path | None = None,
     ) -> None:
+        # With an ACL file (plain_acl.yml), writes need an admin's signed request (krocket.namesrv.processor).
+        self.acl = AclFile(acl_file) if acl_file else None
         self.host = host
         self.port = port
         self.http_port = http_port
         self.scan_interval = scan_interval
         self.registry = RouteRegistry(expiry=expiry)
         self.metrics = NamesrvMetrics()
-        self.processor = NamesrvProcessor(self.registry, KVConfigStore.in_dir(data_dir), self.metrics)
+        self.processor = NamesrvProcessor(self.registry, KVConfigStore.in_dir(data_dir), self.metrics, self.acl)
         # The broker's defaults (krocket.common.remoting.limits): connections, buffered bytes, timeouts.
         self._remoting = RemotingServer(self.processor, host, port, on_connect=self._on_connect, limits=limits)
         self._runner: web.AppRunner | None = None
@@ -68,10 +72,14 @@ class NameServer:
             await self.stop()
             raise
         self._scan_task = asyncio.get_running_loop().create_task(self._scan_loop(), name="namesrv-expiry")
+        if self.acl is not None:
+            self.acl.start()
         log.info("name server listening: remoting %s:%d, http %s:%d", self.host, self.port, self.host, self.http_port)
 
     async def stop(self) -> None:
         self._listening = False
+        if self.acl is not None:
+            await self.acl.stop()
         if self._scan_task is not None:
             self._scan_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,9 +128,10 @@ async def run_namesrv(
     data_dir: str | Path | None = None,
     scan_interval: float = SCAN_INTERVAL_SECONDS,
     on_started: Callable[[NameServer], None] | None = None,
+    acl_file: str | Path | None = None,
 ) -> None:
     """Run a name server until SIGTERM or SIGINT, then stop it cleanly."""
-    server = NameServer(host, port, http_port, data_dir, scan_interval)
+    server = NameServer(host, port, http_port, data_dir, scan_interval, acl_file=acl_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from krocket.broker.acl import check_request
 from krocket.broker.processors.admin import (
     process_all_consumer_offset,
     process_all_topic_config,
@@ -30,7 +31,9 @@ from krocket.broker.processors.offsets import (
 from krocket.broker.processors.pull import process_pull
 from krocket.broker.processors.send import process_send
 from krocket.broker.service import BrokerService
+from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.errors import NoPermissionError
 from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand
 
@@ -63,9 +66,10 @@ PROCESSORS: dict[int, Processor] = {
 }
 
 
-def make_handler(service: BrokerService, metrics: Metrics) -> BrokerHandler:
+def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None = None) -> BrokerHandler:
     """The remoting handler: a processor answers at once (sync) or returns an awaitable (long polls, waits
-    for the disk or a slave) that the transport runs as a task."""
+    for the disk or a slave) that the transport runs as a task. With ``acl``, every request is checked
+    against its current rules first (``krocket.broker.acl``); without, nothing is added to the path."""
     requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
     label_of: dict[int, tuple[tuple[str, str], ...]] = {}
 
@@ -82,4 +86,17 @@ def make_handler(service: BrokerService, metrics: Metrics) -> BrokerHandler:
             )
         return processor(service, conn, cmd)
 
-    return handle
+    if acl is None:
+        return handle
+    denied = metrics.counter("broker_acl_denied_total", "Requests refused by the ACL, by request code").values
+
+    def guarded(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
+        try:
+            check_request(acl.rules, cmd, conn.peer)
+        except NoPermissionError as exc:
+            key = (("code", str(cmd.code)),)
+            denied[key] = denied.get(key, 0.0) + 1
+            return cmd.response(exc.code, exc.message)
+        return handle(conn, cmd)
+
+    return guarded

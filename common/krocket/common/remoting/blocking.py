@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
 from krocket.common.errors import ConnectionClosedError, FrameError, RemotingTimeoutError
 
@@ -102,6 +103,9 @@ class BlockingConnectionPool:
     """Blocking connections per calling thread and address; a connection that failed is dropped, so the next
     request opens a new one."""
 
+    # Called on every request before it is sent: ACL credentials sign it (krocket.common.acl).
+    request_hook: Callable[[RemotingCommand], None] | None = None
+
     def __init__(self, connect_timeout: float = 3.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -121,6 +125,8 @@ class BlockingConnectionPool:
             conn = conns[addr] = BlockingConnection(addr, self.connect_timeout, ssl_context=self.ssl_context)
             with self._lock:
                 self._all.add(conn)
+        if self.request_hook is not None:
+            self.request_hook(cmd)
         try:
             return conn.request(cmd, timeout)
         except (ConnectionClosedError, RemotingTimeoutError):

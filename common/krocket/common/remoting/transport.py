@@ -451,6 +451,9 @@ class ConnectionPool:
     """Client side: one connection per address, opened on first use and re-opened after a close; over TLS
     when given a client ``ssl_context`` (``krocket.common.remoting.tls.client_context``)."""
 
+    # Called on every outgoing request before it is sent: ACL credentials sign it (krocket.common.acl).
+    request_hook: Callable[[RemotingCommand], None] | None = None
+
     def __init__(
         self,
         handler: RequestHandler | None = None,
@@ -496,10 +499,14 @@ class ConnectionPool:
             return opened
 
     async def request(self, addr: str, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
+        if self.request_hook is not None:
+            self.request_hook(cmd)
         conn = await self.get(addr)
         return await conn.request(cmd, timeout)
 
     async def oneway(self, addr: str, cmd: RemotingCommand) -> None:
+        if self.request_hook is not None:
+            self.request_hook(cmd)
         conn = await self.get(addr)
         await conn.oneway(cmd)
 

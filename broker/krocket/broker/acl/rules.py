@@ -1,0 +1,126 @@
+"""What each request code needs under the ACL: one table, every served code in it, the rest admin-only.
+
+``SIGNED``: a valid signature and nothing more (heartbeats, route-ish and queue-offset reads every client
+makes). ``ADMIN``: an admin account (topic create/update/delete, broker config, subscription groups, the
+whole offsets table, anything else that changes state, and any code not in the table). A function: the topic
+and group permissions the request needs, read from its header. A topic named ``%RETRY%<group>`` is the
+group's: it needs the permission on the group. Producer groups are not checked.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from krocket.common.acl.plain_acl import Perm
+from krocket.common.codes import RequestCode
+from krocket.common.headers import SendMessageHeader
+from krocket.common.remoting import RemotingCommand
+from krocket.common.topic import RETRY_GROUP_PREFIX
+
+
+class Access(enum.Enum):
+    SIGNED = "signed"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """``perm`` on a topic (``group=False``) or a consumer group (``group=True``)."""
+
+    name: str
+    perm: Perm
+    group: bool = False
+
+    def describe(self) -> str:
+        return f"{self.perm.name} on {'group' if self.group else 'topic'} {self.name}"
+
+
+NeedsOf = Callable[[RemotingCommand], tuple[Need, ...]]
+Rule = Access | NeedsOf
+
+
+def _topic_need(topic: str, perm: Perm) -> Need:
+    """A %RETRY% topic belongs to its group: using it needs the permission on the group."""
+    if topic.startswith(RETRY_GROUP_PREFIX):
+        return Need(topic[len(RETRY_GROUP_PREFIX) :], perm, group=True)
+    return Need(topic, perm)
+
+
+def _field(fields: Mapping[str, str], name: str) -> str:
+    return fields.get(name) or ""
+
+
+def _send(cmd: RemotingCommand) -> tuple[Need, ...]:
+    """PUB on the topic (a new topic through TBW102 included); a send to a retry topic needs SUB on its group."""
+    topic = SendMessageHeader.from_fields(cmd.ext_fields).topic
+    return (_topic_need(topic, Perm.SUB if topic.startswith(RETRY_GROUP_PREFIX) else Perm.PUB),)
+
+
+def _topic_and_group(cmd: RemotingCommand) -> tuple[Need, ...]:
+    fields = cmd.ext_fields
+    return (_topic_need(_field(fields, "topic"), Perm.SUB), Need(_field(fields, "consumerGroup"), Perm.SUB, True))
+
+
+def _topic_sub(cmd: RemotingCommand) -> tuple[Need, ...]:
+    return (_topic_need(_field(cmd.ext_fields, "topic"), Perm.SUB),)
+
+
+def _consumer_group(cmd: RemotingCommand) -> tuple[Need, ...]:
+    return (Need(_field(cmd.ext_fields, "consumerGroup"), Perm.SUB, True),)
+
+
+def _send_back(cmd: RemotingCommand) -> tuple[Need, ...]:
+    return (Need(_field(cmd.ext_fields, "group"), Perm.SUB, True),)
+
+
+def _group_in_body(cmd: RemotingCommand) -> tuple[Need, ...]:
+    """LOCK_BATCH_MQ / UNLOCK_BATCH_MQ carry the group in their JSON body."""
+    try:
+        body = json.loads(cmd.body or b"{}")
+    except ValueError:
+        body = {}
+    group = body.get("consumerGroup") if isinstance(body, dict) else None
+    return (Need(str(group or ""), Perm.SUB, True),)
+
+
+RULES: dict[int, Rule] = {
+    RequestCode.SEND_MESSAGE: _send,
+    RequestCode.SEND_MESSAGE_V2: _send,
+    RequestCode.SEND_BATCH_MESSAGE: _send,
+    RequestCode.CONSUMER_SEND_MSG_BACK: _send_back,
+    RequestCode.PULL_MESSAGE: _topic_and_group,
+    RequestCode.QUERY_CONSUMER_OFFSET: _topic_and_group,
+    RequestCode.UPDATE_CONSUMER_OFFSET: _topic_and_group,  # another group's offsets: SUB on it (or admin)
+    RequestCode.GET_CONSUMER_LIST_BY_GROUP: _consumer_group,
+    RequestCode.GET_CONSUME_STATS: _consumer_group,
+    RequestCode.LOCK_BATCH_MQ: _group_in_body,
+    RequestCode.UNLOCK_BATCH_MQ: _group_in_body,
+    RequestCode.QUERY_MESSAGE: _topic_sub,
+    RequestCode.HEART_BEAT: Access.SIGNED,
+    RequestCode.UNREGISTER_CLIENT: Access.SIGNED,
+    RequestCode.GET_MAX_OFFSET: Access.SIGNED,
+    RequestCode.GET_MIN_OFFSET: Access.SIGNED,
+    RequestCode.SEARCH_OFFSET_BY_TIMESTAMP: Access.SIGNED,
+    RequestCode.GET_EARLIEST_MSG_STORETIME: Access.SIGNED,
+    RequestCode.GET_TOPIC_CONFIG: Access.SIGNED,
+    RequestCode.GET_ALL_TOPIC_CONFIG: Access.SIGNED,
+    RequestCode.GET_BROKER_RUNTIME_INFO: Access.SIGNED,
+    RequestCode.UPDATE_AND_CREATE_TOPIC: Access.ADMIN,
+    RequestCode.DELETE_TOPIC_IN_BROKER: Access.ADMIN,
+    RequestCode.UPDATE_BROKER_CONFIG: Access.ADMIN,
+    RequestCode.GET_BROKER_CONFIG: Access.ADMIN,
+    RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: Access.ADMIN,
+    RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: Access.ADMIN,
+    RequestCode.DELETE_SUBSCRIPTIONGROUP: Access.ADMIN,
+    RequestCode.GET_ALL_CONSUMER_OFFSET: Access.ADMIN,  # every group's offsets: what slaves copy
+    RequestCode.VIEW_MESSAGE_BY_ID: Access.ADMIN,  # any message of any topic, by its offset
+    RequestCode.END_TRANSACTION: Access.ADMIN,  # until transactions check the producer's topic
+}
+
+
+def rule_of(code: int) -> Rule:
+    """The rule for ``code``; a code missing from the table is admin-only (fail closed)."""
+    return RULES.get(code, Access.ADMIN)
