@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from krocket.cli.local_cluster import ChildProcess, LocalCluster
 
@@ -22,6 +23,7 @@ def start_cluster(
     extra_broker_args: list[str] | None = None,
     slaves: int = 0,
     replication: str = "async",
+    acl_file: Path | None = None,
 ) -> LocalCluster:
     cluster = LocalCluster.plan(
         data_dir,
@@ -33,6 +35,7 @@ def start_cluster(
         extra_broker_args=extra_broker_args,
         slaves=slaves,
         replication=replication,
+        acl_file=acl_file,
     )
     try:
         cluster.start()
@@ -70,11 +73,14 @@ async def wait_until_async(
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-async def create_topic(cluster: LocalCluster, topic: str, queues: int = 4, brokers: list[str] | None = None) -> None:
-    """Create ``topic`` on the masters and wait until a name server routes it to all of them."""
+async def create_topic(
+    cluster: LocalCluster, topic: str, queues: int = 4, brokers: list[str] | None = None, **admin_options: Any
+) -> None:
+    """Create ``topic`` on the masters and wait until a name server routes it to all of them (``admin_options``:
+    the ``Admin``'s keyword options, e.g. ``tls``)."""
     from krocket.client import Admin
 
-    async with Admin(cluster.namesrv_addr) as admin:
+    async with Admin(cluster.namesrv_addr, **admin_options) as admin:
         applied = await admin.create_topic(topic, queues, queues, broker_names=brokers)
 
         async def routed() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError
 from krocket.common.remoting.limits import ConnectionLimits
+from krocket.common.remoting.tls import TlsServerSettings, client_settings_context, https_context, server_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,24 @@ class BrokerConfig:
     listen_port: int = ports.BROKER_PORT
     ha_listen_port: int = ports.BROKER_HA_PORT
     http_port: int = ports.BROKER_HTTP_PORT
+    # Bind addresses: listenHost for the remoting port (0.0.0.0 in pods, where the operator needs it; `krocket
+    # local up` binds 127.0.0.1), the HA and HTTP ports bind haListenHost / httpListenHost (default: listenHost).
+    ha_listen_host: str = ""
+    http_listen_host: str = ""
+    # TLS (krocket.common.remoting.tls), RocketMQ's names: the remoting and HA ports serve in tlsMode (disabled,
+    # permissive: TLS and plain on one port, enforcing: TLS only) with this certificate and key; client
+    # certificates are required and checked against tlsServerTrustCertPath when tlsServerNeedClientAuth is true.
+    tls_mode: str = "disabled"
+    tls_server_cert_path: str = ""
+    tls_server_key_path: str = ""
+    tls_server_trust_cert_path: str = ""
+    tls_server_need_client_auth: bool = False
+    # The broker's own connections out (name servers, its master's remoting and HA ports) use TLS when tlsEnable.
+    tls_enable: bool = False
+    tls_client_trust_cert_path: str = ""
+    tls_client_cert_path: str = ""
+    tls_client_key_path: str = ""
+    http_tls_enable: bool = False  # the HTTP port serves HTTPS with tlsServerCertPath / tlsServerKeyPath
     broker_i_p1: str = ""  # advertised host; RocketMQ calls it brokerIP1
     store_path_root_dir: str = "./store"
     flush_disk_type: str = "ASYNC_FLUSH"
@@ -67,9 +87,6 @@ class BrokerConfig:
     slave_timeout_mills: int = 3000  # SYNC_MASTER: wait this long for a slave before FLUSH_SLAVE_TIMEOUT
     access_message_in_memory_max_ratio: int = 40  # % of RAM: reads further behind are sent to a slave
     metadata_sync_period_mills: int = 10_000
-    acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
-    acl_config_file: str = ""
-    http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
     # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
     # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
     max_connections: int = 10_000
@@ -77,11 +94,42 @@ class BrokerConfig:
     server_buffer_budget_bytes: int = 256 * 1024 * 1024
     incomplete_frame_timeout_mills: int = 30_000
     channel_idle_timeout_mills: int = 120_000  # RocketMQ: serverChannelMaxIdleTimeSeconds
+    acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
+    acl_config_file: str = ""
+    http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_slave(self) -> bool:
         return self.broker_id != 0 or self.broker_role == "SLAVE"
+
+    @property
+    def ha_bind_host(self) -> str:
+        return self.ha_listen_host or self.listen_host
+
+    @property
+    def http_bind_host(self) -> str:
+        return self.http_listen_host or self.listen_host
+
+    def tls_server_settings(self) -> TlsServerSettings:
+        """The remoting and HA ports' TLS settings; ``ConfigError`` names a wrong key."""
+        return server_settings(
+            self.tls_mode,
+            self.tls_server_cert_path,
+            self.tls_server_key_path,
+            self.tls_server_trust_cert_path,
+            self.tls_server_need_client_auth,
+        )
+
+    def tls_client_context(self) -> ssl.SSLContext | None:
+        """The client context of the broker's own connections out, None unless tlsEnable."""
+        return client_settings_context(
+            self.tls_enable, self.tls_client_trust_cert_path, self.tls_client_cert_path, self.tls_client_key_path
+        )
+
+    def http_ssl_context(self) -> ssl.SSLContext | None:
+        """The HTTP port's server context, None unless httpTlsEnable (it needs the server certificate and key)."""
+        return https_context(self.tls_server_cert_path, self.tls_server_key_path) if self.http_tls_enable else None
 
     def validate(self) -> None:
         if self.flush_disk_type not in FLUSH_MODES:
@@ -106,9 +154,12 @@ class BrokerConfig:
             raise ConfigError("cleanResourceInterval, maxHashSlotNum and maxIndexNum must be positive")
         if self.sync_flush_inline_bytes < 0:
             raise ConfigError(f"syncFlushInlineBytes must be 0 or more, got {self.sync_flush_inline_bytes}")
-        self.connection_limits()
+        self.tls_server_settings().context()  # certificate files load, or a ConfigError naming the key
+        self.tls_client_context()
+        self.http_ssl_context()
         if self.acl_enable and not self.acl_config_file:
             raise ConfigError("aclEnable is true but aclConfigFile is not set: name the plain_acl.yml to use")
+        self.connection_limits()
         if self.sync_flush_timeout <= 0:
             raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
 

@@ -32,7 +32,7 @@ class NameServerRegistration:
         self._topics = topics
         self.broker_addr = broker_addr
         self.ha_addr = ha_addr
-        self._pool = ConnectionPool()
+        self._pool = ConnectionPool(ssl_context=config.tls_client_context())
         self._pool.request_hook = sign  # with the ACL on: the broker's admin account signs (krocket.broker.acl)
         self._registered: set[str] = set()
         self._wakeup = asyncio.Event()

@@ -145,6 +145,8 @@ class Broker:
         self.offsets.load()
         host = advertised_host(config)
 
+        tls = config.tls_server_settings()
+        server_tls, client_tls = tls.context(), config.tls_client_context()
         front_end = self.front_end
         remoting = RemotingServer(
             front_end.handle,
@@ -152,6 +154,8 @@ class Broker:
             config.listen_port,
             on_connect=lambda c: c.on_close(self.consumers.connection_closed),
             before_reply=front_end.before_reply,
+            tls_mode=tls.mode,
+            ssl_context=server_tls,
             limits=config.connection_limits(),
         )
         self.port = await remoting.start()
@@ -183,7 +187,14 @@ class Broker:
         ha_port = config.ha_listen_port
         ha_master: HAMaster | None = None
         if not config.is_slave:
-            ha_master = HAMaster(store, config.listen_host, config.ha_listen_port, config.slave_timeout_mills / 1000.0)
+            ha_master = HAMaster(
+                store,
+                config.ha_bind_host,
+                config.ha_listen_port,
+                config.slave_timeout_mills / 1000.0,
+                tls_mode=tls.mode,
+                ssl_context=server_tls,
+            )
             ha_port = await ha_master.start()
             store.on_dispatched(ha_master.on_new_data)
             service.ha_master = ha_master
@@ -197,7 +208,10 @@ class Broker:
         metadata_sync: MetadataSync | None = None
         if config.is_slave:
             ha_slave = HASlave(
-                store, lambda: registration.master_ha_addr, sync_flush=config.flush_disk_type == "SYNC_FLUSH"
+                store,
+                lambda: registration.master_ha_addr,
+                sync_flush=config.flush_disk_type == "SYNC_FLUSH",
+                ssl_context=client_tls,
             )
             ha_slave.start()
             metadata_sync = MetadataSync(
@@ -206,6 +220,7 @@ class Broker:
                 lambda: registration.master_addr,
                 config.metadata_sync_period_mills / 1000.0,
                 sign=self._sign_own_requests,
+                ssl_context=client_tls,
             )
             metadata_sync.start()
         self.running = RunningParts(remoting, store, service, registration, ha_master, ha_slave, metadata_sync)
@@ -214,7 +229,9 @@ class Broker:
         app = make_app(service, self.metrics, self.http_state, guard)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, config.listen_host, config.http_port)
+        site = web.TCPSite(
+            self._http_runner, config.http_bind_host, config.http_port, ssl_context=config.http_ssl_context()
+        )
         await site.start()
         self.http_port = int(self._http_runner.addresses[0][1])
         self.http_state.serving = True

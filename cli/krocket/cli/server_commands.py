@@ -18,7 +18,52 @@ def register(sub: Any) -> None:
 
     br = sub.add_parser("broker", help="run a broker (flags override the --config YAML file)")
     br.add_argument("--config", "-c", default=None, help="YAML file of broker settings (RocketMQ names)")
-    br.add_argument("--host", dest="listenHost", default=None, help="address to bind (default 0.0.0.0)")
+    br.add_argument(
+        "--bind",
+        "--host",
+        dest="listenHost",
+        default=None,
+        help="address the remoting port binds (default 0.0.0.0: every interface; also the default of the others)",
+    )
+    br.add_argument("--ha-bind", dest="haListenHost", default=None, help="address the HA port binds (default --bind)")
+    br.add_argument(
+        "--http-bind", dest="httpListenHost", default=None, help="address the HTTP port binds (default --bind)"
+    )
+    br.add_argument(
+        "--tls-mode",
+        dest="tlsMode",
+        choices=["disabled", "permissive", "enforcing"],
+        default=None,
+        help="TLS of the remoting and HA ports (default disabled; permissive: TLS and plain on one port)",
+    )
+    br.add_argument("--tls-cert", dest="tlsServerCertPath", default=None, help="PEM certificate chain of the broker")
+    br.add_argument("--tls-key", dest="tlsServerKeyPath", default=None, help="PEM private key of the broker")
+    br.add_argument(
+        "--tls-trust-cert",
+        dest="tlsServerTrustCertPath",
+        default=None,
+        help="CA of client certificates, required with --tls-need-client-auth",
+    )
+    br.add_argument(
+        "--tls-need-client-auth", dest="tlsServerNeedClientAuth", action="store_const", const=True, default=None
+    )
+    br.add_argument(
+        "--tls-enable",
+        dest="tlsEnable",
+        action="store_const",
+        const=True,
+        default=None,
+        help="the broker's own connections (name servers, its master) use TLS",
+    )
+    br.add_argument("--tls-ca", dest="tlsClientTrustCertPath", default=None, help="CA those connections trust")
+    br.add_argument(
+        "--http-tls",
+        dest="httpTlsEnable",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve HTTPS on the HTTP port with the --tls-cert/--tls-key certificate",
+    )
     br.add_argument(
         "--listen-port", dest="listenPort", type=int, default=None, help=f"remoting port (default {ports.BROKER_PORT})"
     )
@@ -89,6 +134,16 @@ BROKER_FLAGS = (
     "brokerIP1",
     "mappedFileSizeCommitLog",
     "autoCreateTopicEnable",
+    "haListenHost",
+    "httpListenHost",
+    "tlsMode",
+    "tlsServerCertPath",
+    "tlsServerKeyPath",
+    "tlsServerTrustCertPath",
+    "tlsServerNeedClientAuth",
+    "tlsEnable",
+    "tlsClientTrustCertPath",
+    "httpTlsEnable",
 )
 
 

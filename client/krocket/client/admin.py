@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from krocket.common.codes import PERM_READ_WRITE, RequestCode, ResponseCode
 from krocket.common.errors import KrocketError, RemoteError, TopicNotExistError
 from krocket.common.headers import CreateTopicHeader, DeleteTopicInBrokerHeader, RequestHeader
+from krocket.common.remoting.tls import client_tls
 from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
@@ -75,8 +77,16 @@ class QueueProgress:
 
 
 class Admin:
-    def __init__(self, namesrv: str | None = None, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        namesrv: str | None = None,
+        *,
+        timeout: float = 5.0,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
         self._namesrv = namesrv
         self._instance: ClientInstance | None = None
 
@@ -88,7 +98,7 @@ class Admin:
 
     async def start(self) -> None:
         if self._instance is None:
-            self._instance = ClientInstance(self._namesrv, timeout=self.timeout)
+            self._instance = ClientInstance(self._namesrv, timeout=self.timeout, ssl_context=self.ssl_context)
 
     async def shutdown(self) -> None:
         if self._instance is not None:

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -73,9 +74,11 @@ class ClientInstance:
         instance_name: str | None = None,
         rebalance_interval: float = 20.0,
         timeout: float = 3.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.client_id = make_client_id(instance_name)
-        self.pool = ConnectionPool(self._serve)
+        # Name servers and brokers alike over TLS with ``ssl_context`` (krocket.common.remoting.tls.client_tls).
+        self.pool = ConnectionPool(self._serve, ssl_context=ssl_context)
         self.namesrv = NameServerClient(self.pool, namesrv, timeout)
         self.timeout = timeout
         self.rebalance_interval = rebalance_interval

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ from krocket.common.message_checks import check_int32, check_properties
 from krocket.common.message_id import UniqueIdGenerator
 from krocket.common.record import SYSFLAG_COMPRESSED
 from krocket.common.remoting import RemotingCommand
+from krocket.common.remoting.tls import client_tls
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
 from . import broker_api
@@ -72,6 +74,8 @@ class Producer:
         compress_over: int = COMPRESS_OVER_BYTES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         instance_name: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
@@ -81,6 +85,7 @@ class Producer:
         self.max_message_bytes = max_message_bytes
         self._namesrv = namesrv
         self._instance_name = instance_name
+        self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
         self._instance: ClientInstance | None = None
         self._ids = UniqueIdGenerator()
         self._selector = QueueSelector()
@@ -102,7 +107,9 @@ class Producer:
     async def start(self) -> None:
         if self._instance is not None:
             return
-        self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name, timeout=self.send_timeout)
+        self._instance = ClientInstance(
+            self._namesrv, instance_name=self._instance_name, timeout=self.send_timeout, ssl_context=self.ssl_context
+        )
         self._instance.producer_groups.add(self.group)
         await self._instance.start()
         log.info(

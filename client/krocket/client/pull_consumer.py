@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from krocket.common.errors import KrocketError
+from krocket.common.record import UndecodableRecord
+from krocket.common.remoting.tls import client_tls
 from krocket.common.route import MASTER_ID
 from krocket.common.topic import validate_group
 
@@ -19,14 +22,23 @@ log = logging.getLogger(__name__)
 
 class PullConsumer:
     def __init__(
-        self, group: str, namesrv: str | None = None, *, timeout: float = 3.0, instance_name: str | None = None
+        self,
+        group: str,
+        namesrv: str | None = None,
+        *,
+        timeout: float = 3.0,
+        instance_name: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
         self.timeout = timeout
         self._namesrv = namesrv
         self._instance_name = instance_name
+        self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
         self._instance: ClientInstance | None = None
+        self.undecodable_records = 0  # records skipped because they could not be decoded
 
     @property
     def instance(self) -> ClientInstance:
@@ -36,7 +48,9 @@ class PullConsumer:
 
     async def start(self) -> None:
         if self._instance is None:
-            self._instance = ClientInstance(self._namesrv, instance_name=self._instance_name, timeout=self.timeout)
+            self._instance = ClientInstance(
+                self._namesrv, instance_name=self._instance_name, timeout=self.timeout, ssl_context=self.ssl_context
+            )
             await self._instance.start()
             log.info("pull consumer %s started as %s", self.group, self._instance.client_id)
 
@@ -90,7 +104,13 @@ class PullConsumer:
             max_nums,
             suspend_ms=block_ms,
             timeout=rpc_timeout,
+            on_undecodable=self._skip_undecodable,
         )
+
+    def _skip_undecodable(self, queue: MessageQueue, bad: UndecodableRecord) -> None:
+        """A record that cannot be decoded: one WARNING, counted; ``next_begin_offset`` is past it."""
+        self.undecodable_records += 1
+        broker_api.log_undecodable(queue, bad)
 
     async def min_offset(self, queue: MessageQueue) -> int:
         return await broker_api.min_offset(self.instance.pool, await self._addr(queue), queue, self.timeout)

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 from krocket.common.errors import KrocketError
+from krocket.common.remoting.tls import client_tls
 from krocket.common.topic import validate_group
 
 from . import broker_api
@@ -73,6 +75,8 @@ class PushConsumer:
         suspend_ms: int = SUSPEND_MS,
         instance_name: str | None = None,
         offset_dir: str | Path | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
@@ -92,6 +96,7 @@ class PushConsumer:
         self.reconsume_delay = reconsume_delay
         self.suspend_ms = suspend_ms
         self._namesrv = namesrv
+        self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
         self._instance_name = instance_name or ("DEFAULT" if self.message_model is MessageModel.BROADCASTING else None)
         self._offset_dir = offset_dir
         self._subs: dict[str, SubscriptionData] = {}
@@ -149,7 +154,10 @@ class PushConsumer:
         if not self._subs:
             raise KrocketError("subscribe to at least one topic before starting the consumer")
         instance = ClientInstance(
-            self._namesrv, instance_name=self._instance_name, rebalance_interval=self.rebalance_interval
+            self._namesrv,
+            instance_name=self._instance_name,
+            rebalance_interval=self.rebalance_interval,
+            ssl_context=self.ssl_context,
         )
         self._instance = instance
         store: OffsetStore

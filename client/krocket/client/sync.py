@@ -76,7 +76,7 @@ class SyncProducer(_Sync):
     ) -> None:
         super().__init__(f"krocket-producer-{group}")
         self._client = self.producer = Producer(group, namesrv, send_timeout, retries, **kwargs)
-        self._blocking = BlockingConnectionPool(connect_timeout=send_timeout)
+        self._blocking = BlockingConnectionPool(connect_timeout=send_timeout, ssl_context=self.producer.ssl_context)
 
     def send(
         self, msg: Message, selector: Selector | None = None, arg: Any = None, timeout: float | None = None

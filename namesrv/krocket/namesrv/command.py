@@ -12,15 +12,25 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from krocket.common import ports
 from krocket.common.errors import ConfigError
+from krocket.common.remoting.tls import https_context, server_settings
 from krocket.namesrv.server import SCAN_INTERVAL_SECONDS, NameServer, run_namesrv
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The name server's options, shared by ``python -m krocket.namesrv`` and ``krocket namesrv``."""
-    p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument(
+        "--bind",
+        "--host",
+        dest="host",
+        default="0.0.0.0",
+        help="address the remoting port binds (default 0.0.0.0: every interface; 127.0.0.1 for this machine only)",
+    )
+    p.add_argument("--http-bind", default=None, help="address the HTTP port binds (default: the --bind address)")
+    add_tls_arguments(p)
     p.add_argument(
         "--port",
         "--listen-port",
@@ -51,6 +61,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """TLS of the remoting port (``krocket.common.remoting.tls``) and of the HTTP port."""
+    p.add_argument(
+        "--tls-mode",
+        default="disabled",
+        help="remoting TLS: disabled (default), permissive (TLS and plain on one port) or enforcing (TLS only)",
+    )
+    p.add_argument("--tls-cert", default="", help="PEM certificate chain of the server (tlsServerCertPath)")
+    p.add_argument("--tls-key", default="", help="PEM private key of the server (tlsServerKeyPath)")
+    p.add_argument(
+        "--tls-trust-cert",
+        default="",
+        help="CA that client certificates must chain to, with --tls-need-client-auth (tlsServerTrustCertPath)",
+    )
+    p.add_argument("--tls-need-client-auth", action="store_true", help="require client certificates")
+    p.add_argument("--http-tls", action="store_true", help="serve HTTPS on the HTTP port with --tls-cert/--tls-key")
+
+
+def network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``run_namesrv``'s bind and TLS keywords from the options of ``add_arguments``; ``ConfigError`` names
+    a wrong TLS setting."""
+    tls = server_settings(args.tls_mode, args.tls_cert, args.tls_key, args.tls_trust_cert, args.tls_need_client_auth)
+    tls.context()  # the files load, or a ConfigError now rather than at start
+    return {
+        "http_host": args.http_bind,
+        "tls": tls,
+        "http_ssl_context": https_context(args.tls_cert, args.tls_key) if args.http_tls else None,
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m krocket.namesrv", description="Run a krocket name server.")
     add_arguments(p)
@@ -75,6 +115,7 @@ def run(args: argparse.Namespace) -> None:
     """Run with the options of ``add_arguments`` until SIGTERM/SIGINT. Raises ``ConfigError`` when a port
     cannot be bound."""
     ports_file = args.ports_file
+    network = network_options(args)
 
     def on_started(server: NameServer) -> None:
         if ports_file:
@@ -90,6 +131,7 @@ def run(args: argparse.Namespace) -> None:
                 args.scan_interval,
                 on_started=on_started,
                 acl_file=getattr(args, "acl", None),
+                **network,
             )
         )
     except OSError as exc:

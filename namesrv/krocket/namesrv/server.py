@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from krocket.common import ports
 from krocket.common.acl import AclFile
 from krocket.common.remoting import Connection, RemotingServer
 from krocket.common.remoting.limits import ConnectionLimits
+from krocket.common.remoting.tls import TlsServerSettings
 from krocket.namesrv.http import create_app
 from krocket.namesrv.kvconfig import KVConfigStore
 from krocket.namesrv.metrics import NamesrvMetrics
@@ -27,7 +29,10 @@ SCAN_INTERVAL_SECONDS = 10.0
 
 
 class NameServer:
-    """Start with ``await start()``; ``port`` and ``http_port`` then hold the bound ports (0 = any free)."""
+    """Start with ``await start()``; ``port`` and ``http_port`` then hold the bound ports (0 = any free).
+
+    ``host`` is the remoting port's bind address, ``http_host`` the HTTP port's (default: ``host``); the
+    remoting port serves TLS as ``tls`` says, the HTTP port HTTPS when given ``http_ssl_context``."""
 
     def __init__(
         self,
@@ -37,12 +42,18 @@ class NameServer:
         data_dir: str | Path | None = None,
         scan_interval: float = SCAN_INTERVAL_SECONDS,
         expiry: float = BROKER_EXPIRY_SECONDS,
+        http_host: str | None = None,
+        tls: TlsServerSettings | None = None,
+        http_ssl_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
         acl_file: str | Path | None = None,
     ) -> None:
         # With an ACL file (plain_acl.yml), writes need an admin's signed request (krocket.namesrv.processor).
         self.acl = AclFile(acl_file) if acl_file else None
         self.host = host
+        self.http_host = http_host or host
+        self.tls = tls or TlsServerSettings()
+        self._http_ssl_context = http_ssl_context
         self.port = port
         self.http_port = http_port
         self.scan_interval = scan_interval
@@ -50,7 +61,15 @@ class NameServer:
         self.metrics = NamesrvMetrics()
         self.processor = NamesrvProcessor(self.registry, KVConfigStore.in_dir(data_dir), self.metrics, self.acl)
         # The broker's defaults (krocket.common.remoting.limits): connections, buffered bytes, timeouts.
-        self._remoting = RemotingServer(self.processor, host, port, on_connect=self._on_connect, limits=limits)
+        self._remoting = RemotingServer(
+            self.processor,
+            host,
+            port,
+            on_connect=self._on_connect,
+            limits=limits,
+            tls_mode=self.tls.mode,
+            ssl_context=self.tls.context(),
+        )
         self._runner: web.AppRunner | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._listening = False
@@ -65,7 +84,9 @@ class NameServer:
         try:
             self._runner = web.AppRunner(create_app(self.registry, self.metrics, lambda: self.ready), access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.http_port, reuse_address=True)
+            site = web.TCPSite(
+                self._runner, self.http_host, self.http_port, reuse_address=True, ssl_context=self._http_ssl_context
+            )
             await site.start()
             self.http_port = int(self._runner.addresses[0][1])
         except BaseException:
@@ -74,7 +95,15 @@ class NameServer:
         self._scan_task = asyncio.get_running_loop().create_task(self._scan_loop(), name="namesrv-expiry")
         if self.acl is not None:
             self.acl.start()
-        log.info("name server listening: remoting %s:%d, http %s:%d", self.host, self.port, self.host, self.http_port)
+        log.info(
+            "name server listening: remoting %s:%d (TLS %s), %s %s:%d",
+            self.host,
+            self.port,
+            self.tls.mode.value,
+            "https" if self._http_ssl_context is not None else "http",
+            self.http_host,
+            self.http_port,
+        )
 
     async def stop(self) -> None:
         self._listening = False
@@ -128,10 +157,23 @@ async def run_namesrv(
     data_dir: str | Path | None = None,
     scan_interval: float = SCAN_INTERVAL_SECONDS,
     on_started: Callable[[NameServer], None] | None = None,
+    http_host: str | None = None,
+    tls: TlsServerSettings | None = None,
+    http_ssl_context: ssl.SSLContext | None = None,
     acl_file: str | Path | None = None,
 ) -> None:
     """Run a name server until SIGTERM or SIGINT, then stop it cleanly."""
-    server = NameServer(host, port, http_port, data_dir, scan_interval, acl_file=acl_file)
+    server = NameServer(
+        host,
+        port,
+        http_port,
+        data_dir,
+        scan_interval,
+        acl_file=acl_file,
+        http_host=http_host,
+        tls=tls,
+        http_ssl_context=http_ssl_context,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

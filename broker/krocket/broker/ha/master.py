@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from krocket.broker.store import MessageStore
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.record import BLANK_MAGIC, MAGIC_V1, MAGIC_V2
+from krocket.common.remoting.tls import PermissiveServer, TlsMode, start_server
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +40,37 @@ class SlaveLink:
 
 
 class HAMaster:
-    def __init__(self, store: MessageStore, host: str, port: int, sync_timeout_s: float = 3.0) -> None:
+    """Listens on ``host:port`` for slaves, in ``tls_mode`` with ``ssl_context`` (the broker's remoting ones)."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        host: str,
+        port: int,
+        sync_timeout_s: float = 3.0,
+        tls_mode: TlsMode = TlsMode.DISABLED,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._store = store
         self.host = host
         self.port = port
         self._sync_timeout_s = sync_timeout_s
-        self._server: asyncio.base_events.Server | None = None
+        self._tls_mode = tls_mode
+        self._ssl_context = ssl_context
+        self._server: asyncio.Server | PermissiveServer | None = None
         self.slaves: dict[int, SlaveLink] = {}
         self._wakeups: set[asyncio.Event] = set()  # one per push loop
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        self._server = await start_server(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._serve),
+            self.host,
+            self.port,
+            self._tls_mode,
+            self._ssl_context,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Callable
 
 from krocket.broker.offset_manager import ConsumerOffsetManager
@@ -25,13 +26,14 @@ class MetadataSync:
         offsets: ConsumerOffsetManager,
         master_addr: Callable[[], str | None],
         period_s: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
         sign: Callable[[RemotingCommand], None] | None = None,
     ) -> None:
         self._topics = topics
         self._offsets = offsets
         self._master_addr = master_addr
         self._period_s = period_s
-        self._pool = ConnectionPool()
+        self._pool = ConnectionPool(ssl_context=ssl_context)
         self._pool.request_hook = sign  # with the ACL on: the broker's admin account signs (krocket.broker.acl)
         self._task: asyncio.Task[None] | None = None
         self.last_sync_ok = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +28,10 @@ class HASlave:
         master_ha_addr: Callable[[], str | None],
         sync_flush: bool = False,
         backoff_max_s: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._store = store
+        self._ssl_context = ssl_context  # connect to the master's HA port over TLS with this client context
         self._master_ha_addr = master_ha_addr
         self._sync_flush = sync_flush
         self._backoff_max_s = backoff_max_s
@@ -72,7 +75,10 @@ class HASlave:
 
     async def _follow(self, addr: str) -> None:
         host, _, port = addr.rpartition(":")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 3.0)
+        tls = self._ssl_context
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=tls, server_hostname=host if tls is not None else None), 3.0
+        )
         try:
             offset = self._store.max_phy_offset
             writer.write(REPORT.pack(offset))

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from krocket.common.errors import ConfigError
 
@@ -68,7 +70,8 @@ class TlsServerSettings:
                 ctx.verify_mode = ssl.CERT_REQUIRED
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"cannot load the TLS certificate {self.cert_path} / key {self.key_path}: {exc}"
+                f"cannot load the TLS certificate {self.cert_path} / key {self.key_path}"
+                f" (tlsServerCertPath / tlsServerKeyPath / tlsServerTrustCertPath): {exc}"
             ) from None
         return ctx
 
@@ -91,6 +94,88 @@ def client_context(
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the TLS client certificate {cert_path}: {exc}") from None
     return ctx
+
+
+def _require_file(key: str, path: str) -> str:
+    if not path:
+        raise ConfigError(f"{key} is not set")
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: no such file {path}")
+    return path
+
+
+def server_settings(
+    mode: str,
+    cert_path: str = "",
+    key_path: str = "",
+    trust_cert_path: str = "",
+    need_client_auth: bool = False,
+) -> TlsServerSettings:
+    """A server's TLS settings from its configuration keys (RocketMQ's names: ``tlsMode``,
+    ``tlsServerCertPath``, ``tlsServerKeyPath``, ``tlsServerTrustCertPath``, ``tlsServerNeedClientAuth``);
+    a ``ConfigError`` names the key that is wrong. A certificate and key are required unless the mode is
+    disabled; the trust certificate (the CA of client certificates) only when client authentication is on."""
+    try:
+        parsed = TlsMode.parse(mode)
+    except ConfigError as exc:
+        raise ConfigError(f"tlsMode: {exc}") from None
+    if parsed is TlsMode.DISABLED:
+        return TlsServerSettings()
+    cert = _require_file("tlsServerCertPath", cert_path)
+    key = _require_file("tlsServerKeyPath", key_path)
+    client_ca = _require_file("tlsServerTrustCertPath", trust_cert_path) if need_client_auth else None
+    return TlsServerSettings(parsed, cert, key, client_ca)
+
+
+def https_context(cert_path: str, key_path: str) -> ssl.SSLContext:
+    """The server context of an HTTPS port (``httpTlsEnable``): the remoting port's certificate and key."""
+    settings = TlsServerSettings(
+        TlsMode.ENFORCING,
+        _require_file("tlsServerCertPath", cert_path),
+        _require_file("tlsServerKeyPath", key_path),
+    )
+    ctx = settings.context()
+    assert ctx is not None
+    return ctx
+
+
+def client_settings_context(
+    enable: bool, trust_cert_path: str = "", cert_path: str = "", key_path: str = ""
+) -> ssl.SSLContext | None:
+    """The client context a server uses for its own connections out (``tlsEnable``,
+    ``tlsClientTrustCertPath``, ``tlsClientCertPath``, ``tlsClientKeyPath``), None when TLS is off. Without a
+    trust certificate the system's CAs are trusted."""
+    if not enable:
+        return None
+    ca = _require_file("tlsClientTrustCertPath", trust_cert_path) if trust_cert_path else None
+    cert = _require_file("tlsClientCertPath", cert_path) if cert_path else None
+    key = _require_file("tlsClientKeyPath", key_path) if key_path else None
+    return client_context(ca, cert_path=cert, key_path=key)
+
+
+TLS_ENABLE_ENV = "KROCKET_TLS_ENABLE"  # krocket.client connects with TLS when this is 1/true/yes/on ...
+TLS_CA_ENV = "KROCKET_TLS_CA"  # ... trusting this CA file (default: the system's CAs)
+
+
+def client_tls(
+    tls: bool | ssl.SSLContext | None = None,
+    ca_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ssl.SSLContext | None:
+    """krocket.client's ``tls`` option as a client context: an ``SSLContext`` is used as it is, True connects
+    with TLS trusting ``ca_path`` (default: ``KROCKET_TLS_CA``, else the system's CAs), False connects plain;
+    None (the default) follows ``KROCKET_TLS_ENABLE``."""
+    env = os.environ if environ is None else environ
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if tls is None:
+        tls = env.get(TLS_ENABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if not tls:
+        return None
+    ca = ca_path or env.get(TLS_CA_ENV) or None
+    if ca is not None and not Path(ca).is_file():
+        raise ConfigError(f"TLS CA file {ca} does not exist (tls_ca / {TLS_CA_ENV})")
+    return client_context(ca)
 
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
