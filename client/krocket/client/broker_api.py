@@ -7,6 +7,8 @@ value, raising ``RemoteError`` for response codes the caller cannot use.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from krocket.common.codes import (
@@ -29,12 +31,14 @@ from krocket.common.headers import (
     UnregisterClientHeader,
     UpdateConsumerOffsetHeader,
 )
-from krocket.common.record import decode_records
+from krocket.common.record import UndecodableRecord, decode_pulled_records
 from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.route import loads_lenient
 
 from .subscription import SubscriptionData
 from .types import MessageQueue, PullResult, PullStatus, SendResult, SendStatus
+
+log = logging.getLogger(__name__)
 
 SEND_STATUS_BY_CODE: dict[int, SendStatus] = {
     ResponseCode.SUCCESS: SendStatus.SEND_OK,
@@ -136,7 +140,10 @@ async def pull_message(
     commit_offset: int = -1,
     suspend_ms: int = 0,
     timeout: float = 10.0,
+    on_undecodable: Callable[[MessageQueue, UndecodableRecord], None] | None = None,
 ) -> PullResult:
+    """One PULL_MESSAGE. A record that does not decode is reported to ``on_undecodable`` (by default one
+    WARNING) and skipped: ``next_begin_offset`` is past it, so a poison record never stalls the queue."""
     sys_flag = PULL_FLAG_SUBSCRIPTION
     if commit_offset > 0:
         sys_flag |= PULL_FLAG_COMMIT_OFFSET
@@ -161,15 +168,31 @@ async def pull_message(
         raise RemoteError(response.code, response.remark or "")
     ext = response.ext_fields
     messages = []
+    next_offset = _int(ext, "nextBeginOffset", offset)
     if status is PullStatus.FOUND and response.body:
-        messages = subscription.filter(decode_records(response.body))
+        pulled = decode_pulled_records(response.body, offset)
+        for bad in pulled.undecodable:
+            (on_undecodable or log_undecodable)(queue, bad)
+        if pulled.resume_at is not None:
+            next_offset = pulled.resume_at
+        messages = subscription.filter(pulled.messages)
     return PullResult(
         status,
-        _int(ext, "nextBeginOffset", offset),
+        next_offset,
         _int(ext, "minOffset"),
         _int(ext, "maxOffset"),
         messages,
         _int(ext, "suggestWhichBrokerId"),
+    )
+
+
+def log_undecodable(queue: MessageQueue, bad: UndecodableRecord) -> None:
+    log.warning(
+        "skipping the record at queue offset %d of %s (commit log offset %d) that cannot be decoded: %s",
+        bad.queue_offset,
+        queue,
+        bad.commit_log_offset,
+        bad.reason,
     )
 
 

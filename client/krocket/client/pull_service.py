@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from krocket.common.message import MessageExt
+from krocket.common.record import UndecodableRecord
 
 from . import broker_api
 from .instance import ClientInstance
@@ -76,6 +77,19 @@ class PullService:
         self._throttle = throttle
         self._tasks: dict[MessageQueue, asyncio.Task[None]] = {}
         self._pull_from: dict[MessageQueue, int] = {}
+        self.undecodable_records = 0  # records skipped because they could not be decoded
+
+    def skip_undecodable(self, mq: MessageQueue, bad: UndecodableRecord) -> None:
+        """A record that cannot be decoded: one WARNING, counted, and the queue moves past it."""
+        self.undecodable_records += 1
+        log.warning(
+            "consumer %s: skipping the record at offset %d of %s (commit log offset %d), it cannot be decoded: %s",
+            self.settings.group,
+            bad.queue_offset,
+            mq,
+            bad.commit_log_offset,
+            bad.reason,
+        )
 
     def start(self, mq: MessageQueue, pq: ProcessQueue, offset: int) -> None:
         """Pull ``mq`` from ``offset`` into ``pq`` until ``pq`` is dropped or the task is stopped."""
@@ -125,8 +139,9 @@ class PullService:
                     commit_offset=store.read(mq) if clustering else -1,
                     suspend_ms=s.suspend_ms,
                     timeout=s.suspend_ms / 1000 + 15,
+                    on_undecodable=self.skip_undecodable,
                 )
-            except Exception as exc:  # connection, timeout, broker error or an undecodable body
+            except Exception as exc:  # connection, timeout or broker error
                 if self._throttle(("pull", mq)):
                     log.warning("consumer %s: pull from %s (%s) failed: %s", s.group, mq, addr, exc)
                 self._pull_from[mq] = self._other_member(mq.broker_name, broker_id)

@@ -320,6 +320,57 @@ def decode_records(buf: bytes | bytearray | memoryview) -> list[MessageExt]:
     return out
 
 
+@dataclass(slots=True)
+class UndecodableRecord:
+    """A record of a pull response body that could not be decoded: its queue offset (presumed when its layout
+    is broken), its commit log offset (-1 when its layout is broken) and why."""
+
+    queue_offset: int
+    commit_log_offset: int
+    reason: str
+
+
+@dataclass(slots=True)
+class PulledRecords:
+    """A pull response body decoded record by record: the messages, the records that could not be decoded,
+    and, when the body could not be read to its end, the queue offset to pull from next (past the bad record)."""
+
+    messages: list[MessageExt]
+    undecodable: list[UndecodableRecord]
+    resume_at: int | None = None
+
+
+def decode_pulled_records(buf: bytes | bytearray | memoryview, from_offset: int) -> PulledRecords:
+    """The records of a pull response body (pulled from queue offset ``from_offset``), skipping those that do
+    not decode instead of failing the pull: a record whose layout holds but whose body does not (a compressed
+    body that does not inflate) is skipped by its size; at a record whose layout is broken, decoding stops and
+    ``resume_at`` is the queue offset after it."""
+    out = PulledRecords([], [])
+    pos = 0
+    n = len(buf)
+    while pos + 4 <= n:
+        try:
+            msg = decode_record(buf, pos)
+        except RecordError as exc:
+            try:
+                head = record_layout(buf, pos)[0]
+            except RecordError:
+                # The layout is broken, so neither its size nor its queue offset can be trusted: the bad record
+                # is taken to be the next offset after the last good one, and the pull resumes past it.
+                last = out.messages[-1].queue_offset if out.messages else from_offset - 1
+                bad_offset = max(last + 1, from_offset)
+                out.undecodable.append(UndecodableRecord(bad_offset, -1, str(exc)))
+                out.resume_at = bad_offset + 1
+                return out
+            queue_offset, phys = head[5], head[6]
+            out.undecodable.append(UndecodableRecord(queue_offset, phys, str(exc)))
+            pos += head[0]
+            continue
+        out.messages.append(msg)
+        pos += msg.store_size
+    return out
+
+
 def peek_head(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """(total size, magic) of the record or BLANK record at ``pos``."""
     total, magic = TOTAL_MAGIC.unpack_from(buf, pos)

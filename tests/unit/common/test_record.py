@@ -139,3 +139,33 @@ def test_a_flipped_body_byte_fails_the_crc():
 def test_topic_prefix_refuses_what_one_length_byte_cannot_hold(topic):
     with pytest.raises(RecordError, match="1 to 255 bytes"):
         topic_prefix(topic)
+
+
+def _queue_record(queue_offset: int, body: bytes = b"ok", sys_flag: int = 0) -> bytes:
+    from krocket.common.record import encode_record
+
+    return encode_record(topic=b"T", body=body, queue_offset=queue_offset, sys_flag=sys_flag)
+
+
+def test_a_pull_body_with_a_record_that_does_not_inflate_skips_just_that_record():
+    from krocket.common.record import decode_pulled_records
+
+    body = _queue_record(5) + _queue_record(6, b"not zlib", sys_flag=0x1) + _queue_record(7)
+    pulled = decode_pulled_records(body, 5)
+    assert [m.queue_offset for m in pulled.messages] == [5, 7]
+    [bad] = pulled.undecodable
+    assert bad.queue_offset == 6 and "does not inflate" in bad.reason
+    assert pulled.resume_at is None  # the broker's nextBeginOffset is already past it
+
+
+def test_a_pull_body_with_a_broken_layout_resumes_past_the_bad_record():
+    from krocket.common.record import decode_pulled_records
+
+    broken = bytearray(_queue_record(11))
+    broken[4:8] = b"\0\0\0\0"  # the magic
+    body = _queue_record(10) + bytes(broken) + _queue_record(12)
+    pulled = decode_pulled_records(body, 10)
+    assert [m.queue_offset for m in pulled.messages] == [10]
+    assert [b.queue_offset for b in pulled.undecodable] == [11] and pulled.resume_at == 12
+    first_broken = decode_pulled_records(bytes(broken), 11)
+    assert first_broken.messages == [] and first_broken.resume_at == 12
