@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -225,3 +226,31 @@ def test_https_health(tmp_path: Path, certs: Certificates) -> None:
             urllib.request.urlopen(f"https://127.0.0.1:{c.brokers[0].http_port}/healthz", timeout=2, context=no_trust)
     finally:
         c.stop()
+
+
+def test_cli_verbs_take_tls_options(cluster: tuple[str, LocalCluster], certs: Certificates) -> None:
+    mode, c = cluster
+    if mode != "enforcing":
+        pytest.skip("the enforcing servers tell a TLS CLI from a plain one")
+    topic = f"TlsCli_{uuid.uuid4().hex[:6]}"
+    ns = ["--namesrv", c.namesrv_addr]
+
+    def krocket(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("KROCKET_TLS")}
+        return subprocess.run(
+            [sys.executable, "-m", "krocket.cli.main", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**clean, **(env or {})},
+        )
+
+    created = krocket("topic", "create", topic, "-r", "2", *ns, "--tls", "--tls-ca", str(certs.ca_path))
+    assert created.returncode == 0, created.stderr
+    sent = krocket("send", "-t", topic, *ns, "--tls-ca", str(certs.ca_path), "hello over TLS")
+    assert sent.returncode == 0, sent.stderr
+    by_env = {"KROCKET_TLS_ENABLE": "1", "KROCKET_TLS_CA": str(certs.ca_path)}
+    consumed = krocket("consume", "-t", topic, *ns, "--from", "first", "-n", "1", "--timeout", "20", env=by_env)
+    assert consumed.returncode == 0 and "hello over TLS" in consumed.stdout, consumed.stderr
+    plain = krocket("topic", "list", *ns)
+    assert plain.returncode != 0

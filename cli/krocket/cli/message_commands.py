@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
 from krocket.common.errors import ConfigError
 
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
     send.add_argument("--count", "-n", type=int, default=1, help="send the body this many times (default 1)")
     send.add_argument("--group", default="krocket-cli-producer")
     send.add_argument("body", nargs="?", default=None, help="message body; '-' or absent reads stdin lines")
+    add_tls_arguments(send)
     send.set_defaults(func=send_messages)
 
     consume = sub.add_parser("consume", help="consume messages and print them, one JSON object a line")
@@ -40,6 +42,7 @@ def register(sub: Any) -> None:
     consume.add_argument("--broadcast", action="store_true", help="broadcasting mode (offsets kept locally)")
     consume.add_argument("--count", "-n", type=int, default=0, help="stop after this many (default: run on)")
     consume.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds")
+    add_tls_arguments(consume)
     consume.set_defaults(func=consume_messages)
 
 
@@ -65,7 +68,7 @@ def send_messages(args: argparse.Namespace) -> int:
         bodies = [args.body.encode()] * args.count
 
     async def run() -> None:
-        producer = Producer(args.group, namesrv_from_env(args.namesrv))
+        producer = Producer(args.group, namesrv_from_env(args.namesrv), **tls_kwargs(args))
         await producer.start()
         try:
             for i, body in enumerate(bodies, 1):
@@ -128,6 +131,7 @@ def consume_messages(args: argparse.Namespace) -> int:
             namesrv_from_env(args.namesrv),
             message_model="BROADCASTING" if args.broadcast else "CLUSTERING",
             consume_from=args.consume_from.upper(),
+            **tls_kwargs(args),
         )
         consumer.subscribe(args.topic, args.expression)
         consumer.register_listener(listener)

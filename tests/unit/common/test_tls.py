@@ -11,7 +11,18 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, ConnectionClosedError, RemotingTimeoutError
 from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand, RemotingServer
 from krocket.common.remoting.blocking import BlockingConnectionPool
-from krocket.common.remoting.tls import TlsMode, TlsServerSettings, client_context, start_server
+from krocket.common.remoting.tls import (
+    TLS_CA_ENV,
+    TLS_ENABLE_ENV,
+    TlsMode,
+    TlsServerSettings,
+    client_context,
+    client_settings_context,
+    client_tls,
+    https_context,
+    server_settings,
+    start_server,
+)
 
 from tests.support.tls import Certificates, make_certificates
 
@@ -177,3 +188,71 @@ async def test_a_tls_client_names_tls_when_the_handshake_fails(certs):
     finally:
         await pool.close()
         await server.close()
+
+
+def test_server_settings_name_the_key_that_is_wrong(certs, tmp_path):
+    pem = str(certs.server_pem)
+    with pytest.raises(ConfigError, match="tlsMode: TLS mode must be one of"):
+        server_settings("strict")
+    with pytest.raises(ConfigError, match="tlsServerCertPath is not set"):
+        server_settings("enforcing", "", pem)
+    with pytest.raises(ConfigError, match=f"tlsServerKeyPath: no such file {tmp_path}/missing.key"):
+        server_settings("permissive", pem, str(tmp_path / "missing.key"))
+    with pytest.raises(ConfigError, match="tlsServerTrustCertPath is not set"):
+        server_settings("enforcing", pem, pem, need_client_auth=True)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="tlsServerCertPath"):
+        server_settings("enforcing", str(garbage), str(garbage)).context()
+    assert server_settings("disabled", "", "").context() is None
+    settings = server_settings("enforcing", pem, pem, str(certs.ca_path), need_client_auth=True)
+    assert settings.client_ca_path == str(certs.ca_path)
+    ctx = settings.context()
+    assert ctx is not None and ctx.verify_mode is ssl.CERT_REQUIRED
+    with pytest.raises(ConfigError, match="tlsClientTrustCertPath: no such file"):
+        client_settings_context(True, str(tmp_path / "none.pem"))
+    assert client_settings_context(False, str(tmp_path / "none.pem")) is None
+    with pytest.raises(ConfigError, match="tlsServerKeyPath is not set"):
+        https_context(pem, "")
+
+
+def test_client_tls_option_and_environment(certs, tmp_path):
+    ca = str(certs.ca_path)
+    assert client_tls(environ={}) is None
+    assert client_tls(False, ca, environ={TLS_ENABLE_ENV: "1"}) is None
+    own = client_context(ca)
+    assert client_tls(own, environ={}) is own
+    assert client_tls(True, ca, environ={}) is not None
+    from_env = client_tls(environ={TLS_ENABLE_ENV: "true", TLS_CA_ENV: ca})
+    assert from_env is not None and from_env.verify_mode is ssl.CERT_REQUIRED
+    with pytest.raises(ConfigError, match="KROCKET_TLS_CA"):
+        client_tls(environ={TLS_ENABLE_ENV: "yes", TLS_CA_ENV: str(tmp_path / "none.pem")})
+
+
+def test_broker_config_tls_and_bind_keys(certs, tmp_path):
+    from krocket.broker.config import BrokerConfig, load_broker_config
+
+    pem = str(certs.server_pem)
+    config = load_broker_config(
+        None,
+        {
+            "listenHost": "127.0.0.1",
+            "httpListenHost": "0.0.0.0",
+            "tlsMode": "permissive",
+            "tlsServerCertPath": pem,
+            "tlsServerKeyPath": pem,
+            "tlsEnable": True,
+            "tlsClientTrustCertPath": str(certs.ca_path),
+            "httpTlsEnable": True,
+        },
+    )
+    assert (config.ha_bind_host, config.http_bind_host) == ("127.0.0.1", "0.0.0.0")
+    assert config.tls_server_settings().mode is TlsMode.PERMISSIVE
+    assert config.tls_client_context() is not None and config.http_ssl_context() is not None
+    assert BrokerConfig().tls_client_context() is None and BrokerConfig().http_ssl_context() is None
+    with pytest.raises(ConfigError, match="tlsServerCertPath: no such file"):
+        load_broker_config(
+            None, {"tlsMode": "enforcing", "tlsServerCertPath": str(tmp_path / "x"), "tlsServerKeyPath": pem}
+        )
+    with pytest.raises(ConfigError, match="tlsMode"):
+        load_broker_config(None, {"tlsMode": "on"})
