@@ -1,8 +1,9 @@
 """No route takeover: a fake REGISTER_BROKER for a live broker's name and id is refused by a real name server.
 
 A raw connection claims to be broker-a's master at a fake address every 0.2 s while krocket.client sends; the
-routes keep listing the real broker and every send lands on it. Once the real broker is killed (its connection
-closes), a registration from another address is accepted, and it goes as soon as its connection closes.
+routes keep listing the real broker and every send lands on it; its UNREGISTER_BROKER for the real broker is
+refused too. Once the real broker is killed (its connection closes), a registration from another address is
+accepted, and it goes as soon as its connection closes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from krocket.client import Admin, Message, Producer, SendStatus
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.headers import RegisterBrokerHeader
+from krocket.common.headers import RegisterBrokerHeader, UnregisterBrokerHeader
 from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.route import dumps
 
@@ -99,6 +100,16 @@ async def test_fake_registration_cannot_divert_routes_until_the_holder_is_gone(c
             finally:
                 await pool.close()
             assert stored == sent
+
+            # Nor can it unregister the real broker: only the broker's own connection may.
+            unregister = UnregisterBrokerHeader(
+                broker_name="broker-a", broker_addr=real.addr, cluster_name="DefaultCluster", broker_id=0
+            ).to_fields()
+            refused = await attacker.request(
+                namesrv.addr, RemotingCommand(RequestCode.UNREGISTER_BROKER, ext_fields=unregister)
+            )
+            assert refused.code == ResponseCode.NO_PERMISSION
+            assert await route_addrs(admin, topic) == {0: real.addr}
 
             # One WARNING naming both addresses, not one per refused frame.
             warnings = [line for line in namesrv.log_path.read_text().splitlines() if "registration refused" in line]

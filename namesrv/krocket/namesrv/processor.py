@@ -238,7 +238,9 @@ class NamesrvProcessor:
 
     async def unregister_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         h = _header(UnregisterBrokerHeader, cmd)
-        removed = self.registry.unregister(h.cluster_name, h.broker_name, h.broker_id, h.broker_addr)
+        removed = self.registry.unregister(
+            h.cluster_name, h.broker_name, h.broker_id, h.broker_addr, conn_id=connection_id(conn)
+        )
         if removed is not None:
             log.info(
                 "broker unregistered: cluster=%s name=%s id=%d addr=%s",

@@ -86,6 +86,12 @@ class RegisterResult:
     topics_updated: list[str] = field(default_factory=list)
 
 
+class UnregistrationRefusedError(KrocketError):
+    """An UNREGISTER_BROKER for a live broker that arrives over another connection than its registration."""
+
+    code = ResponseCode.NO_PERMISSION
+
+
 def _from_elsewhere(reg: Registration, holder: BrokerLiveInfo) -> bool:
     """Whether ``reg`` comes from another process than ``holder``: not over the holder's connection, and
     naming another address or coming from another host."""
@@ -225,8 +231,14 @@ class RouteRegistry:
                 info.cluster = cluster
 
     # -- removal ------------------------------------------------------------------------------------------
-    def unregister(self, cluster: str, broker_name: str, broker_id: int, addr: str) -> BrokerLiveInfo | None:
-        """UNREGISTER_BROKER: drop one broker (a clean shutdown). Returns what was removed, if anything."""
+    def unregister(
+        self, cluster: str, broker_name: str, broker_id: int, addr: str, conn_id: int | None = None
+    ) -> BrokerLiveInfo | None:
+        """UNREGISTER_BROKER: drop one broker (a clean shutdown). Returns what was removed, if anything.
+
+        A broker that registered over a connection (still open, or it would be gone) is unregistered only over
+        that connection: ``UnregistrationRefusedError`` otherwise, so no one else takes a live broker's routes
+        away."""
         info = self._live.get(addr)
         if info is None:
             # Not live (already expired), but make sure no stale address lingers in the group.
@@ -237,6 +249,11 @@ class RouteRegistry:
             return None
         if (info.broker_name, info.broker_id) != (broker_name, broker_id):
             return None
+        if info.conn_id is not None and conn_id is not None and conn_id != info.conn_id:
+            raise UnregistrationRefusedError(
+                f"{addr} ({broker_name} id {broker_id}) is registered over another live connection; "
+                "only that connection may unregister it"
+            )
         self._detach(info, prune=True)
         return info
 

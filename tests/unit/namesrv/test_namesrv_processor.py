@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +149,19 @@ async def test_delete_topic(proc: NamesrvProcessor) -> None:
 
 
 async def test_unregister(proc: NamesrvProcessor) -> None:
-    await call(proc, register(topics={"A": 1}))
-    resp = await call(
-        proc,
-        request(
-            RequestCode.UNREGISTER_BROKER,
-            brokerName="broker-a",
-            brokerAddr="127.0.0.1:10911",
-            clusterName="DefaultCluster",
-            brokerId=0,
-        ),
+    broker, stranger = FakeConn(), FakeConn()
+    await call(proc, register(topics={"A": 1}), broker)
+    unregister = request(
+        RequestCode.UNREGISTER_BROKER,
+        brokerName="broker-a",
+        brokerAddr="127.0.0.1:10911",
+        clusterName="DefaultCluster",
+        brokerId=0,
     )
+    resp = await call(proc, unregister, stranger)  # only the broker's own connection may unregister it
+    assert resp.code == ResponseCode.NO_PERMISSION and "another live connection" in (resp.remark or "")
+    assert proc.registry.broker_count == 1
+    resp = await call(proc, unregister, broker)
     assert resp.code == ResponseCode.SUCCESS
     assert proc.registry.broker_count == 0 and proc.registry.route("A") is None
 
@@ -196,3 +199,20 @@ async def test_unknown_code(proc: NamesrvProcessor) -> None:
     assert resp.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED
     assert "12345" in (resp.remark or "")
     assert proc.metrics.requests[12345] == 1
+
+
+async def test_a_registration_for_a_live_broker_from_elsewhere_is_refused_and_logged_once(
+    proc: NamesrvProcessor, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, fake = FakeConn(), FakeConn()
+    fake.peer = "10.6.6.6:40000"
+    await call(proc, register(topics={"A": 4}), broker)
+    with caplog.at_level(logging.DEBUG, logger="krocket.namesrv.processor"):
+        for _ in range(3):
+            resp = await call(proc, register(addr="10.6.6.6:10911", topics={"A": 1}), fake)
+            assert resp.code == ResponseCode.NO_PERMISSION
+            assert "held by the live broker 127.0.0.1:10911" in (resp.remark or "")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "127.0.0.1:10911" in warnings[0].message and "10.6.6.6" in warnings[0].message
+    route = proc.registry.route("A")
+    assert route is not None and route.broker_datas[0].broker_addrs == {0: "127.0.0.1:10911"}
