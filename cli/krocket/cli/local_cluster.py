@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krocket.common.acl import load_plain_acl
 from krocket.common.errors import ConfigError
 
 GROUP_NAMES = "abcdefghijklmnopqrstuvwxyz"
@@ -164,7 +165,10 @@ class LocalCluster:
         extra_broker_args: list[str] | None = None,
         slaves: int = 0,
         replication: str = "async",
+        acl_file: Path | None = None,
     ) -> LocalCluster:
+        """With ``acl_file`` (a plain_acl.yml) every name server and broker runs with that ACL, and the brokers
+        sign their own traffic with its first admin account."""
         if slaves < 0:
             raise ConfigError("the number of slaves per group must not be negative")
         if namesrvs < 1 or groups < 1:
@@ -174,9 +178,17 @@ class LocalCluster:
         data_dir = data_dir.resolve()
         cluster = cls(data_dir)
         logs = data_dir / "logs"
+        acl_args: list[str] = []
+        broker_acl_args: list[str] = []
+        if acl_file is not None:
+            acl_path = acl_file.resolve()
+            if load_plain_acl(acl_path).first_admin is None:  # ConfigError naming the field when invalid
+                raise ConfigError(f"ACL file {acl_path} has no admin account (admin: true) for the brokers to use")
+            acl_args = ["--acl", str(acl_path)]
+            broker_acl_args = ["--config", str(cls.write_broker_acl_config(data_dir, acl_path))]
         for i in range(namesrvs):
             port = first_namesrv_port if i == 0 and first_namesrv_port else 0
-            args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0"]
+            args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0", *acl_args]
             cluster.namesrvs.append(ChildProcess("namesrv", f"namesrv-{i}", args, data_dir, logs / f"namesrv-{i}.log"))
         flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
         master_role = {"async": "ASYNC_MASTER", "sync": "SYNC_MASTER"}[replication]
@@ -208,6 +220,7 @@ class LocalCluster:
                 ]
                 if segment_bytes:
                     args += ["--segment-bytes", str(segment_bytes)]
+                args += broker_acl_args
                 args += extra_broker_args or []
                 cluster.brokers.append(
                     ChildProcess(
@@ -221,6 +234,14 @@ class LocalCluster:
                     )
                 )
         return cluster
+
+    @staticmethod
+    def write_broker_acl_config(data_dir: Path, acl_path: Path) -> Path:
+        """The brokers' settings file that turns the ACL on (aclEnable, aclConfigFile)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / "broker-acl.yml"
+        path.write_text(json.dumps({"aclEnable": True, "aclConfigFile": str(acl_path)}) + "\n")
+        return path
 
     def start(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
         try:

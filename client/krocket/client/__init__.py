@@ -4,6 +4,7 @@ async with Producer("my-producers", "127.0.0.1:9876") as producer:
     result = await producer.send(Message("orders", b"hello", tags="TagA"))
 """
 
+from krocket.common.acl import Credentials
 from krocket.common.message import Message, MessageExt
 
 from .admin import Admin, ClusterInfo, QueueProgress
@@ -29,6 +30,7 @@ __all__ = [
     "ClusterInfo",
     "ConsumeFrom",
     "ConsumeStatus",
+    "Credentials",
     "Message",
     "MessageExt",
     "MessageModel",

@@ -8,6 +8,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.codes import PERM_READ_WRITE, RequestCode, ResponseCode
 from krocket.common.errors import KrocketError, RemoteError, TopicNotExistError
 from krocket.common.headers import CreateTopicHeader, DeleteTopicInBrokerHeader, RequestHeader
@@ -84,9 +85,12 @@ class Admin:
         timeout: float = 5.0,
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.timeout = timeout
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
+        # ACL (RocketMQ 4.x): every request signed; default from KROCKET_ACCESS_KEY / KROCKET_SECRET_KEY.
+        self.credentials = resolve_credentials(credentials)
         self._namesrv = namesrv
         self._instance: ClientInstance | None = None
 
@@ -98,7 +102,9 @@ class Admin:
 
     async def start(self) -> None:
         if self._instance is None:
-            self._instance = ClientInstance(self._namesrv, timeout=self.timeout, ssl_context=self.ssl_context)
+            self._instance = ClientInstance(
+                self._namesrv, timeout=self.timeout, ssl_context=self.ssl_context, credentials=self.credentials
+            )
 
     async def shutdown(self) -> None:
         if self._instance is not None:

@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.headers import NotifyConsumerIdsChangedHeader
@@ -75,10 +76,15 @@ class ClientInstance:
         rebalance_interval: float = 20.0,
         timeout: float = 3.0,
         ssl_context: ssl.SSLContext | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.client_id = make_client_id(instance_name)
         # Name servers and brokers alike over TLS with ``ssl_context`` (krocket.common.remoting.tls.client_tls).
         self.pool = ConnectionPool(self._serve, ssl_context=ssl_context)
+        # With ACL credentials every request is signed (RocketMQ's AclClientRPCHook, krocket.common.acl).
+        self.credentials = resolve_credentials(credentials)
+        if self.credentials is not None:
+            self.pool.request_hook = self.credentials.sign
         self.namesrv = NameServerClient(self.pool, namesrv, timeout)
         self.timeout = timeout
         self.rebalance_interval = rebalance_interval

@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.batch import encode_batch
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import (
@@ -76,6 +77,7 @@ class Producer:
         instance_name: str | None = None,
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
@@ -86,6 +88,8 @@ class Producer:
         self._namesrv = namesrv
         self._instance_name = instance_name
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
+        # ACL (RocketMQ 4.x): every request signed; default from KROCKET_ACCESS_KEY / KROCKET_SECRET_KEY.
+        self.credentials = resolve_credentials(credentials)
         self._instance: ClientInstance | None = None
         self._ids = UniqueIdGenerator()
         self._selector = QueueSelector()
@@ -108,7 +112,11 @@ class Producer:
         if self._instance is not None:
             return
         self._instance = ClientInstance(
-            self._namesrv, instance_name=self._instance_name, timeout=self.send_timeout, ssl_context=self.ssl_context
+            self._namesrv,
+            instance_name=self._instance_name,
+            timeout=self.send_timeout,
+            ssl_context=self.ssl_context,
+            credentials=self.credentials,
         )
         self._instance.producer_groups.add(self.group)
         await self._instance.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 
+from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.errors import KrocketError
 from krocket.common.record import UndecodableRecord
 from krocket.common.remoting.tls import client_tls
@@ -30,6 +31,7 @@ class PullConsumer:
         instance_name: str | None = None,
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
@@ -37,6 +39,8 @@ class PullConsumer:
         self._namesrv = namesrv
         self._instance_name = instance_name
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
+        # ACL (RocketMQ 4.x): every request signed; default from KROCKET_ACCESS_KEY / KROCKET_SECRET_KEY.
+        self.credentials = resolve_credentials(credentials)
         self._instance: ClientInstance | None = None
         self.undecodable_records = 0  # records skipped because they could not be decoded
 
@@ -49,7 +53,11 @@ class PullConsumer:
     async def start(self) -> None:
         if self._instance is None:
             self._instance = ClientInstance(
-                self._namesrv, instance_name=self._instance_name, timeout=self.timeout, ssl_context=self.ssl_context
+                self._namesrv,
+                instance_name=self._instance_name,
+                timeout=self.timeout,
+                ssl_context=self.ssl_context,
+                credentials=self.credentials,
             )
             await self._instance.start()
             log.info("pull consumer %s started as %s", self.group, self._instance.client_id)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.errors import KrocketError
 from krocket.common.remoting.tls import client_tls
 from krocket.common.topic import validate_group
@@ -77,6 +78,7 @@ class PushConsumer:
         offset_dir: str | Path | None = None,
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         validate_group(group)
         self.group = group
@@ -97,6 +99,8 @@ class PushConsumer:
         self.suspend_ms = suspend_ms
         self._namesrv = namesrv
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
+        # ACL (RocketMQ 4.x): every request signed; default from KROCKET_ACCESS_KEY / KROCKET_SECRET_KEY.
+        self.credentials = resolve_credentials(credentials)
         self._instance_name = instance_name or ("DEFAULT" if self.message_model is MessageModel.BROADCASTING else None)
         self._offset_dir = offset_dir
         self._subs: dict[str, SubscriptionData] = {}
@@ -158,6 +162,7 @@ class PushConsumer:
             instance_name=self._instance_name,
             rebalance_interval=self.rebalance_interval,
             ssl_context=self.ssl_context,
+            credentials=self.credentials,
         )
         self._instance = instance
         store: OffsetStore

@@ -77,6 +77,8 @@ class SyncProducer(_Sync):
         super().__init__(f"krocket-producer-{group}")
         self._client = self.producer = Producer(group, namesrv, send_timeout, retries, **kwargs)
         self._blocking = BlockingConnectionPool(connect_timeout=send_timeout, ssl_context=self.producer.ssl_context)
+        if self.producer.credentials is not None:
+            self._blocking.request_hook = self.producer.credentials.sign
 
     def send(
         self, msg: Message, selector: Selector | None = None, arg: Any = None, timeout: float | None = None
