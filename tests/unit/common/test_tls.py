@@ -256,3 +256,24 @@ def test_broker_config_tls_and_bind_keys(certs, tmp_path):
         )
     with pytest.raises(ConfigError, match="tlsMode"):
         load_broker_config(None, {"tlsMode": "on"})
+
+
+def test_permissive_and_enforcing_ports_on_uvloop(certs):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def check() -> list[bool]:
+        seen = []
+        for mode in (TlsMode.PERMISSIVE, TlsMode.ENFORCING):
+            settings = TlsServerSettings(mode, str(certs.server_pem), str(certs.server_pem))
+            server = RemotingServer(_answer, "127.0.0.1", 0, tls_mode=mode, ssl_context=settings.context())
+            addr = f"127.0.0.1:{await server.start()}"
+            for ctx in (None, client_context(str(certs.ca_path))):
+                pool = ConnectionPool(connect_timeout=2, ssl_context=ctx)
+                try:
+                    seen.append(await _remoting_answers(pool, addr))
+                finally:
+                    await pool.close()
+            await server.close()
+        return seen
+
+    assert uvloop.run(check()) == [True, True, False, True]
