@@ -11,8 +11,8 @@ Two mechanisms keep a full disk from reaching the commit log as ENOSPC:
   created, and whenever the budget (free bytes minus ``disk_free_reserve_bytes``, the room kept for consume
   queues, index, checkpoint and config files) runs out; each put charges its estimated bytes outside
   reserved segments. The hot path costs one subtraction and one comparison. An ENOSPC that still happens
-  elsewhere (a consume queue, the index, a config file) is reported here: writes are refused until a sample
-  shows room again.
+  elsewhere (a consume queue, the index, the checkpoint) is reported here: writes are refused for at least
+  ``FAILURE_HOLD_S`` and until a sample shows room again; what failed is retried by the next flush.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ LOGICS_BYTES_PER_PUT = 128
 RESERVE_MAX_SHARE = 0.10
 # While writes are refused, statvfs is looked at again at most this often.
 FULL_RESAMPLE_S = 0.05
+# An ENOSPC refuses writes for at least this long, even where statvfs shows room (quotas, reserved blocks).
+FAILURE_HOLD_S = 1.0
 # "refusing writes" is logged as a WARNING at most this often (a disk at the edge may flip often).
 TRANSITION_LOG_S = 10.0
 
@@ -155,7 +157,7 @@ class DiskSpace:
         else:
             self.ratio = (self.total - self.free) / self.total if self.total else 0.0
         self.next_sample = now + (self._full_resample_s if self.refusal else self.interval_s)
-        if self._failure is not None and self.budget > 0 and now - self._failed_at >= self._full_resample_s:
+        if self._failure is not None and self.budget > 0 and now - self._failed_at >= FAILURE_HOLD_S:
             self._failure = None
         self._set_refusal(self._reason())
 

@@ -29,7 +29,7 @@ from .checkpoint import AbortMarker, StoreCheckpoint, StoreLock
 from .commitlog import CommitLog, RunItem
 from .config import StoreConfig
 from .consume_queue import ConsumeQueueTable
-from .disk_space import LOGICS_BYTES_PER_PUT, DiskSpace, is_disk_full_error
+from .disk_space import LOGICS_BYTES_PER_PUT, DiskFullError, DiskSpace, is_disk_full_error
 from .dispatch import Dispatcher, DispatchListener
 from .flush import FlushService, fdatasync_all
 from .index_service import IndexService
@@ -259,7 +259,15 @@ class MessageStore:
         ``cost`` bytes outside reserved commit log segments can be taken now; charges them."""
         if not self._opened:
             raise ServiceNotAvailableError("the message store is not open")
+        if self.commitlog.stuck:
+            self._refuse_while_stuck()
         self.space.admit(cost)
+
+    def _refuse_while_stuck(self) -> None:
+        """Records a full disk kept out of the commit log go first: no new ones behind them until then."""
+        self.commitlog.commit()
+        if self.commitlog.stuck:
+            raise DiskFullError("disk full: records wait in memory for room in the commit log; writes are refused")
 
     def _prefix(self, topic: str) -> bytes:
         prefix = self._topic_prefix.get(topic)
@@ -298,6 +306,8 @@ class MessageStore:
             born_host = store_host
         total = record_size(len(body), len(prefix) - 1, len(props))
         commitlog = self.commitlog
+        if commitlog.stuck:
+            self._refuse_while_stuck()
         self.space.admit(LOGICS_BYTES_PER_PUT if commitlog.tail_reserved else LOGICS_BYTES_PER_PUT + total)
         dispatcher = self.dispatcher
         cq = dispatcher.queue_for(topic, queue_id, sys_flag)
