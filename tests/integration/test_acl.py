@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -260,3 +265,64 @@ def test_rules_reload_when_the_file_changes(acl_cluster, acl_file):
             break
         time.sleep(0.3)
     assert code == ResponseCode.SUCCESS
+
+
+def test_local_up_with_acl_and_the_cli_with_credentials(tmp_path):
+    example = Path(__file__).parents[2] / "examples" / "plain_acl.yml"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = [sys.executable, "-m", "krocket.cli.main"]
+    data = tmp_path / "krocket"
+    proc = subprocess.Popen(
+        [
+            *cli,
+            "local",
+            "up",
+            "--acl",
+            str(example),
+            "--groups",
+            "1",
+            "--namesrv-port",
+            str(port),
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("KROCKET_")}
+
+    def krocket(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**base_env, "NAMESRV_ADDR": f"127.0.0.1:{port}", **(env or {})},
+        )
+
+    try:
+        line = proc.stdout.readline()  # the cluster is ready (masters and slave registered: signed)
+        assert line.strip() == f"NAMESRV_ADDR=127.0.0.1:{port}", proc.stderr.read() if proc.poll() else line
+        refused = krocket("topic", "create", "Orders", "-r", "2")
+        assert refused.returncode != 0 and "NO_PERMISSION" in refused.stderr, refused
+        admin = ["--access-key", "rocketmq-admin", "--secret-key", "change-me-admin-secret"]
+        created = krocket("topic", "create", "Orders", "-r", "2", *admin)
+        assert created.returncode == 0, created.stderr
+        app_env = {"KROCKET_ACCESS_KEY": "orders-app", "KROCKET_SECRET_KEY": "change-me-app-secret"}
+        sent = krocket("send", "--topic", "Orders", "--count", "3", "hello", env=app_env)
+        assert sent.returncode == 0, sent.stderr
+        assert krocket("send", "--topic", "Orders", "nope").returncode != 0  # unsigned
+        got = krocket(
+            "consume", "--topic", "Orders", "--group", "order-consumers", "--from", "first", "--count", "3",
+            "--timeout", "20", env=app_env,
+        )  # fmt: skip
+        assert got.returncode == 0 and len(got.stdout.splitlines()) == 3, got.stderr
+        deleted = krocket("topic", "delete", "Orders", env=app_env)  # not an admin
+        assert deleted.returncode != 0 and "NO_PERMISSION" in deleted.stderr, deleted
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert "KROCKET_ACCESS_KEY" in proc.stderr.read()  # up told how to connect

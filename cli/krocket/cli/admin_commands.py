@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+from krocket.cli.acl_options import add_credential_arguments, credential_kwargs
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
 
@@ -15,6 +16,7 @@ def _namesrv_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namesrv", default=None, help="name servers host:port[;host:port] (default $NAMESRV_ADDR)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_tls_arguments(parser)
+    add_credential_arguments(parser)
 
 
 def register(sub: Any) -> None:
@@ -60,7 +62,7 @@ def register(sub: Any) -> None:
 async def _with_admin(args: argparse.Namespace, fn: Any) -> Any:
     from krocket.client import Admin
 
-    admin = Admin(namesrv_from_env(args.namesrv), **tls_kwargs(args))
+    admin = Admin(namesrv_from_env(args.namesrv), **tls_kwargs(args), **credential_kwargs(args))
     await admin.start()
     try:
         return await fn(admin)

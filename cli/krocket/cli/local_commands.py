@@ -13,6 +13,7 @@ from typing import Any
 
 from krocket.cli.local_cluster import LocalCluster, port_is_free, read_state
 from krocket.common import ports
+from krocket.common.acl import load_plain_acl
 from krocket.common.errors import ConfigError
 
 
@@ -42,6 +43,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="refuse sends to unknown topics (auto-creation is on by default locally)",
     )
+    up.add_argument(
+        "--acl",
+        default=None,
+        metavar="FILE",
+        help="plain_acl.yml for every name server and broker (the brokers sign with its first admin account)",
+    )
     up.set_defaults(func=local_up)
     status = verbs.add_parser("status", help="show the processes of a running local cluster")
     status.add_argument("--data-dir", default="./.krocket")
@@ -65,6 +72,7 @@ def local_up(args: argparse.Namespace) -> int:
     if not port_is_free(args.namesrv_port):
         raise ConfigError(f"port {args.namesrv_port} is busy; stop what uses it or pass --namesrv-port")
     data_dir = Path(args.data_dir)
+    acl_file = Path(args.acl) if args.acl else None
     cluster = LocalCluster.plan(
         data_dir,
         namesrvs=args.namesrvs,
@@ -74,6 +82,7 @@ def local_up(args: argparse.Namespace) -> int:
         auto_create=not args.no_auto_create_topic,
         slaves=args.slaves,
         replication=args.replication,
+        acl_file=acl_file,
     )
     stop = threading.Event()
 
@@ -107,6 +116,8 @@ Press Ctrl-C to stop the cluster.""",
         file=sys.stderr,
         flush=True,
     )
+    if acl_file is not None:
+        print(_acl_hint(acl_file), file=sys.stderr, flush=True)
     try:
         while not stop.wait(1.0):
             for child in cluster.children:
@@ -124,6 +135,16 @@ Press Ctrl-C to stop the cluster.""",
         cluster.stop(_progress)
         (data_dir / "cluster.json").unlink(missing_ok=True)
     return 0
+
+
+def _acl_hint(acl_file: Path) -> str:
+    rules = load_plain_acl(acl_file)
+    accounts = ", ".join(f"{a.access_key}{' (admin)' if a.admin else ''}" for a in rules.accounts.values())
+    admin = rules.first_admin
+    return f"""
+The ACL of {acl_file} is on: unsigned requests are refused. Sign with an account of that file ({accounts}):
+  export KROCKET_ACCESS_KEY='{admin.access_key if admin else "<accessKey>"}' KROCKET_SECRET_KEY='<its secretKey>'
+  (or --access-key/--secret-key on each command; RocketMQ clients: set_session_credentials / AclClientRPCHook)"""
 
 
 def local_status(args: argparse.Namespace) -> int:

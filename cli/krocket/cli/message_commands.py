@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from krocket.cli.acl_options import add_credential_arguments, credential_kwargs
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
 from krocket.common.errors import ConfigError
@@ -25,6 +26,7 @@ def register(sub: Any) -> None:
     send.add_argument("--group", default="krocket-cli-producer")
     send.add_argument("body", nargs="?", default=None, help="message body; '-' or absent reads stdin lines")
     add_tls_arguments(send)
+    add_credential_arguments(send)
     send.set_defaults(func=send_messages)
 
     consume = sub.add_parser("consume", help="consume messages and print them, one JSON object a line")
@@ -43,6 +45,7 @@ def register(sub: Any) -> None:
     consume.add_argument("--count", "-n", type=int, default=0, help="stop after this many (default: run on)")
     consume.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds")
     add_tls_arguments(consume)
+    add_credential_arguments(consume)
     consume.set_defaults(func=consume_messages)
 
 
@@ -68,7 +71,7 @@ def send_messages(args: argparse.Namespace) -> int:
         bodies = [args.body.encode()] * args.count
 
     async def run() -> None:
-        producer = Producer(args.group, namesrv_from_env(args.namesrv), **tls_kwargs(args))
+        producer = Producer(args.group, namesrv_from_env(args.namesrv), **tls_kwargs(args), **credential_kwargs(args))
         await producer.start()
         try:
             for i, body in enumerate(bodies, 1):
@@ -132,6 +135,7 @@ def consume_messages(args: argparse.Namespace) -> int:
             message_model="BROADCASTING" if args.broadcast else "CLUSTERING",
             consume_from=args.consume_from.upper(),
             **tls_kwargs(args),
+            **credential_kwargs(args),
         )
         consumer.subscribe(args.topic, args.expression)
         consumer.register_listener(listener)
