@@ -30,7 +30,8 @@ _BINARY_FIXED = struct.Struct(">hbhii")
 _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
 
-_LANGUAGE_BY_NAME = {lang.name: lang for lang in LanguageCode}
+_LANGUAGE_CODE_BY_NAME = {lang.name: int(lang) for lang in LanguageCode}
+_LANGUAGE_OTHER = int(LanguageCode.OTHER)
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _json_decode = json.JSONDecoder().decode
 
@@ -118,7 +119,11 @@ def encode_header(cmd: RemotingCommand) -> bytes:
     }
     if cmd.remark is not None:
         header["remark"] = cmd.remark
-    return utf8(_json_encode(header))
+    text = _json_encode(header)
+    try:  # inline, not utf8(): this is every reply's hot path
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
 
 
 def utf8(text: str) -> bytes:
@@ -192,7 +197,11 @@ def decode_frame(frame: bytes | memoryview) -> RemotingCommand:
 
 def _decode_json_header(header: bytes) -> RemotingCommand:
     try:
-        obj = _json_decode(_text(header))
+        try:
+            text = header.decode()
+        except UnicodeDecodeError:
+            text = header.decode("utf-8", "replace")
+        obj = _json_decode(text)
     except ValueError as exc:
         raise FrameError(f"header is not valid JSON: {exc}") from None
     except RecursionError:
@@ -214,20 +223,22 @@ def _decode_json_header(header: bytes) -> RemotingCommand:
         raise FrameError("JSON header 'remark' is not a string")
     language = obj.get("language", "JAVA")
     if language.__class__ is str:
-        lang = int(_LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER))
+        lang = _LANGUAGE_CODE_BY_NAME.get(language, _LANGUAGE_OTHER)
     else:
         lang = _header_int(obj, "language", 0)
-    return RemotingCommand(
-        code,
-        _header_int(obj, "opaque", 0),
-        _header_int(obj, "flag", 0),
-        ext,
-        remark,
-        b"",
-        lang,
-        _header_int(obj, "version", 0),
-        SERIALIZE_JSON,
-    )
+    opaque = obj.get("opaque", 0)
+    flag = obj.get("flag", 0)
+    version = obj.get("version", 0)
+    if not (  # the fast path: three int32s, as every real client sends them
+        opaque.__class__ is int
+        and flag.__class__ is int
+        and version.__class__ is int
+        and _INT32_MIN <= opaque <= _INT32_MAX
+        and _INT32_MIN <= flag <= _INT32_MAX
+        and _INT32_MIN <= version <= _INT32_MAX
+    ):
+        opaque, flag, version = (_header_int(obj, name, 0) for name in ("opaque", "flag", "version"))
+    return RemotingCommand(code, opaque, flag, ext, remark, b"", lang, version, SERIALIZE_JSON)
 
 
 def _header_int(obj: dict[str, Any], name: str, default: int) -> int:
