@@ -228,3 +228,21 @@ def test_a_store_opens_on_a_full_disk_serves_reads_and_refuses_writes(
         assert reopened.put_message("S", 0, b"accepted", {}).queue_offset == 20
     finally:
         reopened.close()
+
+
+def test_a_clean_close_gives_back_the_reservation_and_the_next_open_takes_it_again(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    store.put_message("U", 0, b"x" * 100, {})
+    seg = store.commitlog.files.last
+    assert seg is not None
+    if not seg.reserved:
+        pytest.skip("fallocate(FALLOC_FL_KEEP_SIZE) is not supported on this file system")
+    path, size = seg.path, store.max_phy_offset
+    store.close()
+    st = os.stat(path)
+    assert st.st_size == size and st.st_blocks * 512 < SEGMENT // 2
+    reopened = make_store(store.config.root)
+    assert reopened.commitlog.tail_reserved and os.stat(path).st_blocks * 512 >= SEGMENT
+    assert decode_records(reopened.get_messages("U", 0, 0).body)[0].body == b"x" * 100

@@ -127,7 +127,12 @@ class CommitLog:
         return cut
 
     def close(self) -> None:
+        """Commit, give back the last segment's unused reservation (the next start reserves it again) and
+        close the files."""
         self.commit()
+        last = self.files.last
+        if last is not None and not self.stuck:
+            last.unreserve()
         self.files.close()
 
     def abandon(self) -> None:

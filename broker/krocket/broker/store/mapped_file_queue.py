@@ -88,6 +88,14 @@ class Segment:
         self.reserved = reserve_blocks(self.fd, self.wrote, self.capacity - self.wrote)
         return self.reserved
 
+    def unreserve(self) -> None:
+        """Give back the blocks reserved past ``wrote`` (a shrinking truncate frees them on every file system;
+        the size is what it was). At a clean stop, so a stopped store holds only what it wrote."""
+        if self.reserved and self.wrote < self.capacity:
+            os.ftruncate(self.fd, self.wrote + 1)
+            os.ftruncate(self.fd, self.wrote)
+        self.reserved = False
+
     def release_from(self, pos: int) -> None:
         """Give back the blocks from ``pos`` to ``capacity`` (a sealed segment's padding; reads give zeros)."""
         release_blocks(self.fd, pos, self.capacity - pos)
