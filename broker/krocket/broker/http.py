@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from krocket.broker.acl.http_guard import HttpGuard, may_read
+from krocket.broker.acl.http_guard import GUARD_KEY, HttpGuard, may_read, reader
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
@@ -77,7 +77,8 @@ async def broker_info(request: web.Request) -> web.Response:
 async def list_topics(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     topics = sorted(service.topics.topics.items())
-    return web.json_response({"topics": [c.to_json() for name, c in topics if may_read(request, name)]})
+    readable = reader(request)
+    return web.json_response({"topics": [c.to_json() for name, c in topics if readable(name, False)]})
 
 
 async def get_topic(request: web.Request) -> web.Response:
@@ -142,11 +143,8 @@ async def delete_topic(request: web.Request) -> web.Response:
 
 async def list_groups(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    groups = [
-        g
-        for g in sorted(set(service.offsets.all_groups()) | set(service.consumers.groups))
-        if may_read(request, g, True)
-    ]
+    readable = reader(request)
+    groups = [g for g in sorted(set(service.offsets.all_groups()) | set(service.consumers.groups)) if readable(g, True)]
     return web.json_response({"groups": [{"group": g, "clients": service.consumers.client_ids(g)} for g in groups]})
 
 
@@ -168,6 +166,8 @@ def make_app(
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics_registry
     app[STATE_KEY] = state
+    if guard is not None:
+        app[GUARD_KEY] = guard
     app.add_routes(
         [
             web.get("/healthz", healthz),

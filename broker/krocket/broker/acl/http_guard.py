@@ -97,14 +97,21 @@ class HttpGuard:
                 {"error": f"{request.method} {request.path} needs an admin account; {identity.access_key} is not one"},
                 status=403,
             )
-        request[IDENTITY_KEY] = identity
         return await handler(request)
 
 
-IDENTITY_KEY = "krocket.acl.identity"
+GUARD_KEY = web.AppKey("acl_guard", HttpGuard)
+
+
+def reader(request: web.Request) -> Callable[[str, bool], bool]:
+    """``may_read(name, is_group)`` for the caller of ``request``: always true when the ACL is off."""
+    guard = request.app.get(GUARD_KEY)
+    identity = guard.identify(request) if guard is not None else None
+    if identity is None:  # ACL off (without credentials the middleware has answered 401 already)
+        return lambda name, group: True
+    return lambda name, group: HttpGuard.may_read(identity, name, group)
 
 
 def may_read(request: web.Request, name: str, group: bool = False) -> bool:
-    """Whether the caller may read topic (or group) ``name``: always when the ACL is off."""
-    identity = request.get(IDENTITY_KEY)
-    return identity is None or HttpGuard.may_read(identity, name, group)
+    """Whether the caller may read topic (or group) ``name``."""
+    return reader(request)(name, group)
