@@ -419,6 +419,11 @@ class MessageStore:
             commitlog.wrote = commitlog.committed = commitlog.flushed = at_offset
         if at_offset != commitlog.wrote:
             raise MessageIllegalError(f"raw append at {at_offset}, but the commit log ends at {commitlog.wrote}")
+        # A full disk refuses before anything is split or written, so the master's retry finds the log as it was.
+        self.check_writable(LOGICS_BYTES_PER_PUT if commitlog.tail_reserved else LOGICS_BYTES_PER_PUT + len(data))
+        if len(data) > commitlog.tail_room:
+            segments = -(-(len(data) - commitlog.tail_room) // commitlog.segment_bytes)
+            self.space.ensure_room(segments * commitlog.segment_bytes, "new commit log segments")
         metas = self._replica_records.split(at_offset, data)
         commitlog.append_raw(data)
         redispatch = self.dispatcher.redispatch
