@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from krocket.client import Credentials, Message, Producer, PullConsumer
+from krocket.client import Credentials, Message, Producer, PullConsumer, SendStatus, SyncProducer
 from krocket.client.types import PullStatus
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
@@ -181,7 +181,10 @@ def test_anonymous_and_non_admin_requests_are_refused_and_the_topic_and_its_mess
 
 def test_krocket_client_with_right_credentials_sends_and_pulls_and_a_wrong_secret_or_none_is_refused(acl_cluster):
     asyncio.run(_produce(acl_cluster, [b"right-1", b"right-2"]))
-    assert {b"right-1", b"right-2"} <= set(asyncio.run(_read_all(acl_cluster)))
+    with SyncProducer("order-producers", acl_cluster.namesrv_addr, credentials=USER) as sync_producer:
+        for body in (b"blocking-1", b"blocking-2", b"blocking-3"):  # the first on the loop, then blocking sockets
+            assert sync_producer.send(Message(TOPIC, body)).status == SendStatus.SEND_OK
+    assert {b"right-1", b"right-2", b"blocking-1", b"blocking-3"} <= set(asyncio.run(_read_all(acl_cluster)))
     for creds in (WRONG, None):
 
         async def refused(creds: Credentials | None = creds) -> None:
