@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from krocket.broker.acl import check_request
@@ -36,6 +37,9 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import NoPermissionError
 from krocket.common.metrics import Metrics
 from krocket.common.remoting import Connection, RemotingCommand
+from krocket.common.remoting.limits import LogLimiter
+
+log = logging.getLogger(__name__)
 
 Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
 # A processor bound to the service: what the remoting server calls per request.
@@ -89,6 +93,7 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
     if acl is None:
         return handle
     denied = metrics.counter("broker_acl_denied_total", "Requests refused by the ACL, by request code").values
+    refusals = LogLimiter(log)  # one line per 10 s, however many are refused
 
     def guarded(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
         try:
@@ -96,6 +101,7 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
         except NoPermissionError as exc:
             key = (("code", str(cmd.code)),)
             denied[key] = denied.get(key, 0.0) + 1
+            refusals.warning("acl", "refused request code %d from %s: %s", cmd.code, conn.peer, exc.message)
             return cmd.response(exc.code, exc.message)
         return handle(conn, cmd)
 
