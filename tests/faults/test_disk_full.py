@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,14 @@ def _store_errors(broker: ChildProcess) -> list[str]:
     ]
 
 
+def _metric(broker: ChildProcess, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.split(" ")[0] == name:
+                return float(line.split(" ")[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def _start(broker: ChildProcess) -> None:
     """Start the broker again (on its old ports, so routes stay right) and wait until it serves."""
     broker.start()
@@ -185,6 +194,10 @@ def test_a_full_disk_refuses_before_enospc_and_loses_nothing(full_disk_cluster) 
     _queue, offset = asyncio.run(_commit_and_read_offset(cluster.namesrv_addr))
     assert offset == 7
     assert broker.http_json("/healthz") == {"status": "ok"}
+    assert (
+        _metric(broker, "krocket_broker_disk_full") == 1
+        and _metric(broker, "krocket_broker_disk_full_refusals_total") >= 1
+    )
     assert _store_errors(broker) == []
 
     # kill -9 and a restart on the full disk: everything acked is served, writes are still refused.
