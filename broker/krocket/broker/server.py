@@ -272,6 +272,10 @@ class Broker:
             "broker_commitlog_max_offset_bytes", "Commit log end offset", lambda: float(store.max_phy_offset)
         )
         self.metrics.gauge_fn("broker_topics", "Topics on this broker", lambda: float(len(self.topics.topics)))
+        self.metrics.gauge_fn("broker_disk_full", "1 while a full disk refuses writes", lambda: float(store.space.full))
+        self.metrics.gauge_fn(
+            "broker_disk_full_refusals_total", "Writes refused for a full disk", lambda: float(store.space.refusals)
+        )
         self.metrics.gauge_fn(
             "broker_suspended_pulls", "Pull requests held by long polling", lambda: float(self.polling.suspended())
         )
