@@ -207,6 +207,13 @@ def _random_body(rng: random.Random, frame: bytes) -> bytes:
     return _join(serialize, header, body)
 
 
+def _deep_body(rng: random.Random, frame: bytes) -> bytes:
+    """A body of deeply nested JSON (heartbeats and registrations carry JSON bodies)."""
+    serialize, header, _ = _split(frame)
+    depth = rng.choice([1_000, 100_000])
+    return _join(serialize, header, ("[" * depth + "]" * depth).encode())
+
+
 def _random_binary_header(rng: random.Random, frame: bytes) -> bytes:
     _, _, body = _split(frame)
     return _join(SERIALIZE_ROCKETMQ, rng.randbytes(rng.randrange(0, 64)), body)
@@ -225,6 +232,7 @@ MUTATIONS: list[Callable[[random.Random, bytes], bytes]] = [
     _ext_value,
     _ext_value,
     _random_body,
+    _deep_body,
     _random_binary_header,
 ]
 

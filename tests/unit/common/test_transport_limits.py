@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 import time
@@ -30,6 +31,8 @@ def _handler(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaita
         return reply
     if cmd.code == 4:
         return cmd.response(ResponseCode.SUCCESS, None, None, b"x" * int(cmd.ext_fields["size"]))
+    if cmd.code == 5:
+        json.loads(cmd.body)  # a hostile body nests deeper than the recursion limit
     return cmd.response(ResponseCode.SUCCESS, cmd.remark, cmd.ext_fields)
 
 
@@ -85,6 +88,21 @@ async def test_bad_frames_close_the_connection_with_a_rate_limited_log(caplog: p
         lines = [r for r in caplog.records if "closing connection" in r.getMessage()]
         assert len(lines) <= 1 and not any(r.exc_info for r in caplog.records)
     finally:
+        await server.close()
+
+
+async def test_a_handler_that_hits_the_recursion_limit_answers_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await _serve()
+    pool = ConnectionPool()
+    try:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        reply = await pool.request(f"127.0.0.1:{server.port}", RemotingCommand(5, body=deep), 3.0)
+        assert (reply.code, reply.remark) == (ResponseCode.SYSTEM_ERROR, "the request nests too deeply to parse")
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        await pool.close()
         await server.close()
 
 

@@ -21,6 +21,8 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
         data = json.loads(cmd.body or b"{}")
     except ValueError as exc:
         raise MessageIllegalError(f"heartbeat body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageIllegalError("heartbeat body nests too deeply") from None
     if not isinstance(data, dict):
         raise MessageIllegalError("heartbeat body must be a JSON object")
     service.consumers.heartbeat(conn, data)

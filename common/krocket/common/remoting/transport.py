@@ -223,6 +223,8 @@ class Connection(asyncio.Protocol):
                 result = self._handler(self, cmd)
             except KrocketError as exc:
                 result = cmd.response(exc.code, exc.message)
+            except RecursionError:
+                result = self._too_deep(cmd)
             except Exception as exc:
                 limited_log.exception("handler failure", "request code %s from %s failed", cmd.code, self.peer)
                 result = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
@@ -241,6 +243,8 @@ class Connection(asyncio.Protocol):
             response = await pending
         except KrocketError as exc:
             response = cmd.response(exc.code, exc.message)
+        except RecursionError:
+            response = self._too_deep(cmd)
         except Exception as exc:
             limited_log.exception("handler failure", "request code %s from %s failed", cmd.code, self.peer)
             response = cmd.response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
@@ -250,6 +254,11 @@ class Connection(asyncio.Protocol):
                 response = cmd.response(ResponseCode.SYSTEM_ERROR, "the handler gave no response")
             response.opaque = cmd.opaque
             self._send_replies([response])
+
+    def _too_deep(self, cmd: RemotingCommand) -> RemotingCommand:
+        """A handler hit the recursion limit: a body nested too deeply (hostile input, not a bug to trace)."""
+        limited_log.warning("too deep", "request code %s from %s nests too deeply to parse", cmd.code, self.peer)
+        return cmd.response(ResponseCode.SYSTEM_ERROR, "the request nests too deeply to parse")
 
     def _send_replies(self, replies: list[RemotingCommand]) -> None:
         transport = self._transport
