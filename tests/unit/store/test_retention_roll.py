@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from krocket.broker.store import message_store
+from krocket.broker.store.mapped_file_queue import Segment
 from krocket.common.record import decode_records
 
 from tests.unit.store.store_helpers import SEGMENT, StoreFactory, body, props
@@ -104,3 +106,32 @@ def test_retention_deletes_a_rolled_segment_once_expired_never_the_active_one(
     assert store.query_by_key("R", "k3") == []
     msgs = decode_records(store.get_messages("R", 0, kept.queue_offset).body)
     assert [m.body for m in msgs] == [b"after the roll"]
+
+
+def test_a_slave_copies_a_time_rolled_segment_without_writing_its_padding(
+    make_store: StoreFactory, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master = make_store(tmp_path / "master", commitlog_roll_interval_ms=1000)
+    master.put_message("R", 0, b"before", {})
+    clock.now += 1.5
+    master.put_message("R", 0, b"after", {})
+    end = master.max_phy_offset
+    copy = bytearray()
+    while len(copy) < end:
+        copy += master.read_raw(len(copy), 256 * 1024)
+    slave = make_store(tmp_path / "slave")
+    written: list[int] = []
+    original = Segment.write
+
+    def counting(seg: Segment, data: bytes | bytearray | memoryview, pos: int) -> None:
+        written.append(len(data))
+        original(seg, data, pos)
+
+    monkeypatch.setattr(Segment, "write", counting)
+    at = 0
+    for start in range(0, end, 16 * 1024):
+        at = slave.append_raw(bytes(copy[start : start + 16 * 1024]), at)
+    assert at == end and sum(written) < SEGMENT // 2
+    assert slave.commitlog.read(0, SEGMENT) == master.commitlog.read(0, SEGMENT)
+    msgs = decode_records(slave.get_messages("R", 0, 0).body)
+    assert [m.body for m in msgs] == [b"before", b"after"]

@@ -47,6 +47,8 @@ RunItem = tuple[int, bytes, bytes, int]
 
 # A time roll that found no room for a new segment is tried again after this long (ms).
 TIME_ROLL_RETRY_MS = 60_000
+# A replicated run of at least this many zero bytes (a BLANK record's padding) extends the file unwritten.
+ZERO_RUN_BYTES = 4096
 
 
 class CommitLog:
@@ -350,7 +352,11 @@ class CommitLog:
                 last = self._new_segment(start)
             self.commit()
             take = min(len(view), last.capacity - last.wrote)
-            last.write(view[:take], last.wrote)
+            chunk = view[:take]
+            if take >= ZERO_RUN_BYTES and chunk[0] == 0 and chunk[-1] == 0 and chunk.tobytes().count(0) == take:
+                last.extend(take)  # the padding of a sealed segment: read as zeros without writing them
+            else:
+                last.write(chunk, last.wrote)
             self.wrote = self.committed = last.end
             self._tail_room = last.capacity - last.wrote
             view = view[take:]

@@ -73,6 +73,11 @@ class Segment:
         if pos + len(data) > self.wrote:
             self.wrote = pos + len(data)
 
+    def extend(self, size: int) -> None:
+        """Grow by ``size`` bytes that read as zeros, without writing them."""
+        os.ftruncate(self.fd, self.wrote + size)
+        self.wrote += size
+
     def read(self, pos: int, size: int) -> bytes:
         return os.pread(self.fd, size, pos)
 
