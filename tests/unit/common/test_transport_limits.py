@@ -33,12 +33,25 @@ def _handler(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaita
         return cmd.response(ResponseCode.SUCCESS, None, None, b"x" * int(cmd.ext_fields["size"]))
     if cmd.code == 5:
         json.loads(cmd.body)  # a hostile body nests deeper than the recursion limit
+    if cmd.code == 6:
+        return _held(conn, cmd)
     return cmd.response(ResponseCode.SUCCESS, cmd.remark, cmd.ext_fields)
 
 
 async def _later(cmd: RemotingCommand) -> RemotingCommand:
     await asyncio.sleep(0)
     return cmd.response(ResponseCode.SUCCESS, cmd.remark, cmd.ext_fields)
+
+
+IN_FLIGHT: list[int] = []
+
+
+async def _held(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    """Answered after a while, like a long-polled pull; ``IN_FLIGHT`` records how many were held at once."""
+    IN_FLIGHT.append(IN_FLIGHT[-1] + 1 if IN_FLIGHT else 1)
+    await asyncio.sleep(0.05)
+    IN_FLIGHT.append(IN_FLIGHT[-1] - 1)
+    return cmd.response(ResponseCode.SUCCESS)
 
 
 async def _serve(limits: ConnectionLimits | None = None) -> RemotingServer:
@@ -220,6 +233,23 @@ async def test_a_peer_that_does_not_read_replies_does_not_grow_the_write_buffer(
         while len(opaques) < 400:  # reading them all, every request is answered in order
             opaques += [r.opaque for r in decoder.feed(await asyncio.wait_for(reader.read(1024 * KIB), 5))]
         assert opaques == list(range(400))
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_requests_in_flight_per_connection_are_bounded() -> None:
+    server = await _serve(ConnectionLimits(max_requests_in_flight=50))
+    IN_FLIGHT.clear()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"".join(encode(RemotingCommand(6, opaque=i)) for i in range(400)))  # one read, 400 held
+        writer.write(encode(RemotingCommand(1, opaque=400)))
+        decoder = FrameDecoder()
+        opaques: set[int] = set()
+        while len(opaques) < 401:
+            opaques |= {r.opaque for r in decoder.feed(await asyncio.wait_for(reader.read(65536), 5))}
+        assert opaques == set(range(401)) and max(IN_FLIGHT) == 50
         writer.close()
     finally:
         await server.close()

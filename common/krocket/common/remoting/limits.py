@@ -10,7 +10,9 @@ A server bounds what its peers can make it hold:
 - ``incomplete_frame_timeout_s``: a connection holding an incomplete frame that long is closed;
 - ``idle_timeout_s``: a connection with no bytes in either direction that long is closed (RocketMQ's
   ``serverChannelMaxIdleTimeSeconds``, 120 s);
-- ``write_high_water_bytes``: above it a connection stops reading requests until its peer has read replies.
+- ``write_high_water_bytes``: above it a connection stops reading requests until its peer has read replies;
+- ``max_requests_in_flight``: a connection with that many requests answered later (long polls, waits for a
+  flush or a slave) stops reading requests until one of them is answered.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DEFAULT_BUFFER_BUDGET_BYTES = 256 * MIB
 DEFAULT_INCOMPLETE_FRAME_TIMEOUT_S = 30.0
 DEFAULT_IDLE_TIMEOUT_S = 120.0
 DEFAULT_WRITE_HIGH_WATER_BYTES = 4 * MIB
+DEFAULT_MAX_REQUESTS_IN_FLIGHT = 4096
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,11 @@ class ConnectionLimits:
     incomplete_frame_timeout_s: float = DEFAULT_INCOMPLETE_FRAME_TIMEOUT_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     write_high_water_bytes: int = DEFAULT_WRITE_HIGH_WATER_BYTES
+    max_requests_in_flight: int = DEFAULT_MAX_REQUESTS_IN_FLIGHT
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "max_pending_frame_bytes", "buffer_budget_bytes", "write_high_water_bytes"):
+        positive = ("max_connections", "max_pending_frame_bytes", "buffer_budget_bytes", "write_high_water_bytes")
+        for name in (*positive, "max_requests_in_flight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("incomplete_frame_timeout_s", "idle_timeout_s"):

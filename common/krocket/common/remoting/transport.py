@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         budget: BufferBudget | None = None,
         write_high_water: int = _WRITE_HIGH_WATER,
         pause_reading_on_backlog: bool = False,
+        max_in_flight: int = 0,
     ) -> None:
         self._handler = handler
         # Called after each batch of requests one read brought (before their replies are written) and before
@@ -75,7 +76,10 @@ class Connection(asyncio.Protocol):
         self._loop_time = asyncio.get_running_loop().time
         self.pending_since: float | None = None
         self.last_active = self._loop_time()
-        self._backlog: list[RemotingCommand] | None = None  # requests read but not served: the peer reads no replies
+        # Requests read but not served yet (server side): the peer reads no replies, or ``max_in_flight`` of its
+        # requests are being answered later (tasks) already. Reading is paused meanwhile.
+        self._backlog: list[RemotingCommand] | None = None
+        self._max_in_flight = max_in_flight
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,17 +117,26 @@ class Connection(asyncio.Protocol):
 
     def _serve_commands(self, commands: list[RemotingCommand]) -> None:
         """Serve one read's commands. Server side, once this batch's replies fill the write buffer past the
-        high-water mark, the rest waits in ``_backlog`` until the peer reads (``resume_writing``)."""
+        high-water mark, the rest waits in ``_backlog`` until the peer reads (``resume_writing``); so it does
+        while ``max_in_flight`` requests are answered later (until one of them is done)."""
         replies: list[RemotingCommand] | None = None
         served = False
         reply_bytes = 0
         limit_backlog = self._pause_reading_on_backlog
+        max_in_flight = self._max_in_flight
         for index, cmd in enumerate(commands):
             if cmd.is_response:
                 fut = self._pending.pop(cmd.opaque, None)
                 if fut is not None and not fut.done():
                     fut.set_result(cmd)
                 continue
+            if max_in_flight and len(self._tasks) >= max_in_flight:
+                if replies:
+                    self._send_replies(replies)
+                elif served and self._before_reply is not None:
+                    self._before_reply()
+                self._hold(commands[index:])
+                return
             served = True
             reply = self._dispatch(cmd)
             if reply is not None:
@@ -137,7 +150,7 @@ class Connection(asyncio.Protocol):
                         self._send_replies(replies)
                         replies, served, reply_bytes = None, False, 0
                         if not self._writable.is_set() and index + 1 < len(commands):
-                            self._backlog = commands[index + 1 :]
+                            self._hold(commands[index + 1 :])
                             return
         if replies:
             self._send_replies(replies)
@@ -198,13 +211,32 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
+        self._release()
+
+    def _hold(self, commands: list[RemotingCommand]) -> None:
+        self._backlog = commands
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def _release(self) -> None:
+        """Serve the held requests once the peer reads and fewer than ``max_in_flight`` are in flight; then
+        read again."""
+        if not self._writable.is_set() or (self._max_in_flight and len(self._tasks) >= self._max_in_flight):
+            return
         backlog = self._backlog
         if backlog is not None:
             self._backlog = None
             self._serve_commands(backlog)
         transport = self._transport
-        if self._pause_reading_on_backlog and self._backlog is None and transport and not transport.is_closing():
+        if self._backlog is not None or not self._writable.is_set() or not self._pause_reading_on_backlog:
+            return
+        if transport is not None and not transport.is_closing():
             transport.resume_reading()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._backlog is not None:
+            self._release()
 
     @property
     def buffered_write_bytes(self) -> int:
@@ -231,7 +263,7 @@ class Connection(asyncio.Protocol):
             if result is not None and not isinstance(result, RemotingCommand):
                 task = asyncio.get_running_loop().create_task(self._serve(cmd, result))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(self._task_done)
                 return None
         if result is None or cmd.is_oneway:
             return None
@@ -394,6 +426,7 @@ class RemotingServer:
             self.budget,
             limits.write_high_water_bytes,
             pause_reading_on_backlog=True,
+            max_in_flight=limits.max_requests_in_flight,
         )
         self.connections.add(conn)
         conn.on_close(self.connections.discard)
