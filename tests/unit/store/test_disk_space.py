@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from krocket.broker.store import consume_queue, mapped_file_queue
+from krocket.broker.store import consume_queue, index_service, mapped_file_queue
 from krocket.broker.store.checkpoint import StoreCheckpoint
 from krocket.broker.store.disk_space import FAILURE_HOLD_S, DiskFullError, DiskSpace, release_blocks, reserve_blocks
 from krocket.broker.store.mapped_file_queue import Segment
@@ -246,3 +246,22 @@ def test_a_clean_close_gives_back_the_reservation_and_the_next_open_takes_it_aga
     reopened = make_store(store.config.root)
     assert reopened.commitlog.tail_reserved and os.stat(path).st_blocks * 512 >= SEGMENT
     assert decode_records(reopened.get_messages("U", 0, 0).body)[0].body == b"x" * 100
+
+
+def test_a_close_on_a_full_disk_keeps_the_abort_marker_so_the_next_start_rebuilds(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store()
+    for i in range(30):
+        store.put_message("K", 0, body(i), props(i, keys=f"key{i}"))
+    monkeypatch.setattr(consume_queue, "pwrite_all", enospc)
+    monkeypatch.setattr(index_service, "pwrite_all", enospc)
+    root = store.config.root
+    store.close()
+    assert (root / "abort").exists()
+    monkeypatch.undo()
+    reopened = make_store(root)
+    assert reopened.recovery_report is not None and not reopened.recovery_report.clean_stop
+    msgs = decode_records(reopened.get_messages("K", 0, 0, max_msgs=30).body)
+    assert [m.body for m in msgs] == [body(i) for i in range(30)]
+    assert reopened.query_by_key("K", "key29")

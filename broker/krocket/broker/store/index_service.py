@@ -318,7 +318,12 @@ class IndexService:
 
     def close(self) -> None:
         for f in self.files:
-            f.close()
+            try:
+                f.close()
+            except OSError as exc:
+                f.close_fd()
+                if not self._disk_full(exc):
+                    raise
         self.files.clear()
         self._current = None
 
