@@ -71,7 +71,8 @@ class MessageStore:
             config.disk_free_reserve_bytes,
             config.disk_warning_ratio,
             config.disk_check_interval_s,
-            ratio_fn=lambda: self.retention.usage_fn(root),
+            # A given usage function (tests) decides the used ratio; by default the guard's own statvfs does.
+            ratio_fn=(lambda: self.retention.usage_fn(root)) if usage_fn is not None else None,
         )
         full = self.space.report_failure
         self.commitlog = CommitLog(config, self.space)
