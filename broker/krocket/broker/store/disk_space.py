@@ -42,7 +42,7 @@ RESERVE_MAX_SHARE = 0.10
 FULL_RESAMPLE_S = 0.05
 # An ENOSPC refuses writes for at least this long, even where statvfs shows room (quotas, reserved blocks).
 FAILURE_HOLD_S = 1.0
-# "refusing writes" is logged as a WARNING at most this often (a disk at the edge may flip often).
+# Each way of the refusal is logged at most this often (a disk at the edge may flip often).
 TRANSITION_LOG_S = 10.0
 
 
@@ -136,6 +136,7 @@ class DiskSpace:
         self._failure: str | None = None  # an ENOSPC seen since the last sample that showed room
         self._failed_at = 0.0
         self._logged_at = float("-inf")
+        self._back_logged_at = float("-inf")
         self.failures = 0  # ENOSPC errors reported since start
         self.refusals = 0  # writes refused since start
 
@@ -184,7 +185,10 @@ class DiskSpace:
             self._logged_at = now
             log.log(level, "%s", reason.replace("disk full: ", "disk full, refusing writes: ", 1))
         elif reason is None and self.refusal is not None:
-            log.info("disk space is back (%d bytes free); accepting writes again", self.free)
+            now = time.monotonic()
+            level = logging.INFO if now - self._back_logged_at >= TRANSITION_LOG_S else logging.DEBUG
+            self._back_logged_at = now
+            log.log(level, "disk space is back (%d bytes free); accepting writes again", self.free)
         self.refusal = reason
 
     # -- the write path --------------------------------------------------------------------------------
