@@ -17,7 +17,7 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.headers import CreateTopicHeader
 from krocket.common.remoting import ConnectionPool, FrameDecoder, RemotingCommand, encode
 
-from tests.support.cluster import LocalCluster, start_cluster
+from tests.support.cluster import ChildProcess, LocalCluster, start_cluster
 from tests.support.remoting import call, send
 
 MIB = 1024 * 1024
@@ -258,3 +258,22 @@ async def _fill_topic(addr: str) -> None:
             assert (await send(pool, addr, "Big", body)).code == ResponseCode.SUCCESS
     finally:
         await pool.close()
+
+
+def test_name_server_limits_from_its_command_line(tmp_path: Path) -> None:
+    args = ["--host", "127.0.0.1", "--listen-port", "0", "--http-port", "0"]
+    args += ["--max-connections", "5", "--channel-idle-timeout-ms", "1500"]
+    namesrv = ChildProcess("namesrv", "namesrv-limited", args, tmp_path, tmp_path / "namesrv.log")
+    namesrv.start()
+    try:
+        namesrv.wait_ports()
+        socks = [_connect(namesrv.port) for _ in range(8)]
+        time.sleep(0.5)
+        assert sum(_is_closed_by_peer(s) for s in socks) == 3  # over the maximum: closed at once
+        start = time.monotonic()
+        _wait_all_closed(socks, 4.0)  # the rest: closed once idle for 1.5 s
+        assert time.monotonic() - start >= 0.8
+        for sock in socks:
+            sock.close()
+    finally:
+        namesrv.stop()

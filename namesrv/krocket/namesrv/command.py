@@ -16,6 +16,7 @@ from typing import Any
 
 from krocket.common import ports
 from krocket.common.errors import ConfigError
+from krocket.common.remoting.limits import ConnectionLimits
 from krocket.common.remoting.tls import https_context, server_settings
 from krocket.namesrv.server import SCAN_INTERVAL_SECONDS, NameServer, run_namesrv
 
@@ -59,6 +60,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="plain_acl.yml: registrations, topic deletions and KV writes then need an admin's signed request",
     )
+    _add_limit_arguments(p)
+
+
+def _add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """The remoting limits, the broker's defaults (its maxConnections, maxPendingFrameBytes, ... settings)."""
+    d = ConnectionLimits()
+    limits = p.add_argument_group("remoting limits")
+    limits.add_argument("--max-connections", type=int, default=d.max_connections, help="(default %(default)s)")
+    limits.add_argument(
+        "--max-pending-frame-bytes", type=int, default=d.max_pending_frame_bytes, help="largest frame (%(default)s)"
+    )
+    limits.add_argument(
+        "--buffer-budget-bytes",
+        type=int,
+        default=d.buffer_budget_bytes,
+        help="incomplete-frame bytes all connections may buffer together (default %(default)s)",
+    )
+    limits.add_argument(
+        "--incomplete-frame-timeout-ms",
+        type=int,
+        default=int(d.incomplete_frame_timeout_s * 1000),
+        help="close a connection holding an incomplete frame this long (default %(default)s)",
+    )
+    limits.add_argument(
+        "--channel-idle-timeout-ms",
+        type=int,
+        default=int(d.idle_timeout_s * 1000),
+        help="close a connection idle this long (default %(default)s)",
+    )
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """The limits of ``_add_limit_arguments``; ``ConfigError`` when one is not positive."""
+    try:
+        return ConnectionLimits(
+            max_connections=args.max_connections,
+            max_pending_frame_bytes=args.max_pending_frame_bytes,
+            buffer_budget_bytes=args.buffer_budget_bytes,
+            incomplete_frame_timeout_s=args.incomplete_frame_timeout_ms / 1000.0,
+            idle_timeout_s=args.channel_idle_timeout_ms / 1000.0,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"remoting limits: {exc}") from None
 
 
 def add_tls_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,6 +175,7 @@ def run(args: argparse.Namespace) -> None:
                 args.scan_interval,
                 on_started=on_started,
                 acl_file=getattr(args, "acl", None),
+                limits=connection_limits(args),
                 **network,
             )
         )

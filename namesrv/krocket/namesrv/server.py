@@ -161,6 +161,7 @@ async def run_namesrv(
     tls: TlsServerSettings | None = None,
     http_ssl_context: ssl.SSLContext | None = None,
     acl_file: str | Path | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Run a name server until SIGTERM or SIGINT, then stop it cleanly."""
     server = NameServer(
@@ -173,6 +174,7 @@ async def run_namesrv(
         http_host=http_host,
         tls=tls,
         http_ssl_context=http_ssl_context,
+        limits=limits,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
