@@ -60,6 +60,12 @@ def test_hostile_sends_are_refused_and_everything_acked_survives_kill_9_and_repl
     cluster = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1, flush="sync", replication="sync")
     master, slave = cluster.brokers
     acked: list[tuple[bytes, dict[str, str], int]] = []  # body as read back, properties, stored sysFlag
+    wait_until(
+        lambda: bool(master.http_json("/api/v1/broker").get("replication", {}).get("slaves")),
+        60,
+        0.2,
+        message="the slave to connect",
+    )
 
     async def produce() -> list[tuple[str, int, int]]:
         wrong: list[tuple[str, int, int]] = []
