@@ -66,6 +66,16 @@ def test_broker_with_a_bad_config_file_exits_2(tmp_path):
     assert result.returncode == 2 and "must hold a mapping" in result.stderr
 
 
+def test_broker_acl_flag_turns_acl_on_and_names_a_bad_file(tmp_path):
+    missing = tmp_path / "plain_acl.yml"
+    result = krocket("broker", "--acl", str(missing), "--store-dir", str(tmp_path / "store"))
+    assert result.returncode == 2
+    assert f"aclConfigFile {missing}: cannot be read" in result.stderr
+    missing.write_text("accounts:\n  - accessKey: a\n    admin: maybe\n")
+    result = krocket("broker", "--acl", str(missing), "--store-dir", str(tmp_path / "store"))
+    assert result.returncode == 2 and "accounts[0].secretKey: is required" in result.stderr
+
+
 def test_local_up_on_a_busy_port_exits_2(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -103,6 +103,13 @@ def register(sub: Any) -> None:
         help="create unknown topics on first send (RocketMQ's TBW102 way)",
     )
     auto.add_argument("--no-auto-create-topic", dest="autoCreateTopicEnable", action="store_const", const=False)
+    br.add_argument(
+        "--acl",
+        dest="aclConfigFile",
+        default=None,
+        metavar="FILE",
+        help="plain_acl.yml: turns ACL on (aclEnable) and checks every request against that file",
+    )
     br.add_argument("--ports-file", default=None, help="write the bound ports as JSON to this file")
     br.set_defaults(func=run_broker)
 
@@ -144,6 +151,7 @@ BROKER_FLAGS = (
     "tlsEnable",
     "tlsClientTrustCertPath",
     "httpTlsEnable",
+    "aclConfigFile",
 )
 
 
@@ -152,6 +160,8 @@ def run_broker(args: argparse.Namespace) -> int:
     from krocket.broker.server import run_broker as serve
 
     overrides = {name: getattr(args, name) for name in BROKER_FLAGS if getattr(args, name) is not None}
+    if args.aclConfigFile is not None:
+        overrides["aclEnable"] = True
     config = load_broker_config(args.config, overrides)
     try:
         asyncio.run(serve(config, args.ports_file))
