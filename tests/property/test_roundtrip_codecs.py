@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,11 +39,13 @@ from tests.property.strategies import (
     topics,
 )
 
-ROUND_TRIPS = {"records": 0}
-
 
 @given(any_properties)
 def test_client_properties_are_refused_or_round_trip(props: dict[str, str]) -> None:
+    properties_round_trip(props)
+
+
+def properties_round_trip(props: dict[str, str]) -> None:
     try:
         check_properties(props)
     except ValueError:
@@ -73,9 +76,18 @@ def test_sys_flags_are_refused_or_stored_without_host_bits(sys_flag: int) -> Non
     assert stored == sys_flag & ~SYSFLAG_HOSTS_V6 and not sys_flag & 0xC
 
 
+MESSAGES = (topics, bodies, allowed_properties, int32s, st.booleans(), st.booleans(), st.integers(0, 2**40))
+
+
 @settings(max_examples=300)
-@given(topics, bodies, allowed_properties, int32s, st.booleans(), st.booleans(), st.integers(0, 2**40))
+@given(*MESSAGES)
 def test_accepted_messages_round_trip_through_the_record_byte_identical(
+    topic: str, body: bytes, props: dict[str, str], flag: int, compressed: bool, multi_tags: bool, phy: int
+) -> None:
+    record_round_trip(topic, body, props, flag, compressed, multi_tags, phy)
+
+
+def record_round_trip(
     topic: str, body: bytes, props: dict[str, str], flag: int, compressed: bool, multi_tags: bool, phy: int
 ) -> None:
     check_properties(props)
@@ -119,7 +131,6 @@ def test_accepted_messages_round_trip_through_the_record_byte_identical(
         store_host=host,
     )
     assert again == record
-    ROUND_TRIPS["records"] += 1
 
 
 @given(st.lists(st.tuples(bodies, allowed_properties, int32s), min_size=1, max_size=5))
@@ -136,3 +147,23 @@ def test_bodies_flagged_compressed_are_refused_or_inflate_to_what_decoding_gives
         return
     record = encode_record(topic=b"T", body=body, sys_flag=SYSFLAG_COMPRESSED)
     assert len(decode_record(record).body) == size
+
+
+# The long run: ``pytest -m fuzz tests/property``.
+LONG = settings(max_examples=20_000, deadline=None)
+
+
+@pytest.mark.fuzz
+@LONG
+@given(*MESSAGES)
+def test_long_run_records(
+    topic: str, body: bytes, props: dict[str, str], flag: int, compressed: bool, multi_tags: bool, phy: int
+) -> None:
+    record_round_trip(topic, body, props, flag, compressed, multi_tags, phy)
+
+
+@pytest.mark.fuzz
+@LONG
+@given(any_properties)
+def test_long_run_properties(props: dict[str, str]) -> None:
+    properties_round_trip(props)
