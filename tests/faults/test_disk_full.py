@@ -321,3 +321,49 @@ def test_a_disk_filled_to_the_last_byte_by_another_program(full_disk_cluster) ->
     assert _store_errors(broker) == []
     log = broker.log_path.read_text(errors="replace")
     assert "broker cannot start" not in log and "disk full" in log
+
+
+def test_a_slave_on_a_full_disk_pauses_and_catches_up_once_space_frees(tmp_path: Path) -> None:
+    """The master's disk has room, the slave's fills: the slave pauses replication with one WARNING (no
+    ERROR, nothing half-written) and copies the rest once space frees, without a restart."""
+    data = (tmp_path / "c").resolve()
+    slave_store = data / "broker-a" / "1"
+    _mount_tmpfs(slave_store, 16)
+    ballast = slave_store / "ballast"
+    ballast.write_bytes(bytes(8 * 1024 * 1024))
+    settings = tmp_path / "broker.yaml"
+    _write_settings(settings, FULL_SETTINGS)
+    cluster: LocalCluster | None = None
+    try:
+        cluster = start_cluster(
+            data, namesrvs=1, groups=1, slaves=1, segment_bytes=SEGMENT, extra_broker_args=["--config", str(settings)]
+        )
+        master, slave = cluster.brokers
+        asyncio.run(create_topic(cluster, TOPIC, queues=2))
+
+        async def send(count: int) -> int:
+            async with Producer("slave-full-producer", cluster.namesrv_addr, retries=0) as producer:
+                for i in range(count):
+                    await producer.send(Message(TOPIC, f"{i}-".encode() + bytes(BODY_BYTES)))
+            return count
+
+        asyncio.run(send(5000))  # about 7.5 MiB: more than the slave has left
+        head = master.http_json("/api/v1/broker")["maxPhyOffset"]
+        wait_until(
+            lambda: "replication from" in slave.log_path.read_text() and "paused" in slave.log_path.read_text(),
+            20,
+            message="the slave pausing",
+        )
+        behind = slave.http_json("/api/v1/broker")["maxPhyOffset"]
+        assert behind < head
+        text = slave.log_path.read_text(errors="replace")
+        assert "do not parse as records" not in text and " ERROR " not in text and "Traceback" not in text
+        assert text.count("paused: disk full") <= 2  # once per pause, not once per retry
+        ballast.unlink()
+        wait_until(
+            lambda: slave.http_json("/api/v1/broker")["maxPhyOffset"] == head, 40, message="the slave catching up"
+        )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        subprocess.run(["umount", "-l", str(slave_store)], capture_output=True, timeout=10)

@@ -12,9 +12,11 @@ from typing import Any
 
 from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
 from krocket.broker.store import MessageStore
-from krocket.common.errors import KrocketError
+from krocket.common.errors import KrocketError, ServiceNotAvailableError
 
 log = logging.getLogger(__name__)
+
+PAUSED_RETRY_S = 5.0  # a slave whose disk is full tries again this often
 
 
 class LogMismatchError(KrocketError):
@@ -64,6 +66,13 @@ class HASlave:
                 self.last_error = str(exc)
                 log.error("replication from %s stopped: %s", addr, exc)
                 backoff = self._backoff_max_s
+            except ServiceNotAvailableError as exc:
+                if self.last_error != exc.message:
+                    log.warning(
+                        "replication from %s paused: %s; retrying every %.0f s", addr, exc.message, PAUSED_RETRY_S
+                    )
+                self.last_error = exc.message
+                backoff = PAUSED_RETRY_S
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 if self.connected_to:
                     log.warning("lost the master %s: %s", addr, exc or type(exc).__name__)
@@ -108,6 +117,8 @@ class HASlave:
                     )
                 try:
                     new_end = self._store.append_raw(data, frame_offset)
+                except ServiceNotAvailableError:
+                    raise  # our disk is full: nothing was written; follow again once it frees
                 except KrocketError as exc:
                     raise LogMismatchError(f"master's bytes at {frame_offset} do not parse as records: {exc}") from None
                 self.master_offset = max(self.master_offset, new_end)
