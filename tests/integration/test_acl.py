@@ -323,6 +323,10 @@ def test_local_up_with_acl_and_the_cli_with_credentials(tmp_path):
             "--timeout", "20", env=app_env,
         )  # fmt: skip
         assert got.returncode == 0 and len(got.stdout.splitlines()) == 3, got.stderr
+        admin_env = {"KROCKET_ACCESS_KEY": "rocketmq-admin", "KROCKET_SECRET_KEY": "change-me-admin-secret"}
+        bench = ["bench", "produce", "--namesrv", f"127.0.0.1:{port}", "--mode", "seq", "--client", "sync"]
+        benched = krocket(*bench, "--n", "200", "--duration", "1", "--json", "-q", env=admin_env)
+        assert benched.returncode == 0 and json.loads(benched.stdout)["produce"]["msgs"] > 0, benched.stderr[-2000:]
         deleted = krocket("topic", "delete", "Orders", env=app_env)  # not an admin
         assert deleted.returncode != 0 and "NO_PERMISSION" in deleted.stderr, deleted
     finally:

@@ -35,6 +35,7 @@ from krocket.common.message_checks import check_int32, check_properties
 from krocket.common.message_id import UniqueIdGenerator
 from krocket.common.record import SYSFLAG_COMPRESSED
 from krocket.common.remoting import RemotingCommand
+from krocket.common.remoting.blocking import BlockingConnectionPool
 from krocket.common.remoting.tls import client_tls
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
@@ -308,6 +309,13 @@ class Producer:
                 f"batch body is {len(body)} bytes; at most {self.max_message_bytes} allowed; split it"
             )
         return await self._send_with_retries(topic, {PROPERTY_WAIT: "true"}, body, 0, 0, True, ",".join(ids), timeout)
+
+    def blocking_pool(self) -> BlockingConnectionPool:
+        """A pool of blocking connections for ``send_blocking`` with this producer's TLS context and credentials."""
+        pool = BlockingConnectionPool(connect_timeout=self.send_timeout, ssl_context=self.ssl_context)
+        if self.credentials is not None:
+            pool.request_hook = self.credentials.sign
+        return pool
 
     def send_blocking(
         self,

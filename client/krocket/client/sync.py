@@ -9,7 +9,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from krocket.common.message import Message, MessageExt
-from krocket.common.remoting.blocking import BlockingConnectionPool
 from krocket.common.route import TopicRouteData
 
 from .admin import Admin, ClusterInfo, QueueProgress
@@ -76,9 +75,7 @@ class SyncProducer(_Sync):
     ) -> None:
         super().__init__(f"krocket-producer-{group}")
         self._client = self.producer = Producer(group, namesrv, send_timeout, retries, **kwargs)
-        self._blocking = BlockingConnectionPool(connect_timeout=send_timeout, ssl_context=self.producer.ssl_context)
-        if self.producer.credentials is not None:
-            self._blocking.request_hook = self.producer.credentials.sign
+        self._blocking = self.producer.blocking_pool()
 
     def send(
         self, msg: Message, selector: Selector | None = None, arg: Any = None, timeout: float | None = None

@@ -17,7 +17,6 @@ from krocket.cli.bench.progress import Progress
 from krocket.cli.bench.session import Session
 from krocket.cli.bench.system import CpuMeter
 from krocket.client import Message, Producer, SendResult, SendStatus
-from krocket.common.remoting.blocking import BlockingConnectionPool
 
 DRAIN_TIMEOUT_S = 30.0  # longest wait for in-flight sends after the produce deadline
 
@@ -111,7 +110,7 @@ def produce_blocking(
 ) -> float:
     """``--client sync``: one-at-a-time sends on this (worker) thread over blocking sockets, as
     ``SyncProducer.send`` does once the route is known; returns the elapsed seconds."""
-    pool = BlockingConnectionPool(connect_timeout=producer.send_timeout)
+    pool = producer.blocking_pool()
     msg = Message(topic, payload(opts.size))
     t0 = time.perf_counter()
     try:
