@@ -4,6 +4,7 @@ propLen + props}``, as RocketMQ's ``MessageDecoder.encodeMessages`` writes them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from krocket.common.message import decode_properties, encode_properties
@@ -35,8 +36,9 @@ def encode_batch(items: list[tuple[bytes, dict[str, str], int]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch(buf: bytes) -> list[BatchItem]:
-    """The items of a batch body. Raises ``RecordError`` when a length does not add up."""
+def decode_batch(buf: bytes, properties_of: Callable[[bytes], dict[str, str]] = decode_properties) -> list[BatchItem]:
+    """The items of a batch body, each item's properties decoded by ``properties_of`` (the broker passes its
+    checking decoder). Raises ``RecordError`` when a length does not add up."""
     items: list[BatchItem] = []
     pos = 0
     n = len(buf)
@@ -53,6 +55,6 @@ def decode_batch(buf: bytes) -> list[BatchItem]:
         if props_len < 0 or p + props_len != pos + total:
             raise RecordError(f"batch message at {pos} has inconsistent property length")
         raw = buf[p : p + props_len]
-        items.append(BatchItem(body, decode_properties(raw), flag, raw))
+        items.append(BatchItem(body, properties_of(raw), flag, raw))
         pos += total
     return items
