@@ -61,6 +61,9 @@ def test_broker_with_a_bad_config_file_exits_2(tmp_path):
     cfg.write_text("syncFlushInlineBytes: -1\n")
     result = krocket("broker", "--config", str(cfg))
     assert result.returncode == 2 and "syncFlushInlineBytes must be 0 or more" in result.stderr
+    cfg.write_text("brokerName: broker a\n")
+    result = krocket("broker", "--config", str(cfg))
+    assert result.returncode == 2 and "brokerName 'broker a' may only contain" in result.stderr
     cfg.write_text("- a list, not a mapping\n")
     result = krocket("broker", "--config", str(cfg))
     assert result.returncode == 2 and "must hold a mapping" in result.stderr

@@ -10,9 +10,10 @@ from typing import Any
 
 from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
-from krocket.common.errors import ConfigError
+from krocket.common.errors import ConfigError, MessageIllegalError
 from krocket.common.remoting.limits import ConnectionLimits
 from krocket.common.remoting.tls import TlsServerSettings, client_settings_context, https_context, server_settings
+from krocket.common.topic import validate_broker_name
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,11 @@ class BrokerConfig:
             port = getattr(self, name)
             if not 0 <= port < 65536:
                 raise ConfigError(f"{name} must be a TCP port (0 picks a free one), got {port}")
-        if not self.broker_name:
-            raise ConfigError("brokerName must not be empty")
+        for key, name in (("brokerName", self.broker_name), ("brokerClusterName", self.broker_cluster_name)):
+            try:
+                validate_broker_name(key, name)
+            except MessageIllegalError as exc:
+                raise ConfigError(exc.message) from None
         if self.mapped_file_size_commit_log < 64 * 1024:
             raise ConfigError("mappedFileSizeCommitLog must be at least 64 KiB")
         if not 1 <= self.disk_space_warning_level_ratio <= 99:

@@ -20,6 +20,14 @@ def namesrv_from_env(explicit: str | None = None) -> str:
     return value
 
 
+def is_host_port(addr: str) -> bool:
+    """``host:port`` with a port 1..65535 and a host without spaces or control characters (IPv6 in brackets)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return False
+    return host.isprintable() and not any(c.isspace() for c in host)
+
+
 def parse_addr_list(value: str) -> list[tuple[str, int]]:
     """Split ``host:port;host:port`` (commas accepted too) into pairs. Raises ``ConfigError``."""
     result: list[tuple[str, int]] = []

@@ -18,6 +18,8 @@ DLQ_GROUP_PREFIX = "%DLQ%"
 
 _TOPIC_RE = re.compile(r"^[%|a-zA-Z0-9_-]+$")
 _GROUP_RE = re.compile(r"^[%|a-zA-Z0-9_.:-]+$")
+_BROKER_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:-]+$")
+MAX_BROKER_NAME_LENGTH = 127
 
 
 def validate_topic(topic: str) -> None:
@@ -37,6 +39,17 @@ def validate_group(group: str) -> None:
         raise MessageIllegalError(f"group name is {len(group)} characters; at most {MAX_GROUP_LENGTH} allowed")
     if not _GROUP_RE.match(group):
         raise MessageIllegalError(f"group name {group!r} contains illegal characters")
+
+
+def validate_broker_name(what: str, name: str) -> None:
+    """A broker or cluster name as a registration carries it (``what`` says which): letters, digits, '_', '.',
+    ':' and '-', as Kubernetes object names and RocketMQ's defaults (``broker-a``, ``DefaultCluster``) use."""
+    if not name:
+        raise MessageIllegalError(f"{what} is empty")
+    if len(name) > MAX_BROKER_NAME_LENGTH:
+        raise MessageIllegalError(f"{what} is {len(name)} characters; at most {MAX_BROKER_NAME_LENGTH} allowed")
+    if not _BROKER_NAME_RE.match(name):
+        raise MessageIllegalError(f"{what} {name!r} may only contain letters, digits, '_', '.', ':', '-'")
 
 
 def retry_topic(group: str) -> str:

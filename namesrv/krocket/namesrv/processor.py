@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from krocket.common.acl import AclAccount, AclFile, authenticate
+from krocket.common.addresses import is_host_port
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
 from krocket.common.headers import (
@@ -27,7 +28,7 @@ from krocket.common.headers import (
 )
 from krocket.common.remoting import Connection, RemotingCommand, header_fields
 from krocket.common.route import dumps, loads_lenient
-from krocket.common.topic import TopicConfig
+from krocket.common.topic import TopicConfig, validate_broker_name
 from krocket.namesrv.kvconfig import KVConfigStore
 from krocket.namesrv.metrics import NamesrvMetrics
 from krocket.namesrv.registry import Registration, RegistrationConflictError, RouteRegistry
@@ -182,6 +183,11 @@ class NamesrvProcessor:
     async def register_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         configs, version = parse_register_body(cmd.body)
         h = _header(RegisterBrokerHeader, cmd)
+        validate_broker_name("clusterName", h.cluster_name)
+        validate_broker_name("brokerName", h.broker_name)
+        for field, addr in (("brokerAddr", h.broker_addr), ("haServerAddr", h.ha_server_addr)):
+            if (addr or field == "brokerAddr") and not is_host_port(addr):
+                raise BadRequestError(f"REGISTER_BROKER: {field} {addr!r} is not host:port")
         reg = Registration(
             cluster=h.cluster_name,
             broker_name=h.broker_name,

@@ -103,6 +103,30 @@ async def test_register_missing_field_is_system_error(proc: NamesrvProcessor) ->
     assert resp.code == ResponseCode.SYSTEM_ERROR
 
 
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"clusterName": "\ud800"}, "clusterName"),
+        ({"clusterName": ""}, "clusterName"),
+        ({"brokerName": "broker a"}, "brokerName 'broker a'"),
+        ({"brokerName": "b" * 128}, "at most 127"),
+        ({"brokerAddr": "127.0.0.1"}, "brokerAddr '127.0.0.1' is not host:port"),
+        ({"brokerAddr": "127.0.0.1:0"}, "is not host:port"),
+        ({"brokerAddr": "evil\nhost:10911"}, "is not host:port"),
+        ({"haServerAddr": "nowhere"}, "haServerAddr"),
+    ],
+)
+async def test_register_with_a_bad_name_or_address_is_refused_and_stores_nothing(
+    proc: NamesrvProcessor, fields: dict[str, str], needle: str
+) -> None:
+    cmd = register()
+    assert isinstance(cmd.ext_fields, dict)
+    cmd.ext_fields.update(fields)
+    resp = await call(proc, cmd)
+    assert resp.code != ResponseCode.SUCCESS and needle in (resp.remark or ""), resp.remark
+    assert proc.registry.cluster_info()["brokerAddrTable"] == {}
+
+
 def test_parse_register_body_skips_bad_topics_and_reads_unquoted_keys() -> None:
     body = json.loads(register_body({"Good": 2}))
     body["topicConfigSerializeWrapper"]["topicConfigTable"]["bad topic!"] = {"topicName": "bad topic!"}
