@@ -11,6 +11,7 @@ from typing import Any
 from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError, MessageIllegalError
+from krocket.common.remoting import limits
 from krocket.common.remoting.limits import ConnectionLimits
 from krocket.common.remoting.tls import TlsServerSettings, client_settings_context, https_context, server_settings
 from krocket.common.topic import validate_broker_name
@@ -90,11 +91,12 @@ class BrokerConfig:
     metadata_sync_period_mills: int = 10_000
     # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
     # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
-    max_connections: int = 10_000
-    max_pending_frame_bytes: int = 16 * 1024 * 1024
-    server_buffer_budget_bytes: int = 256 * 1024 * 1024
-    incomplete_frame_timeout_mills: int = 30_000
-    channel_idle_timeout_mills: int = 120_000  # RocketMQ: serverChannelMaxIdleTimeSeconds
+    max_connections: int = limits.DEFAULT_MAX_CONNECTIONS
+    max_pending_frame_bytes: int = limits.DEFAULT_MAX_PENDING_FRAME_BYTES
+    server_buffer_budget_bytes: int = limits.DEFAULT_BUFFER_BUDGET_BYTES
+    incomplete_frame_timeout_mills: int = int(limits.DEFAULT_INCOMPLETE_FRAME_TIMEOUT_S * 1000)
+    # RocketMQ: serverChannelMaxIdleTimeSeconds
+    channel_idle_timeout_mills: int = int(limits.DEFAULT_IDLE_TIMEOUT_S * 1000)
     acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
     acl_config_file: str = ""
     http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
