@@ -117,6 +117,16 @@ async def _read(addr: str, topic: str) -> list:
 
 
 def test_acked_sends_survive_kill_9_and_replicate_byte_identical(cluster: LocalCluster) -> None:
+    kill_cycles_round_trip(cluster, rounds=2, examples=6)
+
+
+@pytest.mark.fuzz
+def test_long_run_of_kill_cycles(cluster: LocalCluster) -> None:
+    """``pytest -m fuzz tests/property``: more rounds and examples."""
+    kill_cycles_round_trip(cluster, rounds=10, examples=25)
+
+
+def kill_cycles_round_trip(cluster: LocalCluster, rounds: int, examples: int) -> None:
     """Rounds of hypothesis examples (each on its own topic, the slave connected, SYNC_MASTER), then per round
     one ``kill -9`` of the master: every acked message of every example is read back byte-identical from the
     restarted master, and the slave holds the same records. The master's HA port changes at a restart, so the
@@ -126,7 +136,7 @@ def test_acked_sends_survive_kill_9_and_replicate_byte_identical(cluster: LocalC
 
     # No shrinking: a failing example is reported as generated.
     @settings(
-        max_examples=6,
+        max_examples=examples,
         deadline=None,
         phases=[Phase.explicit, Phase.reuse, Phase.generate],
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -137,7 +147,7 @@ def test_acked_sends_survive_kill_9_and_replicate_byte_identical(cluster: LocalC
         acked_by_topic[topic] = asyncio.run(_produce(cluster, topic, batch))
         COUNTS["examples"] += 1
 
-    for _round in range(2):
+    for _round in range(rounds):
         wait_until(lambda: _slave_connected(cluster), 60, 0.2, message="the slave to connect")
         acked_by_topic.clear()
         one_example()
