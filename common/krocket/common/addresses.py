@@ -20,10 +20,10 @@ def namesrv_from_env(explicit: str | None = None) -> str:
     return value
 
 
-def is_host_port(addr: str) -> bool:
-    """``host:port`` with a port 1..65535 and a host without spaces or control characters (IPv6 in brackets)."""
+def is_host_port(addr: str, min_port: int = 1) -> bool:
+    """``host:port`` with a port ``min_port``..65535 and a host without spaces or control characters."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not min_port <= int(port) < 65536:
         return False
     return host.isprintable() and not any(c.isspace() for c in host)
 

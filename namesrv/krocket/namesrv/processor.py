@@ -185,9 +185,10 @@ class NamesrvProcessor:
         h = _header(RegisterBrokerHeader, cmd)
         validate_broker_name("clusterName", h.cluster_name)
         validate_broker_name("brokerName", h.broker_name)
-        for field, addr in (("brokerAddr", h.broker_addr), ("haServerAddr", h.ha_server_addr)):
-            if (addr or field == "brokerAddr") and not is_host_port(addr):
-                raise BadRequestError(f"REGISTER_BROKER: {field} {addr!r} is not host:port")
+        if not is_host_port(h.broker_addr):
+            raise BadRequestError(f"REGISTER_BROKER: brokerAddr {h.broker_addr!r} is not host:port")
+        if h.ha_server_addr and not is_host_port(h.ha_server_addr, min_port=0):  # a slave serves no HA: port 0
+            raise BadRequestError(f"REGISTER_BROKER: haServerAddr {h.ha_server_addr!r} is not host:port")
         reg = Registration(
             cluster=h.cluster_name,
             broker_name=h.broker_name,

@@ -127,6 +127,13 @@ async def test_register_with_a_bad_name_or_address_is_refused_and_stores_nothing
     assert proc.registry.cluster_info()["brokerAddrTable"] == {}
 
 
+async def test_a_slave_registers_with_ha_port_zero(proc: NamesrvProcessor) -> None:
+    cmd = register(broker_id=1, addr="127.0.0.1:10921")
+    assert isinstance(cmd.ext_fields, dict)
+    cmd.ext_fields["haServerAddr"] = "127.0.0.1:0"  # slaves serve no HA port
+    assert (await call(proc, cmd)).code == ResponseCode.SUCCESS
+
+
 def test_parse_register_body_skips_bad_topics_and_reads_unquoted_keys() -> None:
     body = json.loads(register_body({"Good": 2}))
     body["topicConfigSerializeWrapper"]["topicConfigTable"]["bad topic!"] = {"topicName": "bad topic!"}
