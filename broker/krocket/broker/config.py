@@ -171,16 +171,13 @@ class BrokerConfig:
 
     def connection_limits(self) -> ConnectionLimits:
         """The remoting server's limits; ``ConfigError`` when one is not positive."""
-        try:
-            return ConnectionLimits(
-                max_connections=self.max_connections,
-                max_pending_frame_bytes=self.max_pending_frame_bytes,
-                buffer_budget_bytes=self.server_buffer_budget_bytes,
-                incomplete_frame_timeout_s=self.incomplete_frame_timeout_mills / 1000.0,
-                idle_timeout_s=self.channel_idle_timeout_mills / 1000.0,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"remoting limits: {exc}") from None
+        return ConnectionLimits.from_settings(
+            self.max_connections,
+            self.max_pending_frame_bytes,
+            self.server_buffer_budget_bytes,
+            self.incomplete_frame_timeout_mills,
+            self.channel_idle_timeout_mills,
+        )
 
     @property
     def store_dir(self) -> Path:

@@ -93,16 +93,13 @@ def _add_limit_arguments(p: argparse.ArgumentParser) -> None:
 
 def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
     """The limits of ``_add_limit_arguments``; ``ConfigError`` when one is not positive."""
-    try:
-        return ConnectionLimits(
-            max_connections=args.max_connections,
-            max_pending_frame_bytes=args.max_pending_frame_bytes,
-            buffer_budget_bytes=args.buffer_budget_bytes,
-            incomplete_frame_timeout_s=args.incomplete_frame_timeout_ms / 1000.0,
-            idle_timeout_s=args.channel_idle_timeout_ms / 1000.0,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"remoting limits: {exc}") from None
+    return ConnectionLimits.from_settings(
+        args.max_connections,
+        args.max_pending_frame_bytes,
+        args.buffer_budget_bytes,
+        args.incomplete_frame_timeout_ms,
+        args.channel_idle_timeout_ms,
+    )
 
 
 def add_tls_arguments(p: argparse.ArgumentParser) -> None:

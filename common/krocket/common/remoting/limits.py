@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from krocket.common.errors import ConfigError
+
 MIB = 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_MAX_PENDING_FRAME_BYTES = 16 * MIB
@@ -50,6 +52,28 @@ class ConnectionLimits:
         for name in ("incomplete_frame_timeout_s", "idle_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
+
+    @classmethod
+    def from_settings(
+        cls,
+        max_connections: int,
+        max_pending_frame_bytes: int,
+        buffer_budget_bytes: int,
+        incomplete_frame_timeout_ms: int,
+        idle_timeout_ms: int,
+    ) -> ConnectionLimits:
+        """The limits as the broker config and the name server's flags give them (timeouts in ms);
+        ``ConfigError`` naming the limit that is not positive."""
+        try:
+            return cls(
+                max_connections=max_connections,
+                max_pending_frame_bytes=max_pending_frame_bytes,
+                buffer_budget_bytes=buffer_budget_bytes,
+                incomplete_frame_timeout_s=incomplete_frame_timeout_ms / 1000.0,
+                idle_timeout_s=idle_timeout_ms / 1000.0,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"remoting limits: {exc}") from None
 
     @property
     def sweep_interval_s(self) -> float:
