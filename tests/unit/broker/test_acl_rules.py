@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from krocket.broker.acl import RULES, Access, check_request, rule_of
@@ -91,3 +93,24 @@ def test_signed_only_codes_and_anonymous_requests():
         check_request(ACL, signed(RequestCode.HEART_BEAT, {}, Credentials("rocketmq2", "bad")), PEER)
     # A globally white-listed address passes anything, signed or not (RocketMQ's rule).
     check_request(ACL, signed(RequestCode.DELETE_TOPIC_IN_BROKER, {"topic": "Orders"}, None), "10.0.0.5:1")
+
+
+def heartbeat(group: str, *topics: str) -> bytes:
+    subscriptions = [{"topic": t, "subString": "*"} for t in topics]
+    return json.dumps(
+        {
+            "clientID": "127.0.0.1@1",
+            "producerDataSet": [{"groupName": "any-producers"}],
+            "consumerDataSet": [{"groupName": group, "subscriptionDataSet": subscriptions}],
+        }
+    ).encode()
+
+
+def test_a_heartbeat_needs_sub_on_its_consumer_groups_and_their_topics():
+    check_request(ACL, signed(RequestCode.HEART_BEAT, {}, body=heartbeat("readers", "Audit", "%RETRY%readers")), PEER)
+    check_request(ACL, signed(RequestCode.HEART_BEAT, {}, body=b'{"producerDataSet": [{"groupName": "p"}]}'), PEER)
+    with pytest.raises(NoPermissionError, match="SUB on group others"):
+        check_request(ACL, signed(RequestCode.HEART_BEAT, {}, body=heartbeat("others", "Audit")), PEER)
+    with pytest.raises(NoPermissionError, match="SUB on topic Secret"):
+        check_request(ACL, signed(RequestCode.HEART_BEAT, {}, body=heartbeat("readers", "Secret")), PEER)
+    check_request(ACL, signed(RequestCode.HEART_BEAT, {}, ADMIN, body=heartbeat("others", "Secret")), PEER)

@@ -86,6 +86,26 @@ def _group_in_body(cmd: RemotingCommand) -> tuple[Need, ...]:
     return (Need(str(group or ""), Perm.SUB, True),)
 
 
+def _heartbeat(cmd: RemotingCommand) -> tuple[Need, ...]:
+    """SUB on each consumer group a heartbeat names and on each topic it subscribes (RocketMQ's rule);
+    a producer's heartbeat needs a valid signature only. A body that is not JSON is left to the processor."""
+    try:
+        body = json.loads(cmd.body or b"{}")
+    except (ValueError, RecursionError):
+        return ()
+    consumers = body.get("consumerDataSet") if isinstance(body, dict) else None
+    needs: list[Need] = []
+    for consumer in consumers if isinstance(consumers, list) else ():
+        if not isinstance(consumer, dict):
+            continue
+        needs.append(Need(str(consumer.get("groupName") or ""), Perm.SUB, True))
+        subscriptions = consumer.get("subscriptionDataSet")
+        for sub in subscriptions if isinstance(subscriptions, list) else ():
+            if isinstance(sub, dict) and sub.get("topic"):
+                needs.append(_topic_need(str(sub["topic"]), Perm.SUB))
+    return tuple(dict.fromkeys(needs))
+
+
 RULES: dict[int, Rule] = {
     RequestCode.SEND_MESSAGE: _send,
     RequestCode.SEND_MESSAGE_V2: _send,
@@ -99,7 +119,7 @@ RULES: dict[int, Rule] = {
     RequestCode.LOCK_BATCH_MQ: _group_in_body,
     RequestCode.UNLOCK_BATCH_MQ: _group_in_body,
     RequestCode.QUERY_MESSAGE: _topic_sub,
-    RequestCode.HEART_BEAT: Access.SIGNED,
+    RequestCode.HEART_BEAT: _heartbeat,
     RequestCode.UNREGISTER_CLIENT: Access.SIGNED,
     RequestCode.GET_MAX_OFFSET: Access.SIGNED,
     RequestCode.GET_MIN_OFFSET: Access.SIGNED,
