@@ -41,6 +41,7 @@ def _free_port() -> int:
         (["broker", "--flush", "MAYBE"], "invalid choice"),
         (["nonsense"], "invalid choice"),
         (["topic", "list"], "NAMESRV_ADDR"),
+        (["namesrv", "--port", "0", "--max-connections", "0"], "--max-connections must be positive, got 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line(args, needle, tmp_path):
@@ -61,6 +62,9 @@ def test_broker_with_a_bad_config_file_exits_2(tmp_path):
     cfg.write_text("syncFlushInlineBytes: -1\n")
     result = krocket("broker", "--config", str(cfg))
     assert result.returncode == 2 and "syncFlushInlineBytes must be 0 or more" in result.stderr
+    cfg.write_text("channelIdleTimeoutMills: 0\n")
+    result = krocket("broker", "--config", str(cfg))
+    assert result.returncode == 2 and "channelIdleTimeoutMills must be positive, got 0" in result.stderr
     cfg.write_text("brokerName: broker a\n")
     result = krocket("broker", "--config", str(cfg))
     assert result.returncode == 2 and "brokerName 'broker a' may only contain" in result.stderr

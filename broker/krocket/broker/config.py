@@ -172,11 +172,13 @@ class BrokerConfig:
     def connection_limits(self) -> ConnectionLimits:
         """The remoting server's limits; ``ConfigError`` when one is not positive."""
         return ConnectionLimits.from_settings(
-            self.max_connections,
-            self.max_pending_frame_bytes,
-            self.server_buffer_budget_bytes,
-            self.incomplete_frame_timeout_mills,
-            self.channel_idle_timeout_mills,
+            [
+                ("maxConnections", self.max_connections),
+                ("maxPendingFrameBytes", self.max_pending_frame_bytes),
+                ("serverBufferBudgetBytes", self.server_buffer_budget_bytes),
+                ("incompleteFrameTimeoutMills", self.incomplete_frame_timeout_mills),
+                ("channelIdleTimeoutMills", self.channel_idle_timeout_mills),
+            ]
         )
 
     @property

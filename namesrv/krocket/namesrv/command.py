@@ -94,11 +94,13 @@ def _add_limit_arguments(p: argparse.ArgumentParser) -> None:
 def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
     """The limits of ``_add_limit_arguments``; ``ConfigError`` when one is not positive."""
     return ConnectionLimits.from_settings(
-        args.max_connections,
-        args.max_pending_frame_bytes,
-        args.buffer_budget_bytes,
-        args.incomplete_frame_timeout_ms,
-        args.channel_idle_timeout_ms,
+        [
+            ("--max-connections", args.max_connections),
+            ("--max-pending-frame-bytes", args.max_pending_frame_bytes),
+            ("--buffer-budget-bytes", args.buffer_budget_bytes),
+            ("--incomplete-frame-timeout-ms", args.incomplete_frame_timeout_ms),
+            ("--channel-idle-timeout-ms", args.channel_idle_timeout_ms),
+        ]
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,26 +55,21 @@ class ConnectionLimits:
                 raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
 
     @classmethod
-    def from_settings(
-        cls,
-        max_connections: int,
-        max_pending_frame_bytes: int,
-        buffer_budget_bytes: int,
-        incomplete_frame_timeout_ms: int,
-        idle_timeout_ms: int,
-    ) -> ConnectionLimits:
-        """The limits as the broker config and the name server's flags give them (timeouts in ms);
-        ``ConfigError`` naming the limit that is not positive."""
-        try:
-            return cls(
-                max_connections=max_connections,
-                max_pending_frame_bytes=max_pending_frame_bytes,
-                buffer_budget_bytes=buffer_budget_bytes,
-                incomplete_frame_timeout_s=incomplete_frame_timeout_ms / 1000.0,
-                idle_timeout_s=idle_timeout_ms / 1000.0,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"remoting limits: {exc}") from None
+    def from_settings(cls, settings: Sequence[tuple[str, int]]) -> ConnectionLimits:
+        """The limits as a broker config or the name server's flags give them: (name, value) pairs of the
+        connections, the pending frame bytes, the buffer budget bytes and the incomplete-frame and idle timeouts
+        in ms, in that order; ``ConfigError`` naming the setting (as the user wrote it) that is not positive."""
+        for name, value in settings:
+            if value < 1:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        (_, connections), (_, pending), (_, budget), (_, incomplete_ms), (_, idle_ms) = settings
+        return cls(
+            max_connections=connections,
+            max_pending_frame_bytes=pending,
+            buffer_budget_bytes=budget,
+            incomplete_frame_timeout_s=incomplete_ms / 1000.0,
+            idle_timeout_s=idle_ms / 1000.0,
+        )
 
     @property
     def sweep_interval_s(self) -> float:
