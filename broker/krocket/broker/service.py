@@ -15,7 +15,9 @@ from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.ha.master import HAMaster
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.rebalance_lock import RebalanceLockManager
 from krocket.broker.store import GetStatus, MessageStore
+from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.tag_filter import parse_tag_expression
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.batch import BatchItem
@@ -81,6 +83,7 @@ class BrokerService:
         self.offsets = offsets
         self.consumers = consumers
         self.polling = polling
+        self.locks = RebalanceLockManager()  # orderly consumers' queue locks (41, 42)
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0

@@ -21,6 +21,7 @@ from krocket.broker.processors.client import (
     process_heartbeat,
     process_unregister_client,
 )
+from krocket.broker.processors.locks import process_lock_batch, process_unlock_batch
 from krocket.broker.processors.offsets import (
     process_earliest_time,
     process_max_offset,
@@ -31,6 +32,7 @@ from krocket.broker.processors.offsets import (
 )
 from krocket.broker.processors.pull import process_pull
 from krocket.broker.processors.send import process_send
+from krocket.broker.processors.send_back import process_send_back
 from krocket.broker.service import BrokerService
 from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
@@ -49,6 +51,7 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.SEND_MESSAGE: process_send,
     RequestCode.SEND_MESSAGE_V2: process_send,
     RequestCode.SEND_BATCH_MESSAGE: process_send,
+    RequestCode.CONSUMER_SEND_MSG_BACK: process_send_back,
     RequestCode.PULL_MESSAGE: process_pull,
     RequestCode.HEART_BEAT: process_heartbeat,
     RequestCode.UNREGISTER_CLIENT: process_unregister_client,
@@ -67,6 +70,8 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.GET_BROKER_RUNTIME_INFO: process_runtime_info,
     RequestCode.VIEW_MESSAGE_BY_ID: process_view_message,
     RequestCode.QUERY_MESSAGE: process_query_message,
+    RequestCode.LOCK_BATCH_MQ: process_lock_batch,
+    RequestCode.UNLOCK_BATCH_MQ: process_unlock_batch,
 }
 
 
