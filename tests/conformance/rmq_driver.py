@@ -5,7 +5,7 @@ Each run prints one JSON object per line on stdout: a ``{"sent": ...}`` per mess
 per message received, then ``{"done": true}``.
 
     python rmq_driver.py produce --namesrv A --topic T --count 5 [--tag X] [--keys K] [--orderly-arg N] [--batch]
-    python rmq_driver.py push --namesrv A --topic T --group G [--expr 'A || B'] --expect N --timeout S
+    python rmq_driver.py push --namesrv A --topic T --group G [--expr 'A || B'] --expect N --timeout S [--orderly]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def push(args: argparse.Namespace) -> None:
             if got >= args.expect:
                 enough.set()
 
-    consumer = PushConsumer(args.group)
+    consumer = PushConsumer(args.group, orderly=args.orderly)
     consumer.set_namesrv_addr(args.namesrv)
     consumer.subscribe(args.topic, on_message, args.expr)
     consumer.start()
@@ -131,6 +131,7 @@ def main() -> None:
     c.add_argument("--expect", type=int, required=True)
     c.add_argument("--timeout", type=float, default=30.0)
     c.add_argument("--linger", type=float, default=1.0)
+    c.add_argument("--orderly", action="store_true")  # an orderly consumer: locks its queues (41) first
     c.set_defaults(func=push)
     args = parser.parse_args()
     args.func(args)
