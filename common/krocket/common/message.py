@@ -20,6 +20,15 @@ PROPERTY_DELAY = "DELAY"
 PROPERTY_MIN_OFFSET = "MIN_OFFSET"
 PROPERTY_MAX_OFFSET = "MAX_OFFSET"
 PROPERTY_RETRY_TOPIC = "RETRY_TOPIC"
+PROPERTY_REAL_TOPIC = "REAL_TOPIC"  # a half (or delayed) message's real topic, kept while it waits elsewhere
+PROPERTY_REAL_QUEUE_ID = "REAL_QID"
+PROPERTY_TRANSACTION_PREPARED = "TRAN_MSG"  # "true" on a half message
+PROPERTY_PRODUCER_GROUP = "PGROUP"
+PROPERTY_TRANSACTION_ID = "__transactionId__"
+PROPERTY_TRANSACTION_CHECK_TIMES = "TRANSACTION_CHECK_TIMES"
+PROPERTY_ORIGIN_MESSAGE_ID = "ORIGIN_MESSAGE_ID"
+PROPERTY_TIMER_DELIVER_MS = "TIMER_DELIVER_MS"  # 5.x timer: deliver at this epoch ms
+PROPERTY_TIMER_DELAY_SEC = "TIMER_DELAY_SEC"  # 5.x timer: deliver this many seconds after the send
 
 NAME_VALUE_SEPARATOR = "\x01"
 PROPERTY_SEPARATOR = "\x02"
@@ -72,6 +81,9 @@ class Message:
     keys: str | list[str] | None = None
     properties: dict[str, str] = field(default_factory=dict)
     flag: int = 0
+    delay_level: int = 0  # > 0: delivered after that level's delay (the broker's messageDelayLevel)
+    deliver_at_ms: int | None = None  # a 5.x timer: deliver at this epoch ms (up to 3 days ahead)
+    delay_seconds: int | None = None  # a 5.x timer: deliver this many seconds after the send
 
     def wire_properties(self) -> dict[str, str]:
         props = dict(self.properties)
@@ -79,6 +91,12 @@ class Message:
             props[PROPERTY_TAGS] = self.tags
         if self.keys:
             props[PROPERTY_KEYS] = self.keys if isinstance(self.keys, str) else " ".join(self.keys)
+        if self.delay_level > 0:
+            props[PROPERTY_DELAY] = str(self.delay_level)
+        if self.deliver_at_ms is not None:
+            props[PROPERTY_TIMER_DELIVER_MS] = str(self.deliver_at_ms)
+        if self.delay_seconds is not None:
+            props[PROPERTY_TIMER_DELAY_SEC] = str(self.delay_seconds)
         return props
 
 

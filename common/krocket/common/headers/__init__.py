@@ -33,11 +33,14 @@ from krocket.common.headers.namesrv import (
     UnregisterBrokerHeader,
 )
 from krocket.common.headers.send import SEND_LONG_NAMES, SEND_V2_NAMES, SendHeaderNames, SendMessageHeader
+from krocket.common.headers.send_back import SEND_BACK_MAX_TIMES_VERSION, ConsumerSendMsgBackHeader
 
 __all__ = [
+    "SEND_BACK_MAX_TIMES_VERSION",
     "SEND_LONG_NAMES",
     "SEND_V2_NAMES",
     "ConsumerGroupHeader",
+    "ConsumerSendMsgBackHeader",
     "CreateTopicHeader",
     "DeleteTopicInBrokerHeader",
     "DeleteTopicInNamesrvHeader",
