@@ -21,6 +21,7 @@ from krocket.common.codes import (
 from krocket.common.errors import RemoteError
 from krocket.common.headers import (
     ConsumerGroupHeader,
+    ConsumerSendMsgBackHeader,
     GetMaxOffsetHeader,
     GetMinOffsetHeader,
     PullMessageHeader,
@@ -279,3 +280,26 @@ async def consumer_ids(pool: ConnectionPool, addr: str, group: str, timeout: flo
         pool, addr, RequestCode.GET_CONSUMER_LIST_BY_GROUP, ConsumerGroupHeader(group), timeout=timeout
     )
     return [str(c) for c in json_body(response).get("consumerIdList") or []]
+
+
+async def send_message_back(
+    pool: ConnectionPool,
+    addr: str,
+    group: str,
+    commit_log_offset: int,
+    delay_level: int = 0,
+    origin_msg_id: str | None = None,
+    origin_topic: str | None = None,
+    max_reconsume_times: int | None = None,
+    timeout: float = 3.0,
+) -> None:
+    """CONSUMER_SEND_MSG_BACK (36): the broker moves the message to the group's retry topic or its DLQ."""
+    header = ConsumerSendMsgBackHeader(
+        offset=commit_log_offset,
+        group=group,
+        delay_level=delay_level,
+        origin_msg_id=origin_msg_id,
+        origin_topic=origin_topic,
+        max_reconsume_times=max_reconsume_times,
+    )
+    await invoke(pool, addr, RequestCode.CONSUMER_SEND_MSG_BACK, header, timeout=timeout)
