@@ -66,6 +66,7 @@ class BrokerConfig:
     flush_disk_type: str = "ASYNC_FLUSH"
     mapped_file_size_commit_log: int = 1024 * 1024 * 1024
     auto_create_topic_enable: bool = False
+    auto_create_subscription_group: bool = True  # a heartbeat or pull of an unknown group creates it
     default_topic_queue_nums: int = 8
     max_message_size: int = 4 * 1024 * 1024
     file_reserved_time: float = 72  # hours a commit log segment is kept after its last write (fractions allowed)

@@ -50,6 +50,7 @@ class ClientChannel:
 class ConsumerGroupInfo:
     group: str
     message_model: str = "CLUSTERING"
+    consume_type: str = "CONSUME_PASSIVELY"
     consume_from: str = "CONSUME_FROM_LAST_OFFSET"
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     channels: dict[int, ClientChannel] = field(default_factory=dict)  # id(connection) -> channel
@@ -91,6 +92,7 @@ class ConsumerManager:
             if info is None:
                 info = self.groups[group] = ConsumerGroupInfo(group)
             info.message_model = str(consumer.get("messageModel", "CLUSTERING"))
+            info.consume_type = str(consumer.get("consumeType", info.consume_type))
             info.consume_from = str(consumer.get("consumeFromWhere", info.consume_from))
             subs = {}
             for raw in consumer.get("subscriptionDataSet") or []:

@@ -221,6 +221,7 @@ class Broker:
                 config.metadata_sync_period_mills / 1000.0,
                 sign=self._sign_own_requests,
                 ssl_context=client_tls,
+                groups=service.groups,
             )
             metadata_sync.start()
         self.running = RunningParts(remoting, store, service, registration, ha_master, ha_slave, metadata_sync)

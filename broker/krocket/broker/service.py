@@ -83,6 +83,9 @@ class BrokerService:
         self.offsets = offsets
         self.consumers = consumers
         self.polling = polling
+        # Subscription groups (config/subscriptionGroup.json); ``groups.retry_max_times(group)`` for send-back.
+        self.groups = SubscriptionGroupManager(config.store_dir / "config", config.auto_create_subscription_group)
+        self.groups.load()
         self.locks = RebalanceLockManager()  # orderly consumers' queue locks (41, 42)
         self._rr = 0
         self.sent_messages = 0
@@ -285,6 +288,7 @@ class BrokerService:
     ) -> PullOutcome | Awaitable[PullOutcome]:
         """Messages found (or a definite answer) come back at once; a pull that finds nothing and may be
         suspended returns an awaitable that long-polls until a matching message arrives."""
+        self.groups.check_consumable(group)
         config = self._readable_topic(topic)
         if not 0 <= queue_id < max(config.read_queue_nums, 1):
             raise MessageIllegalError(

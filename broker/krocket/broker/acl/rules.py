@@ -116,6 +116,7 @@ RULES: dict[int, Rule] = {
     RequestCode.UPDATE_CONSUMER_OFFSET: _topic_and_group,  # another group's offsets: SUB on it (or admin)
     RequestCode.GET_CONSUMER_LIST_BY_GROUP: _consumer_group,
     RequestCode.GET_CONSUME_STATS: _consumer_group,
+    RequestCode.GET_CONSUMER_CONNECTION_LIST: _consumer_group,
     RequestCode.LOCK_BATCH_MQ: _group_in_body,
     RequestCode.UNLOCK_BATCH_MQ: _group_in_body,
     RequestCode.QUERY_MESSAGE: _topic_sub,
@@ -135,6 +136,7 @@ RULES: dict[int, Rule] = {
     RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: Access.ADMIN,
     RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: Access.ADMIN,
     RequestCode.DELETE_SUBSCRIPTIONGROUP: Access.ADMIN,
+    RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: Access.ADMIN,
     RequestCode.GET_ALL_CONSUMER_OFFSET: Access.ADMIN,  # every group's offsets: what slaves copy
     RequestCode.VIEW_MESSAGE_BY_ID: Access.ADMIN,  # any message of any topic, by its offset
     RequestCode.END_TRANSACTION: Access.ADMIN,  # until transactions check the producer's topic

@@ -1,4 +1,5 @@
-"""Slaves copy topic configs and consumer offsets from their master every 10 s, to serve reads with them."""
+"""Slaves copy topic configs, subscription groups and consumer offsets from their master every 10 s, to serve
+reads with them."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import ssl
 from collections.abc import Callable
 
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.remoting import ConnectionPool, RemotingCommand
+from krocket.common.subscription_group import SubscriptionGroupConfig
 from krocket.common.topic import TopicConfig
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,10 @@ class MetadataSync:
         period_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         sign: Callable[[RemotingCommand], None] | None = None,
+        groups: SubscriptionGroupManager | None = None,
     ) -> None:
         self._topics = topics
+        self._groups = groups
         self._offsets = offsets
         self._master_addr = master_addr
         self._period_s = period_s
@@ -65,6 +70,10 @@ class MetadataSync:
         topics = await self._fetch(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
         configs = [TopicConfig.from_json(raw) for raw in topics.get("topicConfigTable", {}).values()]
         self._topics.replace_all(configs)
+        if self._groups is not None:
+            table = await self._fetch(addr, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
+            raws = (table.get("subscriptionGroupTable") or {}).values()
+            self._groups.replace_all([SubscriptionGroupConfig.from_json(raw) for raw in raws])
         offsets = await self._fetch(addr, RequestCode.GET_ALL_CONSUMER_OFFSET)
         for key, queues in offsets.get("offsetTable", {}).items():
             topic, _, group = key.partition("@")

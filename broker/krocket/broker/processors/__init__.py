@@ -22,6 +22,14 @@ from krocket.broker.processors.client import (
     process_unregister_client,
 )
 from krocket.broker.processors.locks import process_lock_batch, process_unlock_batch
+from krocket.broker.processors.groups import (
+    process_all_groups,
+    process_consume_stats,
+    process_consumer_connections,
+    process_delete_group,
+    process_reset_offset,
+    process_update_group,
+)
 from krocket.broker.processors.offsets import (
     process_earliest_time,
     process_max_offset,
@@ -70,6 +78,12 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.GET_BROKER_RUNTIME_INFO: process_runtime_info,
     RequestCode.VIEW_MESSAGE_BY_ID: process_view_message,
     RequestCode.QUERY_MESSAGE: process_query_message,
+    RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: process_update_group,
+    RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: process_all_groups,
+    RequestCode.DELETE_SUBSCRIPTIONGROUP: process_delete_group,
+    RequestCode.GET_CONSUME_STATS: process_consume_stats,
+    RequestCode.GET_CONSUMER_CONNECTION_LIST: process_consumer_connections,
+    RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: process_reset_offset,
     RequestCode.LOCK_BATCH_MQ: process_lock_batch,
     RequestCode.UNLOCK_BATCH_MQ: process_unlock_batch,
 }

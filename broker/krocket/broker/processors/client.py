@@ -26,6 +26,9 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
     if not isinstance(data, dict):
         raise MessageIllegalError("heartbeat body must be a JSON object")
     service.consumers.heartbeat(conn, data)
+    conn.attributes["client_version"] = (cmd.language, cmd.version)  # shown by GET_CONSUMER_CONNECTION_LIST
+    for consumer in data.get("consumerDataSet") or []:
+        service.groups.find_or_create(str(consumer.get("groupName", "")))
     return cmd.response(ResponseCode.SUCCESS)
 
 

@@ -1,0 +1,110 @@
+"""Subscription groups of one broker, persisted in ``config/subscriptionGroup.json`` (RocketMQ's file and shape).
+
+A group is created on first use (a heartbeat or a pull names it) unless ``autoCreateSubscriptionGroup`` is off;
+then only groups created by an admin (``krocket group create``) may pull.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from krocket.common.codes import ResponseCode
+from krocket.common.errors import KrocketError, NoPermissionError
+from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.common.subscription_group import DEFAULT_RETRY_MAX_TIMES, SubscriptionGroupConfig
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "subscriptionGroup.json"
+
+
+class SubscriptionGroupNotExistError(KrocketError):
+    code = ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST
+
+
+class SubscriptionGroupManager:
+    def __init__(self, config_dir: Path | None, auto_create: bool = True) -> None:
+        """``config_dir`` None keeps the groups in memory only."""
+        self._path = config_dir / FILE_NAME if config_dir is not None else None
+        self.auto_create = auto_create
+        self.groups: dict[str, SubscriptionGroupConfig] = {}
+        self.data_version = 0
+
+    def load(self) -> None:
+        if self._path is None:
+            return
+        data = read_json(self._path, {})
+        for raw in (data.get("subscriptionGroupTable") or {}).values():
+            config = SubscriptionGroupConfig.from_json(raw)
+            self.groups[config.group_name] = config
+        version = data.get("dataVersion", 0)
+        self.data_version = int(version.get("counter", 0) if isinstance(version, dict) else version)
+
+    def persist(self) -> None:
+        if self._path is None:
+            return
+        write_json_atomic(self._path, self.to_json())
+
+    def to_json(self) -> dict:
+        """RocketMQ's ``SubscriptionGroupWrapper``: what the file holds and GET_ALL_SUBSCRIPTIONGROUP_CONFIG answers."""
+        return {
+            "subscriptionGroupTable": {name: cfg.to_json() for name, cfg in sorted(self.groups.items())},
+            "dataVersion": {"counter": self.data_version, "timestamp": int(time.time() * 1000)},
+        }
+
+    def _changed(self) -> None:
+        self.data_version += 1
+        self.persist()
+
+    def get(self, group: str) -> SubscriptionGroupConfig | None:
+        return self.groups.get(group)
+
+    def upsert(self, config: SubscriptionGroupConfig) -> SubscriptionGroupConfig:
+        config.validate()
+        old = self.groups.get(config.group_name)
+        if old == config:
+            return config
+        self.groups[config.group_name] = config
+        log.info("%s subscription group %s", "updated" if old else "created", config.group_name)
+        self._changed()
+        return config
+
+    def delete(self, group: str) -> bool:
+        if self.groups.pop(group, None) is None:
+            return False
+        log.info("deleted subscription group %s", group)
+        self._changed()
+        return True
+
+    def replace_all(self, configs: list[SubscriptionGroupConfig]) -> None:
+        """A slave takes its master's table as it is."""
+        table = {c.group_name: c for c in configs}
+        if table != self.groups:
+            self.groups = table
+            self._changed()
+
+    def find_or_create(self, group: str) -> SubscriptionGroupConfig | None:
+        """The group's config, created with the defaults when auto-creation is on; None when it is off."""
+        config = self.groups.get(group)
+        if config is None and self.auto_create and group:
+            config = self.upsert(SubscriptionGroupConfig(group))
+        return config
+
+    def check_consumable(self, group: str) -> SubscriptionGroupConfig:
+        """What a pull checks first, with RocketMQ's codes and remarks."""
+        config = self.find_or_create(group)
+        if config is None:
+            raise SubscriptionGroupNotExistError(
+                f"subscription group [{group}] does not exist and autoCreateSubscriptionGroup is off; "
+                "create it with `krocket group create`"
+            )
+        if not config.consume_enable:
+            raise NoPermissionError(f"subscription group no permission, {group} (consumeEnable is false)")
+        return config
+
+    def retry_max_times(self, group: str) -> int:
+        """How many times a message of ``group`` is retried before it goes to the dead letter topic."""
+        config = self.groups.get(group)
+        return config.retry_max_times if config is not None else DEFAULT_RETRY_MAX_TIMES
