@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krocket.broker.schedule.levels import DEFAULT_DELAY_LEVELS, DelayLevels
 from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError, MessageIllegalError
@@ -90,6 +91,8 @@ class BrokerConfig:
     slave_timeout_mills: int = 3000  # SYNC_MASTER: wait this long for a slave before FLUSH_SLAVE_TIMEOUT
     access_message_in_memory_max_ratio: int = 40  # % of RAM: reads further behind are sent to a slave
     metadata_sync_period_mills: int = 10_000
+    # Delay levels (krocket.broker.schedule): the delay of level 1, 2, ... (units ms, s, m, h, d).
+    message_delay_level: str = DEFAULT_DELAY_LEVELS
     # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
     # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
     max_connections: int = limits.DEFAULT_MAX_CONNECTIONS
@@ -167,8 +170,13 @@ class BrokerConfig:
         if self.acl_enable and not self.acl_config_file:
             raise ConfigError("aclEnable is true but aclConfigFile is not set: name the plain_acl.yml to use")
         self.connection_limits()
+        self.delay_levels()
         if self.sync_flush_timeout <= 0:
             raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
+
+    def delay_levels(self) -> DelayLevels:
+        """messageDelayLevel parsed; ``ConfigError`` naming the bad delay."""
+        return DelayLevels.parse(self.message_delay_level)
 
     def connection_limits(self) -> ConnectionLimits:
         """The remoting server's limits; ``ConfigError`` when one is not positive."""

@@ -27,6 +27,7 @@ from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
 from krocket.broker.processors import BrokerHandler, make_handler
 from krocket.broker.registration import NameServerRegistration
+from krocket.broker.schedule.delivery import ScheduleDelivery, install_due_times
 from krocket.broker.service import BrokerService
 from krocket.broker.store import MessageStore, StoreConfig
 from krocket.broker.store.recovery import register_recovery_metrics
@@ -122,6 +123,7 @@ class Broker:
         self.port = config.listen_port
         self.http_port = config.http_port
         self.ha_port = config.ha_listen_port
+        self.schedule_delivery: ScheduleDelivery | None = None  # the master's delivery of delayed messages
 
     def _topics_changed(self) -> None:
         if self.running is not None:
@@ -178,11 +180,15 @@ class Broker:
             store_host=pack_host((host if host[0].isdigit() else "127.0.0.1", self.port)),
         )
         store = MessageStore(store_config)
+        install_due_times(store, config.delay_levels())  # before open: recovery computes the same due times
         await asyncio.get_running_loop().run_in_executor(None, store.open)
         service = BrokerService(config, store, self.topics, self.offsets, self.consumers, self.polling)
         store.on_dispatched(service.on_dispatched)
         front_end.serve(store, make_handler(service, self.metrics, self.acl))
         store.start_background(asyncio.get_running_loop())
+        if not config.is_slave:  # slaves replicate the waiting messages; only the master delivers them
+            self.schedule_delivery = ScheduleDelivery(store, service.delay_levels, config.store_dir / "config")
+            self.schedule_delivery.start()
 
         ha_port = config.ha_listen_port
         ha_master: HAMaster | None = None
@@ -358,6 +364,8 @@ class Broker:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         self.offsets.persist()
+        if self.schedule_delivery is not None:
+            await self.schedule_delivery.stop()
         if running is not None:
             await running.store.stop_background()
             running.store.close()

@@ -16,6 +16,7 @@ from krocket.broker.ha.master import HAMaster
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
 from krocket.broker.rebalance_lock import RebalanceLockManager
+from krocket.broker.schedule import schedule_if_delayed
 from krocket.broker.store import GetStatus, MessageStore
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.tag_filter import parse_tag_expression
@@ -87,6 +88,7 @@ class BrokerService:
         self.groups = SubscriptionGroupManager(config.store_dir / "config", config.auto_create_subscription_group)
         self.groups.load()
         self.locks = RebalanceLockManager()  # orderly consumers' queue locks (41, 42)
+        self.delay_levels = config.delay_levels()  # messageDelayLevel
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0
@@ -138,10 +140,11 @@ class BrokerService:
         self._check_writable()
         self._check_body(len(body))
         created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
+        stored_topic, stored_queue, properties = self.schedule(properties, topic, queue_id)
         result = self._put(
             lambda: self.store.put_message(
-                topic,
-                queue_id,
+                stored_topic,
+                stored_queue,
                 body,
                 properties,
                 flag=flag,
@@ -153,6 +156,11 @@ class BrokerService:
         )
         self.sent_messages += 1
         return self._outcome(SendOutcome(result.msg_id, queue_id, result.queue_offset), result.end_offset, created)
+
+    def schedule(self, properties: dict[str, str], topic: str, queue_id: int) -> tuple[str, int, dict[str, str]]:
+        """Where a put to ``topic``/``queue_id`` is stored: a delayed or timed message (DELAY > 0, TIMER_*) waits
+        in the schedule; every put of a message (sends, retries) goes through here."""
+        return schedule_if_delayed(properties, topic, queue_id, self.delay_levels, int(time.time() * 1000))
 
     def send_batch(
         self,
@@ -170,6 +178,8 @@ class BrokerService:
             raise MessageIllegalError("batch holds no message")
         total = 0
         for item in items:
+            if item.properties and self.schedule(item.properties, topic, 0)[0] != topic:
+                raise MessageIllegalError("a batch must not hold delayed or timed messages (RocketMQ's rule)")
             self._check_body(len(item.body))
             total += len(item.body)
         if total > self.config.max_message_size:

@@ -15,6 +15,8 @@ MAX_TOPIC_LENGTH = 127
 MAX_GROUP_LENGTH = 120
 RETRY_GROUP_PREFIX = "%RETRY%"
 DLQ_GROUP_PREFIX = "%DLQ%"
+SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"  # delayed messages wait here, queue = delay level - 1
+TIMER_TOPIC = "KROCKET_SYS_TIMER"  # krocket's 5.x timers: queue k delays 100 ms * 2**k (see broker schedule/)
 
 _TOPIC_RE = re.compile(r"^[%|a-zA-Z0-9_-]+$")
 _GROUP_RE = re.compile(r"^[%|a-zA-Z0-9_.:-]+$")

@@ -54,6 +54,8 @@ class Dispatcher:
         self.listeners: list[DispatchListener] = []
         self.last_store_timestamp = 0  # of the newest record dispatched (the checkpoint records it)
         self._tags_codes: dict[str, int] = {}
+        # topic -> (queue id, store ms) -> due ms: the tag slot of a waiting (scheduled) entry holds its due time
+        self.due_times: dict[str, Callable[[int, int], int]] = {}
 
     def tags_code(self, tags: str | None) -> int:
         """RocketMQ's tags hash code, cached (a topic uses few distinct tags)."""
@@ -79,9 +81,13 @@ class Dispatcher:
         self.last_store_timestamp = store_ts
         tcode = 0
         if cq is not None:
-            tags = properties.get(PROPERTY_TAGS)
-            if tags:
-                tcode = self._tags_codes.get(tags) or self.tags_code(tags)
+            due = self.due_times.get(topic) if self.due_times else None
+            if due is not None:
+                tcode = due(cq.queue_id, store_ts)
+            else:
+                tags = properties.get(PROPERTY_TAGS)
+                if tags:
+                    tcode = self._tags_codes.get(tags) or self.tags_code(tags)
             cq.append(phy, size, tcode)
         if self.index_enabled and properties:
             self.index_keys(topic, properties, phy, store_ts)
@@ -135,7 +141,11 @@ class Dispatcher:
                 cq = self.queues.get_or_create(meta.topic, meta.queue_id)
             if cq is not None and (force_cq or meta.queue_offset >= cq.max_offset):
                 props = decode_properties(meta.properties)
-                tcode = self.tags_code(props.get(PROPERTY_TAGS))
+                due = self.due_times.get(meta.topic)
+                if due is not None:
+                    tcode = due(meta.queue_id, meta.store_timestamp)
+                else:
+                    tcode = self.tags_code(props.get(PROPERTY_TAGS))
                 cq.put_at(meta.queue_offset, meta.phy, meta.size, tcode)
             else:
                 cq = None

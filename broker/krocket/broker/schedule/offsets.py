@@ -1,0 +1,47 @@
+"""How far the delivery has got in each waiting queue, persisted atomically in ``config/delayOffset.json``
+(RocketMQ's file: ``offsetTable`` by delay level; krocket adds ``timerOffsetTable`` by timer queue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.common.topic import SCHEDULE_TOPIC, TIMER_TOPIC
+
+_TABLES = {SCHEDULE_TOPIC: ("offsetTable", 1), TIMER_TOPIC: ("timerOffsetTable", 0)}  # name, key of queue 0
+
+
+class DelayOffsets:
+    def __init__(self, config_dir: Path) -> None:
+        self.path = config_dir / "delayOffset.json"
+        self.table: dict[tuple[str, int], int] = {}  # (waiting topic, queue id) -> next queue offset to deliver
+        self._version = 0
+        self._persisted = 0
+
+    def load(self) -> None:
+        data = read_json(self.path, {})
+        for topic, (name, base) in _TABLES.items():
+            for key, offset in data.get(name, {}).items():
+                self.table[(topic, int(key) - base)] = int(offset)
+
+    def get(self, topic: str, queue_id: int) -> int | None:
+        return self.table.get((topic, queue_id))
+
+    def set(self, topic: str, queue_id: int, offset: int) -> None:
+        if self.table.get((topic, queue_id)) != offset:
+            self.table[(topic, queue_id)] = offset
+            self._version += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {name: {} for name, _ in _TABLES.values()}
+        for (topic, queue_id), offset in sorted(self.table.items()):
+            name, base = _TABLES[topic]
+            out[name][str(queue_id + base)] = offset
+        return out
+
+    def persist(self) -> None:
+        """Write the file (atomically: a crash leaves the old or the new one) if anything changed."""
+        version = self._version
+        if version != self._persisted:
+            write_json_atomic(self.path, self.snapshot())
+            self._persisted = version
