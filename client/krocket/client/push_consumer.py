@@ -25,6 +25,7 @@ from krocket.common.remoting.tls import client_tls
 from krocket.common.topic import validate_group
 
 from . import broker_api
+from .consume_orderly import ConsumeOrderlyService, OrderlyListener, OrderlyQueueLocking, QueueLocks
 from .consume_service import ConsumeConcurrentlyService, Listener
 from .instance import ClientInstance
 from .offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
@@ -79,8 +80,11 @@ class PushConsumer:
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        orderly: bool = False,
     ) -> None:
         validate_group(group)
+        # Orderly: queues locked at the broker (41) before they are pulled, one batch at a time per queue.
+        self.orderly = orderly
         self.group = group
         self.message_model = _model(message_model)
         self.consume_from = _consume_from(consume_from)
@@ -107,7 +111,9 @@ class PushConsumer:
         self._listener: Listener | None = None
         self._instance: ClientInstance | None = None
         self._store: OffsetStore | None = None
-        self._consume_service: ConsumeConcurrentlyService | None = None
+        self._consume_service: ConsumeConcurrentlyService | ConsumeOrderlyService | None = None
+        self._locks: QueueLocks | None = None
+        self._lock_renewal: asyncio.Task[None] | None = None
         self._pulls: PullService | None = None
         self._rebalancer: PushRebalance | None = None
         self._throttle = LogThrottle()
@@ -129,6 +135,13 @@ class PushConsumer:
         """``listener(messages) -> ConsumeStatus``; a plain function runs in the consume thread pool, an
         ``async def`` one on the event loop. Returning None counts as SUCCESS; raising as RECONSUME_LATER."""
         self._listener = listener
+
+    def register_orderly_listener(self, listener: OrderlyListener) -> None:
+        """An orderly listener (RocketMQ's MessageListenerOrderly): ``listener(messages)`` returns
+        ``OrderlyStatus.SUCCESS`` (or None) or ``SUSPEND_CURRENT_QUEUE_A_MOMENT`` (raising counts as that);
+        it sees each queue's messages one batch at a time in offset order. Makes this consumer orderly."""
+        self._listener = listener  # type: ignore[assignment]  # both kinds take the messages; statuses differ
+        self.orderly = True
 
     @property
     def subscriptions(self) -> dict[str, SubscriptionData]:
@@ -171,11 +184,18 @@ class PushConsumer:
         else:
             store = RemoteBrokerOffsetStore(self._query_offset, self._commit_offset)
         self._store = store
-        consume = ConsumeConcurrentlyService(self, self._listener, store, self._throttle)
+        locking: OrderlyQueueLocking | None = None
+        consume: ConsumeConcurrentlyService | ConsumeOrderlyService
+        if self.orderly:
+            self._locks = QueueLocks(self.group, instance, self._throttle)
+            consume = ConsumeOrderlyService(self, self._listener, store, self._locks, self._throttle)
+            locking = OrderlyQueueLocking(self._locks, consume)
+        else:
+            consume = ConsumeConcurrentlyService(self, self._listener, store, self._throttle)
         self._consume_service = consume
         self._pulls = PullService(self, instance, store, self._subs, consume.submit, self._throttle)
         self._rebalancer = PushRebalance(
-            self, instance, store, self._subs, self._initial_offset, self._pulls, self._throttle
+            self, instance, store, self._subs, self._initial_offset, self._pulls, self._throttle, locking
         )
         instance.topics.update(self._subs)
         instance.add_consumer(self)
@@ -195,6 +215,11 @@ class PushConsumer:
             ", ".join(sorted(self._subs)),
         )
         await self.rebalance()
+        if self._locks is not None:
+            rebalancer = self._rebalancer
+            self._lock_renewal = asyncio.get_running_loop().create_task(
+                self._locks.renew_loop(lambda: list(rebalancer.process_queues)), name=f"locks-{self.group}"
+            )
 
     async def shutdown(self, await_consumers: float = 5.0) -> None:
         instance = self._instance
@@ -208,6 +233,13 @@ class PushConsumer:
         for pq in queues.values():
             pq.dropped = True
         await self.persist_offsets()
+        if self._lock_renewal is not None:
+            self._lock_renewal.cancel()
+            await asyncio.gather(self._lock_renewal, return_exceptions=True)
+            self._lock_renewal = None
+        if self._locks is not None:
+            await self._locks.unlock(self._locks.held)  # after the offsets: the next owner starts after them
+            self._locks = None
         queues.clear()
         await instance.shutdown()
         if self._consume_service is not None:

@@ -82,6 +82,17 @@ class QueuePulls(Protocol):
     def stop(self, mq: MessageQueue) -> None: ...
 
 
+class QueueLocking(Protocol):
+    """Orderly consumption's broker locks (``consume_orderly.OrderlyQueueLocking``): a queue is pulled only
+    once locked; a dropped one stops consuming before its offset is committed and is unlocked after."""
+
+    async def lock(self, queues: Sequence[MessageQueue]) -> set[MessageQueue]: ...
+
+    async def quiesce(self, mq: MessageQueue) -> None: ...
+
+    async def unlock(self, queues: Sequence[MessageQueue]) -> None: ...
+
+
 class PushRebalance:
     """The queues a push consumer owns now, each with its process queue; ``rebalance`` brings them up to date."""
 
@@ -94,6 +105,7 @@ class PushRebalance:
         start_offset: StartOffset,
         pulls: QueuePulls,
         throttle: LogThrottle,
+        locks: QueueLocking | None = None,
     ) -> None:
         self.settings = settings
         self.instance = instance
@@ -102,6 +114,7 @@ class PushRebalance:
         self.start_offset = start_offset
         self.pulls = pulls
         self._throttle = throttle
+        self.locks = locks
         self.process_queues: dict[MessageQueue, ProcessQueue] = {}
         self._lock = asyncio.Lock()
 
@@ -170,7 +183,11 @@ class PushRebalance:
             return
         for mq in sorted(current - target):
             await self.drop(mq)
-        for mq in sorted(target - current):
+        gained = sorted(target - current)
+        if self.locks is not None and gained:  # orderly: pull only the queues this client holds the lock of
+            granted = await self.locks.lock(gained)
+            gained = [mq for mq in gained if mq in granted]
+        for mq in gained:
             try:
                 offset = await self.start_offset(mq)
             except KrocketError as exc:
@@ -193,5 +210,9 @@ class PushRebalance:
         if pq is not None:
             pq.dropped = True
         self.pulls.stop(mq)
+        if self.locks is not None and pq is not None:
+            await self.locks.quiesce(mq)
         await self.store.persist([mq])
         self.store.remove(mq)
+        if self.locks is not None and pq is not None:
+            await self.locks.unlock([mq])
