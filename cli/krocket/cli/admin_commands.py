@@ -1,4 +1,5 @@
-"""Admin verbs: ``krocket topic ...``, ``krocket cluster list``, ``krocket consumer progress``."""
+"""Admin verbs: ``krocket topic ...``, ``krocket cluster list``, ``krocket consumer progress`` (and the consumer
+verbs of group_commands)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def register(sub: Any) -> None:
     p.add_argument("group")
     p.add_argument("--topic", default=None)
     p.set_defaults(func=consumer_progress)
+    from krocket.cli import group_commands  # it builds on this module's helpers
+
+    group_commands.register_consumer_verbs(gverbs)
 
 
 async def _with_admin(args: argparse.Namespace, fn: Any) -> Any:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from krocket.cli import admin_commands, local_commands, message_commands, server_commands
+from krocket.cli import admin_commands, group_commands, local_commands, message_commands, server_commands
 from krocket.cli import bench as bench_commands
 from krocket.common.errors import ConfigError, KrocketError
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_commands.register(sub)
     admin_commands.register(sub)
     message_commands.register(sub)
+    group_commands.register(sub)
     bench_commands.register(sub)
     return parser
 

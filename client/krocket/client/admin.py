@@ -1,4 +1,5 @@
-"""Admin: topics (create, update, delete, list, route), cluster info and consumer progress."""
+"""Admin: topics (create, update, delete, list, route), cluster info, consumer progress, subscription groups,
+consume stats, consumer connections, offset reset by time and messages by id or key."""
 
 from __future__ import annotations
 
@@ -11,9 +12,27 @@ from typing import Any
 from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.codes import PERM_READ_WRITE, RequestCode, ResponseCode
 from krocket.common.errors import KrocketError, RemoteError, TopicNotExistError
-from krocket.common.headers import CreateTopicHeader, DeleteTopicInBrokerHeader, RequestHeader
+from krocket.common.headers import (
+    CreateTopicHeader,
+    DeleteTopicInBrokerHeader,
+    QueryMessageHeader,
+    RequestHeader,
+    ViewMessageHeader,
+)
+from krocket.common.headers.groups import (
+    DeleteSubscriptionGroupHeader,
+    GetConsumerConnectionListHeader,
+    GetConsumeStatsHeader,
+    ResetOffsetHeader,
+    decode_offset_table,
+    parse_queue_key,
+)
+from krocket.common.message import MessageExt
+from krocket.common.message_id import decode_offset_msg_id
+from krocket.common.record import decode_record, decode_records
 from krocket.common.remoting.tls import client_tls
-from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData
+from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData, dumps
+from krocket.common.subscription_group import SubscriptionGroupConfig
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
 
 from . import broker_api
@@ -194,10 +213,12 @@ class Admin:
         )
         return {str(k): str(v) for k, v in (broker_api.json_body(response).get("table") or {}).items()}
 
-    async def _on_all(self, masters: dict[str, str], code: int, header: RequestHeader) -> None:
+    async def _on_all(
+        self, masters: dict[str, str], code: int, header: RequestHeader | None, body: bytes = b""
+    ) -> None:
         results = await asyncio.gather(
             *(
-                broker_api.invoke(self.instance.pool, addr, code, header, timeout=self.timeout)
+                broker_api.invoke(self.instance.pool, addr, code, header, body, timeout=self.timeout)
                 for addr in masters.values()
             ),
             return_exceptions=True,
@@ -255,3 +276,154 @@ class Admin:
                 if grp == group:
                     topics.add(name)
         return sorted(topics)
+
+    # -- subscription groups ---------------------------------------------------------------------------
+    async def create_group(
+        self, config: SubscriptionGroupConfig, cluster: str | None = None, broker_names: list[str] | None = None
+    ) -> list[str]:
+        """Create or update a subscription group (200) on every master of ``cluster`` (or ``broker_names``, or
+        all). Returns the broker names it was applied to."""
+        config.validate()
+        masters = (await self.cluster_info()).masters(cluster, broker_names)
+        if not masters:
+            raise KrocketError("no broker to create the subscription group on")
+        body = dumps(config.to_json())
+        await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, None, body)
+        log.info("subscription group %s applied to %s", config.group_name, ", ".join(sorted(masters)))
+        return sorted(masters)
+
+    update_group = create_group
+
+    async def delete_group(
+        self, group: str, cluster: str | None = None, broker_names: list[str] | None = None
+    ) -> list[str]:
+        masters = (await self.cluster_info()).masters(cluster, broker_names)
+        await self._on_all(masters, RequestCode.DELETE_SUBSCRIPTIONGROUP, DeleteSubscriptionGroupHeader(group))
+        return sorted(masters)
+
+    async def list_groups(self, cluster: str | None = None) -> dict[str, dict[str, SubscriptionGroupConfig]]:
+        """brokerName -> groupName -> config, from each master (201)."""
+        masters = (await self.cluster_info()).masters(cluster)
+        out: dict[str, dict[str, SubscriptionGroupConfig]] = {}
+        for name, addr in sorted(masters.items()):
+            response = await broker_api.invoke(
+                self.instance.pool, addr, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG, timeout=self.timeout
+            )
+            table = broker_api.json_body(response).get("subscriptionGroupTable") or {}
+            out[name] = {g: SubscriptionGroupConfig.from_json(raw) for g, raw in sorted(table.items())}
+        return out
+
+    # -- consume stats, connections, offset reset ------------------------------------------------------
+    async def consume_stats(self, group: str, topic: str | None = None) -> list[dict[str, Any]]:
+        """Per queue (GET_CONSUME_STATS 208 on every master): topic, broker, queueId, brokerOffset,
+        consumerOffset, lastTimestamp and the lag; sorted by topic, broker, queue."""
+        validate_group(group)
+        masters = (await self.cluster_info()).masters()
+        rows: list[dict[str, Any]] = []
+        for addr in masters.values():
+            response = await broker_api.invoke(
+                self.instance.pool,
+                addr,
+                RequestCode.GET_CONSUME_STATS,
+                GetConsumeStatsHeader(group, topic),
+                timeout=self.timeout,
+            )
+            for key, entry in (broker_api.json_body(response).get("offsetTable") or {}).items():
+                broker, name, queue_id = parse_queue_key(key)
+                broker_offset, consumer_offset = int(entry["brokerOffset"]), int(entry["consumerOffset"])
+                rows.append(
+                    {
+                        "topic": name,
+                        "broker": broker,
+                        "queueId": queue_id,
+                        "brokerOffset": broker_offset,
+                        "consumerOffset": consumer_offset,
+                        "lastTimestamp": int(entry.get("lastTimestamp", 0)),
+                        "lag": max(broker_offset - consumer_offset, 0),
+                    }
+                )
+        return sorted(rows, key=lambda r: (r["topic"], r["broker"], r["queueId"]))
+
+    async def consumer_connections(self, group: str) -> dict[str, Any]:
+        """RocketMQ's ConsumerConnection (203) merged over the masters: connectionSet, subscriptionTable,
+        consumeType, messageModel, consumeFromWhere. ``KrocketError`` when no client of ``group`` is online."""
+        validate_group(group)
+        masters = (await self.cluster_info()).masters()
+        merged: dict[str, Any] = {}
+        connections: dict[tuple[str, str], dict[str, Any]] = {}
+        for addr in masters.values():
+            response = await broker_api.invoke(
+                self.instance.pool,
+                addr,
+                RequestCode.GET_CONSUMER_CONNECTION_LIST,
+                GetConsumerConnectionListHeader(group),
+                timeout=self.timeout,
+                accept=(ResponseCode.SUCCESS, ResponseCode.CONSUMER_NOT_ONLINE),
+            )
+            if response.code != ResponseCode.SUCCESS:
+                continue
+            body = broker_api.json_body(response)
+            for conn in body.get("connectionSet") or []:
+                connections[(str(conn.get("clientId")), str(conn.get("clientAddr")))] = conn
+            merged.setdefault("subscriptionTable", {}).update(body.get("subscriptionTable") or {})
+            for key in ("consumeType", "messageModel", "consumeFromWhere"):
+                merged.setdefault(key, body.get(key))
+        if not connections:
+            raise KrocketError(f"the consumer group {group} is not online")
+        merged["connectionSet"] = [connections[k] for k in sorted(connections)]
+        return merged
+
+    async def reset_offset_by_time(
+        self, group: str, topic: str, timestamp: int, force: bool = True
+    ) -> dict[MessageQueue, int]:
+        """Move ``group``'s offsets on ``topic`` to the first message stored at or after ``timestamp`` (ms;
+        0: each queue's first message, -1: its end) on every master of the topic (222); the brokers commit them
+        and tell the group's online consumers (220). Returns the new offset of each queue."""
+        validate_group(group)
+        route = await self.instance.route(topic, fresh=True)
+        header = ResetOffsetHeader(topic, group, timestamp, force)
+        result: dict[MessageQueue, int] = {}
+        for broker in route.broker_datas:
+            addr = broker.master_addr()
+            if addr is None:
+                raise KrocketError(f"broker {broker.broker_name} has no master to reset offsets on")
+            response = await broker_api.invoke(
+                self.instance.pool, addr, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET, header, timeout=self.timeout
+            )
+            for (broker_name, name, queue_id), offset in decode_offset_table(response.body).items():
+                result[MessageQueue(name, broker_name, queue_id)] = offset
+        return dict(sorted(result.items()))
+
+    # -- messages ---------------------------------------------------------------------------------------
+    async def view_message(self, msg_id: str) -> MessageExt:
+        """The message of an offset message id (the broker address and commit log offset it encodes; 33)."""
+        try:
+            addr, offset = decode_offset_msg_id(msg_id)
+        except ValueError as exc:
+            raise KrocketError(f"{msg_id!r} is not an offset message id: {exc}") from None
+        header = ViewMessageHeader(offset=offset)
+        response = await broker_api.invoke(
+            self.instance.pool, addr, RequestCode.VIEW_MESSAGE_BY_ID, header, timeout=self.timeout
+        )
+        return decode_record(response.body)
+
+    async def query_messages(self, topic: str, key: str, max_num: int = 32) -> list[MessageExt]:
+        """Messages of ``topic`` with ``key`` among their keys (or as their unique id), from every master (12)."""
+        validate_topic(topic)
+        route = await self.instance.route(topic, fresh=True)
+        found: list[MessageExt] = []
+        for broker in route.broker_datas:
+            addr = broker.master_addr() or next(iter(broker.broker_addrs.values()), None)
+            if addr is None:
+                continue
+            response = await broker_api.invoke(
+                self.instance.pool,
+                addr,
+                RequestCode.QUERY_MESSAGE,
+                QueryMessageHeader(topic, key, max_num),
+                timeout=self.timeout,
+                accept=(ResponseCode.SUCCESS, ResponseCode.QUERY_NOT_FOUND),
+            )
+            if response.code == ResponseCode.SUCCESS:
+                found.extend(decode_records(response.body))
+        return sorted(found, key=lambda m: m.store_timestamp)

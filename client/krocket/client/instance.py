@@ -24,11 +24,13 @@ from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.headers import NotifyConsumerIdsChangedHeader
+from krocket.common.headers.groups import ResetOffsetHeader, decode_offset_table
 from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand
 from krocket.common.route import MASTER_ID, TopicRouteData
 
 from . import broker_api
 from .namesrv import NameServerClient
+from .types import MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +243,24 @@ class ClientInstance:
                 log.info("broker %s says consumers of group %s changed; rebalancing", conn.peer, group)
                 self.rebalance_soon()
             return None
+        if cmd.code == RequestCode.RESET_CONSUMER_CLIENT_OFFSET:
+            await self._reset_offsets(conn, cmd)
+            return None
         return cmd.response(
             ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {cmd.code} is not supported by this client"
         )
+
+    async def _reset_offsets(self, conn: Connection, cmd: RemotingCommand) -> None:
+        """RESET_CONSUMER_CLIENT_OFFSET (220): the broker moved a group's offsets (``krocket consumer reset``)."""
+        try:
+            header = ResetOffsetHeader.from_fields(cmd.ext_fields)
+            table = decode_offset_table(cmd.body)
+        except (KrocketError, ValueError) as exc:
+            log.warning("broker %s sent a reset of offsets that cannot be read: %s", conn.peer, exc)
+            return
+        offsets = {MessageQueue(t, b, q): o for (b, t, q), o in table.items() if t == header.topic}
+        for consumer in [c for c in self.consumers if c.group == header.group]:
+            reset = getattr(consumer, "reset_offsets", None)
+            if reset is not None:
+                log.info("broker %s resets the offsets of group %s on %s", conn.peer, header.group, header.topic)
+                await reset(header.topic, offsets)

@@ -281,6 +281,23 @@ class PushConsumer:
             return
         await self._rebalancer.rebalance()
 
+    async def reset_offsets(self, topic: str, offsets: dict[MessageQueue, int]) -> None:
+        """RESET_CONSUMER_CLIENT_OFFSET (220): drop this client's queues of ``topic`` with their in-flight
+        messages, commit the new offsets and let the next rebalance pull again from them."""
+        if self._rebalancer is None or self._pulls is None or self._store is None or self._instance is None:
+            return
+        for mq in [q for q in self._rebalancer.process_queues if q.topic == topic]:
+            pq = self._rebalancer.process_queues.pop(mq)
+            pq.dropped = True
+            self._pulls.stop(mq)
+        for mq, offset in offsets.items():
+            self._store.update(mq, offset)
+        await self._store.persist(list(offsets))
+        for mq in offsets:
+            self._store.remove(mq)
+        log.info("consumer %s: offsets of %s reset to %s", self.group, topic, {str(q): o for q, o in offsets.items()})
+        self._instance.rebalance_soon()
+
     # -- offsets ------------------------------------------------------------------------------------
     def _addr(self, mq: MessageQueue, master_only: bool = False) -> str:
         """The master of the queue's broker group; for reads, any member when the master is gone."""

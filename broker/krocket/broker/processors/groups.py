@@ -15,6 +15,7 @@ from krocket.common.headers.groups import (
     GetConsumerConnectionListHeader,
     GetConsumeStatsHeader,
     ResetOffsetHeader,
+    encode_offset_table,
     queue_key,
 )
 from krocket.common.record import parse_record
@@ -154,8 +155,7 @@ async def process_reset_offset(service: BrokerService, conn: Connection, cmd: Re
     h = ResetOffsetHeader.from_fields(cmd.ext_fields)
     table = reset_offsets(service, h.topic, h.group, h.timestamp, h.is_force)
     await service.offsets.persist_durably()
-    name = service.config.broker_name
-    body = dumps({"offsetTable": {queue_key(name, h.topic, q): o for q, o in table.items()}})
+    body = dumps(encode_offset_table(service.config.broker_name, h.topic, table))
     info = service.consumers.groups.get(h.group)
     for channel in list(info.channels.values()) if info is not None else []:
         tell = RemotingCommand(RequestCode.RESET_CONSUMER_CLIENT_OFFSET, ext_fields=h.to_fields(), body=body)

@@ -55,3 +55,20 @@ def parse_queue_key(key: str) -> tuple[str, str, int]:
     """(brokerName, topic, queueId) of a ``queue_key``."""
     d: Any = json.loads(key)
     return str(d["brokerName"]), str(d["topic"]), int(d["queueId"])
+
+
+def encode_offset_table(broker_name: str, topic: str, offsets: dict[int, int]) -> dict[str, dict[str, int]]:
+    """ResetOffsetBody: ``{"offsetTable": {queue_key: offset}}``."""
+    return {"offsetTable": {queue_key(broker_name, topic, q): o for q, o in sorted(offsets.items())}}
+
+
+def decode_offset_table(body: bytes) -> dict[tuple[str, str, int], int]:
+    """(brokerName, topic, queueId) -> offset of a ResetOffsetBody; ``ValueError`` when it is not one."""
+    data: Any = json.loads(body or b"{}")
+    table = data.get("offsetTable") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise ValueError("body has no offsetTable object")
+    try:
+        return {parse_queue_key(key): int(offset) for key, offset in table.items()}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"offsetTable has a bad entry: {exc}") from None
