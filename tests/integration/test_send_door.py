@@ -31,7 +31,14 @@ HOSTILE: list[tuple[str, int, str, bytes, int]] = [
     ("compressed flag, zlib bomb", 0x1, "", zlib.compress(bytes(MAX_MESSAGE + 1), 9), ResponseCode.MESSAGE_ILLEGAL),
     ("compressed flag, trailing bytes", 0x1, "", zlib.compress(b"x" * 100) + b"junk", ResponseCode.MESSAGE_ILLEGAL),
     ("compressed flag, real zlib", 0x1, "", zlib.compress(b"inflated " * 50), ResponseCode.SUCCESS),
-    ("transaction prepared", 0x4, "", b"half", ResponseCode.NO_PERMISSION),
+    ("transaction prepared without TRAN_MSG", 0x4, "", b"half", ResponseCode.MESSAGE_ILLEGAL),
+    (
+        "TRAN_MSG without the prepared type",
+        0,
+        "TRAN_MSG\x01true\x02PGROUP\x01g\x02",
+        b"half",
+        ResponseCode.MESSAGE_ILLEGAL,
+    ),
     ("transaction commit", 0x8, "", b"commit", ResponseCode.NO_PERMISSION),
     ("transaction rollback", 0xC, "", b"rollback", ResponseCode.NO_PERMISSION),
     ("need-unwrap bit", 0x40, "", b"unwrap", ResponseCode.MESSAGE_ILLEGAL),
@@ -83,7 +90,7 @@ def test_hostile_sends_are_refused_and_everything_acked_survives_kill_9_and_repl
                     if resp.code == ResponseCode.SUCCESS:
                         acked.append((_inflated(sys_flag, body), decode_properties(props), sys_flag & ~0x30))
                     elif expected == ResponseCode.NO_PERMISSION:
-                        assert "transactional messages are not supported yet" in resp.remark
+                        assert "END_TRANSACTION" in resp.remark
                     else:
                         assert resp.remark, what
             # A batch whose second message carries a key with \x01 is refused as a whole.

@@ -22,6 +22,7 @@ from krocket.common.message_checks import (
     check_properties,
     check_raw_properties,
     check_sys_flag,
+    check_transaction,
 )
 from krocket.common.remoting import ConnectionPool
 
@@ -62,6 +63,8 @@ def _expected_raw(body: bytes, props: str, sys_flag: int) -> tuple[bytes, dict[s
     try:
         stored_flag = check_sys_flag(sys_flag)
         decoded = check_raw_properties(props)
+        if check_transaction(stored_flag, decoded):
+            return None  # a half message goes to RMQ_SYS_TRANS_HALF_TOPIC, not to the topic
         if stored_flag & 0x1:
             check_compressed_body(body, 4 * 1024 * 1024)
     except ValueError:

@@ -93,6 +93,11 @@ class BrokerConfig:
     metadata_sync_period_mills: int = 10_000
     # Delay levels (krocket.broker.schedule): the delay of level 1, 2, ... (units ms, s, m, h, d).
     message_delay_level: str = DEFAULT_DELAY_LEVELS
+    # Transactions (krocket.broker.transaction): a half message older than transactionTimeOut (ms) with no outcome
+    # is checked with its producer every transactionCheckInterval (ms), at most transactionCheckMax times.
+    transaction_time_out: int = 6000
+    transaction_check_interval: int = 60_000
+    transaction_check_max: int = 15
     # Remoting resource limits (krocket.common.remoting.limits): connections, buffered incomplete-frame bytes
     # per connection and for the whole server, and how long a connection may hold an incomplete frame or idle.
     max_connections: int = limits.DEFAULT_MAX_CONNECTIONS

@@ -32,6 +32,7 @@ from krocket.broker.service import BrokerService
 from krocket.broker.store import MessageStore, StoreConfig
 from krocket.broker.store.recovery import register_recovery_metrics
 from krocket.broker.topic_manager import TopicManager
+from krocket.broker.transaction import TransactionService, run_checks
 from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import ConfigError, KrocketError
@@ -204,6 +205,8 @@ class Broker:
             ha_port = await ha_master.start()
             store.on_dispatched(ha_master.on_new_data)
             service.ha_master = ha_master
+            service.transactions = TransactionService(config, store, self.topics, self.offsets, self.consumers)
+            service.transactions.ensure_topics()
         self.ha_port = ha_port
         registration = NameServerRegistration(
             config, self.topics, broker_addr, f"{host}:{ha_port}", sign=self._sign_own_requests
@@ -254,6 +257,8 @@ class Broker:
                 self._every(10.0, lambda: self.consumers.scan_expired(config.channel_expired_timeout / 1000.0))
             )
         )
+        if service.transactions is not None:
+            self._tasks.append(loop.create_task(run_checks(service.transactions, self._send_oneway)))
         log.info(
             "broker %s id %d (%s, %s) serving on %s, HTTP on %d, store %s, event loop %s",
             config.broker_name,

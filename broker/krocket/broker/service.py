@@ -21,6 +21,7 @@ from krocket.broker.store import GetStatus, MessageStore
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.tag_filter import parse_tag_expression
 from krocket.broker.topic_manager import TopicManager
+from krocket.broker.transaction.service import TransactionService
 from krocket.common.batch import BatchItem
 from krocket.common.codes import PERM_READ, ResponseCode
 from krocket.common.errors import (
@@ -96,6 +97,7 @@ class BrokerService:
         self._last_refusal_log = float("-inf")
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
+        self.transactions: TransactionService | None = None  # on a master: half messages and their outcomes
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------

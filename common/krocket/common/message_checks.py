@@ -1,9 +1,10 @@
 """What a send may carry: the checks that make "acked" mean "can be read back as sent".
 
 Pure functions, used at the broker's door (before anything is stored) and by krocket.client (before anything is
-sent). A refusal is an ``InvalidMessageError`` (MESSAGE_ILLEGAL) or, for transaction flags, a
-``TransactionNotSupportedError`` (NO_PERMISSION, as a RocketMQ broker that rejects transactional messages answers);
-both are ``ValueError``s whose ``field`` names what is wrong.
+sent). A refusal is an ``InvalidMessageError`` (MESSAGE_ILLEGAL) or, for a commit or rollback transaction type
+on a send, a ``TransactionNotSupportedError`` (NO_PERMISSION: those types come only with END_TRANSACTION);
+both are ``ValueError``s whose ``field`` names what is wrong. A half message (the prepared type) is allowed when
+its properties say so too (``TRAN_MSG=true`` and a ``PGROUP``): ``check_transaction``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import zlib
 from collections.abc import Mapping
 
 from krocket.common.errors import MessageIllegalError, NoPermissionError
-from krocket.common.message import MAX_PROPERTIES_BYTES, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR
+from krocket.common.message import (
+    MAX_PROPERTIES_BYTES,
+    NAME_VALUE_SEPARATOR,
+    PROPERTY_PRODUCER_GROUP,
+    PROPERTY_SEPARATOR,
+    PROPERTY_TRANSACTION_PREPARED,
+)
 from krocket.common.record import (
     SYSFLAG_ALLOWED,
     SYSFLAG_COMPRESSED,
@@ -20,11 +27,12 @@ from krocket.common.record import (
     SYSFLAG_COMPRESSION_ZLIB,
     SYSFLAG_HOSTS_V6,
     SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_PREPARED,
 )
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-TRANSACTIONS_NOT_SUPPORTED = "transactional messages are not supported yet"
+TRANSACTIONS_NOT_SUPPORTED = "a transaction's commit or rollback is sent with END_TRANSACTION (37), not as a message"
 
 
 class InvalidMessageError(MessageIllegalError, ValueError):
@@ -36,7 +44,7 @@ class InvalidMessageError(MessageIllegalError, ValueError):
 
 
 class TransactionNotSupportedError(NoPermissionError, ValueError):
-    """A transaction flag on a send: krocket does not implement transactions yet."""
+    """A commit or rollback transaction type on a send: only END_TRANSACTION decides a half message."""
 
     def __init__(self, sys_flag: int) -> None:
         super().__init__(f"sysFlag 0x{sys_flag:x}: {TRANSACTIONS_NOT_SUPPORTED}")
@@ -49,12 +57,30 @@ def check_sys_flag(sys_flag: int) -> int:
     IPv6 host bits are cleared, because the broker records the hosts itself, in the IPv4 layout."""
     if sys_flag < 0 or sys_flag & ~SYSFLAG_ALLOWED:
         raise InvalidMessageError("sysFlag", f"0x{sys_flag & 0xFFFFFFFF:x} has bits a message may not carry")
-    if sys_flag & SYSFLAG_TRANSACTION_MASK:
+    if (sys_flag & SYSFLAG_TRANSACTION_MASK) not in (0, SYSFLAG_TRANSACTION_PREPARED):
         raise TransactionNotSupportedError(sys_flag)
     kind = sys_flag & SYSFLAG_COMPRESSION_TYPE_MASK
     if kind and (kind != SYSFLAG_COMPRESSION_ZLIB or not sys_flag & SYSFLAG_COMPRESSED):
         raise InvalidMessageError("sysFlag", f"0x{sys_flag:x}: only zlib compression is supported")
     return sys_flag & ~SYSFLAG_HOSTS_V6
+
+
+def check_transaction(sys_flag: int, properties: Mapping[str, str], batch: bool = False) -> bool:
+    """Whether a send (its sysFlag already through ``check_sys_flag``) is a half message: the prepared type and
+    ``TRAN_MSG=true`` with a producer group, both or neither (RocketMQ's clients set both). A batch holds none."""
+    flagged = sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_PREPARED
+    marked = properties.get(PROPERTY_TRANSACTION_PREPARED, "").lower() == "true"
+    if not flagged and not marked:
+        return False
+    if batch:
+        raise InvalidMessageError("sysFlag", "a batch may not hold transactional (half) messages")
+    if not marked:
+        raise InvalidMessageError("sysFlag", f"0x{sys_flag:x} is a half message but TRAN_MSG is not true")
+    if not flagged:
+        raise InvalidMessageError("properties", "TRAN_MSG=true needs the prepared transaction type (sysFlag 0x4)")
+    if not properties.get(PROPERTY_PRODUCER_GROUP):
+        raise InvalidMessageError("properties", "a half message needs its producer group (PGROUP)")
+    return True
 
 
 def check_int32(field: str, value: int) -> int:

@@ -22,7 +22,9 @@ async def _pulled(rig: BrokerRig) -> list:
 @pytest.mark.parametrize(
     ("overrides", "body", "code", "remark"),
     [
-        ({"sys_flag": 0x4}, b"x", ResponseCode.NO_PERMISSION, "transactional messages are not supported yet"),
+        ({"sys_flag": 0x4}, b"x", ResponseCode.MESSAGE_ILLEGAL, "TRAN_MSG"),
+        ({"sys_flag": 0x8}, b"x", ResponseCode.NO_PERMISSION, "END_TRANSACTION"),
+        ({"sys_flag": 0x4, "properties": "TRAN_MSG\x01true\x02"}, b"x", ResponseCode.MESSAGE_ILLEGAL, "PGROUP"),
         ({"sys_flag": 0x40}, b"x", ResponseCode.MESSAGE_ILLEGAL, "sysFlag"),
         ({"sys_flag": 0x1}, b"not zlib", ResponseCode.MESSAGE_ILLEGAL, "does not inflate"),
         ({"properties": "a\x01b\x01c\x02"}, b"x", ResponseCode.MESSAGE_ILLEGAL, "property 'a'"),

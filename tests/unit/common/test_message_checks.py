@@ -16,6 +16,7 @@ from krocket.common.message_checks import (
     check_properties,
     check_raw_properties,
     check_sys_flag,
+    check_transaction,
 )
 from krocket.common.record import record_host
 
@@ -39,13 +40,38 @@ def test_other_sys_flag_bits_are_illegal(sys_flag: int) -> None:
     assert caught.value.code == ResponseCode.MESSAGE_ILLEGAL and caught.value.field == "sysFlag"
 
 
-@pytest.mark.parametrize("sys_flag", [0x4, 0x8, 0xC, 0x5])
-def test_transaction_bits_are_refused_with_no_permission(sys_flag: int) -> None:
+@pytest.mark.parametrize("sys_flag", [0x8, 0xC, 0x9, 0xD])
+def test_commit_and_rollback_types_on_a_send_are_refused_with_no_permission(sys_flag: int) -> None:
     with pytest.raises(TransactionNotSupportedError) as caught:
         check_sys_flag(sys_flag)
     assert caught.value.code == ResponseCode.NO_PERMISSION
-    assert "transactional messages are not supported yet" in str(caught.value)
+    assert "END_TRANSACTION" in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("sys_flag", [0x4, 0x5, 0x14])
+def test_the_prepared_type_passes_the_sys_flag_check(sys_flag: int) -> None:
+    assert check_sys_flag(sys_flag) == sys_flag & ~0x30
+
+
+def test_a_half_message_needs_the_prepared_type_tran_msg_and_a_producer_group() -> None:
+    half = {"TRAN_MSG": "true", "PGROUP": "g"}
+    assert check_transaction(0x4, half) is True
+    assert check_transaction(0x5, half) is True
+    assert check_transaction(0x0, {"TRAN_MSG": "false"}) is False
+    assert check_transaction(0x1, {}) is False
+    for sys_flag, props, field in [
+        (0x4, {}, "sysFlag"),
+        (0x4, {"TRAN_MSG": "true"}, "properties"),
+        (0x4, {"TRAN_MSG": "true", "PGROUP": ""}, "properties"),
+        (0x0, half, "properties"),
+    ]:
+        with pytest.raises(InvalidMessageError) as caught:
+            check_transaction(sys_flag, props)
+        assert caught.value.field == field and caught.value.code == ResponseCode.MESSAGE_ILLEGAL
+    with pytest.raises(InvalidMessageError, match="batch"):
+        check_transaction(0x4, {}, batch=True)
+    assert check_transaction(0x0, {}, batch=True) is False
 
 
 def test_raw_properties_that_encode_back_are_decoded() -> None:

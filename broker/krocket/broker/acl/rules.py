@@ -19,6 +19,7 @@ from krocket.common.codes import RequestCode
 from krocket.common.headers import SendMessageHeader
 from krocket.common.remoting import RemotingCommand
 from krocket.common.topic import RETRY_GROUP_PREFIX
+from krocket.common.transaction import HALF_TOPIC
 
 
 class Access(enum.Enum):
@@ -74,6 +75,14 @@ def _consumer_group(cmd: RemotingCommand) -> tuple[Need, ...]:
 
 def _send_back(cmd: RemotingCommand) -> tuple[Need, ...]:
     return (Need(_field(cmd.ext_fields, "group"), Perm.SUB, True),)
+
+
+def _end_transaction(cmd: RemotingCommand) -> tuple[Need, ...]:
+    """PUB on the message's topic, which the header names (the broker refuses an outcome whose topic is not the
+    half message's). A header without it (RocketMQ 4.x clients) needs PUB on the half topic itself, which an
+    admin has and an account can be granted."""
+    topic = _field(cmd.ext_fields, "topic") or HALF_TOPIC
+    return (_topic_need(topic, Perm.PUB),)
 
 
 def _group_in_body(cmd: RemotingCommand) -> tuple[Need, ...]:
@@ -139,7 +148,7 @@ RULES: dict[int, Rule] = {
     RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: Access.ADMIN,
     RequestCode.GET_ALL_CONSUMER_OFFSET: Access.ADMIN,  # every group's offsets: what slaves copy
     RequestCode.VIEW_MESSAGE_BY_ID: Access.ADMIN,  # any message of any topic, by its offset
-    RequestCode.END_TRANSACTION: Access.ADMIN,  # until transactions check the producer's topic
+    RequestCode.END_TRANSACTION: _end_transaction,
 }
 
 

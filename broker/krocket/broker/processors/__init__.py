@@ -21,7 +21,7 @@ from krocket.broker.processors.client import (
     process_heartbeat,
     process_unregister_client,
 )
-from krocket.broker.processors.locks import process_lock_batch, process_unlock_batch
+from krocket.broker.processors.end_transaction import process_end_transaction
 from krocket.broker.processors.groups import (
     process_all_groups,
     process_consume_stats,
@@ -30,6 +30,7 @@ from krocket.broker.processors.groups import (
     process_reset_offset,
     process_update_group,
 )
+from krocket.broker.processors.locks import process_lock_batch, process_unlock_batch
 from krocket.broker.processors.offsets import (
     process_earliest_time,
     process_max_offset,
@@ -78,6 +79,7 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.GET_BROKER_RUNTIME_INFO: process_runtime_info,
     RequestCode.VIEW_MESSAGE_BY_ID: process_view_message,
     RequestCode.QUERY_MESSAGE: process_query_message,
+    RequestCode.END_TRANSACTION: process_end_transaction,
     RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: process_update_group,
     RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG: process_all_groups,
     RequestCode.DELETE_SUBSCRIPTIONGROUP: process_delete_group,

@@ -1,9 +1,9 @@
 """SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320).
 
 The door: every send is checked (``krocket.common.message_checks``) before anything is stored, so what is acked
-is what a consumer reads back: allowed sysFlag bits only (no transactions yet; the IPv6 host bits are cleared,
-hosts are recorded in the IPv4 layout), properties that decode to the pairs that were sent, and a compressed body
-that inflates within maxMessageSize.
+is what a consumer reads back: allowed sysFlag bits only (a half message goes to the half topic; the IPv6 host bits
+are cleared, hosts are recorded in the IPv4 layout), properties that decode to the pairs that were sent, and a
+compressed body that inflates within maxMessageSize.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from krocket.broker.service import BrokerService, SendOutcome
+from krocket.broker.transaction import half_message
 from krocket.common.batch import BatchItem, decode_batch
 from krocket.common.codes import RequestCode
 from krocket.common.errors import MessageIllegalError
@@ -21,6 +22,7 @@ from krocket.common.message_checks import (
     check_int64,
     check_raw_properties,
     check_sys_flag,
+    check_transaction,
 )
 from krocket.common.record import SYSFLAG_COMPRESSED, RecordError, record_host
 from krocket.common.remoting import Connection, RemotingCommand
@@ -76,6 +78,7 @@ def process_send(
     limit = service.config.max_message_size
     outcome: SendOutcome | Awaitable[SendOutcome]
     if cmd.code == _SEND_BATCH or h.batch:
+        check_transaction(sys_flag, {}, batch=True)  # a batch holds no half message
         outcome = service.send_batch(
             h.topic,
             h.queue_id,
@@ -92,9 +95,14 @@ def process_send(
         check_int32("reconsumeTimes", h.reconsume_times)
         if sys_flag & SYSFLAG_COMPRESSED:
             check_compressed_body(cmd.body, limit)
+        topic, queue_id = h.topic, h.queue_id
+        if check_transaction(sys_flag, properties):  # a half message waits in RMQ_SYS_TRANS_HALF_TOPIC
+            service.topics.for_send(topic, h.default_topic, h.default_topic_queue_nums, max(queue_id, 0))
+            half = half_message(topic, queue_id, properties, sys_flag)
+            topic, queue_id, properties, sys_flag = half.topic, half.queue_id, half.properties, half.sys_flag
         outcome = service.send(
-            h.topic,
-            h.queue_id,
+            topic,
+            queue_id,
             cmd.body,
             properties,
             h.flag,
