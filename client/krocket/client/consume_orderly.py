@@ -146,6 +146,12 @@ class QueueLocks:
                 await self.lock(owned())
 
 
+class LockView(Protocol):
+    """Whether this client's lock on a queue is valid now (``QueueLocks``)."""
+
+    def is_locked(self, mq: MessageQueue) -> bool: ...
+
+
 class OrderlySettings(Protocol):
     group: str
     consume_threads: int
@@ -160,7 +166,7 @@ class ConsumeOrderlyService:
         settings: OrderlySettings,
         listener: OrderlyListener,
         store: OffsetStore,
-        locks: QueueLocks,
+        locks: LockView,
         throttle: LogThrottle,
         suspend_s: float = SUSPEND_S,
     ) -> None:
