@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from krocket.cli import admin_commands, group_commands, local_commands, message_commands, server_commands
+from krocket.cli import (
+    admin_commands,
+    dlq_commands,
+    group_commands,
+    local_commands,
+    message_commands,
+    server_commands,
+)
 from krocket.cli import bench as bench_commands
 from krocket.common.errors import ConfigError, KrocketError
 
@@ -40,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_commands.register(sub)
     message_commands.register(sub)
     group_commands.register(sub)
+    dlq_commands.register(sub)
     bench_commands.register(sub)
     return parser
 

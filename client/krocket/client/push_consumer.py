@@ -21,8 +21,9 @@ from typing import Any
 
 from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.errors import KrocketError
+from krocket.common.message import MessageExt
 from krocket.common.remoting.tls import client_tls
-from krocket.common.topic import validate_group
+from krocket.common.topic import RETRY_GROUP_PREFIX, retry_topic, validate_group
 
 from . import broker_api
 from .consume_orderly import ConsumeOrderlyService, OrderlyListener, OrderlyQueueLocking, QueueLocks
@@ -80,6 +81,7 @@ class PushConsumer:
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
+        max_reconsume_times: int = 16,
         orderly: bool = False,
     ) -> None:
         validate_group(group)
@@ -100,6 +102,8 @@ class PushConsumer:
         self.rebalance_interval = rebalance_interval
         self.consume_batch_size = max(1, consume_batch_size)
         self.reconsume_delay = reconsume_delay
+        # Sent with each send-back: after this many reconsumes the broker moves a message to %DLQ%<group>.
+        self.max_reconsume_times = max_reconsume_times
         self.suspend_ms = suspend_ms
         self._namesrv = namesrv
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
@@ -191,19 +195,24 @@ class PushConsumer:
             consume = ConsumeOrderlyService(self, self._listener, store, self._locks, self._throttle)
             locking = OrderlyQueueLocking(self._locks, consume)
         else:
-            consume = ConsumeConcurrentlyService(self, self._listener, store, self._throttle)
+            send_back = self._send_back if self.message_model is MessageModel.CLUSTERING else None
+            consume = ConsumeConcurrentlyService(self, self._listener, store, self._throttle, send_back)
         self._consume_service = consume
         self._pulls = PullService(self, instance, store, self._subs, consume.submit, self._throttle)
         self._rebalancer = PushRebalance(
             self, instance, store, self._subs, self._initial_offset, self._pulls, self._throttle, locking
         )
+        if self.message_model is MessageModel.CLUSTERING:
+            retry = retry_topic(self.group)  # redeliveries of sent-back messages, as RocketMQ's clients do
+            self._subs.setdefault(retry, build_subscription(retry, "*"))
         instance.topics.update(self._subs)
         instance.add_consumer(self)
         for topic in self._subs:
             try:
                 await instance.route(topic)
             except KrocketError as exc:
-                log.warning("consumer %s: no route for topic %s yet: %s", self.group, topic, exc)
+                level = logging.DEBUG if topic.startswith(RETRY_GROUP_PREFIX) else logging.WARNING  # made on use
+                log.log(level, "consumer %s: no route for topic %s yet: %s", self.group, topic, exc)
         await instance.send_heartbeats()
         await instance.start()
         log.info(
@@ -315,6 +324,20 @@ class PushConsumer:
         assert self._instance is not None
         # The master keeps offsets; while it is gone a slave takes them and keeps them when the master returns.
         await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq), self.group, mq, offset)
+
+    async def _send_back(self, mq: MessageQueue, msg: MessageExt) -> None:
+        """CONSUMER_SEND_MSG_BACK (36) to the master of the queue's broker (else the message's store host)."""
+        assert self._instance is not None
+        addr = self._instance.broker_addr(mq.broker_name, only_this=True) or msg.store_host
+        await broker_api.send_message_back(
+            self._instance.pool,
+            addr,
+            self.group,
+            msg.commit_log_offset,
+            origin_msg_id=msg.msg_id,
+            origin_topic=msg.topic,
+            max_reconsume_times=self.max_reconsume_times,
+        )
 
     async def _initial_offset(self, mq: MessageQueue) -> int:
         """The stored offset, else where ``consume_from`` says (RocketMQ's computePullFromWhere)."""

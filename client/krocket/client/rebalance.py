@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from krocket.common.errors import KrocketError, TopicNotExistError
 from krocket.common.route import TopicRouteData
-from krocket.common.topic import is_readable
+from krocket.common.topic import RETRY_GROUP_PREFIX, is_readable
 
 from . import broker_api
 from .instance import ClientInstance
@@ -139,7 +139,7 @@ class PushRebalance:
         try:
             route = await instance.route(topic)
         except TopicNotExistError:
-            if self._throttle(("route", topic)):
+            if not topic.startswith(RETRY_GROUP_PREFIX) and self._throttle(("route", topic)):  # made on first use
                 log.warning("consumer %s: topic %s does not exist (yet)", group, topic)
             return None
         queues = subscribe_queues(topic, route)

@@ -16,6 +16,7 @@ from krocket.common.message import PROPERTY_UNIQ_KEY, MessageExt
 from krocket.common.message_id import decode_offset_msg_id
 from krocket.common.record import decode_record
 from krocket.common.remoting import RemotingCommand
+from krocket.common.subscription_group import SubscriptionGroupConfig
 
 from tests.unit.broker.broker_rig import BrokerRig, make_rig, send_header, send_v2
 
@@ -129,6 +130,16 @@ async def test_an_offset_with_no_message_is_a_system_error_and_stores_nothing(ri
     assert "look message by offset failed" in (response.remark or "")
     assert rig.store.max_phy_offset == end
     assert rig.topics.get(RETRY) is None
+
+
+async def test_the_subscription_groups_retry_max_times_applies_to_old_clients(rig: BrokerRig) -> None:
+    rig.service.groups.upsert(SubscriptionGroupConfig(GROUP, retry_max_times=1))
+    rig.topic("Orders")
+    first = await send_back(rig, await send(rig, "Orders", b"x"))
+    assert destination(first) == RETRY
+    dead = await send_back(rig, first.commit_log_offset)
+    assert dead.topic == DLQ
+    assert dead.reconsume_times == 2
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from krocket.broker.service import BrokerService, SendOutcome
 from krocket.common.codes import PERM_READ_WRITE, ResponseCode
@@ -30,7 +29,6 @@ from krocket.common.topic import DLQ_GROUP_PREFIX, TopicConfig, retry_topic, val
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRY_MAX_TIMES = 16  # a subscription group's retryMaxTimes when it sets none
 RETRY_QUEUE_NUMS = 1  # a group's retry topic: one queue (RocketMQ's retryQueueNums default)
 DLQ_QUEUE_NUMS = 1  # RocketMQ's DLQ_NUMS_PER_GROUP
 FIRST_RETRY_DELAY_LEVEL = 3  # delay level of the first retry: 3 + reconsumeTimes
@@ -70,24 +68,16 @@ def retry_properties(msg: MessageExt, target: SendBackTarget) -> dict[str, str]:
     return props
 
 
-def group_retry_max_times(service: BrokerService, group: str) -> int:
-    """The subscription group's retryMaxTimes when the broker keeps subscription groups, else 16."""
-    groups: Any = getattr(service, "subscription_groups", None)
-    if groups is not None:
-        for lookup in ("retry_max_times", "get"):
-            find = getattr(groups, lookup, None)
-            if callable(find):
-                found = find(group)
-                value = getattr(found, "retry_max_times", found)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    return value
-    return DEFAULT_RETRY_MAX_TIMES
-
-
 def _max_reconsume_times(service: BrokerService, cmd: RemotingCommand, h: ConsumerSendMsgBackHeader) -> int:
     if cmd.version >= SEND_BACK_MAX_TIMES_VERSION and h.max_reconsume_times is not None:
         return h.max_reconsume_times
-    return group_retry_max_times(service, h.group)
+    return service.groups.retry_max_times(h.group)
+
+
+def _retry_queue_nums(service: BrokerService, group: str) -> int:
+    """The group's retryQueueNums (1 unless its subscription group says otherwise)."""
+    config = service.groups.get(group)
+    return max(config.retry_queue_nums, 1) if config is not None else RETRY_QUEUE_NUMS
 
 
 def _ensure_topic(service: BrokerService, topic: str, queues: int) -> bool:
@@ -113,7 +103,9 @@ async def process_send_back(service: BrokerService, conn: Connection, cmd: Remot
     except RecordError as exc:
         return cmd.response(ResponseCode.SYSTEM_ERROR, f"look message by offset {h.offset} failed: {exc}")
     target = send_back_target(h.group, msg.reconsume_times, h.delay_level, _max_reconsume_times(service, cmd, h))
-    created = _ensure_topic(service, target.topic, DLQ_QUEUE_NUMS if target.dead else RETRY_QUEUE_NUMS)
+    created = _ensure_topic(
+        service, target.topic, DLQ_QUEUE_NUMS if target.dead else _retry_queue_nums(service, h.group)
+    )
     outcome = service.send(
         target.topic,
         0,
