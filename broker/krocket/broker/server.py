@@ -231,6 +231,7 @@ class Broker:
                 sign=self._sign_own_requests,
                 ssl_context=client_tls,
                 groups=service.groups,
+                delay_offsets_dir=config.store_dir / "config",
             )
             metadata_sync.start()
         self.running = RunningParts(remoting, store, service, registration, ha_master, ha_slave, metadata_sync)

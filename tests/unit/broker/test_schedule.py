@@ -169,3 +169,23 @@ def test_a_batch_refuses_delayed_messages(rig: BrokerRig) -> None:
     rig.topic("T")
     with pytest.raises(MessageIllegalError, match="delayed"):
         rig.service.send_batch("T", 0, [BatchItem(b"x", {"DELAY": "1"})], 0, 0, BORN_HOST)
+
+
+def test_a_slave_keeps_the_larger_offset_of_each_queue(tmp_path: Path) -> None:
+    from krocket.broker.schedule.offsets import copy_from_master, merge_offsets, read_table
+
+    mine = {"offsetTable": {"1": 7, "2": 1}, "timerOffsetTable": {}}
+    theirs = {"offsetTable": {"1": 5, "2": 4}, "timerOffsetTable": {"3": 2}}
+    assert merge_offsets(mine, theirs) == {"offsetTable": {"1": 7, "2": 4}, "timerOffsetTable": {"3": 2}}
+    copy_from_master(tmp_path, theirs)
+    assert read_table(tmp_path) == theirs
+
+
+async def test_get_all_delay_offset_serves_the_persisted_table(rig: BrokerRig, tmp_path: Path) -> None:
+    from krocket.common.codes import RequestCode, ResponseCode
+    from krocket.common.remoting import RemotingCommand
+
+    (tmp_path / "config" / "delayOffset.json").write_text('{"offsetTable": {"2": 9}}')
+    response = await rig.answer(RemotingCommand(RequestCode.GET_ALL_DELAY_OFFSET))
+    assert response.code == ResponseCode.SUCCESS
+    assert json.loads(response.body) == {"offsetTable": {"2": 9}, "timerOffsetTable": {}}

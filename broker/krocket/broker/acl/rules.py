@@ -147,6 +147,7 @@ RULES: dict[int, Rule] = {
     RequestCode.DELETE_SUBSCRIPTIONGROUP: Access.ADMIN,
     RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: Access.ADMIN,
     RequestCode.GET_ALL_CONSUMER_OFFSET: Access.ADMIN,  # every group's offsets: what slaves copy
+    RequestCode.GET_ALL_DELAY_OFFSET: Access.ADMIN,  # the delivery progress of delayed messages: slaves copy it
     RequestCode.VIEW_MESSAGE_BY_ID: Access.ADMIN,  # any message of any topic, by its offset
     RequestCode.END_TRANSACTION: _end_transaction,
 }

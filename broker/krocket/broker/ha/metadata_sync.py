@@ -9,8 +9,10 @@ import json
 import logging
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.schedule.offsets import copy_from_master
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
@@ -32,7 +34,9 @@ class MetadataSync:
         ssl_context: ssl.SSLContext | None = None,
         sign: Callable[[RemotingCommand], None] | None = None,
         groups: SubscriptionGroupManager | None = None,
+        delay_offsets_dir: Path | None = None,
     ) -> None:
+        self._delay_offsets_dir = delay_offsets_dir  # where config/delayOffset.json is copied to
         self._topics = topics
         self._groups = groups
         self._offsets = offsets
@@ -83,6 +87,8 @@ class MetadataSync:
                 if mine is None or int(offset) > mine:
                     self._offsets.commit(group, topic, int(queue_id), int(offset))
         self._offsets.persist()
+        if self._delay_offsets_dir is not None:
+            copy_from_master(self._delay_offsets_dir, await self._fetch(addr, RequestCode.GET_ALL_DELAY_OFFSET))
 
     async def _fetch(self, addr: str, code: int) -> dict:
         response = await self._pool.request(addr, RemotingCommand(code), timeout=5.0)

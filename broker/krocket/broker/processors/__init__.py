@@ -42,6 +42,7 @@ from krocket.broker.processors.offsets import (
 from krocket.broker.processors.pull import process_pull
 from krocket.broker.processors.send import process_send
 from krocket.broker.processors.send_back import process_send_back
+from krocket.broker.schedule.processor import process_all_delay_offset
 from krocket.broker.service import BrokerService
 from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
@@ -76,6 +77,7 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.GET_ALL_TOPIC_CONFIG: process_all_topic_config,
     RequestCode.GET_TOPIC_CONFIG: process_get_topic_config,
     RequestCode.GET_ALL_CONSUMER_OFFSET: process_all_consumer_offset,
+    RequestCode.GET_ALL_DELAY_OFFSET: process_all_delay_offset,
     RequestCode.GET_BROKER_RUNTIME_INFO: process_runtime_info,
     RequestCode.VIEW_MESSAGE_BY_ID: process_view_message,
     RequestCode.QUERY_MESSAGE: process_query_message,

@@ -45,3 +45,29 @@ class DelayOffsets:
         if version != self._persisted:
             write_json_atomic(self.path, self.snapshot())
             self._persisted = version
+
+
+def merge_offsets(mine: dict[str, dict[str, int]], theirs: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Two ``delayOffset.json`` contents merged, the larger offset of each queue winning (a slave's copy of its
+    master's progress keeps what it had, so a slave restarted as master resumes close to where the master was)."""
+    out: dict[str, dict[str, int]] = {name: dict(mine.get(name) or {}) for name, _ in _TABLES.values()}
+    for name, _ in _TABLES.values():
+        for key, offset in (theirs.get(name) or {}).items():
+            if int(offset) > out[name].get(str(key), -1):
+                out[name][str(key)] = int(offset)
+    return out
+
+
+def copy_from_master(config_dir: Path, master_table: dict[str, dict[str, int]]) -> None:
+    """On a slave: fold the master's table (GET_ALL_DELAY_OFFSET, 45) into ``config/delayOffset.json``."""
+    path = config_dir / "delayOffset.json"
+    mine = read_json(path, {})
+    merged = merge_offsets(mine, master_table)
+    if merged != {name: mine.get(name) or {} for name, _ in _TABLES.values()}:
+        write_json_atomic(path, merged)
+
+
+def read_table(config_dir: Path) -> dict[str, dict[str, int]]:
+    """The persisted table as the master serves it to its slaves (at most a second behind the delivery)."""
+    data = read_json(config_dir / "delayOffset.json", {})
+    return {name: data.get(name) or {} for name, _ in _TABLES.values()}
