@@ -14,6 +14,7 @@ from .push_consumer import PushConsumer
 from .rebalance import allocate_averagely
 from .selector import select_by_hash
 from .sync import SyncAdmin, SyncProducer, SyncPullConsumer, SyncPushConsumer
+from .transaction_producer import SyncTransactionProducer, TransactionProducer, TransactionSendResult, TransactionState
 from .types import (
     ConsumeFrom,
     ConsumeStatus,
@@ -47,6 +48,10 @@ __all__ = [
     "SyncProducer",
     "SyncPullConsumer",
     "SyncPushConsumer",
+    "SyncTransactionProducer",
+    "TransactionProducer",
+    "TransactionSendResult",
+    "TransactionState",
     "allocate_averagely",
     "select_by_hash",
 ]

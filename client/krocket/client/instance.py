@@ -69,6 +69,10 @@ class ConsumerMember(Protocol):
     async def persist_offsets(self) -> None: ...
 
 
+# Serves one request a broker sends this client (the reply, or None for a oneway request).
+BrokerRequestHandler = Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand | None]]
+
+
 class ClientInstance:
     def __init__(
         self,
@@ -99,6 +103,9 @@ class ClientInstance:
         self._rebalance_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        # Requests brokers send to this client, by code, served by the member that registered them
+        # (CHECK_TRANSACTION_STATE: a TransactionProducer).
+        self.request_handlers: dict[int, BrokerRequestHandler] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -237,6 +244,9 @@ class ClientInstance:
 
     # -- requests from brokers ------------------------------------------------------------------------
     async def _serve(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+        handler = self.request_handlers.get(cmd.code)
+        if handler is not None:
+            return await handler(conn, cmd)
         if cmd.code == RequestCode.NOTIFY_CONSUMER_IDS_CHANGED:
             group = NotifyConsumerIdsChangedHeader.from_fields(cmd.ext_fields).consumer_group
             if any(c.group == group for c in self.consumers):
