@@ -172,6 +172,8 @@ def test_stats_connections_reset_by_time_and_messages_of_a_running_consumer(clus
 
         shown = krocket_json(cluster, "message", "show", early[0].offset_msg_id)
         assert shown["body"] == "early-0" and shown["topic"] == topic  # type: ignore[index]
+        by_unique_id = krocket_json(cluster, "message", "show", late[1].msg_id, "--topic", topic)
+        assert by_unique_id["body"] == "late-1" and by_unique_id["msgId"] == late[1].msg_id  # type: ignore[index]
         queried = krocket_json(cluster, "message", "query", "--topic", topic, "--key", "k-late")
         assert sorted(m["body"] for m in queried) == sorted(f"late-{i}" for i in range(6))  # type: ignore[union-attr]
         assert {m["offsetMsgId"] for m in queried} == {r.offset_msg_id for r in late}  # type: ignore[union-attr]

@@ -158,6 +158,10 @@ class ConsumerManager:
         info = self.groups.get(group)
         return info.client_ids() if info else []
 
+    def is_broadcasting(self, group: str) -> bool:
+        info = self.groups.get(group)
+        return info is not None and info.message_model == "BROADCASTING"
+
     def subscription(self, group: str, topic: str) -> Subscription | None:
         info = self.groups.get(group)
         return info.subscriptions.get(topic) if info else None

@@ -300,7 +300,7 @@ class BrokerService:
     ) -> PullOutcome | Awaitable[PullOutcome]:
         """Messages found (or a definite answer) come back at once; a pull that finds nothing and may be
         suspended returns an awaitable that long-polls until a matching message arrives."""
-        self.groups.check_consumable(group)
+        self.groups.check_consumable(group, self.consumers.is_broadcasting(group))
         config = self._readable_topic(topic)
         if not 0 <= queue_id < max(config.read_queue_nums, 1):
             raise MessageIllegalError(

@@ -92,8 +92,9 @@ class SubscriptionGroupManager:
             config = self.upsert(SubscriptionGroupConfig(group))
         return config
 
-    def check_consumable(self, group: str) -> SubscriptionGroupConfig:
-        """What a pull checks first, with RocketMQ's codes and remarks."""
+    def check_consumable(self, group: str, broadcasting: bool = False) -> SubscriptionGroupConfig:
+        """What a pull checks first, with RocketMQ's codes and remarks (``broadcasting``: the group's clients
+        said BROADCASTING in their heartbeats)."""
         config = self.find_or_create(group)
         if config is None:
             raise SubscriptionGroupNotExistError(
@@ -102,6 +103,8 @@ class SubscriptionGroupManager:
             )
         if not config.consume_enable:
             raise NoPermissionError(f"subscription group no permission, {group} (consumeEnable is false)")
+        if broadcasting and not config.consume_broadcast_enable:
+            raise NoPermissionError(f"the consumer group[{group}] can not consume by broadcast way")
         return config
 
     def retry_max_times(self, group: str) -> int:

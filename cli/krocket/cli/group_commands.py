@@ -42,9 +42,10 @@ def register(sub: Any) -> None:
 
     message = sub.add_parser("message", help="show a message by id, or query messages by key")
     mverbs = message.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = mverbs.add_parser("show", help="a message by its offset message id (what a send returns)")
+    p = mverbs.add_parser("show", help="a message by its offset message id, or by its unique id with --topic")
     _namesrv_arg(p)
     p.add_argument("msg_id")
+    p.add_argument("--topic", "-t", default=None, help="the message's topic: then MSG_ID may be its unique id too")
     p.set_defaults(func=message_show)
     p = mverbs.add_parser("query", help="messages of a topic by key")
     _namesrv_arg(p)
@@ -207,7 +208,7 @@ def _message_lines(m: dict[str, Any]) -> list[str]:
 
 
 def message_show(args: argparse.Namespace) -> int:
-    message = _message_dict(asyncio.run(_with_admin(args, lambda a: a.view_message(args.msg_id))))
+    message = _message_dict(asyncio.run(_with_admin(args, lambda a: a.view_message(args.msg_id, args.topic))))
     _print(args, message, _message_lines(message))
     return 0
 

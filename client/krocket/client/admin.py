@@ -395,8 +395,13 @@ class Admin:
         return dict(sorted(result.items()))
 
     # -- messages ---------------------------------------------------------------------------------------
-    async def view_message(self, msg_id: str) -> MessageExt:
-        """The message of an offset message id (the broker address and commit log offset it encodes; 33)."""
+    async def view_message(self, msg_id: str, topic: str | None = None) -> MessageExt:
+        """The message of an offset message id (the broker address and commit log offset it encodes; 33). With
+        ``topic``, ``msg_id`` may also be the unique id a producer set (found through the key index)."""
+        if topic is not None:
+            for message in await self.query_messages(topic, msg_id):
+                if msg_id in (message.msg_id, message.offset_msg_id):
+                    return message
         try:
             addr, offset = decode_offset_msg_id(msg_id)
         except ValueError as exc:

@@ -219,3 +219,14 @@ async def test_reset_offset_by_time_commits_and_tells_consumers(rig: BrokerRig) 
     assert list(json.loads((await rig.answer(request(222, late))).body)["offsetTable"].values()) == [1]
     future = ResetOffsetHeader("T", "cg", 2**50)
     assert list(json.loads((await rig.answer(request(222, future))).body)["offsetTable"].values()) == [4]
+
+
+async def test_broadcast_disabled_refuses_broadcasting_consumers_only(rig: BrokerRig) -> None:
+    rig.topic("T")
+    rig.service.groups.upsert(SubscriptionGroupConfig("bc", consume_broadcast_enable=False))
+    assert (await rig.answer(pull_request("T", group="bc"))).code == ResponseCode.PULL_NOT_FOUND
+    data = {"clientID": "c1", "consumerDataSet": [{"groupName": "bc", "messageModel": "BROADCASTING"}]}
+    await rig.answer(RemotingCommand(RequestCode.HEART_BEAT, body=json.dumps(data).encode()), RecordingConn())
+    refused = await rig.answer(pull_request("T", group="bc"))
+    assert refused.code == ResponseCode.NO_PERMISSION
+    assert refused.remark == "the consumer group[bc] can not consume by broadcast way"
