@@ -157,3 +157,41 @@ async def test_a_queue_locked_by_a_consumer_is_refused_to_another_client_until_u
     reply = await pool.request(addr, RemotingCommand(RequestCode.LOCK_BATCH_MQ, body=ask.to_body()), 3.0)
     assert parse_lock_ok_body(reply.body) == [LockedQueue(mq.topic, mq.broker_name, mq.queue_id)]
     await pool.close()
+
+
+async def test_an_orderly_message_out_of_retries_goes_to_the_dlq_and_its_queue_moves_on(cluster: LocalCluster) -> None:
+    from krocket.cli.dlq_commands import read_dead_letters
+
+    topic, group = name("OrdDlq"), name("ocg")
+    await create_topic(cluster, topic, queues=1)
+    seen: list[tuple[int, int]] = []  # (seq, reconsume_times)
+
+    def listen(msgs: list[MessageExt]) -> OrderlyStatus:
+        seq = int(msgs[0].body.decode())
+        seen.append((seq, msgs[0].reconsume_times))
+        return OrderlyStatus.SUSPEND_CURRENT_QUEUE_A_MOMENT if seq == 1 else OrderlyStatus.SUCCESS
+
+    consumer = PushConsumer(group, cluster.namesrv_addr, consume_from="FIRST", max_reconsume_times=2, orderly=True)
+    consumer.subscribe(topic)
+    consumer.register_orderly_listener(listen)
+    producer = Producer(name("opg"), cluster.namesrv_addr)
+    await producer.start()
+    try:
+        poison = None
+        for seq in range(4):
+            result = await producer.send(Message(topic, str(seq).encode()), select_by_hash, 0)
+            poison = result if seq == 1 else poison
+        await consumer.start()
+        await wait_until_async(lambda: len(seen) >= 6, timeout=30, message="4 messages, 2 local retries")
+        letters: list[MessageExt] = []
+
+        async def dead() -> bool:
+            letters[:] = await read_dead_letters(group, cluster.namesrv_addr)
+            return bool(letters)
+
+        await wait_until_async(dead, timeout=20, message="the poison message in the DLQ")
+    finally:
+        await consumer.shutdown()
+        await producer.shutdown()
+    assert seen == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (3, 0)]  # retried in place, then the queue moved on
+    assert poison is not None and [m.msg_id for m in letters] == [poison.msg_id]

@@ -6,7 +6,9 @@ orderly consume service, like RocketMQ's ConsumeMessageOrderlyService and Rebala
   ``LOCK_RENEW_S``.
 - One batch at a time per queue, in queue offset order; the offset moves only after the batch succeeded.
 - A failing batch (SUSPEND_CURRENT_QUEUE_A_MOMENT, RECONSUME_LATER or an exception) suspends that queue for
-  ``suspend_s`` and is retried locally, with ``reconsume_times`` counted up; nothing is sent back.
+  ``suspend_s`` and is retried locally, with ``reconsume_times`` counted up. A message that failed again after
+  ``max_reconsume_times`` retries goes to the group's DLQ (send-back, CONSUMER_SEND_MSG_BACK with delay level -1)
+  when the consumer gives a ``dead_letter`` (clustering), and its queue moves on; while that fails it is retried.
 - A queue leaving this consumer (rebalance, shutdown) stops consuming, its offset is committed, then it is
   unlocked, so the next owner starts right after the last consumed message.
 """
@@ -156,6 +158,10 @@ class OrderlySettings(Protocol):
     group: str
     consume_threads: int
     consume_batch_size: int
+    max_reconsume_times: int
+
+
+DeadLetter = Callable[[MessageQueue, MessageExt], Awaitable[None]]
 
 
 class ConsumeOrderlyService:
@@ -169,8 +175,10 @@ class ConsumeOrderlyService:
         locks: LockView,
         throttle: LogThrottle,
         suspend_s: float = SUSPEND_S,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.settings = settings
+        self.dead_letter = dead_letter
         self.listener = listener
         self.store = store
         self.locks = locks
@@ -234,9 +242,39 @@ class ConsumeOrderlyService:
                 if offset >= 0:
                     self.store.update(mq, offset, increase_only=True)
                 continue
+            gone = await self._dead_letter_exhausted(mq, batch)
+            if gone:
+                offset = pq.remove(gone)
+                if offset >= 0:
+                    self.store.update(mq, offset, increase_only=True)
             for msg in batch:
-                msg.reconsume_times += 1
-            await asyncio.sleep(self.suspend_s)
+                if msg not in gone:
+                    msg.reconsume_times += 1
+            if len(gone) < len(batch):
+                await asyncio.sleep(self.suspend_s)
+
+    async def _dead_letter_exhausted(self, mq: MessageQueue, batch: list[MessageExt]) -> list[MessageExt]:
+        """Sends the messages out of retries to the DLQ; the ones the broker took."""
+        if self.dead_letter is None:
+            return []
+        gone: list[MessageExt] = []
+        for msg in batch:
+            if msg.reconsume_times < self.settings.max_reconsume_times:
+                continue
+            try:
+                await self.dead_letter(mq, msg)
+            except KrocketError as exc:
+                if self._throttle(("orderly-dlq", mq)):
+                    log.warning(
+                        "consumer %s: cannot dead-letter %s of %s, retrying it: %s",
+                        self.settings.group,
+                        msg.msg_id,
+                        mq,
+                        exc,
+                    )
+                continue
+            gone.append(msg)
+        return gone
 
     async def _call_listener(self, messages: list[MessageExt]) -> bool:
         listener = self.listener

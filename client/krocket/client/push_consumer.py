@@ -192,7 +192,10 @@ class PushConsumer:
         consume: ConsumeConcurrentlyService | ConsumeOrderlyService
         if self.orderly:
             self._locks = QueueLocks(self.group, instance, self._throttle)
-            consume = ConsumeOrderlyService(self, self._listener, store, self._locks, self._throttle)
+            dead_letter = self._dead_letter if self.message_model is MessageModel.CLUSTERING else None
+            consume = ConsumeOrderlyService(
+                self, self._listener, store, self._locks, self._throttle, dead_letter=dead_letter
+            )
             locking = OrderlyQueueLocking(self._locks, consume)
         else:
             send_back = self._send_back if self.message_model is MessageModel.CLUSTERING else None
@@ -334,6 +337,21 @@ class PushConsumer:
             addr,
             self.group,
             msg.commit_log_offset,
+            origin_msg_id=msg.msg_id,
+            origin_topic=msg.topic,
+            max_reconsume_times=self.max_reconsume_times,
+        )
+
+    async def _dead_letter(self, mq: MessageQueue, msg: MessageExt) -> None:
+        """An orderly consumer's message out of retries: send-back with delay level -1, straight to the DLQ."""
+        assert self._instance is not None
+        addr = self._instance.broker_addr(mq.broker_name, only_this=True) or msg.store_host
+        await broker_api.send_message_back(
+            self._instance.pool,
+            addr,
+            self.group,
+            msg.commit_log_offset,
+            delay_level=-1,
             origin_msg_id=msg.msg_id,
             origin_topic=msg.topic,
             max_reconsume_times=self.max_reconsume_times,

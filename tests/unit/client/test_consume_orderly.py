@@ -8,11 +8,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from krocket.client.consume_orderly import ConsumeOrderlyService, OrderlyListener, OrderlyStatus, succeeded
+from krocket.client.consume_orderly import (
+    ConsumeOrderlyService,
+    DeadLetter,
+    OrderlyListener,
+    OrderlyStatus,
+    succeeded,
+)
 from krocket.client.offset_store import RemoteBrokerOffsetStore
 from krocket.client.process_queue import ProcessQueue
 from krocket.client.throttle import LogThrottle
 from krocket.client.types import ConsumeStatus, MessageQueue
+from krocket.common.errors import KrocketError
 from krocket.common.message import MessageExt
 
 MQ = MessageQueue("T", "broker-a", 0)
@@ -24,6 +31,7 @@ class Settings:
     group: str = "cg"
     consume_threads: int = 4
     consume_batch_size: int = 2
+    max_reconsume_times: int = 2
 
 
 @dataclass
@@ -55,8 +63,15 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def service(listener: OrderlyListener, locks: FakeLocks | None = None) -> ConsumeOrderlyService:
-    return ConsumeOrderlyService(Settings(), listener, store(), locks or FakeLocks(), LogThrottle(), suspend_s=0.05)
+def service(
+    listener: OrderlyListener,
+    locks: FakeLocks | None = None,
+    dead_letter: DeadLetter | None = None,
+    settings: Settings | None = None,
+) -> ConsumeOrderlyService:
+    return ConsumeOrderlyService(
+        settings or Settings(), listener, store(), locks or FakeLocks(), LogThrottle(), 0.05, dead_letter
+    )
 
 
 def feed(svc: ConsumeOrderlyService, mq: MessageQueue, pq: ProcessQueue, offsets: range) -> None:
@@ -174,3 +189,31 @@ async def test_quiesce_lets_the_batch_in_flight_finish_and_commit() -> None:
 def test_success_statuses() -> None:
     assert succeeded(None) and succeeded(OrderlyStatus.SUCCESS) and succeeded(ConsumeStatus.SUCCESS)
     assert not succeeded(OrderlyStatus.SUSPEND_CURRENT_QUEUE_A_MOMENT) and not succeeded(ConsumeStatus.RECONSUME_LATER)
+
+
+async def test_a_message_out_of_retries_is_dead_lettered_and_its_queue_moves_on() -> None:
+    attempts: list[tuple[int, int]] = []
+    dead: list[int] = []
+    refusals = 1  # the first dead-letter attempt fails: the message is retried once more
+
+    async def listener(messages: list[MessageExt]) -> OrderlyStatus:
+        attempts.extend((m.queue_offset, m.reconsume_times) for m in messages)
+        if messages[0].queue_offset == 1:
+            return OrderlyStatus.SUSPEND_CURRENT_QUEUE_A_MOMENT
+        return OrderlyStatus.SUCCESS
+
+    async def dead_letter(mq: MessageQueue, m: MessageExt) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise KrocketError("broker gone")
+        dead.append(m.queue_offset)
+
+    svc = service(listener, dead_letter=dead_letter, settings=Settings(consume_batch_size=1))
+    pq = ProcessQueue()
+    feed(svc, MQ, pq, range(1, 4))
+    await wait_for(lambda: pq.count == 0)
+    # 1 fails with reconsume times 0, 1, 2 (= max: to the DLQ, refused), 3 (to the DLQ); then 2 and 3, in order
+    assert dead == [1]
+    assert attempts == [(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (3, 0)]
+    assert svc.store.read(MQ) == 4
