@@ -3,8 +3,8 @@
 Pure functions, used at the broker's door (before anything is stored) and by krocket.client (before anything is
 sent). A refusal is an ``InvalidMessageError`` (MESSAGE_ILLEGAL) or, for a commit or rollback transaction type
 on a send, a ``TransactionNotSupportedError`` (NO_PERMISSION: those types come only with END_TRANSACTION);
-both are ``ValueError``s whose ``field`` names what is wrong. A half message (the prepared type) is allowed when
-its properties say so too (``TRAN_MSG=true`` and a ``PGROUP``): ``check_transaction``.
+both are ``ValueError``s whose ``field`` names what is wrong. A half message (``TRAN_MSG=true`` with a ``PGROUP``;
+the prepared type only with them) is allowed: ``check_transaction``.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def check_sys_flag(sys_flag: int) -> int:
 
 
 def check_transaction(sys_flag: int, properties: Mapping[str, str], batch: bool = False) -> bool:
-    """Whether a send (its sysFlag already through ``check_sys_flag``) is a half message: the prepared type and
-    ``TRAN_MSG=true`` with a producer group, both or neither (RocketMQ's clients set both). A batch holds none."""
+    """Whether a send (its sysFlag already through ``check_sys_flag``) is a half message: ``TRAN_MSG=true`` says
+    so, as Apache RocketMQ's broker decides (its clients set the prepared type too), and it needs a producer
+    group (PGROUP) to check back with. The prepared type without ``TRAN_MSG`` is refused: stored, it would
+    never be read. A batch holds no half message."""
     flagged = sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_PREPARED
     marked = properties.get(PROPERTY_TRANSACTION_PREPARED, "").lower() == "true"
     if not flagged and not marked:
@@ -76,8 +78,6 @@ def check_transaction(sys_flag: int, properties: Mapping[str, str], batch: bool 
         raise InvalidMessageError("sysFlag", "a batch may not hold transactional (half) messages")
     if not marked:
         raise InvalidMessageError("sysFlag", f"0x{sys_flag:x} is a half message but TRAN_MSG is not true")
-    if not flagged:
-        raise InvalidMessageError("properties", "TRAN_MSG=true needs the prepared transaction type (sysFlag 0x4)")
     if not properties.get(PROPERTY_PRODUCER_GROUP):
         raise InvalidMessageError("properties", "a half message needs its producer group (PGROUP)")
     return True

@@ -176,3 +176,11 @@ async def test_progress_and_outcomes_survive_a_restart(tmp_path: Path) -> None:
     assert decode_record(check.command.body).properties["TRANSACTION_CHECK_TIMES"] == "2"
     assert [m.body for m in await _pulled(again, "T", 2)] == [b"c"]
     again.store.close()
+
+
+async def test_tran_msg_alone_makes_a_half_message_as_apache_rocketmq_decides(tx: BrokerRig) -> None:
+    props = encode_properties(dict(HALF_PROPS, UNIQ_KEY="U-PROP")).decode()
+    response = await tx.answer(send_v2(send_header("T", 1, None, properties=props), b"by-property"))
+    assert response.code == ResponseCode.SUCCESS, response.remark
+    assert await _pulled(tx, "T", 1) == []
+    assert [m.body for m in await _pulled(tx, HALF_TOPIC, 0)] == [b"by-property"]

@@ -54,17 +54,18 @@ def test_the_prepared_type_passes_the_sys_flag_check(sys_flag: int) -> None:
     assert check_sys_flag(sys_flag) == sys_flag & ~0x30
 
 
-def test_a_half_message_needs_the_prepared_type_tran_msg_and_a_producer_group() -> None:
+def test_a_half_message_is_tran_msg_true_with_a_producer_group_and_the_prepared_type_needs_them() -> None:
     half = {"TRAN_MSG": "true", "PGROUP": "g"}
     assert check_transaction(0x4, half) is True
     assert check_transaction(0x5, half) is True
+    assert check_transaction(0x0, half) is True  # TRAN_MSG decides, as Apache RocketMQ's broker does
     assert check_transaction(0x0, {"TRAN_MSG": "false"}) is False
     assert check_transaction(0x1, {}) is False
     for sys_flag, props, field in [
         (0x4, {}, "sysFlag"),
         (0x4, {"TRAN_MSG": "true"}, "properties"),
         (0x4, {"TRAN_MSG": "true", "PGROUP": ""}, "properties"),
-        (0x0, half, "properties"),
+        (0x0, {"TRAN_MSG": "true"}, "properties"),
     ]:
         with pytest.raises(InvalidMessageError) as caught:
             check_transaction(sys_flag, props)
