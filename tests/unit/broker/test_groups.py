@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
-from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.codes import LanguageCode, RequestCode, ResponseCode
 from krocket.common.errors import MessageIllegalError
 from krocket.common.headers.groups import (
     RESET_TO_LAST,
@@ -17,6 +17,7 @@ from krocket.common.headers.groups import (
     GetConsumerConnectionListHeader,
     GetConsumeStatsHeader,
     ResetOffsetHeader,
+    decode_offset_table,
     parse_queue_key,
 )
 from krocket.common.remoting import RemotingCommand
@@ -230,3 +231,22 @@ async def test_broadcast_disabled_refuses_broadcasting_consumers_only(rig: Broke
     refused = await rig.answer(pull_request("T", group="bc"))
     assert refused.code == ResponseCode.NO_PERMISSION
     assert refused.remark == "the consumer group[bc] can not consume by broadcast way"
+
+
+async def test_cpp_clients_are_told_the_reset_in_the_list_form_they_decode(rig: BrokerRig) -> None:
+    rig.topic("T", queues=1)
+    await send_n(rig, "T", 2)
+    cpp, python = RecordingConn("10.0.0.8:1"), RecordingConn("10.0.0.9:2")
+    beat = heartbeat("cg", "T")
+    beat.language = LanguageCode.CPP
+    await rig.answer(beat, cpp)
+    await rig.answer(heartbeat("cg", "T"), python)
+    answer = await rig.answer(request(RequestCode.INVOKE_BROKER_TO_RESET_OFFSET, ResetOffsetHeader("T", "cg", 0)))
+    assert json.loads(cpp.told[-1].body) == {
+        "offsetTable": [{"brokerName": "broker-a", "queueId": 0, "topic": "T", "offset": 0}]
+    }
+    assert python.told[-1].body == answer.body
+    for told in (cpp.told[-1], python.told[-1]):
+        assert decode_offset_table(told.body) == {("broker-a", "T", 0): 0}
+    with pytest.raises(ValueError):
+        decode_offset_table(b'{"offsetTable": 3}')

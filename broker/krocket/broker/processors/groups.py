@@ -15,6 +15,7 @@ from krocket.common.headers.groups import (
     GetConsumerConnectionListHeader,
     GetConsumeStatsHeader,
     ResetOffsetHeader,
+    encode_offset_list_for_c,
     encode_offset_table,
     queue_key,
 )
@@ -152,13 +153,17 @@ def reset_offsets(service: BrokerService, topic: str, group: str, timestamp: int
 
 
 async def process_reset_offset(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    """Consumers get the new offsets one way: C++ clients in the ForC list form they decode, others the map."""
     h = ResetOffsetHeader.from_fields(cmd.ext_fields)
     table = reset_offsets(service, h.topic, h.group, h.timestamp, h.is_force)
     await service.offsets.persist_durably()
     body = dumps(encode_offset_table(service.config.broker_name, h.topic, table))
+    body_for_c = dumps(encode_offset_list_for_c(service.config.broker_name, h.topic, table))
     info = service.consumers.groups.get(h.group)
     for channel in list(info.channels.values()) if info is not None else []:
-        tell = RemotingCommand(RequestCode.RESET_CONSUMER_CLIENT_OFFSET, ext_fields=h.to_fields(), body=body)
+        language = channel.connection.attributes.get("client_version", (LanguageCode.OTHER, 0))[0]
+        told = body_for_c if language == LanguageCode.CPP else body
+        tell = RemotingCommand(RequestCode.RESET_CONSUMER_CLIENT_OFFSET, ext_fields=h.to_fields(), body=told)
         with contextlib.suppress(KrocketError):
             await channel.connection.oneway(tell)
     return cmd.response(ResponseCode.SUCCESS, None, None, body)

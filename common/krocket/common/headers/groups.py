@@ -62,13 +62,26 @@ def encode_offset_table(broker_name: str, topic: str, offsets: dict[int, int]) -
     return {"offsetTable": {queue_key(broker_name, topic, q): o for q, o in sorted(offsets.items())}}
 
 
+def encode_offset_list_for_c(broker_name: str, topic: str, offsets: dict[int, int]) -> dict[str, list[dict[str, Any]]]:
+    """ResetOffsetBodyForC, what RocketMQ sends C++ clients (their 1.x decoder reads a list):
+    ``{"offsetTable": [{"brokerName", "queueId", "topic", "offset"}]}``."""
+    return {
+        "offsetTable": [
+            {"brokerName": broker_name, "queueId": q, "topic": topic, "offset": o} for q, o in sorted(offsets.items())
+        ]
+    }
+
+
 def decode_offset_table(body: bytes) -> dict[tuple[str, str, int], int]:
-    """(brokerName, topic, queueId) -> offset of a ResetOffsetBody; ``ValueError`` when it is not one."""
+    """(brokerName, topic, queueId) -> offset of a ResetOffsetBody (or of the ForC list form); ``ValueError`` when
+    it is neither."""
     data: Any = json.loads(body or b"{}")
     table = data.get("offsetTable") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise ValueError("body has no offsetTable object")
     try:
-        return {parse_queue_key(key): int(offset) for key, offset in table.items()}
-    except (KeyError, TypeError) as exc:
+        if isinstance(table, list):
+            return {(str(e["brokerName"]), str(e["topic"]), int(e["queueId"])): int(e["offset"]) for e in table}
+        if isinstance(table, dict):
+            return {parse_queue_key(key): int(offset) for key, offset in table.items()}
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"offsetTable has a bad entry: {exc}") from None
+    raise ValueError("body has no offsetTable")
