@@ -184,3 +184,35 @@ async def test_tran_msg_alone_makes_a_half_message_as_apache_rocketmq_decides(tx
     assert response.code == ResponseCode.SUCCESS, response.remark
     assert await _pulled(tx, "T", 1) == []
     assert [m.body for m in await _pulled(tx, HALF_TOPIC, 0)] == [b"by-property"]
+
+
+async def test_a_late_outcome_for_a_checked_half_message_decides_its_put_back_copy_too(tmp_path: Path) -> None:
+    rig = _tx_rig(tmp_path / "b", transaction_check_max=5)
+    _producer(rig)
+    phy, qoff = await _send_half(rig, b"slow")
+    [check] = _transactions(rig).check_round(BORN + 7000)  # the local transaction is still running
+    assert (await _end(rig, phy, qoff, 0x8)).remark == "commit"  # its outcome names the original
+    header = CheckTransactionStateHeader.from_fields(check.command.ext_fields)
+    answer = await _end(rig, header.commit_log_offset, header.tran_state_table_offset, 0x8)
+    assert answer.remark == "duplicate"
+    assert _transactions(rig).check_round(BORN + 8000) == []
+    rig.offsets.persist()
+    rig.store.close()
+    again = _tx_rig(tmp_path / "b", transaction_check_max=5)
+    again.offsets.load()
+    assert (await _end(again, header.commit_log_offset, header.tran_state_table_offset, 0x8)).remark == "duplicate"
+    assert [m.body for m in await _pulled(again, "T", 2)] == [b"slow"]
+    again.store.close()
+
+
+def test_end_transaction_needs_pub_on_the_topic_its_header_names() -> None:
+    from krocket.broker.acl.rules import rule_of
+    from krocket.common.acl.plain_acl import Perm
+
+    rule = rule_of(RequestCode.END_TRANSACTION)
+    assert callable(rule)
+    named = EndTransactionHeader("pg", 0, 0, 8, topic="Orders")
+    [need] = rule(request(RequestCode.END_TRANSACTION, named))
+    assert (need.name, need.perm, need.group) == ("Orders", Perm.PUB, False)
+    [need] = rule(request(RequestCode.END_TRANSACTION, EndTransactionHeader("pg", 0, 0, 8)))
+    assert (need.name, need.perm) == (HALF_TOPIC, Perm.PUB)

@@ -27,11 +27,13 @@ from krocket.common.codes import PERM_READ_WRITE, RequestCode
 from krocket.common.errors import MessageIllegalError
 from krocket.common.headers.transaction import CheckTransactionStateHeader, EndTransactionHeader
 from krocket.common.message import (
+    PROPERTY_KEYS,
     PROPERTY_PRODUCER_GROUP,
     PROPERTY_REAL_QUEUE_ID,
     PROPERTY_REAL_TOPIC,
     PROPERTY_TAGS,
     PROPERTY_TRANSACTION_ID,
+    PROPERTY_UNIQ_KEY,
     MessageExt,
     encode_properties,
 )
@@ -109,6 +111,10 @@ class TransactionService:
         self.offsets = offsets
         self.consumers = consumers
         self._decided: dict[int, int] = {}  # half queue offset -> queue offset of its op record
+        # UNIQ_KEYs of decided half messages (their op records carry it in KEYS): an outcome for one copy of a
+        # checked half message decides its other copies too, so a late END_TRANSACTION and a check-back's
+        # answer do not both commit. Oldest first, at most REMEMBERED_OUTCOMES.
+        self._decided_keys: dict[str, None] = {}
         self._op_read: int | None = None  # next op queue offset to read (in memory)
         self.checks_sent = 0
 
@@ -148,11 +154,11 @@ class TransactionService:
         if header.topic and header.topic != real_topic:
             raise MessageIllegalError(f"the half message's topic is {real_topic!r}, not {header.topic!r}")
         self._read_ops()
-        if half.queue_offset in self._decided:
+        if half.queue_offset in self._decided or self._key_of(half) in self._decided_keys:
             return "duplicate"
         if kind == SYSFLAG_TRANSACTION_COMMIT:
             self._put(half, committed_message(half))
-        self._write_op(half.queue_offset)
+        self._write_op(half)
         return "commit" if kind == SYSFLAG_TRANSACTION_COMMIT else "rollback"
 
     def _put(self, half: MessageExt, placement: Placement) -> tuple[int, int]:
@@ -170,9 +176,25 @@ class TransactionService:
         )
         return result.commit_log_offset, result.queue_offset
 
-    def _write_op(self, half_offset: int) -> None:
-        result = self.store.put_message(OP_HALF_TOPIC, 0, str(half_offset).encode(), {PROPERTY_TAGS: OP_REMOVE_TAG})
-        self._decided[half_offset] = result.queue_offset
+    @staticmethod
+    def _key_of(half: MessageExt) -> str | None:
+        return half.properties.get(PROPERTY_UNIQ_KEY) or None
+
+    def _write_op(self, half: MessageExt) -> None:
+        props = {PROPERTY_TAGS: OP_REMOVE_TAG}
+        key = self._key_of(half)
+        if key is not None:
+            props[PROPERTY_KEYS] = key
+        result = self.store.put_message(OP_HALF_TOPIC, 0, str(half.queue_offset).encode(), props)
+        self._decided[half.queue_offset] = result.queue_offset
+        self._remember_key(key)
+
+    def _remember_key(self, key: str | None) -> None:
+        if key is None:
+            return
+        self._decided_keys[key] = None
+        while len(self._decided_keys) > REMEMBERED_OUTCOMES:
+            del self._decided_keys[next(iter(self._decided_keys))]
 
     # -- op records --------------------------------------------------------------------------------------
     def _read_ops(self) -> None:
@@ -189,6 +211,7 @@ class TransactionService:
             for op in decode_records(result.body):
                 try:
                     self._decided.setdefault(int(op.body.decode()), op.queue_offset)
+                    self._remember_key(op.properties.get(PROPERTY_KEYS))
                 except ValueError:
                     log.warning("op record %d of %s has an unreadable body", op.queue_offset, OP_HALF_TOPIC)
             self._op_read = result.next_begin_offset
@@ -219,7 +242,9 @@ class TransactionService:
                     continue
                 if half.queue_offset >= end:
                     break
-                if half.queue_offset not in self._decided:
+                if half.queue_offset not in self._decided and self._key_of(half) in self._decided_keys:
+                    self._write_op(half)  # another copy of it was decided
+                elif half.queue_offset not in self._decided:
                     if now - half.born_timestamp < self.config.transaction_time_out:
                         waiting = True
                         break
