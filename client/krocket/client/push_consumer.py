@@ -3,9 +3,9 @@
 The consumer holds the configuration and the lifecycle; the work is done by three parts it starts: the
 rebalance (``rebalance.PushRebalance``: which queues this consumer owns), the pull loops
 (``pull_service.PullService``: one long-polling task per owned queue) and the consume service
-(``consume_service.ConsumeConcurrentlyService``: the listener, local retries, offsets after success). An
-offset is committed only up to the smallest message still in the process queue, so a crash or a rebalance
-re-delivers what was not consumed yet (at-least-once).
+(``consume_service.ConsumeConcurrentlyService``: the listener, failed messages sent back to the broker,
+offsets after success). An offset is committed only up to the smallest message still in the process queue, so
+a crash or a rebalance re-delivers what was not consumed yet (at-least-once).
 """
 
 from __future__ import annotations
