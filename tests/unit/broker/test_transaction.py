@@ -216,3 +216,9 @@ def test_end_transaction_needs_pub_on_the_topic_its_header_names() -> None:
     assert (need.name, need.perm, need.group) == ("Orders", Perm.PUB, False)
     [need] = rule(request(RequestCode.END_TRANSACTION, EndTransactionHeader("pg", 0, 0, 8)))
     assert (need.name, need.perm) == (HALF_TOPIC, Perm.PUB)
+
+
+async def test_a_broker_without_the_transaction_service_refuses_outcomes(rig: BrokerRig) -> None:
+    header = EndTransactionHeader("pg", 0, 0, 8, topic="T")
+    response = await rig.answer(request(RequestCode.END_TRANSACTION, header))
+    assert response.code == ResponseCode.SERVICE_NOT_AVAILABLE and "master" in (response.remark or "")
