@@ -25,13 +25,14 @@ from krocket.common.topic import SCHEDULE_TOPIC, TIMER_TOPIC
 
 from .levels import DelayLevels
 from .offsets import DelayOffsets
-from .routing import delivered_properties, entry_due_ms, schedule_if_delayed
+from .routing import TIMER_QUEUES, delivered_properties, entry_due_ms, schedule_if_delayed
 
 log = logging.getLogger(__name__)
 
 WAITING_TOPICS = (SCHEDULE_TOPIC, TIMER_TOPIC)
 CHUNK_ENTRIES = 256  # consume-queue entries read at once
-MAX_PER_ROUND = 2048  # re-puts per queue per round, so one busy level cannot hold the event loop
+MAX_PER_ROUND = 512  # re-puts per queue per round, so a large due backlog cannot hold the event loop long
+MAX_ROUND = 2048  # re-puts per round in all
 TICK_S = 0.02
 PERSIST_EVERY_S = 1.0
 
@@ -55,6 +56,12 @@ class ScheduleDelivery:
         self.delivered = 0
         self._task: asyncio.Task[None] | None = None
         self._last_persist = 0.0
+        # The waiting queues looked at each round: every level and timer queue, and any other found at start.
+        self._lanes = {(SCHEDULE_TOPIC, q) for q in range(levels.max_level)} | {
+            (TIMER_TOPIC, q) for q in range(TIMER_QUEUES)
+        }
+        self._lanes |= {(topic, q) for topic in WAITING_TOPICS for q in store.queue_ids(topic)}
+        self._head: dict[tuple[str, int], tuple[int, int]] = {}  # lane -> (offset, due ms) of its first waiting entry
 
     def start(self) -> None:
         self.offsets.load()
@@ -91,11 +98,10 @@ class ScheduleDelivery:
     def _queues(self) -> list[tuple[str, int, ConsumeQueue]]:
         table = self.store.dispatcher.queues
         out = []
-        for topic in WAITING_TOPICS:
-            for queue_id in self.store.queue_ids(topic):
-                cq = table.get(topic, queue_id)
-                if cq is not None:
-                    out.append((topic, queue_id, cq))
+        for topic, queue_id in sorted(self._lanes):
+            cq = table.get(topic, queue_id)
+            if cq is not None:
+                out.append((topic, queue_id, cq))
         return out
 
     def _start(self, topic: str, queue_id: int, cq: ConsumeQueue) -> int:
@@ -103,21 +109,29 @@ class ScheduleDelivery:
         return cq.min_offset if offset is None else max(offset, cq.min_offset)
 
     def deliver_due(self, now_ms: int) -> int:
-        """Re-put every entry due at ``now_ms``, in queue order; returns how many."""
+        """Re-put the entries due at ``now_ms``, in queue order (at most MAX_ROUND a round); returns how many."""
         count = 0
         for topic, queue_id, cq in self._queues():
             count += self._deliver_queue(topic, queue_id, cq, now_ms)
+            if count >= MAX_ROUND:
+                break
         self.delivered += count
         return count
 
     def _deliver_queue(self, topic: str, queue_id: int, cq: ConsumeQueue, now_ms: int) -> int:
         offset = self._start(topic, queue_id, cq)
+        if offset >= cq.max_offset:
+            return 0
+        head = self._head.get((topic, queue_id))
+        if head is not None and head[0] == offset and head[1] > now_ms:
+            return 0  # its first entry is not due yet: nothing behind it is either
         done = 0
         try:
             while offset < cq.max_offset and done < MAX_PER_ROUND:
                 progressed = False
                 for q, phy, _size, due in cq.iter_entries(offset, CHUNK_ENTRIES):
                     if due > now_ms or done >= MAX_PER_ROUND:
+                        self._head[(topic, queue_id)] = (q, due)
                         return done
                     self._redeliver(topic, phy, now_ms)
                     offset = q + 1
@@ -146,7 +160,11 @@ class ScheduleDelivery:
         if not real_topic:
             log.warning("delayed message at %d has no %s; skipped", phy, PROPERTY_REAL_TOPIC)
             return
-        real_queue = int(props.get(PROPERTY_REAL_QUEUE_ID, "0") or 0)
+        try:
+            real_queue = int(props.get(PROPERTY_REAL_QUEUE_ID, "0") or 0)
+        except ValueError:
+            log.warning("delayed message at %d has a bad %s; skipped", phy, PROPERTY_REAL_QUEUE_ID)
+            return
         if topic == TIMER_TOPIC:  # the next hop, or its real topic once due
             to_topic, to_queue, to_props = schedule_if_delayed(props, real_topic, real_queue, self.levels, now_ms)
         else:
