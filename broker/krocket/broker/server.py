@@ -375,6 +375,8 @@ class Broker:
         if running is not None:
             await running.store.stop_background()
             running.store.close()
+            if self.schedule_delivery is not None:
+                self.schedule_delivery.persist_all()  # once the close flushed every re-put
         log.info("broker %s stopped cleanly", self.config.broker_name)
 
 

@@ -4,6 +4,7 @@ store (re-put when due, in order, offsets persisted and resumed)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,19 @@ async def test_get_all_delay_offset_serves_the_persisted_table(rig: BrokerRig, t
     response = await rig.answer(RemotingCommand(RequestCode.GET_ALL_DELAY_OFFSET))
     assert response.code == ResponseCode.SUCCESS
     assert json.loads(response.body) == {"offsetTable": {"2": 9}, "timerOffsetTable": {}}
+
+
+def test_offsets_are_written_only_once_the_re_puts_are_on_disk(rig: BrokerRig, tmp_path: Path) -> None:
+    install_due_times(rig.store, LEVELS)
+    rig.service.delay_levels = LEVELS
+    rig.topic("T")
+    rig.store.flush()
+    delivery = ScheduleDelivery(rig.store, LEVELS, tmp_path / "config")
+    path = tmp_path / "config" / "delayOffset.json"
+    _send(rig, {"DELAY": "1"}, b"a")
+    assert delivery.deliver_due(int(time.time() * 1000) + 5000) == 1
+    delivery.persist_flushed()
+    assert not path.exists()  # the re-put is not flushed yet: the old (no) offsets stay
+    rig.store.flush()
+    delivery.persist_flushed()
+    assert json.loads(path.read_text())["offsetTable"] == {"1": 1}

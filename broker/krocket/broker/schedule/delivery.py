@@ -56,6 +56,7 @@ class ScheduleDelivery:
         self.delivered = 0
         self._task: asyncio.Task[None] | None = None
         self._last_persist = 0.0
+        self._candidate: tuple[int, dict[str, dict[str, int]]] | None = None  # (log end, offsets) to write
         # The waiting queues looked at each round: every level and timer queue, and any other found at start.
         self._lanes = {(SCHEDULE_TOPIC, q) for q in range(levels.max_level)} | {
             (TIMER_TOPIC, q) for q in range(TIMER_QUEUES)
@@ -68,12 +69,32 @@ class ScheduleDelivery:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop delivering; ``persist_all`` once the store is closed (flushed) writes the last offsets."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def persist_all(self) -> None:
+        """Write every offset: only after the store flushed the re-puts (its close does)."""
         self.offsets.persist()
+
+    def persist_flushed(self) -> None:
+        """Write the offsets whose re-puts are on disk: the offsets as they were when the commit log ended at
+        or before the flushed offset (a snapshot waits for the flush to pass it), so a crash of the machine
+        never leaves an offset past a re-put it lost."""
+        flushed = self.store.flushed_offset
+        if self._candidate is not None and self._candidate[0] <= flushed:
+            self.offsets.write(self._candidate[1])
+            self._candidate = None
+        if self._candidate is None and self.offsets.changed:
+            self.store.commit()  # the re-puts into the files first: a killed process keeps them
+            candidate = (self.store.max_phy_offset, self.offsets.snapshot())
+            if candidate[0] <= flushed:
+                self.offsets.write(candidate[1])
+            else:
+                self._candidate = candidate
 
     async def _run(self) -> None:
         while True:
@@ -82,7 +103,7 @@ class ScheduleDelivery:
                 now = time.monotonic()
                 if now - self._last_persist >= PERSIST_EVERY_S:
                     self._last_persist = now
-                    self.offsets.persist()
+                    self.persist_flushed()
             except Exception:
                 log.exception("delivery of delayed messages failed; retrying")
                 await asyncio.sleep(1.0)

@@ -17,6 +17,7 @@ class DelayOffsets:
         self.table: dict[tuple[str, int], int] = {}  # (waiting topic, queue id) -> next queue offset to deliver
         self._version = 0
         self._persisted = 0
+        self._snapshot_version = 0
 
     def load(self) -> None:
         data = read_json(self.path, {})
@@ -32,19 +33,31 @@ class DelayOffsets:
             self.table[(topic, queue_id)] = offset
             self._version += 1
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
+    def _tables(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {name: {} for name, _ in _TABLES.values()}
         for (topic, queue_id), offset in sorted(self.table.items()):
             name, base = _TABLES[topic]
             out[name][str(queue_id + base)] = offset
         return out
 
+    @property
+    def changed(self) -> bool:
+        """Whether the table changed since the last snapshot written."""
+        return self._version != self._persisted
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        self._snapshot_version = self._version
+        return self._tables()
+
+    def write(self, snapshot: dict[str, dict[str, int]]) -> None:
+        """Write ``snapshot`` (atomically: a crash leaves the old or the new file)."""
+        write_json_atomic(self.path, snapshot)
+        self._persisted = max(self._persisted, self._snapshot_version)
+
     def persist(self) -> None:
-        """Write the file (atomically: a crash leaves the old or the new one) if anything changed."""
-        version = self._version
-        if version != self._persisted:
-            write_json_atomic(self.path, self.snapshot())
-            self._persisted = version
+        """Write the table now if anything changed."""
+        if self.changed:
+            self.write(self.snapshot())
 
 
 def merge_offsets(mine: dict[str, dict[str, int]], theirs: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
