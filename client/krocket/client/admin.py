@@ -350,7 +350,7 @@ class Admin:
         validate_group(group)
         masters = (await self.cluster_info()).masters()
         merged: dict[str, Any] = {}
-        connections: dict[tuple[str, str], dict[str, Any]] = {}
+        connections: dict[str, dict[str, Any]] = {}
         for addr in masters.values():
             response = await broker_api.invoke(
                 self.instance.pool,
@@ -364,7 +364,7 @@ class Admin:
                 continue
             body = broker_api.json_body(response)
             for conn in body.get("connectionSet") or []:
-                connections[(str(conn.get("clientId")), str(conn.get("clientAddr")))] = conn
+                connections.setdefault(str(conn.get("clientId")), conn)  # one row per client, as each broker sees it
             merged.setdefault("subscriptionTable", {}).update(body.get("subscriptionTable") or {})
             for key in ("consumeType", "messageModel", "consumeFromWhere"):
                 merged.setdefault(key, body.get(key))
