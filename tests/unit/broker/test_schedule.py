@@ -206,3 +206,12 @@ def test_offsets_are_written_only_once_the_re_puts_are_on_disk(rig: BrokerRig, t
     rig.store.flush()
     delivery.persist_flushed()
     assert json.loads(path.read_text())["offsetTable"] == {"1": 1}
+
+
+def test_the_client_message_sets_the_delay_and_timer_properties() -> None:
+    from krocket.common.message import Message
+
+    assert Message("T", b"x", delay_level=2).wire_properties() == {"DELAY": "2"}
+    assert Message("T", b"x", delay_seconds=3).wire_properties() == {"TIMER_DELAY_SEC": "3"}
+    assert Message("T", b"x", deliver_at_ms=NOW).wire_properties() == {"TIMER_DELIVER_MS": str(NOW)}
+    assert Message("T", b"x").wire_properties() == {}
