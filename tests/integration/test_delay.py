@@ -159,3 +159,52 @@ def test_a_slave_replicates_the_schedule_but_does_not_deliver(tmp_path: Path) ->
         )
     finally:
         cluster.stop()
+
+
+def test_a_slave_restarted_as_master_continues_the_delivery(tmp_path: Path) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text('messageDelayLevel: "1s 2s 4s"\nmetadataSyncPeriodMills: 500\n')
+    cluster = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1, extra_broker_args=["--config", str(config)])
+    master, slave = cluster.brokers
+    arrivals = Arrivals()
+    due: dict[bytes, float] = {}
+
+    async def produce() -> None:
+        await create_topic(cluster, "Promote", 1)
+        async with Producer("promote-producer", cluster.namesrv_addr) as producer:
+            for level, prefix in ((1, "soon"), (3, "later")):
+                for i in range(5):
+                    body = f"{prefix}-{i}".encode()
+                    due[body] = time.time() + (1 if level == 1 else 4)
+                    await producer.send(Message("Promote", body, delay_level=level))
+
+    async def consume() -> None:
+        consumer = await _consumer(cluster, "Promote", arrivals)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: wait_until(lambda: arrivals.has(set(due)), 30, message="every delayed message")
+        )
+        await asyncio.sleep(1.0)
+        await consumer.shutdown()
+
+    slave_offsets = Path(slave.args[slave.args.index("--store-dir") + 1]) / "config" / "delayOffset.json"
+    try:
+        asyncio.run(produce())
+        # Level 1 is delivered by the master and its progress reaches the slave; level 3 is still pending.
+        wait_until(
+            lambda: slave_offsets.exists() and json.loads(slave_offsets.read_text())["offsetTable"].get("1") == 5,
+            3.5,
+            message="the master's delivery progress on the slave",
+        )
+        master.kill()
+        assert time.time() < min(d for b, d in due.items() if b.startswith(b"later")), "level 3 was due already"
+        slave.stop()
+        slave.args[slave.args.index("--broker-id") + 1] = "0"
+        slave.args[slave.args.index("--role") + 1] = "ASYNC_MASTER"
+        slave.start()
+        slave.wait_ports()
+        asyncio.run(consume())
+        for body, due_at in due.items():
+            assert min(arrivals.at[body]) >= due_at - 0.05, f"{body!r} arrived before it was due"
+        assert all(len(arrivals.at[f"soon-{i}".encode()]) == 1 for i in range(5))  # not delivered again
+    finally:
+        cluster.stop()
