@@ -163,7 +163,7 @@ def test_a_slave_replicates_the_schedule_but_does_not_deliver(tmp_path: Path) ->
 
 def test_a_slave_restarted_as_master_continues_the_delivery(tmp_path: Path) -> None:
     config = tmp_path / "broker.yaml"
-    config.write_text('messageDelayLevel: "1s 2s 4s"\nmetadataSyncPeriodMills: 500\n')
+    config.write_text('messageDelayLevel: "1s 2s 6s"\nmetadataSyncPeriodMills: 500\n')
     cluster = start_cluster(tmp_path / "c", namesrvs=1, groups=1, slaves=1, extra_broker_args=["--config", str(config)])
     master, slave = cluster.brokers
     arrivals = Arrivals()
@@ -175,7 +175,7 @@ def test_a_slave_restarted_as_master_continues_the_delivery(tmp_path: Path) -> N
             for level, prefix in ((1, "soon"), (3, "later")):
                 for i in range(5):
                     body = f"{prefix}-{i}".encode()
-                    due[body] = time.time() + (1 if level == 1 else 4)
+                    due[body] = time.time() + (1 if level == 1 else 6)
                     await producer.send(Message("Promote", body, delay_level=level))
 
     async def consume() -> None:
@@ -192,7 +192,7 @@ def test_a_slave_restarted_as_master_continues_the_delivery(tmp_path: Path) -> N
         # Level 1 is delivered by the master and its progress reaches the slave; level 3 is still pending.
         wait_until(
             lambda: slave_offsets.exists() and json.loads(slave_offsets.read_text())["offsetTable"].get("1") == 5,
-            3.5,
+            5.0,
             message="the master's delivery progress on the slave",
         )
         master.kill()
