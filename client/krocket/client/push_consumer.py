@@ -294,11 +294,12 @@ class PushConsumer:
         await self._rebalancer.rebalance()
 
     async def reset_offsets(self, topic: str, offsets: dict[MessageQueue, int]) -> None:
-        """RESET_CONSUMER_CLIENT_OFFSET (220): drop this client's queues of ``topic`` with their in-flight
-        messages, commit the new offsets and let the next rebalance pull again from them."""
+        """RESET_CONSUMER_CLIENT_OFFSET (220): drop this client's queues among ``offsets`` (one broker's queues of
+        ``topic``) with their in-flight messages, commit the new offsets and let the next rebalance pull again
+        from them."""
         if self._rebalancer is None or self._pulls is None or self._store is None or self._instance is None:
             return
-        for mq in [q for q in self._rebalancer.process_queues if q.topic == topic]:
+        for mq in [q for q in offsets if q.topic == topic and q in self._rebalancer.process_queues]:
             pq = self._rebalancer.process_queues.pop(mq)
             pq.dropped = True
             self._pulls.stop(mq)
