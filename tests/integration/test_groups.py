@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,38 @@ def test_stats_connections_reset_by_time_and_messages_of_a_running_consumer(clus
         assert {m["offsetMsgId"] for m in queried} == {r.offset_msg_id for r in late}  # type: ignore[union-attr]
 
     asyncio.run(run())
+
+
+def test_reset_by_time_over_two_broker_groups_is_reconsumed_once(tmp_path: Path) -> None:
+    two = start_cluster(tmp_path / "two", namesrvs=1, groups=2)
+    topic, group = name("GroupsTwo"), name("two_group")
+
+    async def run() -> None:
+        await create_topic(two, topic, queues=2)
+        receiver = Receiver()
+        async with Producer(name("pg"), two.namesrv_addr) as producer:
+            for i in range(8):
+                await producer.send(Message(topic, f"early-{i}".encode()))
+            await asyncio.sleep(0.3)
+            reset_at = int(time.time() * 1000)
+            await asyncio.sleep(0.3)
+            late = [await producer.send(Message(topic, f"late-{i}".encode())) for i in range(8)]
+        assert {r.queue.broker_name for r in late} == {"broker-a", "broker-b"}
+        async with consumer(two, group, topic, receiver):
+            await wait_until_async(lambda: len(receiver.got) >= 16, timeout=30, message="first consumption")
+            async with Admin(two.namesrv_addr) as admin:
+
+                async def committed() -> bool:
+                    return sum(r["consumerOffset"] for r in await admin.consume_stats(group, topic)) == 16
+
+                await wait_until_async(committed, timeout=20, message="offsets committed")
+                table = await admin.reset_offset_by_time(group, topic, reset_at)
+                assert {q.broker_name for q in table} == {"broker-a", "broker-b"} and sum(table.values()) == 8
+            await wait_until_async(lambda: len(receiver.got) >= 24, timeout=20, message="re-consumption")
+            await asyncio.sleep(1.5)
+        assert sorted(receiver.bodies()[16:]) == sorted(f"late-{i}".encode() for i in range(8))
+
+    try:
+        asyncio.run(run())
+    finally:
+        two.stop()
