@@ -101,3 +101,19 @@ def test_bench_sync_client_only_measures_one_at_a_time_sends() -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and "use it with produce --mode seq" in proc.stderr
+
+
+def test_bench_delay_reports_rss_and_lateness() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "krocket.cli.main", "--log-level", "WARNING", "bench", "delay", "--pending", "300"]
+        + ["--timed", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["bench"] == "delay" and row["pending"] == 300 and row["received"] == 20
+    assert row["earliest_ms"] >= 0, "a delayed message arrived before it was due"
+    assert row["rss_empty_mib"] > 0 and row["rss_pending_mib"] > 0

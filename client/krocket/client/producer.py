@@ -183,7 +183,8 @@ class Producer:
         queues = publish_queues(topic, default, DEFAULT_TOPIC_QUEUE_NUMS)
         if not queues:
             raise TopicNotExistError(f"topic {topic!r} has no route and no broker allows auto-creating it")
-        log.info("topic %s has no route yet; sending through %s", topic, AUTO_CREATE_TOPIC_KEY)
+        if topic not in self._via_default:  # sends that waited for the same lookup log it once
+            log.info("topic %s has no route yet; sending through %s", topic, AUTO_CREATE_TOPIC_KEY)
         self._via_default[topic] = queues
         return queues
 

@@ -1,4 +1,4 @@
-"""``krocket bench produce|consume|e2e|backlog|compare|floor``: argument parsing and the run driver."""
+"""``krocket bench produce|consume|e2e|backlog|compare|floor|delay``: argument parsing and the run driver."""
 
 from __future__ import annotations
 
@@ -146,10 +146,11 @@ def register(sub: Any) -> None:
                 "--backlog", type=positive_int, default=None, metavar="N", help="messages to store first (--n)"
             )
         p.set_defaults(func=bench_main)
-    from krocket.cli.bench import compare, floor
+    from krocket.cli.bench import compare, delay, floor
 
     compare.register(verbs)
     floor.register(verbs)
+    delay.register(verbs)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:

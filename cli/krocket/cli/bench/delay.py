@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from krocket.cli.bench.command import positive_int
 from krocket.cli.bench.stats import percentile
 from krocket.cli.bench.system import rss_kib
 from krocket.cli.local_cluster import LocalCluster
@@ -110,11 +111,39 @@ async def _lateness_phase(cluster: LocalCluster, timed: int) -> dict[str, Any]:
     }
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pending", type=positive_int, default=200_000, help="delayed messages and timers left pending (200000)"
+    )
+    parser.add_argument(
+        "--timed", type=positive_int, default=500, help="level-1 messages whose lateness is measured (500)"
+    )
+
+
+def register(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "delay",
+        help="delayed messages and timers: broker RSS with --pending waiting, lateness p50/p99 when they come due",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=_run_verb)
+
+
+def _run_verb(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m krocket.cli.bench.delay")
-    parser.add_argument("--pending", type=int, default=200_000, help="delayed messages and timers left pending")
-    parser.add_argument("--timed", type=int, default=500, help="level-1 messages whose lateness is measured")
-    args = parser.parse_args(argv)
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    """One delay bench: a one-broker cluster in a temporary directory; one JSON line on stdout."""
     with tempfile.TemporaryDirectory(prefix="krocket-bench-delay-") as tmp:
         config = Path(tmp) / "broker.yaml"
         config.write_text(f'messageDelayLevel: "{LEVELS}"\n')
