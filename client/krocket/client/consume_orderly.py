@@ -158,7 +158,9 @@ class OrderlySettings(Protocol):
     group: str
     consume_threads: int
     consume_batch_size: int
-    max_reconsume_times: int
+
+    @property
+    def max_reconsume_times(self) -> int: ...
 
 
 DeadLetter = Callable[[MessageQueue, MessageExt], Awaitable[None]]

@@ -23,6 +23,7 @@ from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.errors import KrocketError
 from krocket.common.message import MessageExt
 from krocket.common.remoting.tls import client_tls
+from krocket.common.subscription_group import DEFAULT_RETRY_MAX_TIMES, ORDERLY_MAX_RECONSUME_TIMES
 from krocket.common.topic import RETRY_GROUP_PREFIX, retry_topic, validate_group
 
 from . import broker_api
@@ -81,7 +82,7 @@ class PushConsumer:
         tls: bool | ssl.SSLContext | None = None,
         tls_ca: str | None = None,
         credentials: Credentials | None = None,
-        max_reconsume_times: int = 16,
+        max_reconsume_times: int | None = None,
         orderly: bool = False,
     ) -> None:
         validate_group(group)
@@ -103,7 +104,8 @@ class PushConsumer:
         self.consume_batch_size = max(1, consume_batch_size)
         self.reconsume_delay = reconsume_delay
         # Sent with each send-back: after this many reconsumes the broker moves a message to %DLQ%<group>.
-        self.max_reconsume_times = max_reconsume_times
+        # Unset, RocketMQ's defaults: 16 for a concurrent consumer, no limit for an orderly one.
+        self._max_reconsume_times = max_reconsume_times
         self.suspend_ms = suspend_ms
         self._namesrv = namesrv
         self.ssl_context = client_tls(tls, tls_ca)  # TLS when told, or by KROCKET_TLS_ENABLE / KROCKET_TLS_CA
@@ -139,6 +141,12 @@ class PushConsumer:
         """``listener(messages) -> ConsumeStatus``; a plain function runs in the consume thread pool, an
         ``async def`` one on the event loop. Returning None counts as SUCCESS; raising as RECONSUME_LATER."""
         self._listener = listener
+
+    @property
+    def max_reconsume_times(self) -> int:
+        if self._max_reconsume_times is not None:
+            return self._max_reconsume_times
+        return ORDERLY_MAX_RECONSUME_TIMES if self.orderly else DEFAULT_RETRY_MAX_TIMES
 
     def register_orderly_listener(self, listener: OrderlyListener) -> None:
         """An orderly listener (RocketMQ's MessageListenerOrderly): ``listener(messages)`` returns

@@ -8,6 +8,8 @@ from typing import Any
 from krocket.common.errors import MessageIllegalError
 
 DEFAULT_RETRY_MAX_TIMES = 16
+# An orderly consumer's default: retry in place without limit (RocketMQ's Integer.MAX_VALUE).
+ORDERLY_MAX_RECONSUME_TIMES = 2**31 - 1
 DEFAULT_RETRY_QUEUE_NUMS = 1
 MAX_GROUP_NAME_LENGTH = 255
 

@@ -275,3 +275,14 @@ def test_name_server_list_from_env_and_dns(monkeypatch: pytest.MonkeyPatch) -> N
     assert client.addresses == ["127.0.0.1:9876", "127.0.0.1:9877"]
     explicit = NameServerClient(ConnectionPool(), "127.0.0.1:1")
     assert explicit.addresses == ["127.0.0.1:1"]
+
+
+def test_max_reconsume_times_defaults_follow_rocketmq() -> None:
+    from krocket.client import PushConsumer
+
+    assert PushConsumer("g1", "127.0.0.1:9876").max_reconsume_times == 16
+    assert PushConsumer("g1", "127.0.0.1:9876", orderly=True).max_reconsume_times == 2**31 - 1
+    late = PushConsumer("g1", "127.0.0.1:9876")
+    late.register_orderly_listener(lambda msgs: None)
+    assert late.max_reconsume_times == 2**31 - 1
+    assert PushConsumer("g1", "127.0.0.1:9876", orderly=True, max_reconsume_times=3).max_reconsume_times == 3
