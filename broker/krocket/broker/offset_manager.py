@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 from pathlib import Path
 from typing import Any
 
-from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.broker.config_file import ConfigFile
+from krocket.common.jsonfile import read_json
 
 log = logging.getLogger(__name__)
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ConsumerOffsetManager:
     def __init__(self, config_dir: Path) -> None:
         self._path = config_dir / "consumerOffset.json"
+        self._file = ConfigFile(self._path, "consumer offsets")
         # "topic@group" -> {queueId: offset}, RocketMQ's key layout.
         self.table: dict[str, dict[int, int]] = {}
         self._version = 0  # bumped by every change
         self._persisted_version = 0
         self._lock: asyncio.Lock | None = None
-        self._write_failing = False  # a full disk refused the last write: offsets are kept in memory
 
     def load(self) -> None:
         data = read_json(self._path, {"offsetTable": {}})
@@ -42,22 +41,8 @@ class ConsumerOffsetManager:
             self._persisted_version = version
 
     def _write(self, snapshot: dict[str, Any]) -> bool:
-        """Write the file; on a full disk keep the offsets in memory (the periodic persist tries again), warn
-        once, and return False."""
-        try:
-            write_json_atomic(self._path, snapshot)
-        except OSError as exc:
-            if exc.errno not in DISK_FULL_ERRNOS:
-                raise
-            self._path.with_name(self._path.name + ".tmp").unlink(missing_ok=True)
-            if not self._write_failing:
-                log.warning("disk full: consumer offsets stay in memory until %s can be written: %s", self._path, exc)
-            self._write_failing = True
-            return False
-        if self._write_failing:
-            log.warning("consumer offsets are written to %s again", self._path)
-            self._write_failing = False
-        return True
+        """Write the file; on a full disk the offsets stay in memory (the periodic persist tries again)."""
+        return self._file.write(snapshot)
 
     async def persist_durably(self) -> None:
         """Return once every change made before the call is on disk; concurrent callers share one write. On a

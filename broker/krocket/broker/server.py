@@ -251,7 +251,7 @@ class Broker:
             self.acl.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(
-            loop.create_task(self._every(config.flush_consumer_offset_interval / 1000.0, self.offsets.persist))
+            loop.create_task(self._every(config.flush_consumer_offset_interval / 1000.0, _metadata_persist(service)))
         )
         self._tasks.append(
             loop.create_task(
@@ -397,3 +397,13 @@ async def run_broker(config: BrokerConfig, ports_file: str | None = None) -> Non
         await stop.wait()
     finally:
         await broker.stop()
+
+
+def _metadata_persist(service: BrokerService) -> Callable[[], None]:
+    """The periodic write of consumer offsets, and of subscription groups a full disk refused before."""
+
+    def persist() -> None:
+        service.offsets.persist()
+        service.groups.persist_if_unsaved()
+
+    return persist

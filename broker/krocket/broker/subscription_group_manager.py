@@ -10,9 +10,10 @@ import logging
 import time
 from pathlib import Path
 
+from krocket.broker.config_file import ConfigFile
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError, NoPermissionError
-from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.common.jsonfile import read_json
 from krocket.common.subscription_group import DEFAULT_RETRY_MAX_TIMES, SubscriptionGroupConfig
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class SubscriptionGroupManager:
     def __init__(self, config_dir: Path | None, auto_create: bool = True) -> None:
         """``config_dir`` None keeps the groups in memory only."""
         self._path = config_dir / FILE_NAME if config_dir is not None else None
+        self._file = ConfigFile(self._path, "subscription groups") if self._path is not None else None
+        self._unsaved = False
         self.auto_create = auto_create
         self.groups: dict[str, SubscriptionGroupConfig] = {}
         self.data_version = 0
@@ -43,9 +46,14 @@ class SubscriptionGroupManager:
         self.data_version = int(version.get("counter", 0) if isinstance(version, dict) else version)
 
     def persist(self) -> None:
-        if self._path is None:
-            return
-        write_json_atomic(self._path, self.to_json())
+        """Write the table; on a full disk it stays in memory (``persist_if_unsaved`` tries again)."""
+        if self._file is not None:
+            self._unsaved = not self._file.write(self.to_json())
+
+    def persist_if_unsaved(self) -> None:
+        """The periodic retry of a write a full disk refused."""
+        if self._unsaved:
+            self.persist()
 
     def to_json(self) -> dict:
         """RocketMQ's ``SubscriptionGroupWrapper``: what the file holds and GET_ALL_SUBSCRIPTIONGROUP_CONFIG answers."""
