@@ -337,8 +337,9 @@ class PushConsumer:
         # The master keeps offsets; while it is gone a slave takes them and keeps them when the master returns.
         await broker_api.update_consumer_offset(self._instance.pool, self._addr(mq), self.group, mq, offset)
 
-    async def _send_back(self, mq: MessageQueue, msg: MessageExt) -> None:
-        """CONSUMER_SEND_MSG_BACK (36) to the master of the queue's broker (else the message's store host)."""
+    async def _send_back(self, mq: MessageQueue, msg: MessageExt, delay_level: int = 0) -> None:
+        """CONSUMER_SEND_MSG_BACK (36) to the master of the queue's broker (else the message's store host);
+        delay level 0 lets the broker pick the next retry level."""
         assert self._instance is not None
         addr = self._instance.broker_addr(mq.broker_name, only_this=True) or msg.store_host
         await broker_api.send_message_back(
@@ -346,6 +347,7 @@ class PushConsumer:
             addr,
             self.group,
             msg.commit_log_offset,
+            delay_level=delay_level,
             origin_msg_id=msg.msg_id,
             origin_topic=msg.topic,
             max_reconsume_times=self.max_reconsume_times,
@@ -353,18 +355,7 @@ class PushConsumer:
 
     async def _dead_letter(self, mq: MessageQueue, msg: MessageExt) -> None:
         """An orderly consumer's message out of retries: send-back with delay level -1, straight to the DLQ."""
-        assert self._instance is not None
-        addr = self._instance.broker_addr(mq.broker_name, only_this=True) or msg.store_host
-        await broker_api.send_message_back(
-            self._instance.pool,
-            addr,
-            self.group,
-            msg.commit_log_offset,
-            delay_level=-1,
-            origin_msg_id=msg.msg_id,
-            origin_topic=msg.topic,
-            max_reconsume_times=self.max_reconsume_times,
-        )
+        await self._send_back(mq, msg, delay_level=-1)
 
     async def _initial_offset(self, mq: MessageQueue) -> int:
         """The stored offset, else where ``consume_from`` says (RocketMQ's computePullFromWhere)."""
