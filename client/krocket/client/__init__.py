@@ -8,6 +8,7 @@ from krocket.common.acl import Credentials
 from krocket.common.message import Message, MessageExt
 
 from .admin import Admin, ClusterInfo, QueueProgress
+from .consume_orderly import OrderlyStatus
 from .producer import Producer
 from .pull_consumer import PullConsumer
 from .push_consumer import PushConsumer
@@ -36,6 +37,7 @@ __all__ = [
     "MessageExt",
     "MessageModel",
     "MessageQueue",
+    "OrderlyStatus",
     "Producer",
     "PullConsumer",
     "PullResult",

@@ -114,3 +114,13 @@ def test_a_heartbeat_needs_sub_on_its_consumer_groups_and_their_topics():
     with pytest.raises(NoPermissionError, match="SUB on topic Secret"):
         check_request(ACL, signed(RequestCode.HEART_BEAT, {}, body=heartbeat("readers", "Secret")), PEER)
     check_request(ACL, signed(RequestCode.HEART_BEAT, {}, ADMIN, body=heartbeat("others", "Secret")), PEER)
+
+
+def test_lock_requests_need_sub_on_the_group_read_as_the_lock_processor_reads_it():
+    body = b'{"consumerGroup":"readers","clientId":"c1","mqSet":[{"topic":"Audit","brokerName":"b","queueId":"0"}]}'
+    check_request(ACL, signed(RequestCode.LOCK_BATCH_MQ, {}, body=body), PEER)
+    others = body.replace(b'"readers"', b'"others"')
+    with pytest.raises(NoPermissionError, match="SUB on group others"):
+        check_request(ACL, signed(RequestCode.UNLOCK_BATCH_MQ, {}, body=others), PEER)
+    with pytest.raises(NoPermissionError, match="SUB on group "):
+        check_request(ACL, signed(RequestCode.LOCK_BATCH_MQ, {}, body=b"not json"), PEER)

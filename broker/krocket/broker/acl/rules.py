@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from krocket.common.acl.plain_acl import Perm
 from krocket.common.codes import RequestCode
+from krocket.common.errors import MessageIllegalError
 from krocket.common.headers import SendMessageHeader
+from krocket.common.lock_body import LockBatchRequest
 from krocket.common.remoting import RemotingCommand
 from krocket.common.topic import RETRY_GROUP_PREFIX
 from krocket.common.transaction import HALF_TOPIC
@@ -86,13 +88,13 @@ def _end_transaction(cmd: RemotingCommand) -> tuple[Need, ...]:
 
 
 def _group_in_body(cmd: RemotingCommand) -> tuple[Need, ...]:
-    """LOCK_BATCH_MQ / UNLOCK_BATCH_MQ carry the group in their JSON body."""
+    """LOCK_BATCH_MQ / UNLOCK_BATCH_MQ carry the group in their JSON body, read as the lock processor reads it
+    (leniently); a body it cannot read needs SUB on the empty group name, which nobody has."""
     try:
-        body = json.loads(cmd.body or b"{}")
-    except ValueError:
-        body = {}
-    group = body.get("consumerGroup") if isinstance(body, dict) else None
-    return (Need(str(group or ""), Perm.SUB, True),)
+        group = LockBatchRequest.from_body(cmd.body).consumer_group
+    except (MessageIllegalError, ValueError, RecursionError):
+        group = ""
+    return (Need(group, Perm.SUB, True),)
 
 
 def _heartbeat(cmd: RemotingCommand) -> tuple[Need, ...]:
