@@ -32,6 +32,7 @@ from krocket.common.message import MessageExt
 from krocket.common.remoting import ConnectionPool
 
 from . import broker_api
+from .consume_service import call_listener
 from .instance import ClientInstance
 from .offset_store import OffsetStore
 from .process_queue import ProcessQueue
@@ -279,21 +280,14 @@ class ConsumeOrderlyService:
         return gone
 
     async def _call_listener(self, messages: list[MessageExt]) -> bool:
-        listener = self.listener
-        try:
-            if self._executor is None:
-                status = await listener(messages)  # type: ignore[misc]
-            else:
-                status = await asyncio.get_running_loop().run_in_executor(self._executor, listener, messages)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._throttle(("orderly-listener", type(exc))):
+        status = await call_listener(self.listener, messages, self._executor)
+        if isinstance(status, Exception):
+            if self._throttle(("orderly-listener", type(status))):
                 log.warning(
                     "consumer %s: orderly listener raised %s: %s; suspending the queue",
                     self.settings.group,
-                    type(exc).__name__,
-                    exc,
+                    type(status).__name__,
+                    status,
                 )
             return False
         return succeeded(status)

@@ -144,21 +144,32 @@ class ConsumeConcurrentlyService:
         return sent
 
     async def _call_listener(self, messages: list[MessageExt]) -> bool:
-        listener = self.listener
-        try:
-            if self._executor is None:
-                status = await listener(messages)  # type: ignore[misc]
-            else:
-                status = await asyncio.get_running_loop().run_in_executor(self._executor, listener, messages)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._throttle(("listener", type(exc))):
+        status = await call_listener(self.listener, messages, self._executor)
+        if isinstance(status, Exception):
+            if self._throttle(("listener", type(status))):
                 log.warning(
-                    "consumer %s: listener raised %s: %s; will retry", self.settings.group, type(exc).__name__, exc
+                    "consumer %s: listener raised %s: %s; will retry",
+                    self.settings.group,
+                    type(status).__name__,
+                    status,
                 )
             return False
         return status is not ConsumeStatus.RECONSUME_LATER
+
+
+async def call_listener(
+    listener: Callable[[list[MessageExt]], object], messages: list[MessageExt], executor: ThreadPoolExecutor | None
+) -> object:
+    """What the listener returned, or the exception it raised: an async listener runs on the loop, a plain one
+    on ``executor`` (both consume services)."""
+    try:
+        if executor is None:
+            return await listener(messages)  # type: ignore[misc]
+        return await asyncio.get_running_loop().run_in_executor(executor, listener, messages)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return exc
 
 
 def restore_retry_topics(messages: list[MessageExt], group: str) -> None:
