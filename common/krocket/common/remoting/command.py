@@ -332,6 +332,13 @@ class FrameDecoder:
         """Bytes of an incomplete frame held until the rest arrives (only what arrived: never the declared size)."""
         return len(self._buf)
 
+    @property
+    def buffer(self) -> bytearray:
+        """The bytes held for the next ``feed``: a per-read fast path (``Connection``'s ``fast_path``) appends the
+        read to it, serves whole frames from its front in place and deletes them, and ``feed(b"")`` decodes the
+        rest."""
+        return self._buf
+
     def feed(self, data: bytes) -> list[RemotingCommand]:
         buf = self._buf
         buf += data

@@ -34,6 +34,11 @@ limited_log = LogLimiter(log)
 # run as a task). Answering right away is the fast path: no task, replies written together.
 RequestHandler = Callable[["Connection", RemotingCommand], "RemotingCommand | None | Awaitable[RemotingCommand | None]"]
 CloseCallback = Callable[["Connection"], None]
+# A per-read fast path (server side): given the connection and its receive buffer (what earlier reads left plus
+# this read), it serves whole frames from the front of the buffer in place, writes their replies itself
+# (``write_raw``) and returns how many bytes it consumed; what it leaves is decoded and served as usual. It
+# raises nothing on bad input: a frame it does not understand is left for the decoder.
+FastPath = Callable[["Connection", bytearray], int]
 
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
 
@@ -50,8 +55,10 @@ class Connection(asyncio.Protocol):
         write_high_water: int = _WRITE_HIGH_WATER,
         pause_reading_on_backlog: bool = False,
         max_in_flight: int = 0,
+        fast_path: FastPath | None = None,
     ) -> None:
         self._handler = handler
+        self._fast_path = fast_path
         # Called after each batch of requests one read brought (before their replies are written) and before
         # each later reply: the broker writes its buffered appends to the files there, so that no
         # acknowledgement leaves before the data it acknowledges.
@@ -93,6 +100,14 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = self.last_active = self._loop_time()
         decoder = self._decoder
+        fast_path = self._fast_path
+        if fast_path is not None and self._backlog is None:
+            buf = decoder.buffer
+            buf += data
+            consumed = fast_path(self, buf)
+            if consumed:
+                del buf[:consumed]
+            data = b""
         try:
             commands = decoder.feed(data)
         except FrameError as exc:
@@ -312,6 +327,15 @@ class Connection(asyncio.Protocol):
         transport.writelines(parts)
         self.last_active = self._loop_time()
 
+    def write_raw(self, data: bytes | bytearray) -> None:
+        """Write encoded reply frames as they are (a fast path's or parked replies); dropped once closed."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            log.debug("%s closed before %d reply bytes were written", self.peer, len(data))
+            return
+        transport.write(data)
+        self.last_active = self._loop_time()
+
     # -- sending ------------------------------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
@@ -398,9 +422,11 @@ class RemotingServer:
         tls_mode: TlsMode = TlsMode.DISABLED,
         ssl_context: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
+        fast_path: FastPath | None = None,
     ) -> None:
         self._handler = handler
         self._before_reply = before_reply
+        self.fast_path = fast_path
         self.limits = limits or ConnectionLimits()
         self.budget = BufferBudget(self.limits.buffer_budget_bytes)
         self._sweeper: asyncio.TimerHandle | None = None
@@ -427,6 +453,7 @@ class RemotingServer:
             limits.write_high_water_bytes,
             pause_reading_on_backlog=True,
             max_in_flight=limits.max_requests_in_flight,
+            fast_path=self.fast_path,
         )
         self.connections.add(conn)
         conn.on_close(self.connections.discard)
