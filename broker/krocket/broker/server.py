@@ -19,6 +19,7 @@ from krocket.broker.acl import own_traffic_signer
 from krocket.broker.acl.http_guard import HttpGuard, read_token_file
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
+from krocket.broker.fastpath import FastSendPath, fast_path_enabled
 from krocket.broker.ha.master import HAMaster
 from krocket.broker.ha.metadata_sync import MetadataSync
 from krocket.broker.ha.slave import HASlave
@@ -57,13 +58,20 @@ class RemotingFrontEnd:
     store's host field needs the bound port): until ``serve`` brings the store and the processors, every
     request is answered SYSTEM_BUSY."""
 
-    __slots__ = ("_serving",)
+    __slots__ = ("_fast", "_serving")
 
     def __init__(self) -> None:
         self._serving: tuple[MessageStore, BrokerHandler] | None = None
+        self._fast: FastSendPath | None = None
 
-    def serve(self, store: MessageStore, handler: BrokerHandler) -> None:
+    def serve(self, store: MessageStore, handler: BrokerHandler, fast: FastSendPath | None = None) -> None:
         self._serving = (store, handler)
+        self._fast = fast
+
+    def fast_path(self, conn: Connection, buf: bytearray) -> int:
+        """The connections' per-read hook: the send fast path once serving (and when it is on)."""
+        fast = self._fast
+        return fast(conn, buf) if fast is not None else 0
 
     def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
         serving = self._serving
@@ -160,6 +168,7 @@ class Broker:
             tls_mode=tls.mode,
             ssl_context=server_tls,
             limits=config.connection_limits(),
+            fast_path=front_end.fast_path if self.acl is None and fast_path_enabled() else None,
         )
         self.port = await remoting.start()
         broker_addr = f"{host}:{self.port}"
@@ -185,7 +194,15 @@ class Broker:
         await asyncio.get_running_loop().run_in_executor(None, store.open)
         service = BrokerService(config, store, self.topics, self.offsets, self.consumers, self.polling)
         store.on_dispatched(service.on_dispatched)
-        front_end.serve(store, make_handler(service, self.metrics, self.acl))
+        handler = make_handler(service, self.metrics, self.acl)
+        fast: FastSendPath | None = None
+        if remoting.fast_path is not None:
+            requests = self.metrics.counter("broker_requests_total", "Remoting requests served, by request code")
+            fast = FastSendPath(service, remoting.limits.max_pending_frame_bytes, requests.values)
+            log.info("send fast path: %s", fast.implementation)
+        else:
+            log.info("send fast path: off (%s)", "ACL is on" if self.acl is not None else "KROCKET_FAST_PATH=0")
+        front_end.serve(store, handler, fast)
         store.start_background(asyncio.get_running_loop())
         if not config.is_slave:  # slaves replicate the waiting messages; only the master delivers them
             self.schedule_delivery = ScheduleDelivery(store, service.delay_levels, config.store_dir / "config")

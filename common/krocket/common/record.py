@@ -145,7 +145,7 @@ def pack_record_into(
     store_timestamp: int,
     store_host: bytes,
     reconsume_times: int,
-    body: bytes,
+    body: bytes | bytearray | memoryview,
     prefix: bytes,
     properties: bytes,
     prepared_tx_offset: int = 0,

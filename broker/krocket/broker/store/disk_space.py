@@ -198,6 +198,11 @@ class DiskSpace:
         if self.budget < 0 or self.refusal is not None or time.monotonic() >= self.next_sample:
             self._admit_slow(cost)
 
+    def charge_puts(self, count: int, record_bytes: int) -> None:
+        """Charge ``count`` puts already made (the send fast path checks ``admit(0)`` once per read, then charges
+        what the read stored): the next ``admit`` sees them."""
+        self.budget -= LOGICS_BYTES_PER_PUT * count + record_bytes
+
     def _admit_slow(self, cost: int) -> None:
         if self.refusal is None or time.monotonic() >= self.next_sample:
             self.sample()

@@ -19,7 +19,8 @@ from krocket.common.record import (
 from .consume_queue import ConsumeQueue, ConsumeQueueTable
 from .index_service import IndexService
 
-DispatchListener = Callable[[str, int, int, int], None]  # topic, queue id, max offset after, tags code
+# topic, queue id, max offset after, tags code (None: of several messages, as the send fast path reports them)
+DispatchListener = Callable[[str, int, int, int | None], None]
 TAGS_CODE_CACHE_SIZE = 4096
 
 
@@ -124,7 +125,7 @@ class Dispatcher:
         if entries:
             self.index.put_many(entries, ts)
 
-    def notify(self, topic: str, queue_id: int, max_offset: int, tcode: int) -> None:
+    def notify(self, topic: str, queue_id: int, max_offset: int, tcode: int | None) -> None:
         for cb in self.listeners:
             cb(topic, queue_id, max_offset, tcode)
 

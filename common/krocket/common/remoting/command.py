@@ -339,6 +339,21 @@ class FrameDecoder:
         rest."""
         return self._buf
 
+    def next_command(self) -> RemotingCommand | None:
+        """Decode the one whole frame at the front of the buffer and drop it; None while it is incomplete."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (length,) = _INT.unpack_from(buf, 0)
+        if length < 4 or length > self.max_frame:
+            raise FrameError(f"frame length {length} is outside 4..{self.max_frame}")
+        if len(buf) - 4 < length:
+            return None
+        with memoryview(buf) as view:
+            cmd = decode_frame(view[4 : 4 + length])
+        del buf[: 4 + length]
+        return cmd
+
     def feed(self, data: bytes) -> list[RemotingCommand]:
         buf = self._buf
         buf += data

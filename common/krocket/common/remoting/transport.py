@@ -101,15 +101,11 @@ class Connection(asyncio.Protocol):
         now = self.last_active = self._loop_time()
         decoder = self._decoder
         fast_path = self._fast_path
-        if fast_path is not None and self._backlog is None:
-            buf = decoder.buffer
-            buf += data
-            consumed = fast_path(self, buf)
-            if consumed:
-                del buf[:consumed]
-            data = b""
         try:
-            commands = decoder.feed(data)
+            if fast_path is not None and self._backlog is None:
+                commands = self._feed_fast(fast_path, decoder, data)
+            else:
+                commands = decoder.feed(data)
         except FrameError as exc:
             limited_log.warning("bad frame", "closing connection from %s: %s", self.peer, exc)
             self._drop()
@@ -129,6 +125,25 @@ class Connection(asyncio.Protocol):
                 self._backlog.extend(commands)
             else:
                 self._serve_commands(commands)
+
+    def _feed_fast(self, fast_path: FastPath, decoder: FrameDecoder, data: bytes) -> list[RemotingCommand]:
+        """The fast path serves what it can from the front of the buffer; the next frame is decoded and served the
+        usual way, then the fast path goes on after it. Returns the commands left to serve (the last frame of the
+        read, or all the rest once serving them holds a backlog)."""
+        buf = decoder.buffer
+        buf += data
+        while True:
+            consumed = fast_path(self, buf)
+            if consumed:
+                del buf[:consumed]
+            cmd = decoder.next_command()
+            if cmd is None:
+                return []
+            if not buf:
+                return [cmd]
+            self._serve_commands([cmd])
+            if self._backlog is not None:
+                return decoder.feed(b"")
 
     def _serve_commands(self, commands: list[RemotingCommand]) -> None:
         """Serve one read's commands. Server side, once this batch's replies fill the write buffer past the
