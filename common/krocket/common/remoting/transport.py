@@ -21,9 +21,9 @@ from krocket.common.errors import (
     ConnectionClosedError,
     FrameError,
     KrocketError,
-    RemotingTimeoutError,
 )
 from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, RemotingCommand, encode_parts
+from krocket.common.remoting.inflight import InFlight, Waiter
 from krocket.common.remoting.limits import BufferBudget, ConnectionLimits, LogLimiter
 from krocket.common.remoting.tls import PermissiveServer, TlsMode, start_server
 
@@ -64,10 +64,15 @@ class Connection(asyncio.Protocol):
         # acknowledgement leaves before the data it acknowledges.
         self._before_reply = before_reply
         self._decoder = FrameDecoder(max_frame)
-        self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        # Requests sent, waiting for their responses (one sweep timer for their timeouts, no timer each).
+        self._inflight = InFlight(loop)
         self._opaque = itertools.count(1)
+        # Frames to write at the end of this loop pass (``send_corked``): one writelines for all of them.
+        self._cork: list[bytes] | None = None
         self._transport: asyncio.Transport | None = None
-        self._closed = asyncio.get_running_loop().create_future()
+        self._closed = loop.create_future()
         self._writable = asyncio.Event()
         self._writable.set()
         self._close_callbacks: list[CloseCallback] = []
@@ -80,7 +85,7 @@ class Connection(asyncio.Protocol):
         self._charged = 0
         self._write_high_water = write_high_water
         self._pause_reading_on_backlog = pause_reading_on_backlog
-        self._loop_time = asyncio.get_running_loop().time
+        self._loop_time = loop.time
         self.pending_since: float | None = None
         self.last_active = self._loop_time()
         # Requests read but not served yet (server side): the peer reads no replies, or ``max_in_flight`` of its
@@ -94,7 +99,7 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
+            self.peer = self._inflight.peer = f"{peer[0]}:{peer[1]}"
         self._transport.set_write_buffer_limits(high=self._write_high_water)
 
     def data_received(self, data: bytes) -> None:
@@ -156,9 +161,7 @@ class Connection(asyncio.Protocol):
         max_in_flight = self._max_in_flight
         for index, cmd in enumerate(commands):
             if cmd.is_response:
-                fut = self._pending.pop(cmd.opaque, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(cmd)
+                self._inflight.resolve(cmd)
                 continue
             if max_in_flight and len(self._tasks) >= max_in_flight:
                 if replies:
@@ -220,11 +223,8 @@ class Connection(asyncio.Protocol):
         if self._budget is not None and self._charged:
             self._budget.charge(-self._charged)
             self._charged = 0
-        error = ConnectionClosedError(f"connection to {self.peer} closed")
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(error)
-        self._pending.clear()
+        self._cork = None
+        self._inflight.fail_all(ConnectionClosedError(f"connection to {self.peer} closed"))
         self._writable.set()
         if not self._closed.done():
             self._closed.set_result(None)
@@ -356,38 +356,93 @@ class Connection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
+    @property
+    def is_writable(self) -> bool:
+        """Whether the peer reads fast enough: False while the write buffer is over its high-water mark."""
+        return self._writable.is_set()
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+    @property
+    def requests_in_flight(self) -> int:
+        return len(self._inflight)
+
     def send(self, cmd: RemotingCommand) -> None:
-        """Write one command now (no waiting for buffer space)."""
+        """Write one command now (no waiting for buffer space); after the corked frames, when there are some."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionClosedError(f"connection to {self.peer} is closed")
         head, body = encode_parts(cmd)
-        if body:
+        cork = self._cork
+        if cork is not None:  # keep the order of what was sent
+            cork.append(head)
+            if body:
+                cork.append(body)
+        elif body:
             transport.writelines((head, body))
         else:
             transport.write(head)
         self.last_active = self._loop_time()
+
+    def send_corked(self, head: bytes, body: bytes) -> None:
+        """Queue an encoded frame (``head`` then ``body``); every frame queued in one loop pass goes out with one
+        ``writelines`` at its end."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosedError(f"connection to {self.peer} is closed")
+        cork = self._cork
+        if cork is None:
+            self._cork = [head, body] if body else [head]
+            self._loop.call_soon(self._flush_cork)
+        else:
+            cork.append(head)
+            if body:
+                cork.append(body)
+
+    def _flush_cork(self) -> None:
+        parts, self._cork = self._cork, None
+        transport = self._transport
+        if parts and transport is not None and not transport.is_closing():
+            transport.writelines(parts)
+            self.last_active = self._loop_time()
+
+    def new_opaque(self) -> int:
+        return next(self._opaque)
+
+    def start_request(
+        self, opaque: int, head: bytes, body: bytes, code: int, timeout: float, waiter: Waiter, cork: bool = True
+    ) -> None:
+        """Send an encoded request frame whose header carries ``opaque`` (from ``new_opaque``); its response (or
+        ``RemotingTimeoutError`` after ``timeout`` seconds, or ``ConnectionClosedError``) goes to ``waiter``: a
+        future, or a callback called as ``waiter(response, None)`` / ``waiter(None, error)``. No task, coroutine
+        or timer per request; with ``cork`` the frame is written at the end of this loop pass with the others.
+        Raises ``ConnectionClosedError`` (and registers nothing) when the connection is closed."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosedError(f"connection to {self.peer} is closed")
+        self._inflight.add(opaque, waiter, code, timeout)
+        if cork or self._cork is not None:
+            self.send_corked(head, body)
+        else:
+            if body:
+                transport.writelines((head, body))
+            else:
+                transport.write(head)
+            self.last_active = self._loop_time()
 
     async def request(self, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
         """Send a request and wait for its response."""
         if not self._writable.is_set():
             await self._writable.wait()
         opaque = cmd.opaque = next(self._opaque)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[RemotingCommand] = loop.create_future()
-        self._pending[opaque] = fut
-        # A timer instead of asyncio.wait_for: one call_later per request is much cheaper on the hot path.
-        timer = loop.call_later(timeout, _expire, fut)
+        fut: asyncio.Future[RemotingCommand] = self._loop.create_future()
+        self.send(cmd)
+        self._inflight.add(opaque, fut, cmd.code, timeout)
         try:
-            self.send(cmd)
             return await fut
-        except RemotingTimeoutError:
-            raise RemotingTimeoutError(
-                f"no response from {self.peer} to request code {cmd.code} within {timeout:.1f}s"
-            ) from None
         finally:
-            timer.cancel()
-            self._pending.pop(opaque, None)
+            self._inflight.discard(opaque)
 
     async def oneway(self, cmd: RemotingCommand) -> None:
         if not self._writable.is_set():
@@ -416,11 +471,6 @@ def _encode_failure(reply: RemotingCommand, exc: Exception) -> RemotingCommand:
     """SYSTEM_ERROR in place of a reply that could not be encoded, in JSON (always encodable: ASCII remark)."""
     remark = f"the reply could not be encoded: {type(exc).__name__}".encode("ascii", "backslashreplace").decode()
     return RemotingCommand(ResponseCode.SYSTEM_ERROR, reply.opaque, FLAG_RESPONSE, {}, remark)
-
-
-def _expire(fut: asyncio.Future[RemotingCommand]) -> None:
-    if not fut.done():
-        fut.set_exception(RemotingTimeoutError("request timed out"))
 
 
 class RemotingServer:
@@ -549,6 +599,11 @@ class ConnectionPool:
         self.ssl_context = ssl_context
         self._connections: dict[str, Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def cached(self, addr: str) -> Connection | None:
+        """The open connection to ``addr``, None when there is none yet (``get`` opens one)."""
+        conn = self._connections.get(addr)
+        return conn if conn is not None and conn.is_open else None
 
     async def get(self, addr: str) -> Connection:
         conn = self._connections.get(addr)
