@@ -92,6 +92,7 @@ class Connection(asyncio.Protocol):
         # requests are being answered later (tasks) already. Reading is paused meanwhile.
         self._backlog: list[RemotingCommand] | None = None
         self._max_in_flight = max_in_flight
+        self._reading_held = False  # ``hold_reading``: a service holds too much for this peer already
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -258,9 +259,26 @@ class Connection(asyncio.Protocol):
             self._backlog = None
             self._serve_commands(backlog)
         transport = self._transport
-        if self._backlog is not None or not self._writable.is_set() or not self._pause_reading_on_backlog:
+        if (
+            self._backlog is not None
+            or not self._writable.is_set()
+            or not self._pause_reading_on_backlog
+            or self._reading_held
+        ):
             return
         if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def hold_reading(self, held: bool) -> None:
+        """Stop (True) or resume (False) reading requests for a service that holds too much for this peer (the
+        broker's parked replies); the connection's own pauses (unread replies, requests in flight) still apply."""
+        self._reading_held = held
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if held:
+            transport.pause_reading()
+        elif self._backlog is None and self._writable.is_set():
             transport.resume_reading()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
