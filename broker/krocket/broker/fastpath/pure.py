@@ -60,6 +60,29 @@ _PLAIN_SYS_FLAGS = (0, SYSFLAG_MULTI_TAGS)
 _NOT_BATCH = ("", "false")
 _SLOW_KEYS = frozenset(key.encode() for key in SLOW_PROPERTY_KEYS)
 _TAGS, _KEYS, _UNIQ = PROPERTY_TAGS.encode(), PROPERTY_KEYS.encode(), PROPERTY_UNIQ_KEY.encode()
+_SMALL_INTS = {str(value): value for value in range(-1, 1024)}  # queue ids, flags, counts: the common values
+
+
+def _keys(names: SendHeaderNames) -> tuple[str, ...]:
+    """The wire names of the fields the fast path reads, in the order ``serve`` unpacks them."""
+    return (
+        names.topic,
+        names.queue_id,
+        names.sys_flag,
+        names.born_timestamp,
+        names.flag,
+        names.reconsume_times,
+        names.default_topic_queue_nums,
+        names.max_reconsume_times,
+        names.batch,
+        names.properties,
+    )
+
+
+# The name set ``SendMessageHeader.from_fields`` decodes with: one-letter names when ``b`` is there and ``topic``
+# is not (whatever the request code says).
+_V2_KEYS = _keys(SEND_V2_NAMES)
+_LONG_KEYS = _keys(SEND_LONG_NAMES)
 
 # Today's reply (RemotingCommand.response(SUCCESS, None, {...}) + encode_header), as a template.
 REPLY_TEMPLATE = (
@@ -67,12 +90,6 @@ REPLY_TEMPLATE = (
     b'"TRACE_ON":"true"},"flag":' + str(FLAG_RESPONSE).encode() + b',"language":"JAVA","opaque":%d,'
     b'"serializeTypeCurrentRPC":"JSON","version":%d}'
 )
-
-
-def _names(ext: dict[str, Any]) -> SendHeaderNames:
-    """The name set ``SendMessageHeader.from_fields`` decodes with: one-letter names when ``b`` is there and
-    ``topic`` is not."""
-    return SEND_V2_NAMES if "b" in ext and "topic" not in ext else SEND_LONG_NAMES
 
 
 def _int(text: str) -> int | None:
@@ -84,11 +101,6 @@ def _int(text: str) -> int | None:
         return None
     value = int(text)
     return value if _INT64_MIN <= value <= _INT64_MAX else None
-
-
-def _field(ext: dict[str, Any], name: str, default: int) -> int | None:
-    text = ext.get(name)
-    return _int(text) if text else default
 
 
 def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
@@ -115,6 +127,7 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
     index_entries = ctx.index_entries if ctx.index_enabled else None
     touched = ctx.touched
     last_queue = None
+    small = _SMALL_INTS
     with memoryview(buf) as view:
         while n - pos >= 4:
             (length,) = _unpack_i32(buf, pos)
@@ -162,8 +175,11 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
             if not plain:
                 stop = STOP_SLOW
                 break
-            names = _names(ext)
-            topic = ext.get(names.topic)
+            get = ext.get
+            (k_topic, k_queue, k_sys, k_born, k_flag, k_reconsume, k_nums, k_max_reconsume, k_batch, k_props) = (
+                _V2_KEYS if "b" in ext and "topic" not in ext else _LONG_KEYS
+            )
+            topic = get(k_topic)
             entry = topics.get(topic) if topic is not None else None
             if entry is None:
                 if topic is not None:
@@ -173,11 +189,20 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                         pass
                 stop = STOP_SLOW
                 break
-            queue_id = _field(ext, names.queue_id, -1)
-            sys_flag = _field(ext, names.sys_flag, 0)
-            born_ts = _field(ext, names.born_timestamp, 0)
-            flag = _field(ext, names.flag, 0)
-            reconsume = _field(ext, names.reconsume_times, 0)
+            # The integer fields: most are small numbers (a dict lookup), the rest is parsed strictly.
+            text = get(k_queue)
+            queue_id = (small.get(text) if text in small else _int(text)) if text else -1
+            text = get(k_born)
+            born_ts = _int(text) if text else 0
+            text = get(k_sys)
+            sys_flag = (small.get(text) if text in small else _int(text)) if text else 0
+            text = get(k_flag)
+            flag = (small.get(text) if text in small else _int(text)) if text else 0
+            text = get(k_reconsume)
+            reconsume = (small.get(text) if text in small else _int(text)) if text else 0
+            text = get(k_nums)
+            nums_ok = not text or text in small or _int(text) is not None
+            text = get(k_max_reconsume)
             if (
                 queue_id is None
                 or sys_flag not in _PLAIN_SYS_FLAGS
@@ -186,14 +211,14 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                 or not _INT32_MIN <= flag <= _INT32_MAX
                 or reconsume is None
                 or not _INT32_MIN <= reconsume <= _INT32_MAX
-                or _field(ext, names.default_topic_queue_nums, 0) is None
-                or _field(ext, names.max_reconsume_times, 0) is None
-                or ext.get(names.batch, "") not in _NOT_BATCH
+                or not nums_ok
+                or (text and text not in small and _int(text) is None)
+                or get(k_batch, "") not in _NOT_BATCH
             ):
                 stop = STOP_SLOW
                 break
             try:
-                props = ext.get(names.properties, "").encode()
+                props = get(k_props, "").encode()
             except UnicodeEncodeError:
                 stop = STOP_SLOW
                 break
