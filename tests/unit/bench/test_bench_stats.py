@@ -235,10 +235,27 @@ def test_best_peer_is_per_durability_class_and_mode() -> None:
 
 def test_target_checks() -> None:
     rows = {r.key: r for r in compare_rows.default_rows(1000, 20_000)}
+    pmed = compare_verdicts.peer_medians(
+        [_run("redis", "seq", 8000, 300), _run("redis", "batch", 80_000, 9000), _run("nats", "seq", 20_000, 100)]
+    )
     ok = compare_verdicts.medians([_run("seq-async", "seq", 9000, 350)])
-    assert compare_verdicts.target_met(rows["seq-async"], ok) == "met"
-    slow = compare_verdicts.medians([_run("seq-async", "seq", 9000, 450)])
-    assert compare_verdicts.target_met(rows["seq-async"], slow) == "**missed**"
+    assert compare_verdicts.target_met(rows["seq-async"], ok, pmed=pmed) == "met"  # >= 1.0x Redis seq
+    assert compare_verdicts.target_met(rows["seq-async-py"], ok, pmed=pmed) == "met"  # the twin: same target
+    assert compare_verdicts.target_met(rows["seq-async"], ok) == "**missed**"  # no Redis figure: not met
+    assert compare_verdicts.target_met(rows["seq-async-spin"], ok, pmed=pmed) == "**missed**"  # < 1.2x, p99 worse
+    spun = compare_verdicts.medians([_run("seq-async-spin", "seq", 9700, 250)])
+    assert compare_verdicts.target_met(rows["seq-async-spin"], spun, pmed=pmed) == "met"
+    window = compare_verdicts.medians(
+        [_run("window-async", "window", 101_000, 5000, cpu={"produce": {"broker_us_per_msg": 4.0}})]
+    )
+    assert compare_verdicts.target_met(rows["window-async"], window, pmed=pmed) == "met"
+    assert compare_verdicts.target_met(rows["window-async-py"], window, pmed=pmed) == "met"
+    costly = compare_verdicts.medians(
+        [_run("window-async", "window", 101_000, 5000, cpu={"produce": {"broker_us_per_msg": 8.0}})]
+    )
+    assert compare_verdicts.target_met(rows["window-async"], costly, pmed=pmed) == "**missed**"  # > 5 us (C)
+    assert compare_verdicts.target_met(rows["window-async-py"], costly, pmed=pmed) == "met"  # <= 12 us (twin)
+    assert rows["window-async-py"].env == {"KROCKET_NO_EXTENSIONS": "1"} and not rows["window-async"].env
     e2e = compare_verdicts.medians(
         [_run("e2e", "window", 20_000, 1, e2e={"p50_us": 800, "p99_us": 4000, "p999_us": 1})]
     )

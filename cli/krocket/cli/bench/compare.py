@@ -115,11 +115,20 @@ def krocket_command(row: Row, args: argparse.Namespace) -> list[str]:
     return cmd + ["--n", str(args.n), "--duration", str(args.budget)]
 
 
-def run_collect(cmd: list[str], timeout: float, cwd: str | None = None) -> list[dict[str, Any]]:
-    _log("$ " + shlex.join(cmd))
+def run_collect(
+    cmd: list[str], timeout: float, cwd: str | None = None, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    _log("$ " + "".join(f"{k}={v} " for k, v in (env or {}).items()) + shlex.join(cmd))
     try:
         proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, check=False, cwd=cwd
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=cwd,
+            env={**os.environ, **env} if env else None,
         )
     except subprocess.TimeoutExpired as exc:
         _log(f"timed out after {timeout:.0f}s")
@@ -166,7 +175,10 @@ def compare_main(args: argparse.Namespace) -> int:
             commands.append("# each round runs:")
             if args.peers != "none":
                 commands.append(shlex.join(peers_command(args)))
-            commands += [shlex.join(["krocket", *krocket_command(r, args)[3:]]) for r in rows]
+            commands += [
+                "".join(f"{k}={v} " for k, v in r.env.items()) + shlex.join(["krocket", *krocket_command(r, args)[3:]])
+                for r in rows
+            ]
             for rnd in range(args.rounds):
                 _log(f"round {rnd + 1} of {args.rounds}")
                 if args.peers != "none":
@@ -177,7 +189,7 @@ def compare_main(args: argparse.Namespace) -> int:
                         if results:
                             results.write(json.dumps(r) + "\n")
                 for row in rows:
-                    for r in run_collect(krocket_command(row, args), timeout=1800):
+                    for r in run_collect(krocket_command(row, args), timeout=1800, env=row.env):
                         r["row"] = row.key
                         k_runs[row.key].append(r)
                         if results:

@@ -23,6 +23,10 @@ def _fmt_us(v: float | None) -> str:
     return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} us"
 
 
+def _fmt_cpu(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} us"
+
+
 def krocket_figure(row: Row, m: dict[str, Any]) -> str:
     if row.key == "produce+consume":
         return f"{_fmt_rate(m['produce'])} in, {_fmt_rate(m['consume'])} out"
@@ -41,7 +45,10 @@ def krocket_figure(row: Row, m: dict[str, Any]) -> str:
         )
     if row.metric == "consume":
         return _fmt_rate(m["consume"])
-    return f"{_fmt_rate(m['produce'])}, p99 {_fmt_us(m['p99'])}"
+    figure = f"{_fmt_rate(m['produce'])}, p99 {_fmt_us(m['p99'])}"
+    if row.broker_cpu_us is not None:
+        figure += f", broker CPU {_fmt_cpu(m['broker_cpu'])}/send"
+    return figure
 
 
 def render(
@@ -85,14 +92,14 @@ def render(
                     verdict_cell = verdict(m["produce"], m["p99"], pm["produce"], pm["p99"])
         out.append(
             f"| {row.title} | {krocket_figure(row, m)} | {peer_cell} | {verdict_cell} | {row.target} | "
-            f"{target_met(row, m, async_batch)} |"
+            f"{target_met(row, m, async_batch, pmed)} |"
         )
     out += [
         "",
         "### Every krocket row (medians)",
         "",
-        "| row | runs | produce | p50 | p99 | consume | e2e p50 / p99 / p999 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| row | runs | produce | p50 | p99 | broker CPU / send | consume | e2e p50 / p99 / p999 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         rs = k_runs.get(row.key, [])
@@ -106,7 +113,7 @@ def render(
         )
         out.append(
             f"| {row.key} | {m['runs']} | {_fmt_rate(m['produce'])} | {_fmt_us(m['p50'])} | "
-            f"{_fmt_us(m['p99'])} | {_fmt_rate(m['consume'])} | {e2e} |"
+            f"{_fmt_us(m['p99'])} | {_fmt_cpu(m['broker_cpu'])} | {_fmt_rate(m['consume'])} | {e2e} |"
         )
     if pmed:
         out += [
