@@ -13,6 +13,7 @@ from krocket.common import ports
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError, MessageIllegalError
 from krocket.common.remoting import limits
+from krocket.common.remoting.idle_spin import check_idle_spin_micros
 from krocket.common.remoting.limits import ConnectionLimits
 from krocket.common.remoting.tls import TlsServerSettings, client_settings_context, https_context, server_settings
 from krocket.common.topic import validate_broker_name
@@ -109,6 +110,9 @@ class BrokerConfig:
     acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
     acl_config_file: str = ""
     http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
+    # Low-latency idle strategy (krocket.common.remoting.idle_spin): after an I/O event the event loop polls
+    # without blocking for up to this many microseconds before it blocks (0: off; costs CPU, asyncio loop only).
+    idle_spin_micros: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -178,6 +182,7 @@ class BrokerConfig:
         self.delay_levels()
         if self.sync_flush_timeout <= 0:
             raise ConfigError(f"syncFlushTimeout must be a positive number of ms, got {self.sync_flush_timeout}")
+        check_idle_spin_micros(self.idle_spin_micros)
 
     def delay_levels(self) -> DelayLevels:
         """messageDelayLevel parsed; ``ConfigError`` naming the bad delay."""
