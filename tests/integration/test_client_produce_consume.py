@@ -387,3 +387,50 @@ async def test_async_send_with_callback_and_sync_wrapper(cluster: LocalCluster) 
         assert all(f.result(10).status is SendStatus.SEND_OK for f in futures)
     finally:
         sync.shutdown()
+
+
+async def test_send_async_runs_no_task_per_send_and_every_message_arrives(cluster: LocalCluster) -> None:
+    topic = name("AsyncWindow")
+    await create_topic(cluster, topic, 4)
+    async with Producer(name("pg"), cluster.namesrv_addr) as producer:
+        await producer.send(Message(topic, b"warm-up"))  # route and connections known from here on
+        tasks_before = len(asyncio.all_tasks())
+        got: list[tuple[SendResult | None, BaseException | None]] = []
+        futures = [
+            producer.send_async(
+                Message(topic, f"w{i}".encode(), tags="T", keys=[f"k{i}"], properties={"p": 'q"\\é'}),
+                lambda r, e: got.append((r, e)),
+            )
+            for i in range(500)
+        ]
+        assert len(asyncio.all_tasks()) == tasks_before, "no task per send once the route and connection are known"
+        assert not any(isinstance(f, asyncio.Task) for f in futures)
+        results = await asyncio.gather(*futures)
+    assert len(got) == 500 and all(e is None and r is not None for r, e in got)
+    assert all(r.status is SendStatus.SEND_OK for r in results)
+    assert len({r.msg_id for r in results}) == 500
+    assert {r.queue.broker_name for r in results} == {b.broker_name for b in cluster.brokers if b.broker_id == 0}
+    with SyncPullConsumer(name("pull"), cluster.namesrv_addr) as pc:
+        pulled = [m for q in pc.fetch_queues(topic) for m in pc.pull(q, "*", 0, 1000).messages]
+    by_body = {m.body: m for m in pulled}
+    assert set(by_body) == {b"warm-up"} | {f"w{i}".encode() for i in range(500)}
+    m7 = by_body[b"w7"]
+    assert m7.tags == "T" and m7.keys == ["k7"] and m7.properties["p"] == 'q"\\é'
+    assert m7.msg_id in {r.msg_id for r in results}
+
+
+async def test_send_async_fails_over_to_another_broker_and_reports_refusals(cluster: LocalCluster) -> None:
+    topic = name("AsyncFailover")
+    await create_topic(cluster, topic, 2)
+    async with Producer(name("pg"), cluster.namesrv_addr, send_timeout=10.0) as producer:
+        await asyncio.gather(*(producer.send(Message(topic, b"warm")) for _ in range(4)))  # both brokers' connections
+        down = cluster.brokers[0]
+        down.kill()
+        results = await asyncio.gather(*(producer.send_async(Message(topic, f"f{i}".encode())) for i in range(20)))
+        assert all(r.status is SendStatus.SEND_OK for r in results)
+        assert {r.queue.broker_name for r in results} == {cluster.brokers[1].broker_name}
+        errors: list[BaseException | None] = []
+        refused = producer.send_async(Message(topic, b""), lambda r, e: errors.append(e))
+        with pytest.raises(MessageIllegalError):
+            await refused
+        assert len(errors) == 1 and isinstance(errors[0], MessageIllegalError)

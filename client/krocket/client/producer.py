@@ -12,7 +12,6 @@ from typing import Any
 
 from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.batch import encode_batch
-from krocket.common.codes import ResponseCode
 from krocket.common.errors import (
     ConnectionClosedError,
     KrocketError,
@@ -41,7 +40,9 @@ from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate
 
 from . import broker_api
 from .instance import ClientInstance
+from .pending_send import RETRY_CODES, PendingSend, failed_send
 from .selector import DEFAULT_TOPIC_QUEUE_NUMS, QueueSelector, publish_queues
+from .send_frames import SendFrameTemplate
 from .types import MessageQueue, SendResult
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,8 @@ log = logging.getLogger(__name__)
 Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
 BlockingRequest = Callable[[str, RemotingCommand, float], RemotingCommand]  # (addr, command, timeout) -> answer
 
-# Broker answers that are worth another broker (RocketMQ's retryResponseCodes, plus SYSTEM_BUSY).
-RETRY_CODES = frozenset(
-    {
-        ResponseCode.TOPIC_NOT_EXIST,
-        ResponseCode.SERVICE_NOT_AVAILABLE,
-        ResponseCode.SYSTEM_ERROR,
-        ResponseCode.SYSTEM_BUSY,
-        ResponseCode.NO_PERMISSION,
-    }
-)
 COMPRESS_LEVEL = 5
+MAX_FRAME_TEMPLATES = 1024  # pre-encoded send headers kept (one per topic sent to); all dropped past this
 
 
 SendCallback = Callable[[SendResult | None, BaseException | None], None]
@@ -97,7 +89,8 @@ class Producer:
         # topics without a route yet -> queues taken from the auto-create topic's route
         self._via_default: dict[str, list[MessageQueue]] = {}
         self._publish_cache: dict[str, tuple[Any, list[MessageQueue]]] = {}
-        self._inflight: set[asyncio.Task[SendResult]] = set()  # async sends, kept referenced
+        self._inflight: set[asyncio.Task[Any]] = set()  # tasks of sends (route lookups, connects), kept referenced
+        self._frame_templates: dict[tuple[str, bool], SendFrameTemplate] = {}
 
     @property
     def instance(self) -> ClientInstance:
@@ -250,7 +243,7 @@ class Producer:
             return await self._send_to(
                 queue, props, body, sys_flag, msg.flag, False, uniq, timeout or self.send_timeout
             )  # type: ignore[return-value]
-        return await self._send_with_retries(msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout)
+        return await self._start_send(msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout, cork=False)
 
     def send_async(
         self,
@@ -259,24 +252,25 @@ class Producer:
         selector: Selector | None = None,
         arg: Any = None,
         timeout: float | None = None,
-    ) -> asyncio.Task[SendResult]:
+    ) -> asyncio.Future[SendResult]:
         """Start a send and return at once (RocketMQ's async send). ``callback(result, error)`` runs when the
-        broker answers or the send fails for good; the returned task can be awaited instead."""
-        task = asyncio.get_running_loop().create_task(self.send(msg, selector, arg, timeout))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        if callback is not None:
-
-            def done(t: asyncio.Task[SendResult]) -> None:
-                if t.cancelled():
-                    callback(None, asyncio.CancelledError())
-                elif t.exception() is not None:
-                    callback(None, t.exception())
-                else:
-                    callback(t.result(), None)
-
-            task.add_done_callback(done)
-        return task
+        broker answers or the send fails for good (after the retries ``send`` makes); the returned future can be
+        awaited instead. No task or coroutine per send (unless the topic's route or the broker's connection must
+        be looked up first): the request is written with the others of this loop pass and its answer calls back.
+        With ``selector`` it runs ``send`` as a task."""
+        if selector is not None:
+            task = asyncio.get_running_loop().create_task(self.send(msg, selector, arg, timeout))
+            self._keep(task)
+            if callback is not None:
+                task.add_done_callback(_calling_back(callback))
+            return task
+        try:
+            self._check(msg)
+            uniq, props, body, sys_flag = self._prepare(msg)
+        except Exception as exc:  # told like any other failure: through the future and the callback
+            return failed_send(exc, callback)
+        timeout = timeout or self.send_timeout
+        return PendingSend(self, msg.topic, props, body, sys_flag, msg.flag, False, uniq, timeout, callback).start()
 
     async def send_oneway(self, msg: Message) -> None:
         """Send without waiting for an answer (no retries; the message may be lost)."""
@@ -402,21 +396,40 @@ class Producer:
         uniq: str,
         timeout: float | None,
     ) -> SendResult:
-        last_failed: str | None = None
-        error: Exception | None = None
-        for attempt, remaining in self._attempts(timeout or self.send_timeout):
-            queues = await self._publish_info(topic)
-            queue = self._selector.select(queues, last_failed)
-            try:
-                result = await self._send_to(queue, props, body, sys_flag, flag, batch, uniq, remaining)
-            except (ConnectionClosedError, RemotingTimeoutError, RemoteError) as exc:
-                error = self._retryable(exc)
-            else:
-                self._selector.faults.mark_ok(queue.broker_name)
-                assert result is not None
-                return result
-            last_failed = self._attempt_failed(queue, attempt, error)
-        raise error or RemotingTimeoutError(f"send to topic {topic} timed out")
+        return await self._start_send(topic, props, body, sys_flag, flag, batch, uniq, timeout)
+
+    def _start_send(
+        self,
+        topic: str,
+        props: dict[str, str],
+        body: bytes,
+        sys_flag: int,
+        flag: int,
+        batch: bool,
+        uniq: str,
+        timeout: float | None,
+        cork: bool = True,
+    ) -> asyncio.Future[SendResult]:
+        """A send with retries on another broker (``PendingSend``); ``cork``: written at the end of this loop pass
+        with the others (many sends in flight) rather than at once (one awaited send)."""
+        return PendingSend(
+            self, topic, props, body, sys_flag, flag, batch, uniq, timeout or self.send_timeout, cork=cork
+        ).start()
+
+    def _frame_template(self, topic: str, batch: bool) -> SendFrameTemplate:
+        """The pre-encoded send header of ``topic`` (``send_frames``), made once per topic."""
+        key = (topic, batch)
+        template = self._frame_templates.get(key)
+        if template is None:
+            if len(self._frame_templates) >= MAX_FRAME_TEMPLATES:
+                self._frame_templates.clear()
+            template = self._frame_templates[key] = SendFrameTemplate(self.group, topic, batch)
+        return template
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Keep a send's task referenced until it is done."""
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _send_to(
         self,
@@ -437,3 +450,15 @@ class Producer:
         return await broker_api.send_message(
             self.instance.pool, addr, queue, header, body, timeout, batch=batch, oneway=oneway, uniq_id=uniq
         )
+
+
+def _calling_back(callback: SendCallback) -> Callable[[asyncio.Task[SendResult]], None]:
+    def done(t: asyncio.Task[SendResult]) -> None:
+        if t.cancelled():
+            callback(None, asyncio.CancelledError())
+        elif t.exception() is not None:
+            callback(None, t.exception())
+        else:
+            callback(t.result(), None)
+
+    return done
