@@ -13,6 +13,7 @@ from .commitlog import CommitLog
 from .consume_queue import ConsumeQueueTable
 from .dispatch import index_key
 from .index_service import IndexService
+from .queue_range import pick_entries, read_picked
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 FILTER_SCAN_ENTRIES = 800  # entries scanned per pull when a tag filter skips some (RocketMQ: 16000 bytes)
@@ -53,7 +54,9 @@ class MessageReader:
         max_bytes: int = DEFAULT_MAX_BYTES,
         tag_codes: set[int] | None = None,
     ) -> GetResult:
-        """Records of a queue from ``offset``, concatenated exactly as stored (a PULL response body)."""
+        """Records of a queue from ``offset``, concatenated exactly as stored (a PULL response body): up to
+        ``max_msgs``, stopping before one that would pass ``max_bytes`` (the first is always taken), only those
+        whose tags code is in ``tag_codes`` (looking at ``FILTER_SCAN_ENTRIES`` entries at most) when set."""
         cq = self.queues.get(topic, queue_id)
         if cq is None or cq.max_offset == 0:
             return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, b"", 0, 0, 0, 0)
@@ -65,63 +68,16 @@ class MessageReader:
         if offset > hi:
             return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, b"", 0, hi, lo, hi)
         scan = max(max_msgs, FILTER_SCAN_ENTRIES) if tag_codes is not None else max_msgs
-        min_phy = self.commitlog.min_offset
-        picks: list[tuple[int, int, int]] = []  # queue offset, commit log offset, size
-        next_q = offset
-        total = 0
-        filtered = found_null = 0
-        for q, phy, size, tags in cq.iter_entries(offset, scan):
-            if len(picks) >= max_msgs or (picks and total + size > max_bytes):
-                break
-            next_q = q + 1
-            if phy < min_phy or size <= 0:
-                found_null += 1
-                continue
-            if tag_codes is not None and tags not in tag_codes:
-                filtered += 1
-                continue
-            picks.append((q, phy, size))
-            total += size
-        body, count, short_at = self._read_runs(picks)
-        if short_at is not None:
-            next_q = short_at
+        picks = pick_entries(cq, offset, scan, max_msgs, max_bytes, self.commitlog.min_offset, tag_codes)
+        body, count, short_at = read_picked(self.commitlog, picks)
+        next_q = short_at if short_at is not None else picks.next_q
         if count:
             status = GetStatus.FOUND
-        elif filtered:
+        elif picks.filtered:
             status = GetStatus.NO_MATCHED_MESSAGE
         else:
             status = GetStatus.OFFSET_FOUND_NULL
         return GetResult(status, body, count, next_q, lo, hi)
-
-    def _read_runs(self, picks: list[tuple[int, int, int]]) -> tuple[bytes, int, int | None]:
-        """Read the picked records, one pread per run of adjacent records."""
-        if not picks:
-            return b"", 0, None
-        parts: list[bytes] = []
-        count = 0
-        i, n = 0, len(picks)
-        read = self.commitlog.read
-        while i < n:
-            start = picks[i][1]
-            end = start + picks[i][2]
-            j = i + 1
-            while j < n and picks[j][1] == end:
-                end += picks[j][2]
-                j += 1
-            data = read(start, end - start)
-            if len(data) < end - start:
-                # Keep only the whole records that came back.
-                got = 0
-                while i < j and got + picks[i][2] <= len(data):
-                    got += picks[i][2]
-                    i += 1
-                    count += 1
-                parts.append(data[:got])
-                return b"".join(parts), count, picks[i][0] if i < n else None
-            parts.append(data)
-            count += j - i
-            i = j
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), count, None
 
     def max_offset(self, topic: str, queue_id: int) -> int:
         cq = self.queues.get(topic, queue_id)
