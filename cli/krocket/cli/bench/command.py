@@ -15,6 +15,7 @@ from krocket.cli.bench import system
 from krocket.cli.bench.options import MODES, BenchOptions
 from krocket.cli.bench.progress import Progress
 from krocket.cli.bench.runner import run_once
+from krocket.cli.server_commands import idle_spin_micros_argument
 from krocket.common.errors import ConfigError
 
 EPILOG = """\
@@ -113,6 +114,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="produce --mode seq only: 'sync' sends from a thread over blocking sockets, as SyncProducer.send does",
     )  # fmt: skip
     p.add_argument(
+        "--idle-spin-micros",
+        type=idle_spin_micros_argument,
+        default=0,
+        metavar="N",
+        help="--local: its brokers poll without blocking for up to N us after each I/O event (idleSpinMicros; "
+        "default 0 = off; asyncio loop only); the JSON line reports it",
+    )
+    p.add_argument(
         "--profile-broker",
         metavar="PATH",
         default=None,
@@ -157,6 +166,12 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     verb = "consume" if args.verb == "backlog" else args.verb
     if args.client == "sync" and (verb != "produce" or args.mode != "seq"):
         raise ConfigError("--client sync measures one-at-a-time sends: use it with produce --mode seq")
+    loop = getattr(args, "loop", "asyncio")  # the global --loop unless the bench verb has its own
+    if args.idle_spin_micros and loop == "uvloop":
+        raise ConfigError(
+            "--idle-spin-micros needs the asyncio event loop: uvloop has no hook to poll before it blocks; "
+            "use --loop asyncio or leave the spin off"
+        )
     return BenchOptions(
         verb=verb,
         mode=args.mode,
@@ -176,8 +191,9 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         commit_every=args.commit_every,
         consume_budget=args.consume_budget,
         backlog=getattr(args, "backlog", None),
-        loop=getattr(args, "loop", "asyncio"),  # the global --loop unless the bench verb has its own
+        loop=loop,
         client=args.client,
+        idle_spin_micros=args.idle_spin_micros,
     )
 
 
@@ -250,6 +266,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 pin=pin,
                 profile_out=args.profile_broker,
                 progress=progress.log,
+                broker_args=opts.broker_args,
             )
             _CLUSTERS.append(cluster)
             cluster.start()
@@ -259,6 +276,8 @@ def bench_main(args: argparse.Namespace) -> int:
             namesrv, broker_pid = args.namesrv, None
             if opts.flush != "async":
                 progress.log("--flush applies to --local clusters only; recorded as given")
+            if opts.idle_spin_micros:
+                progress.log("--idle-spin-micros applies to --local clusters only; recorded as given")
         for i in range(args.runs):
             result = run(run_once(namesrv, opts, progress, broker_pid, i))
             result["cluster"] = "local" if local else "remote"

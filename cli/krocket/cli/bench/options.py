@@ -32,6 +32,12 @@ class BenchOptions:
     backlog: int | None = None
     loop: str = "asyncio"
     client: str = "async"  # "sync": one-at-a-time sends on a thread over blocking sockets (SyncProducer's path)
+    idle_spin_micros: int = 0  # the --local broker's idleSpinMicros (krocket.common.remoting.idle_spin)
+
+    @property
+    def broker_args(self) -> list[str]:
+        """``krocket broker`` flags of the --local cluster's brokers."""
+        return ["--idle-spin-micros", str(self.idle_spin_micros)] if self.idle_spin_micros else []
 
     @property
     def inflight(self) -> int:

@@ -56,6 +56,7 @@ async def run_once(
         inflight=opts.inflight,
         pull_batch=opts.pull_batch,
         commit_every=opts.commit_every,
+        idle_spin_micros=opts.idle_spin_micros,
         run=index,
         **body,
     )

@@ -123,11 +123,21 @@ def supports_slaves() -> bool:
     return "slaves" in inspect.signature(LocalCluster.plan).parameters
 
 
-def _plan(data_dir: Path, flush: str, replication: str, slaves: int) -> LocalCluster:
-    """One name server and one broker group (a master and ``slaves`` slaves) with auto-created topics."""
+def _plan(
+    data_dir: Path, flush: str, replication: str, slaves: int, broker_args: list[str] | None = None
+) -> LocalCluster:
+    """One name server and one broker group (a master and ``slaves`` slaves) with auto-created topics; every
+    broker also gets ``broker_args`` (``krocket broker`` flags)."""
     if supports_slaves():
         return LocalCluster.plan(
-            data_dir, namesrvs=1, groups=1, flush=flush, auto_create=True, slaves=slaves, replication=replication
+            data_dir,
+            namesrvs=1,
+            groups=1,
+            flush=flush,
+            auto_create=True,
+            slaves=slaves,
+            replication=replication,
+            extra_broker_args=broker_args,
         )
     if slaves or replication != "async":
         raise ConfigError("this krocket's local cluster has no slaves yet; use --replication async")
@@ -156,6 +166,7 @@ class BenchCluster:
         profile_out: str | None = None,
         data_dir: str | None = None,
         progress: Any = None,
+        broker_args: list[str] | None = None,
     ) -> None:
         self.flush = flush
         self.replication = replication
@@ -165,7 +176,7 @@ class BenchCluster:
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="krocket-bench-"))
         self._progress = progress or (lambda _m: None)
         self.slaves = slaves
-        self.cluster = _plan(self.data_dir, flush, replication, slaves)
+        self.cluster = _plan(self.data_dir, flush, replication, slaves, broker_args)
         if profile_out:
             b = self.cluster.brokers[0]
             profiled = _ProfiledChild(
