@@ -1,4 +1,10 @@
-"""The broker's service layer: what the remoting processors and the HTTP API both call."""
+"""The broker's service layer: what the remoting processors and the HTTP API both call.
+
+Sends: ``store_send`` / ``store_batch`` store and wait for nothing; ``must_wait`` says whether the ack must wait
+for the disk or a slave, and ``parking`` (``krocket.broker.reply_parking``) holds such acks, encoded, until it
+may write them (the remoting processors and the fast path park there). ``send`` / ``send_batch`` are the same
+with the wait as an awaitable (``finish``), for callers that await (send-back, tests).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from krocket.broker.ha.master import HAMaster
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
 from krocket.broker.rebalance_lock import RebalanceLockManager
+from krocket.broker.reply_parking import ReplyParking
 from krocket.broker.schedule import schedule_if_delayed
 from krocket.broker.store import GetStatus, MessageStore
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
@@ -47,6 +54,8 @@ class SendOutcome:
     queue_offset: int
     code: int = ResponseCode.SUCCESS
     remark: str | None = None
+    end_offset: int = 0  # the commit log offset just past what was stored: what a flush or a slave must cover
+    created: bool = False  # the send created its topic: its ack waits until the route is at the name servers
 
 
 @dataclass(slots=True)
@@ -93,7 +102,17 @@ class BrokerService:
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0
-        self.ha_master: HAMaster | None = None  # on a master with replication
+        self._ha_master: HAMaster | None = None  # on a master with replication
+        self._sync_flush = config.flush_disk_type == "SYNC_FLUSH"
+        # Acks that wait for the disk (SYNC_FLUSH) or a slave (SYNC_MASTER), parked encoded until they may leave.
+        self.parking = ReplyParking(
+            self._sync_flush,
+            config.sync_flush_timeout / 1000.0,
+            config.slave_timeout_mills / 1000.0,
+            store.request_flush,
+        )
+        store.on_flushed(self.parking.flushed)
+        self.must_wait = self._sync_flush  # sends' acks park (SYNC_FLUSH; SYNC_MASTER once replication is set)
         self._last_refusal_log = float("-inf")
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
@@ -101,6 +120,20 @@ class BrokerService:
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------
+    @property
+    def ha_master(self) -> HAMaster | None:
+        return self._ha_master
+
+    @ha_master.setter
+    def ha_master(self, master: HAMaster | None) -> None:
+        """The master's replication; under SYNC_MASTER parked acks wait for a slave's ack too."""
+        self._ha_master = master
+        sync_master = master is not None and self.config.broker_role == "SYNC_MASTER"
+        if master is not None and sync_master:
+            master.add_ack_listener(self.parking.acked)
+        self.parking.replicate_to(master if sync_master else None)
+        self.must_wait = self._sync_flush or sync_master
+
     def _check_writable(self) -> None:
         if self.config.is_slave:
             raise ServiceNotAvailableError(
@@ -139,6 +172,38 @@ class BrokerService:
         """Store one message. Returns the outcome at once when nothing needs waiting for (ASYNC_FLUSH,
         ASYNC_MASTER: the transport writes the appends into the files before it sends the reply), else an
         awaitable that waits for the disk, a slave or the new topic's route."""
+        return self._outcome(
+            self.store_send(
+                topic,
+                queue_id,
+                body,
+                properties,
+                flag,
+                sys_flag,
+                born_timestamp,
+                born_host,
+                reconsume_times,
+                default_topic,
+                default_queue_nums,
+            )
+        )
+
+    def store_send(
+        self,
+        topic: str,
+        queue_id: int,
+        body: bytes,
+        properties: dict[str, str],
+        flag: int,
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        reconsume_times: int = 0,
+        default_topic: str | None = None,
+        default_queue_nums: int | None = None,
+    ) -> SendOutcome:
+        """Store one message and wait for nothing: the outcome says what its ack needs (``end_offset``, and
+        ``created`` when the send created its topic); see ``must_wait``."""
         self._check_writable()
         self._check_body(len(body))
         created, queue_id = self._target(topic, queue_id, default_topic, default_queue_nums)
@@ -157,7 +222,7 @@ class BrokerService:
             )
         )
         self.sent_messages += 1
-        return self._outcome(SendOutcome(result.msg_id, queue_id, result.queue_offset), result.end_offset, created)
+        return SendOutcome(result.msg_id, queue_id, result.queue_offset, end_offset=result.end_offset, created=created)
 
     def schedule(self, properties: dict[str, str], topic: str, queue_id: int) -> tuple[str, int, dict[str, str]]:
         """Where a put to ``topic``/``queue_id`` is stored: a delayed or timed message (DELAY > 0, TIMER_*) waits
@@ -175,6 +240,25 @@ class BrokerService:
         default_topic: str | None = None,
         default_queue_nums: int | None = None,
     ) -> SendOutcome | Awaitable[SendOutcome]:
+        """``store_batch``, then what ``send`` waits for."""
+        return self._outcome(
+            self.store_batch(
+                topic, queue_id, items, sys_flag, born_timestamp, born_host, default_topic, default_queue_nums
+            )
+        )
+
+    def store_batch(
+        self,
+        topic: str,
+        queue_id: int,
+        items: list[BatchItem],
+        sys_flag: int,
+        born_timestamp: int,
+        born_host: bytes,
+        default_topic: str | None = None,
+        default_queue_nums: int | None = None,
+    ) -> SendOutcome:
+        """Store a batch (one topic and queue) and wait for nothing, as ``store_send``."""
         self._check_writable()
         if not items:
             raise MessageIllegalError("batch holds no message")
@@ -201,8 +285,10 @@ class BrokerService:
             )
         )
         self.sent_messages += len(results)
-        outcome = SendOutcome(",".join(r.msg_id for r in results), queue_id, results[0].queue_offset)
-        return self._outcome(outcome, results[-1].end_offset, created)
+        msg_ids = ",".join(r.msg_id for r in results)
+        return SendOutcome(
+            msg_ids, queue_id, results[0].queue_offset, end_offset=results[-1].end_offset, created=created
+        )
 
     def _target(
         self, topic: str, queue_id: int, default_topic: str | None, default_queue_nums: int | None
@@ -219,9 +305,9 @@ class BrokerService:
             self._refused(exc)
             raise
 
-    def _outcome(self, outcome: SendOutcome, end_offset: int, created: bool) -> SendOutcome | Awaitable[SendOutcome]:
-        if created or self._must_wait:
-            return self._finish(outcome, end_offset, created)
+    def _outcome(self, outcome: SendOutcome) -> SendOutcome | Awaitable[SendOutcome]:
+        if outcome.created or self.must_wait:
+            return self.finish(outcome)
         return outcome
 
     def _refused(self, exc: KrocketError) -> None:
@@ -231,16 +317,12 @@ class BrokerService:
             self._last_refusal_log = now
             log.warning("refusing writes: %s", exc.message)
 
-    @property
-    def _must_wait(self) -> bool:
-        return self.config.flush_disk_type == "SYNC_FLUSH" or (
-            self.config.broker_role == "SYNC_MASTER" and self.ha_master is not None
-        )
-
-    async def _finish(self, outcome: SendOutcome, end_offset: int, created: bool) -> SendOutcome:
-        """SYNC_FLUSH: wait for the disk; SYNC_MASTER: then for a slave (a failure becomes the send's status).
-        A send that created its topic waits until the route is at the name servers."""
-        if created and self.publish_routes is not None:
+    async def finish(self, outcome: SendOutcome) -> SendOutcome:
+        """What a stored send's ack waits for, as an awaitable (a task's worth; the remoting processors park
+        instead, except after a topic was created): the new topic's route at the name servers, then SYNC_FLUSH
+        the disk and SYNC_MASTER a slave (a failure becomes the send's status)."""
+        end_offset = outcome.end_offset
+        if outcome.created and self.publish_routes is not None:
             await self.publish_routes()
         try:
             if self.config.flush_disk_type == "SYNC_FLUSH":

@@ -34,6 +34,15 @@ class FakeMaster:
         self.waited.append(end_offset)
         raise FlushSlaveTimeoutError("no slave acknowledged in time")
 
+    def add_ack_listener(self, listener: Any) -> None:
+        pass  # it never acknowledges
+
+    def acked_offset(self) -> int:
+        return -1
+
+    def has_in_sync_slave(self) -> bool:
+        return True
+
 
 def test_async_flush_sends_answer_at_once(rig: BrokerRig) -> None:
     rig.topic("T")

@@ -1,4 +1,5 @@
-"""The master side of replication: one push loop per connected slave, and waiting for slave acks."""
+"""The master side of replication: one push loop per connected slave, and waiting for slave acks (a future per
+waiter, ``wait_replicated``; or an ack listener, ``add_ack_listener``: the parked replies of SYNC_MASTER)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,7 @@ class HAMaster:
         self.slaves: dict[int, SlaveLink] = {}
         self._wakeups: set[asyncio.Event] = set()  # one per push loop
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._ack_listeners: list[Callable[[int], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -99,6 +102,17 @@ class HAMaster:
         head = self._store.max_phy_offset
         return [s for s in self.slaves.values() if s.acked >= 0 and head - s.acked < MAX_GAP_NOT_IN_SYNC]
 
+    def has_in_sync_slave(self) -> bool:
+        return bool(self.in_sync_slaves())
+
+    def acked_offset(self) -> int:
+        """The highest commit log offset a connected slave has confirmed; -1 without a slave."""
+        return max((s.acked for s in self.slaves.values()), default=-1)
+
+    def add_ack_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(offset)`` whenever a slave confirms it has the commit log up to ``offset``."""
+        self._ack_listeners.append(listener)
+
     async def wait_replicated(self, end_offset: int) -> None:
         """Return once a slave has ``end_offset``; raise SLAVE_NOT_AVAILABLE / FLUSH_SLAVE_TIMEOUT otherwise."""
         if not self.in_sync_slaves():
@@ -119,6 +133,11 @@ class HAMaster:
                 self._waiters.remove(entry)
 
     def _acked(self, offset: int) -> None:
+        for listener in self._ack_listeners:
+            try:
+                listener(offset)
+            except Exception:  # one faulty listener must not stop the replication loop
+                log.exception("ack listener failed")
         if not self._waiters:
             return
         for end, fut in self._waiters:

@@ -53,7 +53,9 @@ from krocket.common.remoting.limits import LogLimiter
 
 log = logging.getLogger(__name__)
 
-Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
+# A processor answers now, later (an awaitable, run as a task) or, returning None, not now: the send processor
+# parks its reply (``BrokerService.parking``), written once the disk or a slave has the message.
+Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand] | None]
 # A processor bound to the service: what the remoting server calls per request.
 BrokerHandler = Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
 
@@ -94,9 +96,10 @@ PROCESSORS: dict[int, Processor] = {
 
 
 def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None = None) -> BrokerHandler:
-    """The remoting handler: a processor answers at once (sync) or returns an awaitable (long polls, waits
-    for the disk or a slave) that the transport runs as a task. With ``acl``, every request is checked
-    against its current rules first (``krocket.broker.acl``); without, nothing is added to the path."""
+    """The remoting handler: a processor answers at once (sync), returns an awaitable (long polls, a send that
+    created its topic) that the transport runs as a task, or None (a send's reply parked until the disk or a
+    slave has it). With ``acl``, every request is checked against its current rules first
+    (``krocket.broker.acl``); without, nothing is added to the path."""
     requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
     label_of: dict[int, tuple[tuple[str, str], ...]] = {}
 
@@ -111,7 +114,9 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
             return cmd.response(
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request code {code} is not supported by this broker"
             )
-        return processor(service, conn, cmd)
+        # None (a parked send reply) is what the transport's RequestHandler takes as "no reply now"; BrokerHandler
+        # says so once server.py's RemotingFrontEnd.handle is annotated with it too.
+        return processor(service, conn, cmd)  # type: ignore[return-value]
 
     if acl is None:
         return handle

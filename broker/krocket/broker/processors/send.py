@@ -4,6 +4,10 @@ The door: every send is checked (``krocket.common.message_checks``) before anyth
 is what a consumer reads back: allowed sysFlag bits only (a half message goes to the half topic; the IPv6 host bits
 are cleared, hosts are recorded in the IPv4 layout), properties that decode to the pairs that were sent, and a
 compressed body that inflates within maxMessageSize.
+
+The ack: at once after the commit (ASYNC_FLUSH, ASYNC_MASTER); parked, encoded, until the disk or a slave has the
+message (SYNC_FLUSH, SYNC_MASTER: ``BrokerService.parking``; the processor returns None, no reply now); after a
+task that waits for the route first when the send created its topic (rare).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from krocket.common.message_checks import (
 )
 from krocket.common.record import SYSFLAG_COMPRESSED, RecordError, record_host
 from krocket.common.remoting import Connection, RemotingCommand
+from krocket.common.remoting.command import encode
 
 _SEND_BATCH = int(RequestCode.SEND_BATCH_MESSAGE)
 
@@ -68,18 +73,31 @@ async def _reply_later(cmd: RemotingCommand, pending: Awaitable[SendOutcome]) ->
     return _reply(cmd, await pending)
 
 
+def _answer(
+    service: BrokerService, conn: Connection, cmd: RemotingCommand, outcome: SendOutcome
+) -> RemotingCommand | Awaitable[RemotingCommand] | None:
+    if outcome.created:  # the route first: a task (rare)
+        return _reply_later(cmd, service.finish(outcome))
+    if not service.must_wait:
+        return _reply(cmd, outcome)
+    if not cmd.is_oneway:
+        reply = _reply(cmd, outcome)
+        reply.opaque = cmd.opaque
+        service.parking.park(conn, encode(reply), outcome.end_offset)
+    return None  # parked: written once the disk (and a slave) has the message
+
+
 def process_send(
     service: BrokerService, conn: Connection, cmd: RemotingCommand
-) -> RemotingCommand | Awaitable[RemotingCommand]:
+) -> RemotingCommand | Awaitable[RemotingCommand] | None:
     h = SendMessageHeader.from_fields(cmd.ext_fields)
     born_host = _born_host(conn)
     sys_flag = check_sys_flag(h.sys_flag)
     check_int64("bornTimestamp", h.born_timestamp)
     limit = service.config.max_message_size
-    outcome: SendOutcome | Awaitable[SendOutcome]
     if cmd.code == _SEND_BATCH or h.batch:
         check_transaction(sys_flag, {}, batch=True)  # a batch holds no half message
-        outcome = service.send_batch(
+        outcome = service.store_batch(
             h.topic,
             h.queue_id,
             checked_batch(cmd.body, sys_flag, limit),
@@ -100,7 +118,7 @@ def process_send(
             service.topics.for_send(topic, h.default_topic, h.default_topic_queue_nums, max(queue_id, 0))
             half = half_message(topic, queue_id, properties, sys_flag)
             topic, queue_id, properties, sys_flag = half.topic, half.queue_id, half.properties, half.sys_flag
-        outcome = service.send(
+        outcome = service.store_send(
             topic,
             queue_id,
             cmd.body,
@@ -113,6 +131,4 @@ def process_send(
             h.default_topic,
             h.default_topic_queue_nums,
         )
-    if isinstance(outcome, SendOutcome):
-        return _reply(cmd, outcome)
-    return _reply_later(cmd, outcome)
+    return _answer(service, conn, cmd, outcome)

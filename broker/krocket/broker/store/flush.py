@@ -1,10 +1,13 @@
 """Flushing to disk (RocketMQ's ``FlushRealTimeService`` and ``GroupCommitService``).
 
 ASYNC_FLUSH: a background task fdatasyncs the commit log every ``flush_interval_ms`` when it is dirty.
-SYNC_FLUSH: group commit. ``wait_flushed(offset)`` parks the caller; one flusher runs one fdatasync at a time,
+SYNC_FLUSH: group commit. ``wait_flushed(offset)`` parks the caller (a future); parked replies
+(``krocket.broker.reply_parking``) ask for a round with ``request_flush`` and hear of each round's result through a
+flushed listener (``add_flushed_listener``), without a future each. One flusher runs one fdatasync at a time,
 and each covers every record appended before it started, so requests that arrive during a sync share the
-next one. A round with little to sync (``sync_flush_inline_bytes``, one small message say) runs its fdatasync
-on the event loop thread: that costs ~0.1 ms, less than handing it to a thread and back. Larger rounds, and
+next one: whatever asks during a round gets another round right after it. A round with little to sync
+(``sync_flush_inline_bytes``, one small message say) runs its fdatasync on the event loop thread: that costs
+~0.1 ms, less than handing it to a thread and back. Larger rounds, and
 consume queues, index and checkpoint (flushed by their own, slower loop), run in worker threads on
 duplicated descriptors, so the event loop keeps serving and segments may be closed or deleted meanwhile.
 """
@@ -66,6 +69,7 @@ class FlushService:
         self._commit_lock: asyncio.Lock | None = None
         self._logics_lock: asyncio.Lock | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._flushed_listeners: list[Callable[[int], None]] = []
         self._kick: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inline_off_until = 0.0
@@ -150,7 +154,23 @@ class FlushService:
         finally:
             timer.cancel()
 
+    def add_flushed_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(flushed_offset)`` after every flush round (group commit or background flush)."""
+        self._flushed_listeners.append(listener)
+
+    def request_flush(self) -> None:
+        """SYNC_FLUSH: have the group commit run a round soon (another one right after the current one, if a
+        round is running: what arrived meanwhile is not covered by it). Cheap when a round is already due."""
+        kick = self._kick
+        if kick is not None:
+            kick.set()
+
     def _wake(self, flushed: int) -> None:
+        for listener in self._flushed_listeners:
+            try:
+                listener(flushed)
+            except Exception:  # one faulty listener must not hold back the others or the waiters
+                log.exception("flushed listener failed")
         if not self._waiters:
             return
         keep = []
@@ -185,8 +205,8 @@ class FlushService:
             except Exception:
                 log.exception("commit log group commit failed")
                 await asyncio.sleep(0.1)
-            if self._waiters:
-                kick.set()
+            if self._waiters and self.commitlog.wrote > self.commitlog.flushed and not self.commitlog.stuck:
+                kick.set()  # appended during the round (a stuck buffer, disk full, waits for its timeout)
 
     async def _async_flush_loop(self) -> None:
         interval = self.config.flush_interval_ms / 1000

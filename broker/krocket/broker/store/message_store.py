@@ -247,6 +247,14 @@ class MessageStore:
             return
         await self.flusher.wait_flushed(end_offset)
 
+    def on_flushed(self, listener: Callable[[int], None]) -> None:
+        """``listener(flushed_offset)`` after every commit log flush round (parked replies)."""
+        self.flusher.add_flushed_listener(listener)
+
+    def request_flush(self) -> None:
+        """SYNC_FLUSH: ask the group commit for a round soon (a no-op until ``start_background``)."""
+        self.flusher.request_flush()
+
     def _schedule_commit(self) -> None:
         loop = self._loop
         if loop is not None and not self._commit_scheduled:
