@@ -68,6 +68,10 @@ class RemotingFrontEnd:
         self._serving = (store, handler)
         self._fast = fast
 
+    @property
+    def fast_send_path(self) -> FastSendPath | None:
+        return self._fast
+
     def fast_path(self, conn: Connection, buf: bytearray) -> int:
         """The connections' per-read hook: the send fast path once serving (and when it is on)."""
         fast = self._fast
@@ -300,6 +304,13 @@ class Broker:
         )
         self.metrics.gauge_fn(
             "broker_commitlog_max_offset_bytes", "Commit log end offset", lambda: float(store.max_phy_offset)
+        )
+        fast = self.front_end.fast_send_path
+        self.metrics.gauge_fn(
+            "broker_fast_path_sends_total",
+            "Sends served by the per-read fast path since start (the rest of broker_messages_in_total took the "
+            "general path)",
+            lambda: float(fast.served if fast is not None else 0),
         )
         self.metrics.gauge_fn("broker_topics", "Topics on this broker", lambda: float(len(self.topics.topics)))
         self.metrics.gauge_fn("broker_disk_full", "1 while a full disk refuses writes", lambda: float(store.space.full))

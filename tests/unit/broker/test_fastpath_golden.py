@@ -11,7 +11,9 @@ messages, auto-created topics, batches, refusals, other request codes), split in
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +111,28 @@ def _send(opaque: int, topic: str, queue_id: int, body: bytes, props: str, code:
     return encode(RemotingCommand(code, opaque=opaque, ext_fields=fields, body=body))
 
 
+def _cpp_send(opaque: int, topic: str, queue_id: int, body: bytes, props: str) -> bytes:
+    """A send as RocketMQ's C++ client 0.4.4 writes it: SEND_MESSAGE, long names, some values as JSON numbers."""
+    ext = {
+        "AccessKey": "",
+        "batch": "0",
+        "bornTimestamp": str(1_700_000_000_000 + opaque),
+        "defaultTopic": "TBW102",
+        "defaultTopicQueueNums": 4,
+        "flag": 0,
+        "producerGroup": "cpp-pg",
+        "properties": props,
+        "queueId": queue_id,
+        "reconsumeTimes": "0",
+        "sysFlag": 0,
+        "topic": topic,
+        "unitMode": "0",
+    }
+    header = {"code": 10, "extFields": ext, "flag": 0, "language": "CPP", "opaque": opaque, "remark": "", "version": 63}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack(">ii", 4 + len(raw) + len(body), len(raw)) + raw + body
+
+
 def golden_frames() -> list[bytes]:
     """Frames served by the fast path, with the ones it must leave to today's code among them."""
     rng = random.Random(7)
@@ -134,7 +158,10 @@ def golden_frames() -> list[bytes]:
         topic = "GoldenA" if i % 5 else "GoldenB"
         queue_id = -1 if i % 6 == 0 else i % 3
         code = RequestCode.SEND_MESSAGE if i % 13 == 0 else RequestCode.SEND_MESSAGE_V2
-        add(lambda o, t=topic, q=queue_id, b=body, p=props, c=code: _send(o, t, q, b, p, c))
+        if i % 17 == 2:
+            add(lambda o, t=topic, q=queue_id, b=body, p=props: _cpp_send(o, t, q, b, p))
+        else:
+            add(lambda o, t=topic, q=queue_id, b=body, p=props, c=code: _send(o, t, q, b, p, c))
         if i % 37 == 3:  # a delayed message: stored in the schedule topic by today's code
             delayed = _props(**{PROPERTY_UNIQ_KEY: f"D{i}", PROPERTY_DELAY: "2"})
             add(lambda o, b=body, p=delayed: _send(o, "GoldenA", 1, b, p))

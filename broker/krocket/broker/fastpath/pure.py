@@ -57,7 +57,7 @@ _TOP_KEYS = frozenset(
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PLAIN_SYS_FLAGS = (0, SYSFLAG_MULTI_TAGS)
-_NOT_BATCH = ("", "false")
+_NOT_BATCH = ("", "false", "0")  # what the slow path reads as not a batch, as clients write it
 _SLOW_KEYS = frozenset(key.encode() for key in SLOW_PROPERTY_KEYS)
 _TAGS, _KEYS, _UNIQ = PROPERTY_TAGS.encode(), PROPERTY_KEYS.encode(), PROPERTY_UNIQ_KEY.encode()
 _SMALL_INTS = {str(value): value for value in range(-1, 1024)}  # queue ids, flags, counts: the common values
@@ -103,6 +103,21 @@ def _int(text: str) -> int | None:
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
+def _num(value: Any, default: int) -> int | None:
+    """An integer field as the slow path reads it (``int(text) if text else default``), for what the fast path
+    accepts: ``-?[0-9]{1,19}`` text or a JSON integer, within int64; None for anything else."""
+    if value.__class__ is str:
+        if not value:
+            return default
+        small = _SMALL_INTS.get(value)
+        return small if small is not None else _int(value)
+    if value is None:
+        return default
+    if value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX:
+        return int(value)
+    return None
+
+
 def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
     """Serve the plain sends at the front of ``buf`` (see the package docstring); returns the bytes consumed."""
     n = len(buf)
@@ -127,7 +142,6 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
     index_entries = ctx.index_entries if ctx.index_enabled else None
     touched = ctx.touched
     last_queue = None
-    small = _SMALL_INTS
     with memoryview(buf) as view:
         while n - pos >= 4:
             (length,) = _unpack_i32(buf, pos)
@@ -169,7 +183,9 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                 break
             plain = True
             for value in ext.values():
-                if value.__class__ is not str:  # numbers and nulls are the decoder's to convert or drop
+                # Strings, and integers where RocketMQ's C++ client writes numbers (the decoder reads them as their
+                # decimal text); other values (nulls, floats, booleans) are the decoder's to convert or drop.
+                if value.__class__ is not str and value.__class__ is not int:
                     plain = False
                     break
             if not plain:
@@ -180,29 +196,23 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                 _V2_KEYS if "b" in ext and "topic" not in ext else _LONG_KEYS
             )
             topic = get(k_topic)
-            entry = topics.get(topic) if topic is not None else None
+            entry = topics.get(topic) if topic.__class__ is str else None
             if entry is None:
-                if topic is not None:
+                if topic.__class__ is str:
                     try:
                         ctx.missing_topic = topic.encode()
                     except UnicodeEncodeError:
                         pass
                 stop = STOP_SLOW
                 break
-            # The integer fields: most are small numbers (a dict lookup), the rest is parsed strictly.
-            text = get(k_queue)
-            queue_id = (small.get(text) if text in small else _int(text)) if text else -1
-            text = get(k_born)
-            born_ts = _int(text) if text else 0
-            text = get(k_sys)
-            sys_flag = (small.get(text) if text in small else _int(text)) if text else 0
-            text = get(k_flag)
-            flag = (small.get(text) if text in small else _int(text)) if text else 0
-            text = get(k_reconsume)
-            reconsume = (small.get(text) if text in small else _int(text)) if text else 0
-            text = get(k_nums)
-            nums_ok = not text or text in small or _int(text) is not None
-            text = get(k_max_reconsume)
+            # The integer fields: mostly small numbers (a dict lookup); the rest is parsed strictly.
+            queue_id = _num(get(k_queue), -1)
+            born_ts = _num(get(k_born), 0)
+            sys_flag = _num(get(k_sys), 0)
+            flag = _num(get(k_flag), 0)
+            reconsume = _num(get(k_reconsume), 0)
+            nums_ok = _num(get(k_nums), 0) is not None and _num(get(k_max_reconsume), 0) is not None
+            props_text = get(k_props, "")
             if (
                 queue_id is None
                 or sys_flag not in _PLAIN_SYS_FLAGS
@@ -212,13 +222,13 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                 or reconsume is None
                 or not _INT32_MIN <= reconsume <= _INT32_MAX
                 or not nums_ok
-                or (text and text not in small and _int(text) is None)
+                or props_text.__class__ is not str
                 or get(k_batch, "") not in _NOT_BATCH
             ):
                 stop = STOP_SLOW
                 break
             try:
-                props = get(k_props, "").encode()
+                props = props_text.encode()
             except UnicodeEncodeError:
                 stop = STOP_SLOW
                 break
