@@ -77,6 +77,8 @@ async def produce(
     pacer: Pacer | None = None,
 ) -> float:
     """Send until ``state.limit`` messages or ``state.deadline``; returns the elapsed seconds."""
+    if opts.mode == "window" and pacer is None:
+        return await produce_window(producers, topic, opts, state, progress, make_body)
     fixed = Message(topic, payload(opts.size))
     batch_mode = opts.mode == "batch"
     per_request = opts.msgs_per_request
@@ -103,6 +105,55 @@ async def produce(
     tasks = [worker(p) for p in producers for _ in range(opts.inflight)]
     await asyncio.wait_for(asyncio.gather(*tasks), max(state.deadline - t0, 0) + DRAIN_TIMEOUT_S)
     return time.perf_counter() - t0
+
+
+async def produce_window(
+    producers: list[Producer],
+    topic: str,
+    opts: BenchOptions,
+    state: ProduceState,
+    progress: Progress,
+    make_body: Callable[[], bytes] | None = None,
+) -> float:
+    """The window mode: ``opts.inflight`` sends in flight per producer, kept there from this one loop by the send
+    callbacks (``Producer.send_async``: no task or coroutine per message); each message's latency is recorded
+    from the moment it was handed to the producer. Returns the elapsed seconds."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    fixed = Message(topic, payload(opts.size))
+    clock = time.perf_counter
+    in_flight = 0
+
+    def launch(producer: Producer) -> None:
+        nonlocal in_flight
+        state.claimed += 1
+        in_flight += 1
+        msg = fixed if make_body is None else Message(topic, make_body())
+        started = clock()
+
+        def on_done(result: SendResult | None, error: BaseException | None) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            if result is not None:
+                state.sent(1, clock() - started, result, progress)
+            else:
+                state.failed(1, error if isinstance(error, Exception) else RuntimeError(repr(error)), progress)
+            if state.running():
+                launch(producer)
+            elif in_flight == 0 and not finished.done():
+                finished.set_result(None)
+
+        producer.send_async(msg, on_done)
+
+    t0 = clock()
+    for producer in producers:
+        for _ in range(opts.inflight):
+            if state.running():
+                launch(producer)
+    if in_flight == 0:
+        finished.set_result(None)
+    await asyncio.wait_for(finished, max(state.deadline - t0, 0) + DRAIN_TIMEOUT_S)
+    return clock() - t0
 
 
 def produce_blocking(
