@@ -223,6 +223,8 @@ async def _run(tmp_path: Path, reads: list[bytes], serve: Serve | None) -> Outco
     rig.topics.upsert(TopicConfig("GoldenA", 3, 3))
     rig.topics.upsert(TopicConfig("GoldenB", 2, 4))
     store = rig.store
+    store.space.interval_s = 3600.0  # the disk is sampled once here (the rig samples it before every put)
+    store.space.sample()
 
     def handle(conn: Connection, cmd: RemotingCommand) -> Any:
         store.hold_commit()

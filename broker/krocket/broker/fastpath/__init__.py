@@ -162,11 +162,17 @@ class FastSendPath:
             return False
         if config.broker_role == "SYNC_MASTER" and service.ha_master is not None:
             return False
-        try:
-            self._store.check_writable(0)
-        except ServiceNotAvailableError:
-            return False  # the slow path refuses each request with its reason
-        return True
+        # The disk guard as ``admit`` sees it, without sampling: while writes are refused, or once a sample is due
+        # (about once a second), the read takes the general path, whose puts refuse or sample as they always do.
+        store = self._store
+        space = store.space
+        return (
+            store.is_open
+            and not store.commitlog.stuck
+            and space.refusal is None
+            and space.budget > 0
+            and time.monotonic() < space.next_sample
+        )
 
     def __call__(self, conn: Connection, buf: bytearray) -> int:
         if len(buf) < 8 or not self._ready():

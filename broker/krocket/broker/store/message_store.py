@@ -262,6 +262,10 @@ class MessageStore:
             if not self._commit_held:
                 loop.call_soon(self.commit)
 
+    @property
+    def is_open(self) -> bool:
+        return self._opened
+
     # -- writing ---------------------------------------------------------------------------------------
     def check_writable(self, cost: int = LOGICS_BYTES_PER_PUT) -> None:
         """Raise ``ServiceNotAvailableError`` (``DiskFullError`` for a full disk) unless a write of about
