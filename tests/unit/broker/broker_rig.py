@@ -66,10 +66,11 @@ class BrokerRig:
         self.topics.upsert(TopicConfig(name, queues, queues))
 
 
-def make_rig(tmp_path: Path, **config: Any) -> BrokerRig:
+def make_rig(tmp_path: Path, store_overrides: dict[str, Any] | None = None, **config: Any) -> BrokerRig:
+    """``config``: BrokerConfig fields; ``store_overrides``: StoreConfig fields (``flush_mode``, say)."""
     broker_config = BrokerConfig(store_path_root_dir=str(tmp_path), **config)
     (tmp_path / "config").mkdir(parents=True, exist_ok=True)
-    store = MessageStore(small_config(tmp_path / "store"), usage_fn=lambda _p: 0.1)
+    store = MessageStore(small_config(tmp_path / "store", **(store_overrides or {})), usage_fn=lambda _p: 0.1)
     store.open()
     topics = TopicManager(
         tmp_path / "config", broker_config.auto_create_topic_enable, broker_config.default_topic_queue_nums
