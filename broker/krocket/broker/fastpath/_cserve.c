@@ -418,8 +418,9 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *e, scratch_t 
     return NULL; /* unterminated */
 }
 
-/* A JSON integer, `-?(0|[1-9][0-9]*)` (no fraction, no exponent), into int64; *ok = 0 when it does not fit. */
-static const uint8_t *scan_int(const uint8_t *p, const uint8_t *e, int64_t *out, int *ok) {
+/* A JSON integer, `-?(0|[1-9][0-9]*)` (no fraction, no exponent). *fits: within int64 (then *out is it);
+ * *json_int: within what orjson reads as an integer (-2^63 .. 2^64-1; beyond, it reads a float). */
+static const uint8_t *scan_int(const uint8_t *p, const uint8_t *e, int64_t *out, int *fits, int *json_int) {
     int neg = 0;
     if (p < e && *p == '-') {
         neg = 1;
@@ -429,22 +430,21 @@ static const uint8_t *scan_int(const uint8_t *p, const uint8_t *e, int64_t *out,
         return NULL;
     if (*p == '0' && p + 1 < e && p[1] >= '0' && p[1] <= '9')
         return NULL; /* a leading zero is not JSON */
-    uint64_t v = 0;
-    int fits = 1;
+    uint64_t v = 0, limit = neg ? UINT64_C(9223372036854775808) : UINT64_MAX;
+    int in_range = 1;
     while (p < e && *p >= '0' && *p <= '9') {
-        uint32_t d = (uint32_t)(*p - '0');
-        if (v > (UINT64_C(9223372036854775808) - d) / 10)
-            fits = 0;
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (limit - d) / 10)
+            in_range = 0;
         else
             v = v * 10 + d;
         p++;
     }
     if (p < e && (*p == '.' || *p == 'e' || *p == 'E'))
         return NULL; /* a fraction or exponent: not an integer */
-    if (fits && !neg && v > (uint64_t)INT64_MAX)
-        fits = 0;
-    *ok = fits;
-    *out = fits ? (neg ? (int64_t)((uint64_t)0 - v) : (int64_t)v) : 0;
+    *json_int = in_range;
+    *fits = in_range && (neg || v <= (uint64_t)INT64_MAX);
+    *out = *fits ? (neg ? (int64_t)((uint64_t)0 - v) : (int64_t)v) : 0;
     return p;
 }
 
@@ -477,6 +477,15 @@ static int parse_field_int(span_t v, int64_t *out) {
 }
 
 /* ---- the request header ---------------------------------------------------------------------------------- */
+/* An ext field's value: a string (the usual), or a JSON integer (RocketMQ's C++ client writes some numbers
+ * bare; the slow path's decoder reads them as their decimal text). */
+typedef struct {
+    span_t s; /* the decoded string (is_int == 0) */
+    int is_int;
+    int fits; /* is_int: within int64, in i */
+    int64_t i;
+} value_t;
+
 enum { /* the send header's fields, in SEND_MESSAGE_V2's letter order a..n */
     F_PRODUCER_GROUP, F_TOPIC, F_DEFAULT_TOPIC, F_DEFAULT_TOPIC_QUEUE_NUMS, F_QUEUE_ID, F_SYS_FLAG,
     F_BORN_TIMESTAMP, F_FLAG, F_PROPERTIES, F_RECONSUME_TIMES, F_UNIT_MODE, F_MAX_RECONSUME_TIMES, F_BATCH,
@@ -492,8 +501,8 @@ static const char *const LONG_NAMES[N_FIELDS] = {
 typedef struct {
     int64_t code, flag, opaque;
     int has_code;
-    /* ext field values by field, under both name sets (the code, which picks the set, may come later) */
-    span_t v2[N_FIELDS], v1[N_FIELDS];
+    /* ext field values by field, under both name sets (which set applies is known once all keys are seen) */
+    value_t v2[N_FIELDS], v1[N_FIELDS];
     uint32_t v2_has, v1_has;
 } header_t;
 
@@ -511,7 +520,7 @@ static int top_key(span_t k) {
     return 0;
 }
 
-static void note_ext_field(header_t *h, span_t k, span_t v) {
+static void note_ext_field(header_t *h, span_t k, value_t v) {
     if (k.n == 1 && k.p[0] >= 'a' && k.p[0] < 'a' + N_FIELDS) {
         int f = k.p[0] - 'a';
         h->v2[f] = v;
@@ -527,22 +536,32 @@ static void note_ext_field(header_t *h, span_t k, span_t v) {
     }
 }
 
-/* The extFields object; p is at '{'. Values must all be strings; keys distinct. */
+/* The extFields object; p is at '{'. Values must be strings or integers (as orjson reads them); keys distinct. */
 static const uint8_t *scan_ext_fields(const uint8_t *p, const uint8_t *e, scratch_t *s, header_t *h, int *err) {
     p = skip_ws(p + 1, e);
     s->keys_len = 0;
     if (p < e && *p == '}')
         return p + 1;
     for (;;) {
-        span_t k, v;
+        span_t k;
+        value_t v = {{"", 0}, 0, 0, 0};
         if (p >= e || *p != '"' || (p = scan_string(p, e, s, &k)) == NULL)
             return NULL;
         p = skip_ws(p, e);
         if (p >= e || *p != ':')
             return NULL;
         p = skip_ws(p + 1, e);
-        if (p >= e || *p != '"' || (p = scan_string(p, e, s, &v)) == NULL)
+        if (p >= e)
             return NULL;
+        if (*p == '"') {
+            if ((p = scan_string(p, e, s, &v.s)) == NULL)
+                return NULL;
+        } else {
+            int json_int;
+            if ((p = scan_int(p, e, &v.i, &v.fits, &json_int)) == NULL || !json_int)
+                return NULL; /* null, true, a float, an object...: the decoder's to convert or drop */
+            v.is_int = 1;
+        }
         if (scratch_push_key(s, k) < 0) {
             *err = 1;
             return NULL;
@@ -589,14 +608,14 @@ static int parse_header(const uint8_t *p, const uint8_t *e, scratch_t *s, header
         if (p >= e)
             return 0;
         int64_t num = 0;
-        int fits = 0;
+        int fits = 0, json_int = 0;
         span_t text;
         switch (which) {
         case K_CODE:
         case K_FLAG:
         case K_OPAQUE:
         case K_VERSION:
-            if ((p = scan_int(p, e, &num, &fits)) == NULL || !fits)
+            if ((p = scan_int(p, e, &num, &fits, &json_int)) == NULL || !fits)
                 return 0;
             if ((which == K_OPAQUE || which == K_VERSION) && (num < INT32_MIN || num > INT32_MAX))
                 return 0;
@@ -984,7 +1003,7 @@ static int check_properties(const ctx_t *c, scratch_t *s, send_t *m) {
 
 /* The ext field values under the name set SendMessageHeader.from_fields decodes with: the one-letter names when
  * "b" is there and "topic" is not (whatever the request code), else the long names. Sets *has. */
-static const span_t *field_set(const header_t *h, uint32_t *has) {
+static const value_t *field_set(const header_t *h, uint32_t *has) {
     if ((h->v2_has & (1u << F_TOPIC)) && !(h->v1_has & (1u << F_TOPIC))) {
         *has = h->v2_has;
         return h->v2;
@@ -993,27 +1012,41 @@ static const span_t *field_set(const header_t *h, uint32_t *has) {
     return h->v1;
 }
 
+/* An integer ext field as the slow path reads it: empty or absent -> the default; a string `-?[0-9]+` of at
+ * most 20 characters or a JSON integer, within int64. 1 ok, 0 not. */
+static int field_int(const value_t *v, int has, int64_t deflt, int64_t *out) {
+    if (!has) {
+        *out = deflt;
+        return 1;
+    }
+    if (v->is_int) {
+        *out = v->i;
+        return v->fits;
+    }
+    if (v->s.n == 0) {
+        *out = deflt;
+        return 1;
+    }
+    return parse_field_int(v->s, out);
+}
+
 /* The ext fields other than the topic. 1 servable (m filled), 0 not. */
-static int check_fields(const span_t *v, uint32_t has, send_t *m) {
-#define HAS(f) ((has >> (f)) & 1u)
-#define NONEMPTY(f) (HAS(f) && v[f].n > 0)
-    int64_t queue_id = -1, sys_flag = 0, born = 0, flag = 0, reconsume = 0, ignored;
-    if (NONEMPTY(F_QUEUE_ID) && !parse_field_int(v[F_QUEUE_ID], &queue_id))
+static int check_fields(const value_t *v, uint32_t has, send_t *m) {
+#define HAS(f) ((int)((has >> (f)) & 1u))
+    int64_t queue_id, sys_flag, born, flag, reconsume, ignored;
+    if (!field_int(&v[F_QUEUE_ID], HAS(F_QUEUE_ID), -1, &queue_id) ||
+        !field_int(&v[F_BORN_TIMESTAMP], HAS(F_BORN_TIMESTAMP), 0, &born) ||
+        !field_int(&v[F_SYS_FLAG], HAS(F_SYS_FLAG), 0, &sys_flag) ||
+        !field_int(&v[F_FLAG], HAS(F_FLAG), 0, &flag) ||
+        !field_int(&v[F_RECONSUME_TIMES], HAS(F_RECONSUME_TIMES), 0, &reconsume) ||
+        !field_int(&v[F_DEFAULT_TOPIC_QUEUE_NUMS], HAS(F_DEFAULT_TOPIC_QUEUE_NUMS), 0, &ignored) ||
+        !field_int(&v[F_MAX_RECONSUME_TIMES], HAS(F_MAX_RECONSUME_TIMES), 0, &ignored))
         return 0;
-    if (NONEMPTY(F_BORN_TIMESTAMP) && !parse_field_int(v[F_BORN_TIMESTAMP], &born))
+    if (HAS(F_PROPERTIES) && v[F_PROPERTIES].is_int)
         return 0;
-    if (NONEMPTY(F_SYS_FLAG) && !parse_field_int(v[F_SYS_FLAG], &sys_flag))
-        return 0;
-    if (NONEMPTY(F_FLAG) && !parse_field_int(v[F_FLAG], &flag))
-        return 0;
-    if (NONEMPTY(F_RECONSUME_TIMES) && !parse_field_int(v[F_RECONSUME_TIMES], &reconsume))
-        return 0;
-    if (NONEMPTY(F_DEFAULT_TOPIC_QUEUE_NUMS) && !parse_field_int(v[F_DEFAULT_TOPIC_QUEUE_NUMS], &ignored))
-        return 0;
-    if (NONEMPTY(F_MAX_RECONSUME_TIMES) && !parse_field_int(v[F_MAX_RECONSUME_TIMES], &ignored))
-        return 0;
-    if (HAS(F_BATCH) && !(v[F_BATCH].n == 0 || SPAN_IS(v[F_BATCH], "false")))
-        return 0;
+    if (HAS(F_BATCH) && (v[F_BATCH].is_int || !(v[F_BATCH].s.n == 0 || SPAN_IS(v[F_BATCH].s, "false") ||
+                                               SPAN_IS(v[F_BATCH].s, "0"))))
+        return 0; /* a batch, or a value the slow path may read as one */
     if (sys_flag != 0 && sys_flag != SYSFLAG_MULTI_TAGS)
         return 0;
     if (flag < INT32_MIN || flag > INT32_MAX || reconsume < INT32_MIN || reconsume > INT32_MAX)
@@ -1025,9 +1058,8 @@ static int check_fields(const span_t *v, uint32_t has, send_t *m) {
     m->born_timestamp = born;
     m->flag = (int32_t)flag;
     m->reconsume_times = (int32_t)reconsume;
-    m->props = HAS(F_PROPERTIES) ? v[F_PROPERTIES] : (span_t){"", 0};
+    m->props = HAS(F_PROPERTIES) ? v[F_PROPERTIES].s : (span_t){"", 0};
 #undef HAS
-#undef NONEMPTY
     return 1;
 }
 
@@ -1188,10 +1220,10 @@ static outcome_t serve_frame(const uint8_t *f, Py_ssize_t frame_len, ctx_t *c, s
         return DECLINED;
     /* 3. the topic, then the other ext fields */
     uint32_t has;
-    const span_t *fields = field_set(&h, &has);
-    if (!(has & (1u << F_TOPIC)))
+    const value_t *fields = field_set(&h, &has);
+    if (!(has & (1u << F_TOPIC)) || fields[F_TOPIC].is_int)
         return DECLINED;
-    topic_name = fields[F_TOPIC];
+    topic_name = fields[F_TOPIC].s;
     rc = topic_lookup(t, c, topic_name);
     if (rc < 0)
         return FAILED;
