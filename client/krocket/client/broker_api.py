@@ -119,13 +119,10 @@ def send_result(response: RemotingCommand, queue: MessageQueue, uniq_id: str) ->
     if status is None:
         raise RemoteError(response.code, response.remark or "")
     ext = response.ext_fields
-    return SendResult(
-        status=status,
-        msg_id=uniq_id,
-        offset_msg_id=ext.get("msgId", ""),
-        queue=MessageQueue(queue.topic, queue.broker_name, _int(ext, "queueId", queue.queue_id)),
-        queue_offset=_int(ext, "queueOffset", -1),
-    )
+    queue_id = _int(ext, "queueId", queue.queue_id)
+    if queue_id != queue.queue_id:  # the broker chose another queue (a new queue is not built per send otherwise)
+        queue = MessageQueue(queue.topic, queue.broker_name, queue_id)
+    return SendResult(status, uniq_id, ext.get("msgId", ""), queue, _int(ext, "queueOffset", -1))
 
 
 # -- pull -------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from krocket.common.errors import (
 from krocket.common.remoting.command import MAX_FRAME_BYTES, FrameDecoder, RemotingCommand, encode_parts
 from krocket.common.remoting.inflight import InFlight, Waiter
 from krocket.common.remoting.limits import BufferBudget, ConnectionLimits, LogLimiter
+from krocket.common.remoting.response_path import AVAILABLE as RESPONSE_FAST_PATH_AVAILABLE
+from krocket.common.remoting.response_path import serve_responses
 from krocket.common.remoting.tls import PermissiveServer, TlsMode, start_server
 
 log = logging.getLogger(__name__)
@@ -428,6 +430,15 @@ class Connection(asyncio.Protocol):
     def new_opaque(self) -> int:
         return next(self._opaque)
 
+    @property
+    def max_frame(self) -> int:
+        """The largest frame this connection reads."""
+        return self._decoder.max_frame
+
+    def resolve(self, response: RemotingCommand) -> None:
+        """Hand a response to the request waiting for it (a client-side fast path decoded it)."""
+        self._inflight.resolve(response)
+
     def start_request(
         self, opaque: int, head: bytes, body: bytes, code: int, timeout: float, waiter: Waiter, cork: bool = True
     ) -> None:
@@ -599,6 +610,10 @@ class _Refused(asyncio.Protocol):
         cast(asyncio.Transport, transport).abort()
 
 
+# Client connections decode responses with orjson when it is installed (``response_path``), else as usual.
+_RESPONSE_FAST_PATH: FastPath | None = serve_responses if RESPONSE_FAST_PATH_AVAILABLE else None
+
+
 class ConnectionPool:
     """Client side: one connection per address, opened on first use and re-opened after a close; over TLS
     when given a client ``ssl_context`` (``krocket.common.remoting.tls.client_context``)."""
@@ -640,7 +655,7 @@ class ConnectionPool:
                 tls = self.ssl_context
                 _, opened = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: Connection(self._handler),
+                        lambda: Connection(self._handler, fast_path=_RESPONSE_FAST_PATH),
                         host,
                         int(port),
                         ssl=tls,
