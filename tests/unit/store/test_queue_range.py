@@ -191,3 +191,14 @@ def test_a_log_cut_inside_a_run_reads_the_same(make_store: StoreFactory) -> None
     assert_same_reads(store, "K", range(2))
     short = store.get_messages("K", 1, records[-8].queue_offset, 32)
     assert short.count == 4 and short.next_begin_offset == cut.queue_offset
+
+
+def test_queues_far_apart_read_the_same(make_store: StoreFactory) -> None:
+    store = make_store()
+    for i in range(12):  # queue 0's records lie ~18 KiB apart: read one by one; queue 1's in runs, close
+        store.put_message("G", 0, body(i, 300), props(i))
+        store.put_messages("G", 1, [(body(k, 300), props(k, tags="TagB"), 0) for k in range(60)])
+    assert assert_same_reads(store, "G", range(2), offsets=[0, 1, 5, 11, 12, 100, 400, 719]) > 0
+    last = decode_records(store.get_messages("G", 0, 11).body)[0]
+    store.commitlog.truncate_to(last.commit_log_offset + 100)  # queue 0's last record cut: its read is short
+    assert assert_same_reads(store, "G", range(2), offsets=[0, 5, 9, 10, 11, 640, 659, 660]) > 0

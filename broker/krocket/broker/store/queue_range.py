@@ -7,25 +7,29 @@ matches; no entry below the commit log's start or emptied) it takes them with sl
 entry by entry. Either way it takes exactly what a walk of the entries in order takes: it stops at ``max_msgs``
 picks, or before a pick that would pass ``max_bytes`` (the first pick is always taken).
 
-``read_picked`` reads the picked records: the whole span once when it is contiguous or holds at most as many
-bytes again as needed (and slices the picked runs out of it), else one read per run of adjacent records. A read
-that comes back short (the end of a segment, bytes not yet committed) keeps the whole records it holds and stops
-there, as ``short_at`` tells the caller.
+``read_picked`` reads the picked records: a contiguous range in one read; otherwise the runs of adjacent records
+are read together, one read covering several runs of a segment (their pieces sliced out of it) while the other
+queues' records it takes along stay within ``SPAN_GAP_BYTES`` per read saved. A read that comes back short (the
+end of the written bytes) keeps the whole records it holds and stops there, as ``short_at`` tells the caller:
+what a read per run gave.
 """
 
 from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
-from operator import add, ne
+from operator import add, le, ne
 
 from .commitlog import CommitLog
 from .consume_queue import ENTRY, ENTRY_BYTES, ConsumeQueue
 
 CHUNK_ENTRIES = 1024  # entries decoded per struct call
+# A read of a commit log span may take other queues' records along (sliced off): up to this many bytes of them
+# per read it saves (a pread costs about what copying ~10-20 KiB does), at most MAX_SPAN_BYTES in one read.
+SPAN_GAP_BYTES = 16 * 1024
+MAX_SPAN_BYTES = 8 * 1024 * 1024
 _ENTRY_FORMAT = ENTRY.format.lstrip("<>!=@")  # one entry's fields without the byte order: "qiq"
 _STRUCTS: dict[tuple[int, bool], struct.Struct] = {}
 
@@ -135,67 +139,78 @@ def pick_entries(
     return picks
 
 
-def _run_starts(phys: list[int], sizes: list[int]) -> list[int]:
-    """Indexes where a run of adjacent records starts (0 first): record i starts a run unless it begins where
-    record i - 1 ends."""
-    ends = map(add, phys, sizes)
-    starts = [0]
-    starts.extend(compress(range(1, len(phys)), map(ne, phys[1:], ends)))
-    return starts
-
-
 def read_picked(commitlog: CommitLog, picks: Picks) -> tuple[bytes, int, int | None]:
     """(the picked records' bytes, how many, the queue offset of the first one not read or None)."""
     phys, sizes = picks.phys, picks.sizes
     n = len(phys)
     if n == 0:
         return b"", 0, None
+    read = commitlog.read
     first = phys[0]
     span = phys[-1] + sizes[-1] - first
-    total = picks.total
-    read = commitlog.read
-    if span == total:
+    if span == picks.total:  # one run of adjacent records (the common case of one queue's batch)
         data = read(first, span)
         if len(data) == span:
             return data, n, None
-        return _read_runs(read, picks, [0])
-    starts = _run_starts(phys, sizes)
-    if span <= 2 * total:
+    ends = list(map(add, phys, sizes))
+    run_starts = [0]
+    run_starts.extend(compress(range(1, n), map(ne, phys[1:], ends)))  # record i begins where i - 1 ends: same run
+    run_ends = run_starts[1:]
+    run_ends.append(n)
+    segment_bytes = commitlog.segment_bytes
+    if (
+        span - picks.total <= SPAN_GAP_BYTES * (len(run_starts) - 1)
+        and span <= MAX_SPAN_BYTES
+        and first // segment_bytes == (first + span - 1) // segment_bytes
+        and all(map(le, ends[:-1], phys[1:]))
+    ):
+        # One read of the span (in one segment, records in order); the runs sliced out of it.
         data = read(first, span)
+        view = memoryview(data)
         if len(data) == span:
-            view = memoryview(data)
-            parts = []
-            bounds = starts[1:]
-            bounds.append(n)
-            i = 0
-            for j in bounds:
-                a = phys[i] - first
-                parts.append(view[a : phys[j - 1] + sizes[j - 1] - first])
-                i = j
+            parts = list(
+                map(
+                    view.__getitem__,
+                    map(slice, [phys[i] - first for i in run_starts], [ends[j - 1] - first for j in run_ends]),
+                )
+            )
             return b"".join(parts), n, None
-    return _read_runs(read, picks, starts)
-
-
-def _read_runs(read: Callable[[int, int], bytes], picks: Picks, starts: list[int]) -> tuple[bytes, int, int | None]:
-    """One read per run (``starts``: the index of each run's first record)."""
-    phys, sizes = picks.phys, picks.sizes
-    n = len(phys)
-    parts: list[bytes] = []
-    bounds = starts[1:]
-    bounds.append(n)
-    i = 0
-    for j in bounds:
+        return _keep_whole(view, first, picks, ends, run_starts, run_ends)
+    out: list[bytes] = []
+    for i, j in zip(run_starts, run_ends, strict=True):
         start = phys[i]
-        want = phys[j - 1] + sizes[j - 1] - start
+        want = ends[j - 1] - start
         data = read(start, want)
         if len(data) < want:
-            # Keep only the whole records that came back.
-            got = 0
-            while i < j and got + sizes[i] <= len(data):
-                got += sizes[i]
-                i += 1
-            parts.append(data[:got])
-            return b"".join(parts), i, picks.queue_offset(i) if i < n else None
-        parts.append(data)
-        i = j
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), n, None
+            return _keep_whole(memoryview(data), start, picks, ends, [i], [j], out)
+        out.append(data)
+    return (out[0] if len(out) == 1 else b"".join(out)), n, None
+
+
+def _keep_whole(
+    view: memoryview,
+    at: int,
+    picks: Picks,
+    ends: list[int],
+    run_starts: list[int],
+    run_ends: list[int],
+    done: list[bytes] | None = None,
+) -> tuple[bytes, int, int | None]:
+    """A read at commit log offset ``at`` came back short (``view``): the runs it holds wholly, then the whole
+    records of the run it cuts; the rest is left for the next pull. ``done``: the runs read before."""
+    out: list[bytes | memoryview] = list(done) if done else []
+    phys = picks.phys
+    have = at + len(view)
+    n = len(phys)
+    for i, j in zip(run_starts, run_ends, strict=True):
+        a = phys[i] - at
+        if ends[j - 1] <= have:
+            out.append(view[a : ends[j - 1] - at])
+            continue
+        k = i
+        while k < j and ends[k] <= have:
+            k += 1
+        if k > i:
+            out.append(view[a : ends[k - 1] - at])
+        return b"".join(out), k, picks.queue_offset(k) if k < n else None
+    return b"".join(out), n, None
