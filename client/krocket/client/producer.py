@@ -51,6 +51,7 @@ Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
 BlockingRequest = Callable[[str, RemotingCommand, float], RemotingCommand]  # (addr, command, timeout) -> answer
 
 COMPRESS_LEVEL = 5
+_BODY_TYPES = (bytes, bytearray, memoryview)
 MAX_FRAME_TEMPLATES = 1024  # pre-encoded send headers kept (one per topic sent to); all dropped past this
 
 
@@ -91,6 +92,7 @@ class Producer:
         self._publish_cache: dict[str, tuple[Any, list[MessageQueue]]] = {}
         self._inflight: set[asyncio.Task[Any]] = set()  # tasks of sends (route lookups, connects), kept referenced
         self._frame_templates: dict[tuple[str, bool], SendFrameTemplate] = {}
+        self._valid_topics: set[str] = set()  # topic names validate_topic accepted (checked once each)
 
     @property
     def instance(self) -> ClientInstance:
@@ -182,14 +184,16 @@ class Producer:
         return queues
 
     # -- building requests ---------------------------------------------------------------------------------
-    def _check(self, msg: Message, topic_checked: bool = False) -> None:
+    def _check(self, msg: Message, topic_checked: bool = False, props: dict[str, str] | None = None) -> None:
         """Refuse what the broker would refuse or not read back as sent (``message_checks``: a ValueError
-        naming the field)."""
-        check_properties(msg.wire_properties())
+        naming the field); ``props``: the message's wire properties when the caller has them already."""
+        check_properties(msg.wire_properties() if props is None else props)
         check_int32("flag", msg.flag)
-        if not topic_checked:
+        if not topic_checked and msg.topic not in self._valid_topics:
             validate_topic(msg.topic)
-        if not isinstance(msg.body, bytes | bytearray | memoryview):
+            if len(self._valid_topics) < MAX_FRAME_TEMPLATES:
+                self._valid_topics.add(msg.topic)
+        if not isinstance(msg.body, _BODY_TYPES):
             raise MessageIllegalError("message body must be bytes")
         if len(msg.body) == 0:
             raise MessageIllegalError("message body is empty")
@@ -198,9 +202,11 @@ class Producer:
                 f"message body is {len(msg.body)} bytes; at most {self.max_message_bytes} allowed"
             )
 
-    def _prepare(self, msg: Message) -> tuple[str, dict[str, str], bytes, int]:
-        """(unique id, wire properties, body, sysFlag) of one message."""
-        props = msg.wire_properties()
+    def _prepare(self, msg: Message, props: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes, int]:
+        """(unique id, wire properties, body, sysFlag) of one message (``props``: its wire properties, which this
+        completes, when the caller has them already)."""
+        if props is None:
+            props = msg.wire_properties()
         uniq = props.get(PROPERTY_UNIQ_KEY) or self._ids.next_id()
         props[PROPERTY_UNIQ_KEY] = uniq
         props.setdefault(PROPERTY_WAIT, "true")
@@ -235,8 +241,9 @@ class Producer:
     ) -> SendResult:
         """Send and wait for the broker's answer. With ``selector``, the message goes to the queue it picks
         (ordered messages): no retry on another queue, so order is kept."""
-        self._check(msg)
-        uniq, props, body, sys_flag = self._prepare(msg)
+        props = msg.wire_properties()
+        self._check(msg, props=props)
+        uniq, props, body, sys_flag = self._prepare(msg, props)
         if selector is not None:
             queues = await self._publish_info(msg.topic)
             queue = selector(list(queues), msg, arg)
@@ -265,8 +272,9 @@ class Producer:
                 task.add_done_callback(_calling_back(callback))
             return task
         try:
-            self._check(msg)
-            uniq, props, body, sys_flag = self._prepare(msg)
+            props = msg.wire_properties()
+            self._check(msg, props=props)
+            uniq, props, body, sys_flag = self._prepare(msg, props)
         except Exception as exc:  # told like any other failure: through the future and the callback
             return failed_send(exc, callback)
         timeout = timeout or self.send_timeout
