@@ -21,10 +21,12 @@ Run it:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
 import random
+import shutil
 import struct
 import sys
 import tempfile
@@ -131,6 +133,15 @@ class Run:
     declined_at: list[int]  # absolute offsets of the frames a call stopped at with STOP_SLOW
 
 
+# Under ASan (scripts/asan.sh sets it), each call gets a copy of the buffer in memory of exactly its size: a
+# bytearray keeps a NUL after its last byte, where a read one past the end would go unnoticed.
+EXACT_BUFFERS = os.environ.get("KROCKET_FUZZ_EXACT_BUFFERS") == "1"
+
+
+def _exact(buf: bytearray) -> Any:
+    return (ctypes.c_char * len(buf)).from_buffer_copy(buf) if len(buf) > 16 else bytearray(buf)
+
+
 def drive(serve: Serve, data: bytes, twin: Twin, max_calls: int = 10_000) -> Run:
     """Serve ``data`` the way the glue does: commit and call again after STOP_COMMIT; skip a declined frame."""
     ctx = twin.ctx
@@ -139,9 +150,10 @@ def drive(serve: Serve, data: bytes, twin: Twin, max_calls: int = 10_000) -> Run
     base = 0
     calls: list[tuple[int, int, int, bytes | None]] = []
     declined: list[int] = []
+    exact = EXACT_BUFFERS and serve is not pure.serve
     for _ in range(max_calls):
         ctx.missing_topic = None
-        pos = serve(buf, ctx, out)
+        pos = serve(_exact(buf) if exact else buf, ctx, out)
         assert 0 <= pos <= len(buf), f"serve returned {pos} for a buffer of {len(buf)}"
         calls.append((base + pos, ctx.stop, ctx.count, ctx.missing_topic))
         del buf[:pos]
@@ -444,13 +456,16 @@ def run_atheris(runs: int, seconds: float, seed: int) -> int:
             return
         compare(data[1:], setups[data[0] % len(setups)])
 
-    corpus = Path(tempfile.mkdtemp(prefix="fastpath-corpus-"))
+    work = Path(tempfile.gettempdir(), "krocket-fastpath-fuzz")  # reused: the last run's crash file stays there
+    shutil.rmtree(work, ignore_errors=True)
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True)
     for i, frame in enumerate(seed_frames(60, seed)):
         (corpus / f"seed{i}").write_bytes(bytes([i % len(setups)]) + frame)
     for i, (data, _) in enumerate(random_cases(seed, 60)):
         (corpus / f"mut{i}").write_bytes(bytes([i % len(setups)]) + data)
     args = [sys.argv[0], f"-runs={runs}", f"-max_total_time={max(1, int(seconds))}", f"-seed={seed}",
-            "-max_len=20000", "-rss_limit_mb=4096", str(corpus)]  # fmt: skip
+            "-max_len=20000", "-rss_limit_mb=4096", f"-artifact_prefix={work}/", str(corpus)]  # fmt: skip
     atheris.instrument_func(pure.serve)
     atheris.Setup(args, one_input)
     atheris.Fuzz()
