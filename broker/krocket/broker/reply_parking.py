@@ -26,11 +26,13 @@ API (``BrokerService.parking``; the fast path glue parks through it):
   the flush, under SYNC_FLUSH). A reply whose turn comes while no slave is in sync is answered
   SLAVE_NOT_AVAILABLE (the message is stored on the master only), as RocketMQ does.
 
-Order: replies of one connection leave in the order they were parked (release and timeout both go front to
-back of one queue per stage). A closed connection's parked replies are dropped. A connection with more than
-``max_parked_bytes`` parked stops being read (``Connection.hold_reading``) until the releases bring it under half
-of that: parked replies are not tasks, so the transport's ``maxRequestsInFlight`` does not count them; this cap
-bounds them instead (1 MiB: about 4000 replies, as many as 4096 tasks in flight).
+Order: released replies of one connection leave in the order they were parked (each stage is one queue in commit
+log order); an answer that is not SUCCESS (a timeout, SLAVE_NOT_AVAILABLE) may pass replies still waiting, which
+RocketMQ's clients allow (replies are matched by opaque). A closed connection's parked replies are dropped.
+
+Bound: a connection with more than ``max_parked_bytes`` parked stops being read (``Connection.hold_reading``) until
+the releases bring it under half of that. Parked replies are not tasks, so the transport's ``maxRequestsInFlight``
+does not count them; this cap bounds them instead (1 MiB: about 4000 replies, as many as 4096 tasks in flight).
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ class ReplyParking:
     # -- parking -------------------------------------------------------------------------------------
     def park(self, conn: Connection, data: bytes | bytearray, end_offset: int) -> None:
         peer = self._peers.get(conn)
+        if peer is None and not conn.is_open:
+            return  # closed already: its replies would be dropped, and its close callbacks have run
         if peer is None:
             peer = self._peers[conn] = _Peer(conn)
             conn.on_close(self._closed)
@@ -281,18 +285,18 @@ class ReplyParking:
         self._sweeper = None
         self._sweep_at = None
         now = time.monotonic()
-        expired: list[_Entry] = []
+        expired: list[_Entry] = []  # those waiting for a slave were parked before those waiting for the disk
         flushing, replicating = self._flushing, self._replicating
-        limit = now - self.flush_timeout_s
-        while flushing and flushing[0][3] <= limit:
-            end, peer, data, since = flushing.popleft()
-            remark = f"flushing the commit log up to offset {end} took over {self.flush_timeout_s} s"
-            expired.append((end, peer, rewrite_replies(data, ResponseCode.FLUSH_DISK_TIMEOUT, remark), since))
         limit = now - self.slave_timeout_s
         while replicating and replicating[0][3] <= limit:
             end, peer, data, since = replicating.popleft()
             remark = f"no slave confirmed offset {end} within {self.slave_timeout_s:.1f}s"
             expired.append((end, peer, rewrite_replies(data, ResponseCode.FLUSH_SLAVE_TIMEOUT, remark), since))
+        limit = now - self.flush_timeout_s
+        while flushing and flushing[0][3] <= limit:
+            end, peer, data, since = flushing.popleft()
+            remark = f"flushing the commit log up to offset {end} took over {self.flush_timeout_s} s"
+            expired.append((end, peer, rewrite_replies(data, ResponseCode.FLUSH_DISK_TIMEOUT, remark), since))
         if expired:
             self.timed_out += len(expired)
             self._deliver(expired)

@@ -71,6 +71,8 @@ class FlushService:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._flushed_listeners: list[Callable[[int], None]] = []
         self._kick: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._round_soon = False  # a round asked for by request_flush is scheduled
         self._tasks: list[asyncio.Task[None]] = []
         self._inline_off_until = 0.0
         self.sync_rounds = 0
@@ -159,11 +161,26 @@ class FlushService:
         self._flushed_listeners.append(listener)
 
     def request_flush(self) -> None:
-        """SYNC_FLUSH: have the group commit run a round soon (another one right after the current one, if a
-        round is running: what arrived meanwhile is not covered by it). Cheap when a round is already due."""
+        """SYNC_FLUSH: have a round run on the next loop turn (so after the caller's commit): inline when it may
+        (``_flush_inline``), else by the group commit task, right after its current round if one is running
+        (what arrived meanwhile is not covered by it). One callback however many ask before it runs; no future."""
+        if self._round_soon or self._loop is None or not self.config.sync_flush:
+            return
+        self._round_soon = True
+        self._loop.call_soon(self._requested_round)
+
+    def _requested_round(self) -> None:
+        self._round_soon = False
+        if self._loop is None:
+            return  # stopped meanwhile: the stop flushed what there was
+        try:
+            if self._flush_inline():
+                return
+        except Exception:
+            log.exception("commit log group commit failed")
         kick = self._kick
         if kick is not None:
-            kick.set()
+            kick.set()  # the worker thread's round (the group commit task)
 
     def _wake(self, flushed: int) -> None:
         for listener in self._flushed_listeners:
@@ -187,6 +204,7 @@ class FlushService:
         if self._tasks:
             return
         self._kick = asyncio.Event()
+        self._loop = loop
         if self.config.sync_flush:
             self._tasks.append(loop.create_task(self._group_commit_loop(), name="krocket-group-commit"))
         else:
@@ -236,14 +254,14 @@ class FlushService:
                 await t
         # Whoever still waits gets a last flush rather than a timeout.
         await self.flush_commitlog()
-        self._kick = None
+        self._kick = self._loop = None
 
     def cancel(self) -> None:
         """Cancel the loops without awaiting them (a synchronous close)."""
         for t in self._tasks:
             t.cancel()
         self._tasks = []
-        self._kick = None
+        self._kick = self._loop = None
 
     def shutdown(self) -> None:
         self._commit_pool.shutdown(wait=True)
