@@ -1,16 +1,29 @@
-"""PULL_MESSAGE (11), with long polling and tag filtering."""
+"""PULL_MESSAGE (11), with long polling and tag filtering; JSON replies without a remark come from the
+``pull_reply`` template."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
+from krocket.broker.processors.pull_reply import pull_response
 from krocket.broker.service import BrokerService, PullOutcome
 from krocket.common.codes import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
 from krocket.common.headers import PullMessageHeader
 from krocket.common.remoting import Connection, RemotingCommand
+from krocket.common.remoting.command import SERIALIZE_JSON
 
 
 def _reply(cmd: RemotingCommand, outcome: PullOutcome) -> RemotingCommand:
+    if outcome.remark is None and cmd.serialize == SERIALIZE_JSON:
+        return pull_response(
+            cmd,
+            outcome.code,
+            outcome.next_begin_offset,
+            outcome.min_offset,
+            outcome.max_offset,
+            outcome.suggest_broker_id,
+            outcome.body,
+        )
     return cmd.response(
         outcome.code,
         outcome.remark,

@@ -88,6 +88,18 @@ class RemotingCommand:
         )
 
 
+class EncodedResponse(RemotingCommand):
+    """A response whose frame head (length prefix and header, exactly what ``encode_parts`` would make of its
+    fields) was formatted from a template when it was built: ``encode_parts`` sends ``head`` as it is while
+    ``opaque`` is still ``head_opaque``. Its fields say the same, for whoever reads the reply; do not change
+    them (the opaque aside: another one makes ``encode_parts`` encode the fields again)."""
+
+    __slots__ = ("head", "head_opaque")
+
+    head: bytes
+    head_opaque: int
+
+
 def _as_wire_str(value: Any) -> str:
     if value.__class__ is str:
         return value
@@ -154,6 +166,8 @@ def encode(cmd: RemotingCommand) -> bytes:
 
 def encode_parts(cmd: RemotingCommand) -> tuple[bytes, bytes]:
     """The frame as (prefix + header, body), so a large body can be written without copying it."""
+    if type(cmd) is EncodedResponse and cmd.opaque == cmd.head_opaque:
+        return cmd.head, cmd.body
     header = encode_header(cmd)
     prefix = _FRAME_PREFIX.pack(4 + len(header) + len(cmd.body), (cmd.serialize << 24) | len(header))
     return prefix + header, cmd.body
