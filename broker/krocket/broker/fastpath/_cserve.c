@@ -747,10 +747,15 @@ static int get_i64(PyObject *obj, PyObject *name, int64_t *out) {
     PyObject *v = PyObject_GetAttr(obj, name);
     if (v == NULL)
         return -1;
-    long long x = PyLong_AsLongLong(v);
+    int overflow = 0; /* AndOverflow: CPython 3.11's plain AsLongLong goes through a byte array for big ints */
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
     Py_DECREF(v);
     if (x == -1 && PyErr_Occurred())
         return -1;
+    if (overflow) {
+        PyErr_Format(PyExc_OverflowError, "%U does not fit in 64 bits", name);
+        return -1;
+    }
     *out = (int64_t)x;
     return 0;
 }
@@ -1211,7 +1216,7 @@ static outcome_t serve_frame(const uint8_t *f, Py_ssize_t frame_len, ctx_t *c, s
     *queue_out = NULL;
 
     /* 1-2. the header */
-    if (scratch_reserve_arena(s, header_len) < 0)
+    if (scratch_reserve_arena(s, header_len + 8) < 0) /* decoded strings never outgrow their header */
         return FAILED;
     int rc = parse_header(header, header_end, s, &h);
     if (rc <= 0)
@@ -1240,7 +1245,7 @@ static outcome_t serve_frame(const uint8_t *f, Py_ssize_t frame_len, ctx_t *c, s
     int queue_id = m.queue_id;
     if (queue_id < 0) {
         int64_t n = t->write_queues > 1 ? t->write_queues : 1;
-        rr += 1;
+        rr = (int64_t)((uint64_t)rr + 1); /* no signed overflow (UB) at 2^63 */
         int64_t r = rr % n;
         queue_id = (int)(r < 0 ? r + n : r);
     }
