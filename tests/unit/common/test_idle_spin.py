@@ -131,19 +131,34 @@ def test_it_blocks_for_the_rest_of_the_timeout_after_the_window(pair: tuple[sock
         sel.close()
 
 
-def test_it_blocks_at_once_when_the_last_event_is_older_than_the_window(
+def test_once_the_window_is_spent_it_blocks_at_once(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    sel, inner = _spin_selector(1000, a)
+    try:
+        assert sel.select(0.01) == [] and inner.timeouts == [0.01], "no event yet: no window"
+        _event_then_drain(sel, a, b)
+        assert sel.select(0.05) == [], "spends the 1 ms window, then blocks the rest"
+        inner.timeouts.clear()
+        polls_before = sel.spin_polls
+        assert sel.select(0.02) == []
+        assert inner.timeouts == [0.02] and sel.spin_polls == polls_before, "no event since: no new window"
+    finally:
+        sel.close()
+
+
+def test_the_window_opens_when_the_loop_is_idle_not_when_the_event_came(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
     sel, inner = _spin_selector(1000, a)
     try:
-        assert sel.select(0.01) == [], "no event yet: no window"
         _event_then_drain(sel, a, b)
-        time.sleep(0.01)  # ten times the window
+        time.sleep(0.01)  # the event's callbacks take ten times the window
         inner.timeouts.clear()
-        polls_before = sel.spin_polls
-        assert sel.select(0.02) == []
-        assert inner.timeouts == [0.02] and sel.spin_polls == polls_before
+        assert sel.select(0.05) == []
+        *polls, blocking = inner.timeouts
+        assert polls and set(polls) == {0}, "the first idle select after the event spins"
+        assert blocking is not None and 0 < blocking < 0.05
     finally:
         sel.close()
 

@@ -1,20 +1,24 @@
-"""An opt-in low-latency idle strategy for asyncio servers (``idleSpinMicros``): after an I/O event, poll
-without blocking for up to N microseconds before blocking in ``epoll_wait``.
+"""An opt-in low-latency idle strategy for asyncio servers (``idleSpinMicros``): once the loop has handled its
+I/O events and runs out of work, poll without blocking for up to N microseconds before blocking in ``epoll_wait``.
 
 On a virtual machine an idle vCPU halts and is woken by an interrupt for the next packet, several VM exits
-per request; a server that keeps polling for a short while after its last event skips that for a peer that
-answers quickly (one-at-a-time request/response). It is Aeron's busy-spin-then-back-off idle strategy, or
+per request; a server that keeps polling for a short while after it answered skips that for a peer that sends
+again quickly (one-at-a-time request/response). It is Aeron's busy-spin-then-back-off idle strategy, or
 netty's epoll busy-wait, bounded in time:
 
-- a ``select(timeout)`` within N us of the last select that returned events polls with timeout 0 until an
-  event arrives, the window closes or ``timeout`` is up, and then blocks for what is left of ``timeout``;
+- the window opens at the first ``select(timeout > 0)`` after a select that returned events (the loop has run
+  the callbacks those events caused: the request is answered) and lasts N us; within it, ``select`` polls with
+  timeout 0 until an event arrives (the window opens again after it is handled), the window closes or
+  ``timeout`` is up, and then blocks for what is left of ``timeout``;
 - outside the window it is the wrapped selector's ``select``, unchanged: with no traffic the loop blocks as
-  before (about 0 % CPU); timers end the wait when due, as without the spin;
+  before (about 0 % CPU); timers end the wait when due, as without the spin; timers and signals do not open a
+  window, only I/O events (the self-pipe of signals and ``call_soon_threadsafe`` included) do;
 - ``select(0)`` (the loop has callbacks ready) is passed through as one poll.
 
-The cost is CPU: each quiet gap after an event burns up to N us, so the worst case is one request every
-~N us (a core kept busy). Measured figures: docs/idle-spin.md. uvloop has no hook before its ``epoll_wait``
-(no idle or check handle in its Python API), so the strategy needs the asyncio loop (``idle_spin_loop``).
+The cost is CPU: each quiet gap after a burst of events burns up to N us, so the worst case is one request
+every ~N us (a core kept busy for a few thousand requests a second). Measured figures: docs/idle-spin.md.
+uvloop has no hook before its ``epoll_wait`` (no idle or check handle in its Python API), so the strategy
+needs the asyncio loop (``idle_spin_loop``); ``check_loop_supports_spin`` refuses it under uvloop.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def check_idle_spin_micros(value: int, name: str = "idleSpinMicros") -> int:
 
 
 class IdleSpinSelector(selectors.BaseSelector):
-    """A selector that spins (polls with timeout 0) for up to ``spin_micros`` after its last event, then blocks.
+    """A selector that spins (polls with timeout 0) for up to ``spin_micros`` once the events it returned have
+    been handled, then blocks.
 
     It wraps ``inner`` (by default a new ``selectors.DefaultSelector``) and owns it: ``close`` closes it.
     Counters: ``spin_polls`` (zero-timeout polls made while spinning), ``spin_hits`` (selects that an event
@@ -65,7 +70,8 @@ class IdleSpinSelector(selectors.BaseSelector):
         self.spin_micros = check_idle_spin_micros(spin_micros)
         self._spin_s = spin_micros / 1_000_000
         self._inner = inner if inner is not None else selectors.DefaultSelector()
-        self._last_event = float("-inf")  # time.monotonic() of the last select that returned events
+        self._armed = False  # the last select returned events: the next idle select opens a window
+        self._spin_until = float("-inf")  # time.monotonic() the open window closes at
         self.spin_polls = 0
         self.spin_hits = 0
         self.blocking_selects = 0
@@ -75,21 +81,23 @@ class IdleSpinSelector(selectors.BaseSelector):
         if timeout is not None and timeout <= 0:
             events = inner.select(0)
             if events:
-                self._last_event = time.monotonic()
+                self._armed = True
             return events
         now = time.monotonic()
-        spin_until = self._last_event + self._spin_s
-        if now < spin_until:
+        if self._armed:
+            self._armed = False
+            self._spin_until = now + self._spin_s
+        if now < self._spin_until:
             end = None if timeout is None else now + timeout
-            limit = spin_until if end is None else min(spin_until, end)
+            limit = self._spin_until if end is None else min(self._spin_until, end)
             while True:
                 events = inner.select(0)
                 self.spin_polls += 1
-                now = time.monotonic()
                 if events:
-                    self._last_event = now
+                    self._armed = True
                     self.spin_hits += 1
                     return events
+                now = time.monotonic()
                 if now >= limit:
                     break
             if end is not None:
@@ -99,7 +107,7 @@ class IdleSpinSelector(selectors.BaseSelector):
         self.blocking_selects += 1
         events = inner.select(timeout)
         if events:
-            self._last_event = time.monotonic()
+            self._armed = True
         return events
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
