@@ -73,16 +73,16 @@ async def _round_trip(cluster: LocalCluster, topic: str, count: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "implementation"),
-    [({}, None), ({"KROCKET_NO_EXTENSIONS": "1"}, "Python")],
-    ids=["default", "python-twin"],
+    ("env", "implementation", "flush"),
+    [({}, None, "async"), ({"KROCKET_NO_EXTENSIONS": "1"}, "Python", "async"), ({}, None, "sync")],
+    ids=["default", "python-twin", "sync-flush"],
 )
 def test_sends_take_the_fast_path_and_read_back_as_sent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], implementation: str | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], implementation: str | None, flush: str
 ) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    cluster = start_cluster(tmp_path / "cluster", namesrvs=1, groups=1)
+    cluster = start_cluster(tmp_path / "cluster", namesrvs=1, groups=1, flush=flush)
     try:
         asyncio.run(create_topic(cluster, "FastTopic", 4))
         line = _fast_path_line(cluster)

@@ -11,8 +11,9 @@ the index, the dispatch listeners once per touched queue, and the metrics by cou
 
 ``serve`` has two implementations with the same output bytes: the C extension ``_cserve`` (built when a compiler
 is there) and the Python twin ``pure``. ``KROCKET_NO_EXTENSIONS=1`` forces the twin; ``KROCKET_FAST_PATH=0`` turns
-the fast path off (every request takes today's path). The fast path stays out of the way on a slave, with ACL on
-(every request is checked), and while sends must wait for the disk or a slave (SYNC_FLUSH, SYNC_MASTER).
+the fast path off (every request takes today's path). The fast path stays out of the way on a slave and with ACL on
+(every request is checked). Where acks wait for the disk or a slave (SYNC_FLUSH, SYNC_MASTER), the read's replies
+are parked in one piece with the commit log offset they need (``krocket.broker.reply_parking``).
 """
 
 from __future__ import annotations
@@ -156,11 +157,7 @@ class FastSendPath:
 
     # -- the hook ------------------------------------------------------------------------------------
     def _ready(self) -> bool:
-        service = self._service
-        config = service.config
-        if config.is_slave or config.flush_disk_type == "SYNC_FLUSH":
-            return False
-        if config.broker_role == "SYNC_MASTER" and service.ha_master is not None:
+        if self._service.config.is_slave:
             return False
         # The disk guard as ``admit`` sees it, without sampling: while writes are refused, or once a sample is due
         # (about once a second), the read takes the general path, whose puts refuse or sample as they always do.
@@ -231,7 +228,11 @@ class FastSendPath:
             limited_log.warning("fast path commit", "%d sends from %s not acknowledged: %s", served, conn.peer, exc)
             touched.clear()
             return
-        conn.write_raw(out)
+        service = self._service
+        if service.must_wait:  # SYNC_FLUSH / SYNC_MASTER: the group commit or the slave's ack releases them
+            service.parking.park(conn, out, store.commitlog.wrote)
+        else:
+            conn.write_raw(out)
         if dispatcher.listeners:
             notify = dispatcher.notify
             for queue in dict.fromkeys(touched):
