@@ -105,6 +105,32 @@ class IndexFile:
         self.end_ts, self.end_phy = ts, phy
         self._header_dirty = True
 
+    def put_run(self, entries: list[tuple[str, int]], ts: int) -> None:
+        """``put`` of each (key, phy) of ``entries``, all stored at ``ts``, in one loop (the caller checked that
+        they fit this file): the same entries, slots and header as one ``put`` each."""
+        slots = self._slots
+        assert slots is not None
+        if self.count == 0:
+            self.begin_ts, self.begin_phy = ts, entries[0][1]
+        diff = ts - self.begin_ts
+        hash_slots = self.hash_slots
+        pending = self._pending
+        dirty = self._dirty_pages
+        pack = ENTRY.pack
+        crc32 = zlib.crc32
+        count = self.count
+        phy = 0
+        for key, phy in entries:
+            h = crc32(key.encode()) & 0x7FFFFFFF
+            slot = h % hash_slots
+            count += 1
+            pending += pack(h, phy, diff, slots[slot])
+            slots[slot] = count
+            dirty.add(slot // SLOT_PAGE)
+        self.count = count
+        self.end_ts, self.end_phy = ts, phy
+        self._header_dirty = True
+
     def _ensure_fd(self) -> int:
         if self.fd < 0:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -255,6 +281,9 @@ class IndexService:
     def put_many(self, entries: list[tuple[str, int]], ts: int) -> None:
         """Index (key, commit log offset) pairs stored at ``ts``."""
         f = self._current
+        if f is not None and entries and f.count + len(entries) <= f.max_entries and f.fits_time(ts):
+            f.put_run(entries, ts)  # the common case: they all go to the current file
+            entries = []
         for pos, (key, phy) in enumerate(entries):
             if f is None or f.full or not f.fits_time(ts):
                 try:
