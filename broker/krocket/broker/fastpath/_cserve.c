@@ -831,23 +831,26 @@ static int ctx_read(ctx_t *c, PyObject *ctx) {
             return -1;
         }
     }
-    Py_ssize_t pos = 0;
-    PyObject *key;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(c->slow_keys, &pos, &key, &hash)) {
-        if (!PyUnicode_Check(key) || c->n_slow >= n)
-            continue;
-        Py_ssize_t len;
-        const char *utf8 = PyUnicode_AsUTF8AndSize(key, &len);
-        if (utf8 == NULL) { /* a lone surrogate: no valid UTF-8 key can equal it */
-            PyErr_Clear();
-            continue;
+    /* The UTF-8 of each key stays valid while the set (held until the end of the call) holds the str. */
+    PyObject *it = PyObject_GetIter(c->slow_keys), *key;
+    if (it == NULL)
+        return -1;
+    while ((key = PyIter_Next(it)) != NULL) {
+        if (PyUnicode_Check(key) && c->n_slow < n) {
+            Py_ssize_t len;
+            const char *utf8 = PyUnicode_AsUTF8AndSize(key, &len);
+            if (utf8 == NULL) { /* a lone surrogate: no valid UTF-8 key can equal it */
+                PyErr_Clear();
+            } else {
+                c->slow[c->n_slow].p = utf8;
+                c->slow[c->n_slow].n = len;
+                c->n_slow++;
+            }
         }
-        c->slow[c->n_slow].p = utf8;
-        c->slow[c->n_slow].n = len;
-        c->n_slow++;
+        Py_DECREF(key);
     }
-    return 0;
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 static int is_slow_key(const ctx_t *c, span_t k) {
