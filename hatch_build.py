@@ -2,7 +2,8 @@
 
 The extension is optional, the way aiohttp, yarl and multidict ship theirs: it is built when a C compiler is
 there and skipped otherwise (a warning, then a pure-Python install: ``pip install`` never fails for lack of a
-compiler). ``KROCKET_NO_EXTENSIONS=1`` at build time skips it.
+compiler). ``KROCKET_NO_EXTENSIONS=1`` at build time skips it (an editable install then also removes a module an
+earlier editable build left in the source tree, so the run-time import finds none).
 
 - wheel: the module is compiled into a temporary folder and force-included at
   ``krocket/broker/fastpath/_cserve<EXT_SUFFIX>``; the wheel is then platform-tagged.
@@ -34,6 +35,11 @@ SOURCE = Path("broker", "krocket", "broker", "fastpath", "_cserve.c")
 MODULE_DIR_IN_WHEEL = "krocket/broker/fastpath"
 MODULE_NAME = "_cserve"
 COMPILE_TIMEOUT_S = 300
+
+
+def no_extensions() -> bool:
+    """``KROCKET_NO_EXTENSIONS`` set (read as krocket.broker.fastpath.load_serve reads it at run time)."""
+    return os.environ.get("KROCKET_NO_EXTENSIONS", "") not in ("", "0", "false", "no")
 
 
 def extension_suffix() -> str:
@@ -95,7 +101,7 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc]
         source = Path(self.root) / SOURCE
         name = MODULE_NAME + extension_suffix()
         in_tree = source.parent / name
-        if os.environ.get("KROCKET_NO_EXTENSIONS") == "1":
+        if no_extensions():
             self.app.display_info("krocket: KROCKET_NO_EXTENSIONS=1, the C fast path is not built (pure Python)")
             if version == "editable":
                 in_tree.unlink(missing_ok=True)  # an earlier editable build's module would still be imported
