@@ -118,12 +118,13 @@ async def test_small_sync_flush_rounds_run_on_the_loop_and_large_ones_in_the_wor
         await store.stop_background()
 
 
-async def test_a_slow_inline_sync_sends_the_next_rounds_to_the_worker(
+async def test_slow_inline_syncs_in_a_row_send_the_next_rounds_to_the_worker(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_store(flush_mode="SYNC_FLUSH")
     threaded: list[int] = []
     real_sync, real_worker = os.fdatasync, flush_module.fdatasync_all
+    monkeypatch.setattr(flush_module, "INLINE_SLOW_S", 0.05)  # a quick sync stays quick on a busy machine
 
     def slow_sync(fd: int) -> None:
         time.sleep(flush_module.INLINE_SLOW_S * 2)
@@ -139,7 +140,15 @@ async def test_a_slow_inline_sync_sends_the_next_rounds_to_the_worker(
         monkeypatch.setattr(os, "fdatasync", slow_sync)
         first = store.put_message("S", 0, b"x", {})
         await store.wait_flushed(first.end_offset)
-        assert threaded == []  # synced inline, slowly
+        assert threaded == []  # synced inline, slowly: once may be the loop thread preempted
+        monkeypatch.setattr(os, "fdatasync", real_sync)
+        quick = store.put_message("S", 0, b"q", {})
+        await store.wait_flushed(quick.end_offset)  # a quick one in between: the streak starts again
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+        for i in range(flush_module.INLINE_SLOW_STREAK):
+            r = store.put_message("S", 0, b"s%d" % i, {})
+            await store.wait_flushed(r.end_offset)
+        assert threaded == []  # all inline; the last of the streak moved the next rounds to the worker
         monkeypatch.setattr(os, "fdatasync", real_sync)
         second = store.put_message("S", 0, b"y", {})
         await store.wait_flushed(second.end_offset)

@@ -29,8 +29,9 @@ from .config import StoreConfig
 
 log = logging.getLogger(__name__)
 
-INLINE_SLOW_S = 0.002  # an inline fdatasync slower than this ...
-INLINE_BACKOFF_S = 1.0  # ... moves the rounds of the next second to the worker thread
+INLINE_SLOW_S = 0.002  # inline fdatasyncs slower than this ...
+INLINE_SLOW_STREAK = 3  # ... this many times in a row (one alone is as likely the loop thread being preempted) ...
+INLINE_BACKOFF_S = 1.0  # ... move the rounds of the next second to the worker thread
 
 # Returns dup'ed descriptors to fdatasync and a function to run (in the worker) once they are synced.
 LogicsPrepare = Callable[[], tuple[list[int], Callable[[], None]]]
@@ -75,6 +76,7 @@ class FlushService:
         self._round_soon = False  # a round asked for by request_flush is scheduled
         self._tasks: list[asyncio.Task[None]] = []
         self._inline_off_until = 0.0
+        self._slow_inline_streak = 0  # inline syncs in a row slower than INLINE_SLOW_S
         self.sync_rounds = 0
 
     @property
@@ -89,8 +91,10 @@ class FlushService:
     # -- one round each --------------------------------------------------------------------------------
     def _flush_inline(self) -> bool:
         """One group commit round on the loop thread if little is pending, no threaded round runs and the
-        disk has been quick: an inline sync slower than ``INLINE_SLOW_S`` sends the rounds of the next
-        ``INLINE_BACKOFF_S`` to the worker thread, so a slow disk stalls the loop at most once a second."""
+        disk has been quick: ``INLINE_SLOW_STREAK`` inline syncs in a row slower than ``INLINE_SLOW_S`` send the
+        rounds of the next ``INLINE_BACKOFF_S`` to the worker thread, and the next slow one after that does again,
+        so a slow disk stalls the loop a few ms once a second at most. (A single slow sync does not: on a busy
+        machine that is as often the loop thread waiting for a CPU, and the worker's hand-offs cost more.)"""
         lock, _ = self._locks()
         if lock.locked():
             return False
@@ -102,13 +106,20 @@ class FlushService:
         if target is None:
             return False
         took = time.monotonic() - now
-        if took > INLINE_SLOW_S:
-            self._inline_off_until = now + took + INLINE_BACKOFF_S
-            log.info(
-                "an fdatasync on the event loop took %.1f ms; syncing in the worker thread for %.0f s",
-                took * 1000,
-                INLINE_BACKOFF_S,
-            )
+        if took <= INLINE_SLOW_S:
+            self._slow_inline_streak = 0
+        else:
+            self._slow_inline_streak += 1
+            if self._slow_inline_streak >= INLINE_SLOW_STREAK:
+                self._inline_off_until = now + took + INLINE_BACKOFF_S
+                log.info(
+                    "%d fdatasyncs on the event loop in a row took over %.0f ms (the last %.1f ms); syncing in the "
+                    "worker thread for %.0f s",
+                    self._slow_inline_streak,
+                    INLINE_SLOW_S * 1000,
+                    took * 1000,
+                    INLINE_BACKOFF_S,
+                )
         if target > before:
             self.sync_rounds += 1
         self._wake(self.commitlog.flushed)
