@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from krocket.broker.store import queue_range
 from krocket.broker.store.message_store import MessageStore
 from krocket.broker.store.reader import DEFAULT_MAX_BYTES, GetStatus
 from krocket.broker.store.recovery import empty_entries_in
@@ -134,3 +135,13 @@ def test_queues_far_apart_read_the_same(make_store: StoreFactory) -> None:
     last = decode_records(store.get_messages("G", 0, 11).body)[0]
     store.commitlog.truncate_to(last.commit_log_offset + 100)  # queue 0's last record cut: its read is short
     assert assert_same_reads(store, "G", range(2), offsets=[0, 5, 9, 10, 11, 640, 659, 660]) > 0
+
+
+def test_reads_of_every_length_keep_few_decoding_structs(make_store: StoreFactory) -> None:
+    store = make_store(consume_queue_entries_per_file=300)
+    for i in range(260):
+        store.put_message("L", 0, body(i, 60), props(i))
+    for n in range(1, 260):  # each length decodes once: blocks of 64 and halving pieces
+        got = store.get_messages("L", 0, 0, max_msgs=n, tag_codes={java_string_hash("TagA")} if n % 2 else None)
+        assert got.count == n
+    assert len(queue_range._STRUCTS) <= 14  # 7 sizes, with and without tags codes: a few KiB, not one per length

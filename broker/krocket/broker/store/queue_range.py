@@ -1,11 +1,12 @@
 """A pull's records: which consume queue entries of a range it takes, and their commit log bytes in few reads.
 
-``pick_entries`` reads the range's 20-byte entries in one read per consume queue file and decodes each chunk with
-one ``struct`` call into a flat tuple. Where every entry of a chunk qualifies (no tag filter, or every tag code
-matches; no entry below the commit log's start or emptied) it takes them with slices, ``min`` and an
-``accumulate``/``bisect`` for the byte limit, without a Python object per entry; otherwise it walks the chunk
-entry by entry. Either way it takes exactly what a walk of the entries in order takes: it stops at ``max_msgs``
-picks, or before a pick that would pass ``max_bytes`` (the first pick is always taken).
+``pick_entries`` reads the range's 20-byte entries in one read per consume queue file and decodes each chunk
+into one flat tuple (a few ``struct`` calls of fixed sizes, so the cached structs stay small). Where every entry
+of a chunk qualifies (no tag filter, or every tag code matches; no entry below the commit log's start or
+emptied) it takes them with slices, ``min`` and an ``accumulate``/``bisect`` for the byte limit, without a
+Python object per entry; otherwise it walks the chunk entry by entry. Either way it takes exactly what a walk
+of the entries in order takes: it stops at ``max_msgs`` picks, or before a pick that would pass ``max_bytes``
+(the first pick is always taken).
 
 ``read_picked`` reads the picked records: a contiguous range in one read; otherwise the runs of adjacent records
 are read together, one read covering several runs of a segment (their pieces sliced out of it) while the other
@@ -18,20 +19,22 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate, chain, compress
 from operator import add, le, ne
 
 from .commitlog import CommitLog
 from .consume_queue import ENTRY, ENTRY_BYTES, ConsumeQueue
 
-CHUNK_ENTRIES = 1024  # entries decoded per struct call
+CHUNK_ENTRIES = 1024  # entries read and decoded at a time
 # A read of a commit log span may take other queues' records along (sliced off): up to this many bytes of them
 # per read it saves (a pread costs about what copying ~10-20 KiB does), at most MAX_SPAN_BYTES in one read.
 SPAN_GAP_BYTES = 16 * 1024
 MAX_SPAN_BYTES = 8 * 1024 * 1024
 _ENTRY_FORMAT = ENTRY.format.lstrip("<>!=@")  # one entry's fields without the byte order: "qiq"
-_STRUCTS: dict[tuple[int, bool], struct.Struct] = {}
+_BLOCK_ENTRIES = 64  # entries per struct; a chunk is decoded in blocks, the rest in halving pieces (32, 16, ..., 1)
+_STRUCTS: dict[tuple[int, bool], struct.Struct] = {}  # at most 7 sizes x 2 forms, a few KiB in all
 
 
 def _entries_struct(n: int, with_tags: bool) -> struct.Struct:
@@ -42,6 +45,27 @@ def _entries_struct(n: int, with_tags: bool) -> struct.Struct:
         one = _ENTRY_FORMAT if with_tags else _ENTRY_FORMAT[:-1] + "8x"
         s = _STRUCTS[key] = struct.Struct(">" + one * n)
     return s
+
+
+def _unpack_entries(raw: bytes, n: int, with_tags: bool) -> tuple[int, ...]:
+    """The fields of ``n`` entries as one flat tuple (commit log offset, size[, tags code] per entry)."""
+    full = n - n % _BLOCK_ENTRIES
+    pieces: list[Iterable[int]] = []
+    if full:
+        block = _entries_struct(_BLOCK_ENTRIES, with_tags)
+        pieces.append(chain.from_iterable(block.iter_unpack(memoryview(raw)[: full * ENTRY_BYTES])))
+    pos = full * ENTRY_BYTES
+    rest = n - full
+    size = _BLOCK_ENTRIES // 2
+    while rest:
+        if rest >= size:
+            pieces.append(_entries_struct(size, with_tags).unpack_from(raw, pos))
+            pos += size * ENTRY_BYTES
+            rest -= size
+        size //= 2
+    if len(pieces) == 1 and isinstance(pieces[0], tuple):
+        return pieces[0]
+    return tuple(chain.from_iterable(pieces))
 
 
 @dataclass(slots=True)
@@ -86,7 +110,7 @@ def pick_entries(
         n = len(raw) // ENTRY_BYTES
         if n == 0:
             break
-        flat = _entries_struct(n, with_tags).unpack(raw)
+        flat = _unpack_entries(raw, n, with_tags)
         phys = flat[0::step]
         sizes = flat[1::step]
         picked = len(phys_out)
