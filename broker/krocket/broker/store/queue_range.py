@@ -114,11 +114,8 @@ def pick_entries(
         phys = flat[0::step]
         sizes = flat[1::step]
         picked = len(phys_out)
-        if (
-            min(sizes) > 0
-            and min(phys) >= min_phy
-            and (tag_codes is None or all(map(tag_codes.__contains__, flat[2::3])))
-        ):
+        valid = min(sizes) > 0 and min(phys) >= min_phy  # no entry below the log's start or emptied
+        if valid and (tag_codes is None or all(map(tag_codes.__contains__, flat[2::3]))):
             # Every entry qualifies: take a prefix, cut by max_msgs and max_bytes.
             take = min(n, max_msgs - picked)
             ends = list(accumulate(sizes[:take], initial=picks.total))
@@ -138,7 +135,14 @@ def pick_entries(
         else:
             tags = flat[2::3] if with_tags else ()
             total = picks.total
-            for i in range(n):
+            begin = 0
+            if valid and not picked and tag_codes is not None:
+                # Nothing picked yet: the entries before the first match are filtered out, none can stop the walk.
+                begin = next(compress(range(n), map(tag_codes.__contains__, tags)), n)
+                if begin:
+                    picks.filtered += begin
+                    picks.next_q = q + begin
+            for i in range(begin, n):
                 size = sizes[i]
                 if picked >= max_msgs or (picked and total + size > max_bytes):
                     picks.total = total
