@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
 import threading
 import time
@@ -28,7 +30,7 @@ from krocket.client import (
     SyncPullConsumer,
     SyncPushConsumer,
 )
-from krocket.common.errors import MessageIllegalError
+from krocket.common.errors import KrocketError, MessageIllegalError
 
 from tests.support.cluster import LocalCluster, create_topic, wait_until, wait_until_async
 
@@ -434,3 +436,25 @@ async def test_send_async_fails_over_to_another_broker_and_reports_refusals(clus
         with pytest.raises(MessageIllegalError):
             await refused
         assert len(errors) == 1 and isinstance(errors[0], MessageIllegalError)
+
+
+async def test_sends_in_flight_fail_when_the_producer_shuts_down(cluster: LocalCluster) -> None:
+    topic = name("AsyncShutdown")
+    await create_topic(cluster, topic, 2, brokers=[cluster.brokers[0].broker_name])
+    producer = Producer(name("pg"), cluster.namesrv_addr, send_timeout=30.0)
+    await producer.start()
+    await producer.send(Message(topic, b"warm"))
+    broker_pid = cluster.brokers[0].pid
+    assert broker_pid is not None
+    os.kill(broker_pid, signal.SIGSTOP)  # the broker answers nothing meanwhile
+    try:
+        errors: list[BaseException | None] = []
+        futures = [producer.send_async(Message(topic, b"x"), lambda r, e: errors.append(e)) for _ in range(10)]
+        awaited = asyncio.ensure_future(producer.send(Message(topic, b"y")))
+        await asyncio.sleep(0.2)
+        await producer.shutdown()
+        outcomes = await asyncio.wait_for(asyncio.gather(*futures, awaited, return_exceptions=True), 10.0)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+    assert all(isinstance(o, KrocketError) for o in outcomes), outcomes
+    assert len(errors) == 10 and all(isinstance(e, KrocketError) for e in errors)

@@ -109,10 +109,16 @@ class PendingSend:
     # -- attempts -------------------------------------------------------------------------------------
     def next_attempt(self, queues: list[MessageQueue] | None = None) -> None:
         """Start the next attempt (on ``queues`` when the caller just looked them up), or fail the send when none
-        is left."""
-        producer = self.producer
+        is left. Never raises: what goes wrong (e.g. the producer was shut down meanwhile) fails the send."""
         if self.future.cancelled():  # the caller gave up waiting: no more attempts
             return
+        try:
+            self._next_attempt(queues)
+        except Exception as exc:
+            self.finish(None, exc)
+
+    def _next_attempt(self, queues: list[MessageQueue] | None) -> None:
+        producer = self.producer
         while True:
             remaining = self.deadline - time.monotonic()
             if self.attempt > producer.retries or remaining <= 0:
