@@ -172,7 +172,10 @@ def drive(serve: Serve, data: bytes, twin: Twin, max_calls: int = 10_000) -> Run
             break
         del buf[: 4 + length]  # the slow path's frame
         base += 4 + length
-    return Run(calls, bytes(out), snapshot(twin), declined)
+    state = snapshot(twin)
+    for queue in twin.table.queues.values():
+        queue.abandon()  # closes its files (the snapshot has what they and the pending buffer held)
+    return Run(calls, bytes(out), state, declined)
 
 
 def frame_at(data: bytes, offset: int) -> tuple[bytes, bytes] | None:
