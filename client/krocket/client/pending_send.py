@@ -22,7 +22,7 @@ from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.remoting.command import encode_parts
 
 from . import broker_api
-from .send_frames import properties_text
+from .send_frames import properties_json
 from .types import MessageQueue, SendResult
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class PendingSend:
         "sys_flag",
         "topic",
         "uniq",
-        "_props_text",
+        "_props_json",
     )
 
     def __init__(
@@ -99,7 +99,7 @@ class PendingSend:
         self.last_failed: str | None = None
         self.queue: MessageQueue | None = None
         self.starting = True
-        self._props_text: str | None = None
+        self._props_json: bytes | None = None
 
     def start(self) -> asyncio.Future[SendResult]:
         self.next_attempt()
@@ -175,11 +175,11 @@ class PendingSend:
         hook = producer.instance.pool.request_hook
         if hook is None:
             template = producer._frame_template(self.topic, self.batch)
-            props_text = self._props_text
-            if props_text is None:
-                props_text = self._props_text = properties_text(self.props)
+            props_json = self._props_json
+            if props_json is None:
+                props_json = self._props_json = properties_json(self.props)
             head = template.head(
-                opaque, queue.queue_id, self.sys_flag, int(time.time() * 1000), self.flag, props_text, len(body)
+                opaque, queue.queue_id, self.sys_flag, int(time.time() * 1000), self.flag, props_json, len(body)
             )
             code: int = template.code
         else:  # signed (ACL): the signature covers the header fields, so the command is built and signed

@@ -14,6 +14,7 @@ from json.encoder import encode_basestring
 
 from krocket.common.codes import RequestCode
 from krocket.common.headers import SendMessageHeader
+from krocket.common.message import PROPERTY_UNIQ_KEY, PROPERTY_WAIT
 from krocket.common.remoting.command import RemotingCommand, encode_header
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY
 
@@ -29,13 +30,27 @@ _MARK_FLAG = "@@krocket-h@@"
 _MARK_PROPERTIES = "@@krocket-i@@"
 _MARK_OPAQUE = 1_987_654_321  # an int in the JSON: replaced together with its key
 
+# The properties of a plain message, "UNIQ_KEY\x01<id>\x02WAIT\x01true\x02", as a JSON literal around the id.
+_UNIQ_WAIT_OPEN = f'"{PROPERTY_UNIQ_KEY}\\u0001'.encode()
+_UNIQ_WAIT_CLOSE = f'\\u0002{PROPERTY_WAIT}\\u0001true\\u0002"'.encode()
+
 
 def properties_text(props: dict[str, str]) -> str:
     """The properties as the header's ``i`` value (``name\\x01value\\x02`` pairs, as ``encode_properties``)."""
     return "".join([f"{k}\x01{v}\x02" for k, v in props.items()])
 
 
-def _json_string(text: str) -> bytes:
+def properties_json(props: dict[str, str]) -> bytes:
+    """The header's ``i`` value as a JSON string literal: ``json_string(properties_text(props))``, built by
+    concatenation for the usual properties of a plain message (a hex unique id, then WAIT=true)."""
+    if len(props) == 2:
+        first, uniq = next(iter(props.items()))
+        if first == PROPERTY_UNIQ_KEY and props.get(PROPERTY_WAIT) == "true" and uniq.isascii() and uniq.isalnum():
+            return _UNIQ_WAIT_OPEN + uniq.encode() + _UNIQ_WAIT_CLOSE
+    return json_string(properties_text(props))
+
+
+def json_string(text: str) -> bytes:
     """``text`` as a JSON string literal in UTF-8, escaped as ``encode_header`` escapes it."""
     literal: str = encode_basestring(text)
     try:
@@ -70,11 +85,11 @@ class SendFrameTemplate:
         fields["i"] = _MARK_PROPERTIES
         raw = encode_header(RemotingCommand(self.code, _MARK_OPAQUE, ext_fields=fields)).replace(b"%", b"%%")
         slots = (
-            (_json_string(_MARK_QUEUE_ID), b'"%d"'),
-            (_json_string(_MARK_SYS_FLAG), b'"%d"'),
-            (_json_string(_MARK_BORN), b'"%d"'),
-            (_json_string(_MARK_FLAG), b'"%d"'),
-            (_json_string(_MARK_PROPERTIES), b"%s"),
+            (json_string(_MARK_QUEUE_ID), b'"%d"'),
+            (json_string(_MARK_SYS_FLAG), b'"%d"'),
+            (json_string(_MARK_BORN), b'"%d"'),
+            (json_string(_MARK_FLAG), b'"%d"'),
+            (json_string(_MARK_PROPERTIES), b"%s"),
             (b'"opaque":%d' % _MARK_OPAQUE, b'"opaque":%d'),
         )
         positions = []
@@ -88,9 +103,17 @@ class SendFrameTemplate:
         self._header = raw
 
     def head(
-        self, opaque: int, queue_id: int, sys_flag: int, born_timestamp: int, flag: int, properties: str, body_len: int
+        self,
+        opaque: int,
+        queue_id: int,
+        sys_flag: int,
+        born_timestamp: int,
+        flag: int,
+        properties: bytes,
+        body_len: int,
     ) -> bytes:
-        """Length prefix and header of the frame; the body follows it on the wire."""
-        header = self._header % (queue_id, sys_flag, born_timestamp, flag, _json_string(properties), opaque)
+        """Length prefix and header of the frame (``properties``: ``properties_json`` of the message's); the body
+        follows it on the wire."""
+        header = self._header % (queue_id, sys_flag, born_timestamp, flag, properties, opaque)
         n = len(header)
         return _FRAME_PREFIX.pack(4 + n + body_len, n) + header

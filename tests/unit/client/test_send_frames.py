@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from krocket.client.broker_api import send_command
-from krocket.client.send_frames import SendFrameTemplate, properties_text
+from krocket.client.send_frames import SendFrameTemplate, json_string, properties_json, properties_text
 from krocket.common.codes import RequestCode
 from krocket.common.headers import SendMessageHeader
 from krocket.common.message import decode_properties, encode_properties
@@ -66,7 +66,7 @@ def template_frame(
     batch: bool = False,
 ) -> bytes:
     template = SendFrameTemplate(group, topic, batch)
-    return template.head(opaque, queue_id, sys_flag, born, flag, properties_text(props), len(body)) + body
+    return template.head(opaque, queue_id, sys_flag, born, flag, properties_json(props), len(body)) + body
 
 
 def decoded(frame: bytes) -> RemotingCommand:
@@ -166,3 +166,24 @@ def test_any_send_decodes_to_what_todays_path_sends(
     assert_same_command(decoded(ours), decoded(theirs))
     assert ours == theirs
     assert decode_properties(decoded(ours).ext_fields["i"]) == props
+
+
+def test_a_plain_messages_properties_take_the_shortcut_with_the_same_bytes() -> None:
+    plain = {"UNIQ_KEY": "7F00000100002A9F0000000000001234", "WAIT": "true"}
+    assert properties_json(plain) == json_string(properties_text(plain))
+    for near in (
+        {"WAIT": "true", "UNIQ_KEY": "ABC"},  # another order
+        {"UNIQ_KEY": 'a"b', "WAIT": "true"},  # an id that needs escaping
+        {"UNIQ_KEY": "日本", "WAIT": "true"},  # non-ASCII
+        {"UNIQ_KEY": "ABC", "WAIT": "false"},
+        {"UNIQ_KEY": "ABC", "TAGS": "true"},
+    ):
+        assert properties_json(near) == json_string(properties_text(near)), near
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(PROP_TEXT.filter(bool), PROP_TEXT, max_size=4), st.booleans())
+def test_properties_json_is_the_escaped_properties_text(props: dict[str, str], plain_order: bool) -> None:
+    if plain_order:
+        props = {"UNIQ_KEY": next(iter(props.values()), "X"), "WAIT": "true"}
+    assert properties_json(props) == json_string(properties_text(props))
