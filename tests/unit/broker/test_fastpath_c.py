@@ -24,6 +24,7 @@ import pytest
 
 from krocket.broker.fastpath import pure
 from krocket.broker.fastpath.context import STOP_COMMIT, STOP_END, STOP_SLOW
+from krocket.client.send_frames import SendFrameTemplate, properties_json
 from krocket.common.codes import RequestCode
 from krocket.common.message import PROPERTY_TAGS, PROPERTY_UNIQ_KEY, encode_properties
 from krocket.common.record import decode_records
@@ -62,6 +63,20 @@ def test_c_matches_the_twin_on_producer_built_sends():
     frames = [f for f in _frames(400, 3) if b"NoSuchTopic" not in f]
     served = compare(b"".join(frames), Setup())
     assert served >= len(frames) // 2  # the rest: queue ids out of range for the smaller topics
+
+
+def test_c_matches_the_twin_on_the_producers_template_frames():
+    """Frames as krocket.client's producer writes them now (SendFrameTemplate: a bytes template per topic)."""
+    rng = random.Random(21)
+    frames = []
+    for i in range(120):
+        template = SendFrameTemplate("template-pg", rng.choice(("FastTopic", "Тема-1")))
+        props: dict[str, str] = {PROPERTY_UNIQ_KEY: f"0A0000070000{i:020X}", "WAIT": "true"}
+        if i % 3 == 0:
+            props = {PROPERTY_TAGS: rng.choice(("TagA", "标签")), **props, "KEYS": f"k{i} order-{i % 5}"}
+        body = rng.randbytes(rng.choice((1, 100, 1024)))
+        frames.append(template.head(i, 0, 0, target.NOW_MS - i, 0, properties_json(props), len(body)) + body)
+    assert compare(b"".join(frames), Setup(pending_entries=7)) == 120
 
 
 @pytest.mark.parametrize("code", [RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_MESSAGE], ids=["v2", "long names"])
