@@ -35,4 +35,3 @@ if [ "${KROCKET_SKIP_C_CHECKS:-0}" != "1" ] && "$VENV/bin/python" -c "import kro
   echo "==> C fast path fuzz (C against the Python twin)" >&2
   "$VENV/bin/python" -m tests.fuzz.fastpath_target --runs 20000 --seconds 40
 fi
-exit 0
