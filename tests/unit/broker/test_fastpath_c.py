@@ -248,6 +248,17 @@ def test_c_declines_malformed_input_and_changes_nothing(frame, tmp_path):
     assert twin.ctx.missing_topic is None
 
 
+@pytest.mark.parametrize("repeat", [False, True], ids=["distinct", "one repeated"])
+def test_thousands_of_properties_and_ext_fields_are_checked_as_the_twin_checks_them(repeat):
+    """Long key lists take the hash-table duplicate check; a repeated key among them still declines."""
+    props = "".join(f"k{i}\x01v\x02" for i in range(3000)) + ("k7\x01w\x02" if repeat else "")
+    header = _valid_header()
+    header["extFields"]["i"] = props
+    header["extFields"].update({f"x{i}": "v" for i in range(2000)})
+    frame = _raw(json.dumps(header).encode())
+    assert compare(frame, Setup()) == (0 if repeat else 1)
+
+
 def test_an_unknown_topic_is_reported_to_the_glue(tmp_path):
     pos, twin, out = _serve_c(_frames(1, 1, topic="NoSuchTopic")[0], tmp_path)
     assert (pos, twin.ctx.stop, twin.ctx.missing_topic) == (0, STOP_SLOW, b"NoSuchTopic")
