@@ -141,6 +141,11 @@ class Connection(asyncio.Protocol):
         buf = decoder.buffer
         buf += data
         while True:
+            if self._pause_reading_on_backlog and not self._writable.is_set():
+                rest = decoder.feed(b"")  # the peer reads no replies: the rest waits, reading pauses
+                if rest:
+                    self._hold(rest)
+                return []
             consumed = fast_path(self, buf)
             if consumed:
                 del buf[:consumed]
