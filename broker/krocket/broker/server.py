@@ -77,7 +77,7 @@ class RemotingFrontEnd:
         fast = self._fast
         return fast(conn, buf) if fast is not None else 0
 
-    def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
+    def handle(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand] | None:
         serving = self._serving
         if serving is None:
             return cmd.response(ResponseCode.SYSTEM_BUSY, "the broker is still starting")

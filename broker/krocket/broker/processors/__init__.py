@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # parks its reply (``BrokerService.parking``), written once the disk or a slave has the message.
 Processor = Callable[[BrokerService, Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand] | None]
 # A processor bound to the service: what the remoting server calls per request.
-BrokerHandler = Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand]]
+BrokerHandler = Callable[[Connection, RemotingCommand], RemotingCommand | Awaitable[RemotingCommand] | None]
 
 PROCESSORS: dict[int, Processor] = {
     RequestCode.SEND_MESSAGE: process_send,
@@ -103,7 +103,7 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
     requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
     label_of: dict[int, tuple[tuple[str, str], ...]] = {}
 
-    def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
+    def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand] | None:
         code = cmd.code
         processor = PROCESSORS.get(code)
         key = label_of.get(code)
@@ -116,14 +116,14 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
             )
         # None (a parked send reply) is what the transport's RequestHandler takes as "no reply now"; BrokerHandler
         # says so once server.py's RemotingFrontEnd.handle is annotated with it too.
-        return processor(service, conn, cmd)  # type: ignore[return-value]
+        return processor(service, conn, cmd)
 
     if acl is None:
         return handle
     denied = metrics.counter("broker_acl_denied_total", "Requests refused by the ACL, by request code").values
     refusals = LogLimiter(log)  # one line per 10 s, however many are refused
 
-    def guarded(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand]:
+    def guarded(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand] | None:
         try:
             check_request(acl.rules, cmd, conn.peer)
         except NoPermissionError as exc:
