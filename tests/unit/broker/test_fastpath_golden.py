@@ -172,6 +172,8 @@ def golden_frames() -> list[bytes]:
             add(lambda o: _send(o, "GoldenA", 0, b"", _props(**{PROPERTY_UNIQ_KEY: "E"})))
             add(lambda o: _send(o, "GoldenA", 9, b"x", _props(**{PROPERTY_UNIQ_KEY: "R"})))
             add(lambda o: _send(o, "NoSuchTopic", 0, b"x", _props(**{PROPERTY_UNIQ_KEY: "N"})))
+            for bad in ("a\x01b\x02\x02", "\x02", "a\x01b", "a\x01b\x01c\x02", "\x01b\x02", "a\x01b\x02a\x01c\x02"):
+                add(lambda o, p=bad: _send(o, "GoldenA", 0, b"x", p))  # properties the general path refuses
         if i % 59 == 7:  # a batch and another request code
             items = [(b"b1", {PROPERTY_UNIQ_KEY: "B1"}, 0), (b"b2", {PROPERTY_UNIQ_KEY: "B2"}, 0)]
             add(lambda o, it=items: _send(o, "GoldenA", 2, encode_batch(it), "", RequestCode.SEND_BATCH_MESSAGE))

@@ -238,14 +238,14 @@ def serve(buf: bytearray, ctx: FastContext, out: bytearray) -> int:
                     stop = STOP_SLOW
                     break
                 pairs: dict[bytes, bytes] = {}
+                malformed = False
                 for item in props[:-1].split(b"\x02"):
                     key, sep, val = item.partition(b"\x01")
-                    if not sep or not key or b"\x01" in val or key in pairs:
+                    if not sep or not key or b"\x01" in val or key in pairs:  # an empty item too: no separator
+                        malformed = True
                         break
                     pairs[key] = val
-                else:
-                    item = b""
-                if item or not pairs.keys().isdisjoint(_SLOW_KEYS):
+                if malformed or not pairs.keys().isdisjoint(_SLOW_KEYS):
                     stop = STOP_SLOW
                     break
                 tags = pairs.get(_TAGS)
