@@ -15,7 +15,8 @@ from json.encoder import encode_basestring
 from krocket.common.codes import RequestCode
 from krocket.common.headers import SendMessageHeader
 from krocket.common.message import PROPERTY_UNIQ_KEY, PROPERTY_WAIT
-from krocket.common.remoting.command import RemotingCommand, encode_header
+from krocket.common.remoting.command import RemotingCommand
+from krocket.common.remoting.header_template import header_template
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY
 
 from .selector import DEFAULT_TOPIC_QUEUE_NUMS
@@ -83,7 +84,6 @@ class SendFrameTemplate:
         fields["g"] = _MARK_BORN
         fields["h"] = _MARK_FLAG
         fields["i"] = _MARK_PROPERTIES
-        raw = encode_header(RemotingCommand(self.code, _MARK_OPAQUE, ext_fields=fields)).replace(b"%", b"%%")
         slots = (
             (json_string(_MARK_QUEUE_ID), b'"%d"'),
             (json_string(_MARK_SYS_FLAG), b'"%d"'),
@@ -92,14 +92,8 @@ class SendFrameTemplate:
             (json_string(_MARK_PROPERTIES), b"%s"),
             (b'"opaque":%d' % _MARK_OPAQUE, b'"opaque":%d'),
         )
-        positions = []
-        for marker, slot in slots:
-            if raw.count(marker) != 1:
-                raise AssertionError(f"send header template: marker {marker!r} is not there exactly once")
-            positions.append(raw.index(marker))
-            raw = raw.replace(marker, slot)
-        if positions != sorted(positions):  # the format arguments below are in this order
-            raise AssertionError("send header template: the fields are not in the expected order")
+        # the format arguments of ``head`` are in this order
+        raw = header_template(RemotingCommand(self.code, _MARK_OPAQUE, ext_fields=fields), slots, "send header")
         self._header = raw
 
     def head(

@@ -45,6 +45,7 @@ FIXED_NOW_S = 1_750_000_000.123
 
 def _implementations() -> Iterator[Any]:
     yield pytest.param(pure.serve, id="python")
+    yield pytest.param("stdlib", id="python-stdlib-json")  # the twin without orjson
     try:
         from krocket.broker.fastpath import _cserve  # type: ignore[attr-defined]
     except ImportError:
@@ -248,9 +249,12 @@ async def _run(tmp_path: Path, reads: list[bytes], serve: Serve | None) -> Outco
 @pytest.mark.parametrize("how", ["one read", "frame by frame", "random reads"])
 @pytest.mark.parametrize("serve", list(_implementations()))
 async def test_fast_paths_store_and_answer_what_todays_path_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Serve, how: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Serve | str, how: str
 ) -> None:
     monkeypatch.setattr(time, "time", lambda: FIXED_NOW_S)
+    if serve == "stdlib":
+        monkeypatch.setattr(pure, "_loads", pure.loads_stdlib)
+        serve = pure.serve
     frames = golden_frames()
     reads = _reads(b"".join(frames), frames, how)
     slow_replies, slow_files, _ = await _run(tmp_path / "slow", reads, None)

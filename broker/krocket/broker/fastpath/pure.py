@@ -16,34 +16,42 @@ from collections.abc import Callable
 from typing import Any
 
 from krocket.broker.fastpath.context import SLOW_PROPERTY_KEYS, STOP_COMMIT, STOP_END, STOP_SLOW, FastContext
-from krocket.common.codes import FLAG_RESPONSE, RequestCode
+from krocket.broker.processors.send import send_reply
+from krocket.broker.service import SendOutcome
+from krocket.common.codes import RequestCode
 from krocket.common.headers.send import SEND_LONG_NAMES, SEND_V2_NAMES, SendHeaderNames
 from krocket.common.message import MAX_PROPERTIES_BYTES, PROPERTY_KEYS, PROPERTY_TAGS, PROPERTY_UNIQ_KEY
 from krocket.common.record import BLANK_MIN_BYTES, SYSFLAG_MULTI_TAGS, pack_record_into, record_size
+from krocket.common.remoting.command import RemotingCommand
+from krocket.common.remoting.header_template import header_template
 
-_loads: Callable[[memoryview], Any]
+_json_decode = json.JSONDecoder().decode
+
+
+def loads_stdlib(raw: memoryview) -> Any:
+    """The header as the stdlib's json reads it; None when it is not JSON (or not UTF-8)."""
+    try:
+        return _json_decode(str(raw, "utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+_loads: Callable[[memoryview], Any] = loads_stdlib
+JSON_LIBRARY = "json"
 try:
     import orjson
 
-    def _loads_orjson(raw: memoryview) -> Any:
+    def loads_orjson(raw: memoryview) -> Any:
+        """The header as orjson reads it (UTF-8 checked); None when it is not JSON."""
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
 
-    _loads = _loads_orjson
+    _loads = loads_orjson
     JSON_LIBRARY = "orjson"
-except ImportError:  # pragma: no cover - orjson is optional
-    _json_decode = json.JSONDecoder().decode
-
-    def _loads_stdlib(raw: memoryview) -> Any:
-        try:
-            return _json_decode(str(raw, "utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return None
-
-    _loads = _loads_stdlib
-    JSON_LIBRARY = "json"
+except ImportError:  # pragma: no cover - orjson is optional (the "fast" extra)
+    pass
 
 _I32 = struct.Struct(">i")
 _PAIR = struct.Struct(">ii")
@@ -84,12 +92,26 @@ def _keys(names: SendHeaderNames) -> tuple[str, ...]:
 _V2_KEYS = _keys(SEND_V2_NAMES)
 _LONG_KEYS = _keys(SEND_LONG_NAMES)
 
-# Today's reply (RemotingCommand.response(SUCCESS, None, {...}) + encode_header), as a template.
-REPLY_TEMPLATE = (
-    b'{"code":0,"extFields":{"msgId":"%s%016X","queueId":"%d","queueOffset":"%d","MSG_REGION":"DefaultRegion",'
-    b'"TRACE_ON":"true"},"flag":' + str(FLAG_RESPONSE).encode() + b',"language":"JAVA","opaque":%d,'
-    b'"serializeTypeCurrentRPC":"JSON","version":%d}'
-)
+_MARK_ID, _MARK_QUEUE, _MARK_OFFSET, _MARK_OPAQUE = "@@msgId@@", 918273645, 546372819, 192837465
+
+
+def _reply_template() -> bytes:
+    """Today's send reply (``send_reply`` of a SUCCESS outcome, as ``encode_header`` writes it) as a template of
+    (store host hex, commit log offset, queue id, queue offset, opaque, version)."""
+    probe = send_reply(
+        RemotingCommand(RequestCode.SEND_MESSAGE_V2, _MARK_OPAQUE), SendOutcome(_MARK_ID, _MARK_QUEUE, _MARK_OFFSET)
+    )
+    slots = (
+        (f'"{_MARK_ID}"'.encode(), b'"%s%016X"'),
+        (b'"%d"' % _MARK_QUEUE, b'"%d"'),
+        (b'"%d"' % _MARK_OFFSET, b'"%d"'),
+        (b'"opaque":%d' % _MARK_OPAQUE, b'"opaque":%d'),
+        (b'"version":%d' % probe.version, b'"version":%d'),
+    )
+    return header_template(probe, slots, "send reply")
+
+
+REPLY_TEMPLATE = _reply_template()
 
 
 def _int(text: str) -> int | None:

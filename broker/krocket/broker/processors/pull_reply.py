@@ -12,7 +12,8 @@ from __future__ import annotations
 import struct
 
 from krocket.common.codes import FLAG_RESPONSE, KROCKET_VERSION, LanguageCode
-from krocket.common.remoting.command import SERIALIZE_JSON, EncodedResponse, RemotingCommand, encode_header
+from krocket.common.remoting.command import SERIALIZE_JSON, EncodedResponse, RemotingCommand
+from krocket.common.remoting.header_template import header_template
 
 _FRAME_PREFIX = struct.Struct(">ii")
 _MARK_CODE = 271828182
@@ -27,19 +28,10 @@ def _header_template() -> bytes:
     probe = RemotingCommand(
         _MARK_CODE, _MARK_OPAQUE, FLAG_RESPONSE, dict(marks), None, b"", _JAVA, KROCKET_VERSION, SERIALIZE_JSON
     )
-    raw = encode_header(probe).replace(b"%", b"%%")
     slots = [(b'"code":%d' % _MARK_CODE, b'"code":%d')]
     slots += [(f'"{marks[name]}"'.encode(), b'"%d"') for name in FIELDS]
     slots.append((b'"opaque":%d' % _MARK_OPAQUE, b'"opaque":%d'))
-    positions = []
-    for marker, slot in slots:
-        if raw.count(marker) != 1:
-            raise AssertionError(f"pull reply template: marker {marker!r} is not there exactly once")
-        positions.append(raw.index(marker))
-        raw = raw.replace(marker, slot)
-    if positions != sorted(positions):  # the format arguments of ``pull_response`` are in this order
-        raise AssertionError("pull reply template: the fields are not in the expected order")
-    return raw
+    return header_template(probe, slots, "pull reply")
 
 
 _HEADER = _header_template()

@@ -55,7 +55,8 @@ def checked_batch(body: bytes, sys_flag: int, limit: int) -> list[BatchItem]:
     return items
 
 
-def _reply(cmd: RemotingCommand, outcome: SendOutcome) -> RemotingCommand:
+def send_reply(cmd: RemotingCommand, outcome: SendOutcome) -> RemotingCommand:
+    """The reply to a send (the fast path formats the same header from a template made of this)."""
     return cmd.response(
         outcome.code,
         outcome.remark,
@@ -70,7 +71,7 @@ def _reply(cmd: RemotingCommand, outcome: SendOutcome) -> RemotingCommand:
 
 
 async def _reply_later(cmd: RemotingCommand, pending: Awaitable[SendOutcome]) -> RemotingCommand:
-    return _reply(cmd, await pending)
+    return send_reply(cmd, await pending)
 
 
 def _answer(
@@ -79,9 +80,9 @@ def _answer(
     if outcome.created:  # the route first: a task (rare)
         return _reply_later(cmd, service.finish(outcome))
     if not service.must_wait:
-        return _reply(cmd, outcome)
+        return send_reply(cmd, outcome)
     if not cmd.is_oneway:
-        reply = _reply(cmd, outcome)
+        reply = send_reply(cmd, outcome)
         reply.opaque = cmd.opaque
         service.parking.park(conn, encode(reply), outcome.end_offset)
     return None  # parked: written once the disk (and a slave) has the message
