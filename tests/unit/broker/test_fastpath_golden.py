@@ -221,7 +221,7 @@ def _files(root: Path) -> dict[str, bytes]:
 Outcome = tuple[dict[int, bytes], dict[str, bytes], int]  # replies by opaque, store files, sends served fast
 
 
-async def _run(tmp_path: Path, reads: list[bytes], serve: Serve | None) -> Outcome:
+async def _run(tmp_path: Path, reads: list[bytes], serve: Serve | None, expected: int) -> Outcome:
     rig: BrokerRig = make_rig(tmp_path, auto_create_topic_enable=True)
     rig.topics.upsert(TopicConfig("GoldenA", 3, 3))
     rig.topics.upsert(TopicConfig("GoldenB", 2, 4))
@@ -240,7 +240,9 @@ async def _run(tmp_path: Path, reads: list[bytes], serve: Serve | None) -> Outco
     for data in reads:
         conn.data_received(data)
         await asyncio.sleep(0)
-    for _ in range(20):  # replies of sends answered later (the auto-created topic's)
+    # Sends that created their topic are answered later, from a task: wait until every frame has its reply.
+    deadline = time.monotonic() + 10
+    while len(_replies(bytes(transport.data))) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     store.close()
     return _replies(bytes(transport.data)), _files(tmp_path / "store"), fast.served if fast is not None else 0
@@ -257,8 +259,8 @@ async def test_fast_paths_store_and_answer_what_todays_path_does(
         serve = pure.serve
     frames = golden_frames()
     reads = _reads(b"".join(frames), frames, how)
-    slow_replies, slow_files, _ = await _run(tmp_path / "slow", reads, None)
-    fast_replies, fast_files, served = await _run(tmp_path / "fast", reads, serve)
+    slow_replies, slow_files, _ = await _run(tmp_path / "slow", reads, None, len(frames))
+    fast_replies, fast_files, served = await _run(tmp_path / "fast", reads, serve, len(frames))
 
     assert len(slow_replies) == len(frames)
     assert served >= 600  # most sends took the fast path

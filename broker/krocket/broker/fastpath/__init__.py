@@ -25,10 +25,10 @@ from collections.abc import Callable
 
 from krocket.broker.fastpath import pure
 from krocket.broker.fastpath.context import STOP_COMMIT, STOP_SLOW, FastContext, TopicEntry
+from krocket.broker.processors.send import born_host
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_WRITE, RequestCode
 from krocket.common.errors import MessageIllegalError, ServiceNotAvailableError
-from krocket.common.record import record_host
 from krocket.common.remoting import Connection
 from krocket.common.remoting.limits import LogLimiter
 from krocket.common.topic import (
@@ -71,14 +71,6 @@ def load_serve() -> tuple[Serve, str]:
 
 def fast_path_enabled() -> bool:
     return os.environ.get("KROCKET_FAST_PATH", "1") not in ("0", "false", "no", "off")
-
-
-def born_host(conn: Connection) -> bytes:
-    """The producer's address in record form, computed once per connection."""
-    host = conn.attributes.get("born_host")
-    if host is None:
-        host = conn.attributes["born_host"] = record_host(conn.peer)
-    return host
 
 
 def is_plain_topic(topic: str) -> bool:

@@ -35,7 +35,7 @@ from krocket.common.remoting.command import encode
 _SEND_BATCH = int(RequestCode.SEND_BATCH_MESSAGE)
 
 
-def _born_host(conn: Connection) -> bytes:
+def born_host(conn: Connection) -> bytes:
     """The producer's address in record form, computed once per connection."""
     host = conn.attributes.get("born_host")
     if host is None:
@@ -92,7 +92,7 @@ def process_send(
     service: BrokerService, conn: Connection, cmd: RemotingCommand
 ) -> RemotingCommand | Awaitable[RemotingCommand] | None:
     h = SendMessageHeader.from_fields(cmd.ext_fields)
-    born_host = _born_host(conn)
+    producer_host = born_host(conn)
     sys_flag = check_sys_flag(h.sys_flag)
     check_int64("bornTimestamp", h.born_timestamp)
     limit = service.config.max_message_size
@@ -104,7 +104,7 @@ def process_send(
             checked_batch(cmd.body, sys_flag, limit),
             sys_flag,
             h.born_timestamp,
-            born_host,
+            producer_host,
             h.default_topic,
             h.default_topic_queue_nums,
         )
@@ -127,7 +127,7 @@ def process_send(
             h.flag,
             sys_flag,
             h.born_timestamp,
-            born_host,
+            producer_host,
             h.reconsume_times,
             h.default_topic,
             h.default_topic_queue_nums,
