@@ -28,6 +28,7 @@ from krocket.broker.store import GetStatus, MessageStore
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.tag_filter import parse_tag_expression
 from krocket.broker.topic_manager import TopicManager
+from krocket.broker.traffic_stats import TrafficStats
 from krocket.broker.transaction.service import TransactionService
 from krocket.common.batch import BatchItem
 from krocket.common.codes import PERM_READ, ResponseCode
@@ -102,6 +103,7 @@ class BrokerService:
         self._rr = 0
         self.sent_messages = 0
         self.pulled_messages = 0
+        self.traffic = TrafficStats()  # per topic and group, for /metrics, stats verbs and the console
         self._ha_master: HAMaster | None = None  # on a master with replication
         self._sync_flush = config.flush_disk_type == "SYNC_FLUSH"
         # Acks that wait for the disk (SYNC_FLUSH) or a slave (SYNC_MASTER), parked encoded until they may leave.

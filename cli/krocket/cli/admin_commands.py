@@ -45,11 +45,10 @@ def register(sub: Any) -> None:
     p.add_argument("topic")
     p.set_defaults(func=topic_delete)
 
-    cluster = sub.add_parser("cluster", help="cluster information")
-    cverbs = cluster.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = cverbs.add_parser("list", help="list clusters, broker groups and their brokers")
-    _namesrv_arg(p)
-    p.set_defaults(func=cluster_list)
+    from krocket.cli import cluster_commands, topic_status  # verbs of their own modules
+
+    topic_status.register(verbs, _namesrv_arg)
+    cluster_commands.register(sub, _namesrv_arg)
 
     consumer = sub.add_parser("consumer", help="consumer group information")
     gverbs = consumer.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -132,46 +131,6 @@ def topic_delete(args: argparse.Namespace) -> int:
     asyncio.run(_with_admin(args, lambda a: a.delete_topic(args.topic)))
     _print(args, {"deleted": args.topic}, [f"deleted topic {args.topic}"])
     return 0
-
-
-def cluster_list(args: argparse.Namespace) -> int:
-    async def run(admin: Any) -> tuple[Any, dict[str, dict[str, str]]]:
-        info = await admin.cluster_info()
-        addrs = [a for b in info.brokers.values() for a in b.broker_addrs.values()]
-        tables = await asyncio.gather(*(admin.broker_runtime_info(a) for a in addrs), return_exceptions=True)
-        return info, {a: t for a, t in zip(addrs, tables, strict=True) if isinstance(t, dict)}
-
-    info, runtime = asyncio.run(_with_admin(args, run))
-    lines = [
-        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'MAX_OFFSET':>12} {'BEHIND_BYTES':>12}"
-    ]
-    data: dict[str, Any] = {"clusters": {}, "brokers": {}}
-    for cluster, names in sorted(info.clusters.items()):
-        data["clusters"][cluster] = names
-        for name in names:
-            broker = info.brokers.get(name)
-            addrs = broker.broker_addrs if broker else {}
-            master_end = _int(runtime.get(addrs.get(0, ""), {}).get("commitLogMaxOffset"))
-            rows = {}
-            for broker_id, addr in sorted(addrs.items()):
-                end = _int(runtime.get(addr, {}).get("commitLogMaxOffset"))
-                behind = max(master_end - end, 0) if broker_id and master_end is not None and end is not None else None
-                role = "master" if broker_id == 0 else "slave"
-                rows[str(broker_id)] = {"addr": addr, "role": role, "maxOffset": end, "behindBytes": behind}
-                lines.append(
-                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} "
-                    f"{'?' if end is None else end:>12} {'-' if behind is None else behind:>12}"
-                )
-            data["brokers"][name] = rows
-    _print(args, data, lines)
-    return 0
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def consumer_progress(args: argparse.Namespace) -> int:
