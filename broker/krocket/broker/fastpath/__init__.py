@@ -196,13 +196,40 @@ class FastSendPath:
             del buf[:pos]  # served: the next call starts at the frame after them
         service._rr = ctx.rr
         if served:
-            self._finish(conn, served, commitlog.wrote - first_offset, out, now)
+            self._finish(conn, served, first_offset, out, now)
         return pos
 
-    def _finish(self, conn: Connection, served: int, appended: int, out: bytearray, now: int) -> None:
+    def _record_traffic(self, served: int, first_offset: int, appended: int) -> None:
+        """Messages and bytes in, per topic, once per read: one topic (the common case) takes the read's totals;
+        a read that stored to several topics counts each queue's new entries (those at or past ``first_offset``)."""
+        touched = self.ctx.touched
+        record_put = self._service.traffic.record_put
+        topic = touched[0].topic
+        for queue in touched:
+            if queue.topic != topic:
+                break
+        else:
+            record_put(topic, served, appended)
+            return
+        for queue in dict.fromkeys(touched):
+            messages = nbytes = 0
+            q = queue.max_offset - 1
+            while q >= 0:
+                entry = queue.entry(q)
+                if entry is None or entry[0] < first_offset:
+                    break
+                messages += 1
+                nbytes += entry[1]
+                q -= 1
+            if messages:
+                record_put(queue.topic, messages, nbytes)
+
+    def _finish(self, conn: Connection, served: int, first_offset: int, out: bytearray, now: int) -> None:
         """What the slow path does per request, once per read: index, counters, commit, reply, listeners."""
         ctx = self.ctx
         store = self._store
+        appended = store.commitlog.wrote - first_offset
+        self._record_traffic(served, first_offset, appended)
         dispatcher = store.dispatcher
         if ctx.index_entries:
             store.index.put_many(ctx.index_entries, now)

@@ -34,7 +34,9 @@ async def process_create_topic(service: BrokerService, conn: Connection, cmd: Re
 
 
 async def process_delete_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    service.delete_topic(DeleteTopicInBrokerHeader.from_fields(cmd.ext_fields).topic)
+    topic = DeleteTopicInBrokerHeader.from_fields(cmd.ext_fields).topic
+    service.delete_topic(topic)
+    service.traffic.forget_topic(topic)
     return cmd.response(ResponseCode.SUCCESS)
 
 

@@ -42,6 +42,7 @@ def process_all_groups(service: BrokerService, conn: Connection, cmd: RemotingCo
 def process_delete_group(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = DeleteSubscriptionGroupHeader.from_fields(cmd.ext_fields)
     service.groups.delete(h.group_name)
+    service.traffic.forget_group(h.group_name)
     return cmd.response(ResponseCode.SUCCESS)
 
 

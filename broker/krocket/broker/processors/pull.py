@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 
 from krocket.broker.processors.pull_reply import pull_response
 from krocket.broker.service import BrokerService, PullOutcome
-from krocket.common.codes import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
+from krocket.common.codes import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND, ResponseCode
 from krocket.common.headers import PullMessageHeader
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.remoting.command import SERIALIZE_JSON
@@ -37,8 +37,26 @@ def _reply(cmd: RemotingCommand, outcome: PullOutcome) -> RemotingCommand:
     )
 
 
-async def _reply_later(cmd: RemotingCommand, pending: Awaitable[PullOutcome]) -> RemotingCommand:
-    return _reply(cmd, await pending)
+def record_count(body: bytes) -> int:
+    """How many records a pull body holds (each starts with its total size, big-endian)."""
+    count = pos = 0
+    end = len(body)
+    while pos + 4 <= end:
+        size = int.from_bytes(body[pos : pos + 4], "big")
+        if size <= 0:
+            break
+        pos += size
+        count += 1
+    return count
+
+
+async def _reply_later(
+    service: BrokerService, group: str, topic: str, cmd: RemotingCommand, pending: Awaitable[PullOutcome]
+) -> RemotingCommand:
+    outcome = await pending
+    if outcome.code == ResponseCode.SUCCESS and outcome.body:  # a long poll woken: count what it found
+        service.traffic.record_get(group, topic, record_count(outcome.body), len(outcome.body))
+    return _reply(cmd, outcome)
 
 
 def process_pull(
@@ -46,6 +64,7 @@ def process_pull(
 ) -> RemotingCommand | Awaitable[RemotingCommand]:
     h = PullMessageHeader.from_fields(cmd.ext_fields)
     sys_flag = h.sys_flag
+    pulled = service.pulled_messages
     outcome = service.pull(
         group=h.consumer_group,
         topic=h.topic,
@@ -57,5 +76,7 @@ def process_pull(
         commit_offset=h.commit_offset if sys_flag & PULL_FLAG_COMMIT_OFFSET else None,
     )
     if isinstance(outcome, PullOutcome):
+        if outcome.code == ResponseCode.SUCCESS:  # the service counted what it found
+            service.traffic.record_get(h.consumer_group, h.topic, service.pulled_messages - pulled, len(outcome.body))
         return _reply(cmd, outcome)
-    return _reply_later(cmd, outcome)
+    return _reply_later(service, h.consumer_group, h.topic, cmd, outcome)

@@ -96,18 +96,22 @@ def process_send(
     sys_flag = check_sys_flag(h.sys_flag)
     check_int64("bornTimestamp", h.born_timestamp)
     limit = service.config.max_message_size
+    commitlog = service.store.commitlog
     if cmd.code == _SEND_BATCH or h.batch:
         check_transaction(sys_flag, {}, batch=True)  # a batch holds no half message
+        items = checked_batch(cmd.body, sys_flag, limit)
+        wrote = commitlog.wrote
         outcome = service.store_batch(
             h.topic,
             h.queue_id,
-            checked_batch(cmd.body, sys_flag, limit),
+            items,
             sys_flag,
             h.born_timestamp,
             producer_host,
             h.default_topic,
             h.default_topic_queue_nums,
         )
+        service.traffic.record_put(h.topic, len(items), commitlog.wrote - wrote)
     else:
         properties = check_raw_properties(h.properties)
         check_int32("flag", h.flag)
@@ -119,6 +123,7 @@ def process_send(
             service.topics.for_send(topic, h.default_topic, h.default_topic_queue_nums, max(queue_id, 0))
             half = half_message(topic, queue_id, properties, sys_flag)
             topic, queue_id, properties, sys_flag = half.topic, half.queue_id, half.properties, half.sys_flag
+        wrote = commitlog.wrote
         outcome = service.store_send(
             topic,
             queue_id,
@@ -132,4 +137,5 @@ def process_send(
             h.default_topic,
             h.default_topic_queue_nums,
         )
+        service.traffic.record_put(h.topic, 1, commitlog.wrote - wrote)  # the topic named, a half message too
     return _answer(service, conn, cmd, outcome)

@@ -106,6 +106,7 @@ async def process_send_back(service: BrokerService, conn: Connection, cmd: Remot
     created = _ensure_topic(
         service, target.topic, DLQ_QUEUE_NUMS if target.dead else _retry_queue_nums(service, h.group)
     )
+    wrote = service.store.commitlog.wrote
     outcome = service.send(
         target.topic,
         0,
@@ -117,6 +118,7 @@ async def process_send_back(service: BrokerService, conn: Connection, cmd: Remot
         record_host(msg.born_host),
         msg.reconsume_times + 1,
     )
+    service.traffic.record_put(target.topic, 1, service.store.commitlog.wrote - wrote)  # stored before any wait
     if inspect.isawaitable(outcome):
         outcome = await outcome
     assert isinstance(outcome, SendOutcome)
