@@ -4,22 +4,18 @@ it are kept; a torn tail is cut. Both are logged and counted on /metrics."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from pathlib import Path
 
 from krocket.common.codes import ResponseCode
 from krocket.common.remoting import ConnectionPool
 
 from tests.support.cluster import start_cluster
+from tests.support.metrics import metric_value
 from tests.support.remoting import pull_all, send
 
 
 def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} is not on /metrics")
+    return metric_value(port, name)
 
 
 def test_flipped_body_byte_is_caught_by_crc_never_served_and_later_messages_kept(tmp_path: Path):

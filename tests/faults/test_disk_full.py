@@ -14,7 +14,6 @@ import os
 import random
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
 
 from tests.support.cluster import ChildProcess, LocalCluster, create_topic, start_cluster, wait_until
+from tests.support.metrics import metric_value
 
 TOPIC = "DiskFull"
 SEGMENT = 1024 * 1024
@@ -149,11 +149,7 @@ def _store_errors(broker: ChildProcess) -> list[str]:
 
 
 def _metric(broker: ChildProcess, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.split(" ")[0] == name:
-                return float(line.split(" ")[1])
-    raise AssertionError(f"no metric {name}")
+    return metric_value(broker.http_port, name)
 
 
 def _start(broker: ChildProcess) -> None:

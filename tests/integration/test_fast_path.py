@@ -4,7 +4,6 @@ it), that sends take it, and that what it stores reads back as sent."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -13,16 +12,11 @@ import pytest
 from krocket.client import Message, Producer, PullConsumer, PullStatus
 
 from tests.support.cluster import LocalCluster, create_topic, start_cluster
+from tests.support.metrics import metric_value
 
 
 def _fast_sends(cluster: LocalCluster) -> float:
-    total = 0.0
-    for broker in cluster.brokers:
-        with urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("krocket_broker_fast_path_sends_total "):
-                    total += float(line.rpartition(" ")[2])
-    return total
+    return sum(metric_value(broker.http_port, "krocket_broker_fast_path_sends_total") for broker in cluster.brokers)
 
 
 def _fast_path_line(cluster: LocalCluster) -> str:

@@ -14,7 +14,7 @@ from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
 from krocket.common.errors import KrocketError
-from krocket.common.metrics import Metrics
+from krocket.common.metrics import CONTENT_TYPE, Metrics
 from krocket.common.topic import TopicConfig
 
 
@@ -50,7 +50,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS_KEY].render(), content_type="text/plain")
+    return web.Response(body=request.app[METRICS_KEY].render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def broker_info(request: web.Request) -> web.Response:

@@ -25,13 +25,13 @@ from krocket.broker.ha.metadata_sync import MetadataSync
 from krocket.broker.ha.slave import HASlave
 from krocket.broker.http import BrokerState, make_app
 from krocket.broker.long_polling import LongPolling
+from krocket.broker.metrics import register_broker_metrics
 from krocket.broker.offset_manager import ConsumerOffsetManager
-from krocket.broker.processors import BrokerHandler, make_handler
+from krocket.broker.processors import REQUESTS, SEND_LATENCY, BrokerHandler, make_handler
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.schedule.delivery import ScheduleDelivery, install_due_times
 from krocket.broker.service import BrokerService
 from krocket.broker.store import MessageStore, StoreConfig
-from krocket.broker.store.recovery import register_recovery_metrics
 from krocket.broker.topic_manager import TopicManager
 from krocket.broker.transaction import TransactionService, run_checks
 from krocket.common.acl import AclFile
@@ -201,8 +201,11 @@ class Broker:
         handler = make_handler(service, self.metrics, self.acl)
         fast: FastSendPath | None = None
         if remoting.fast_path is not None:
-            requests = self.metrics.counter("broker_requests_total", "Remoting requests served, by request code")
-            fast = FastSendPath(service, remoting.limits.max_pending_frame_bytes, requests.values)
+            requests = self.metrics.counter(REQUESTS, "")  # make_handler's family
+            send_latency = self.metrics.histogram(SEND_LATENCY, "")
+            fast = FastSendPath(
+                service, remoting.limits.max_pending_frame_bytes, requests.values, send_latency=send_latency
+            )
             log.info("send fast path: %s", fast.implementation)
         else:
             log.info("send fast path: off (%s)", "ACL is on" if self.acl is not None else "KROCKET_FAST_PATH=0")
@@ -242,6 +245,7 @@ class Broker:
                 lambda: registration.master_ha_addr,
                 sync_flush=config.flush_disk_type == "SYNC_FLUSH",
                 ssl_context=client_tls,
+                broker_id=config.broker_id,
             )
             ha_slave.start()
             metadata_sync = MetadataSync(
@@ -294,41 +298,13 @@ class Broker:
         )
 
     def _register_metrics(self, running: RunningParts) -> None:
-        service, store = running.service, running.store
-        register_recovery_metrics(self.metrics, store.recovery_report)
-        self.metrics.gauge_fn(
-            "broker_messages_in_total", "Messages stored since start", lambda: float(service.sent_messages)
-        )
-        self.metrics.gauge_fn(
-            "broker_messages_out_total", "Messages served to pulls since start", lambda: float(service.pulled_messages)
-        )
-        self.metrics.gauge_fn(
-            "broker_commitlog_max_offset_bytes", "Commit log end offset", lambda: float(store.max_phy_offset)
-        )
-        fast = self.front_end.fast_send_path
-        self.metrics.gauge_fn(
-            "broker_fast_path_sends_total",
-            "Sends served by the per-read fast path since start (the rest of broker_messages_in_total took the "
-            "general path)",
-            lambda: float(fast.served if fast is not None else 0),
-        )
-        self.metrics.gauge_fn("broker_topics", "Topics on this broker", lambda: float(len(self.topics.topics)))
-        self.metrics.gauge_fn("broker_disk_full", "1 while a full disk refuses writes", lambda: float(store.space.full))
-        self.metrics.gauge_fn(
-            "broker_disk_full_refusals_total", "Writes refused for a full disk", lambda: float(store.space.refusals)
-        )
-        self.metrics.gauge_fn(
-            "broker_suspended_pulls", "Pull requests held by long polling", lambda: float(self.polling.suspended())
-        )
-        self.metrics.gauge_fn(
-            "broker_replication_lag_bytes",
-            "Bytes a slave is behind its master (on a master: per slave; on a slave: its own)",
-            self._replication_lag,
-        )
-        self.metrics.gauge_fn(
-            "broker_consumer_lag_messages",
-            "Messages not yet consumed, per group and topic",
-            lambda: self._lag_by_group(service),
+        register_broker_metrics(
+            self.metrics,
+            running.service,
+            self.polling,
+            self.front_end.fast_send_path,
+            running.ha_master,
+            running.ha_slave,
         )
 
     @staticmethod
@@ -345,23 +321,6 @@ class Broker:
         if running is not None and running.ha_slave is not None:
             return {"role": "slave", **running.ha_slave.status()}
         return {}
-
-    def _replication_lag(self) -> dict[tuple[tuple[str, str], ...], float]:
-        running = self.running
-        if running is not None and running.ha_master is not None:
-            return {(("slave", s["peer"]),): float(s["lagBytes"]) for s in running.ha_master.status()}
-        if running is not None and running.ha_slave is not None:
-            lag = running.ha_slave.status()["lagBytes"]
-            return {(("slave", "self"),): float(lag if lag is not None else -1)}
-        return {}
-
-    def _lag_by_group(self, service: BrokerService) -> dict[tuple[tuple[str, str], ...], float]:
-        out: dict[tuple[tuple[str, str], ...], float] = {}
-        for group in self.offsets.all_groups():
-            for row in service.consumer_progress(group):
-                key = (("group", group), ("topic", row["topic"]))
-                out[key] = out.get(key, 0.0) + row["lag"]
-        return out
 
     @staticmethod
     async def _every(period: float, fn: Callable[[], object]) -> None:

@@ -402,4 +402,4 @@ async def test_unknown_codes_and_the_request_counter(rig: BrokerRig) -> None:
     response = await rig.answer(RemotingCommand(9999))
     assert response.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED and "9999" in (response.remark or "")
     await rig.answer(RemotingCommand(9999))
-    assert '{code="9999"} 2' in rig.metrics.render()
+    assert 'krocket_broker_requests_total{code="9999",name="UNKNOWN"} 2.0' in rig.metrics.render()

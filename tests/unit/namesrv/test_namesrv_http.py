@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from krocket.common.topic import TopicConfig
 from krocket.namesrv.http import create_app
-from krocket.namesrv.metrics import NamesrvMetrics
+from krocket.namesrv.metrics import NAMESRV_METRICS, NamesrvMetrics
 from krocket.namesrv.registry import Registration, RouteRegistry
+
+
+def prefixed(names: tuple[str, ...]) -> list[str]:
+    return [f"krocket_{n}" for n in names]
 
 
 async def test_http_endpoints() -> None:
@@ -30,11 +35,26 @@ async def test_http_endpoints() -> None:
 
         resp = await client.get("/metrics")
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
-        text = await resp.text()
-        assert "krocket_namesrv_brokers 1\n" in text
-        assert "krocket_namesrv_topics 1\n" in text
-        assert 'krocket_namesrv_requests_total{code="105",name="GET_ROUTEINFO_BY_TOPIC"} 2\n' in text
-        assert 'krocket_namesrv_requests_total{code="999",name="UNKNOWN"} 1\n' in text
+        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+        assert families["krocket_namesrv_brokers"].type == "gauge"
+        assert [s.value for s in families["krocket_namesrv_brokers"].samples] == [1.0]
+        assert [s.value for s in families["krocket_namesrv_topics"].samples] == [1.0]
+        requests = families["krocket_namesrv_requests"]
+        assert requests.type == "counter"
+        assert {(s.labels["code"], s.labels["name"]): s.value for s in requests.samples} == {
+            ("105", "GET_ROUTEINFO_BY_TOPIC"): 2.0,
+            ("999", "UNKNOWN"): 1.0,
+        }
+        broker = {"cluster": "c1", "broker": "broker-a", "broker_id": "0"}
+        age = families["krocket_namesrv_broker_registration_age_seconds"].samples
+        assert [(s.labels, s.value) for s in age] == [(broker, 5.0)]
+        assert [(s.labels, s.value) for s in families["krocket_namesrv_cluster_brokers"].samples] == [
+            ({"cluster": "c1"}, 1.0)
+        ]
+        assert [(s.labels, s.value) for s in families["krocket_namesrv_broker_topics"].samples] == [
+            ({"broker": "broker-a"}, 1.0)
+        ]
+        assert sorted(families) == sorted(n.removesuffix("_total") for n in prefixed(NAMESRV_METRICS))
 
         cluster = await (await client.get("/api/v1/cluster")).json()
         assert cluster["clusterAddrTable"] == {"c1": ["broker-a"]}

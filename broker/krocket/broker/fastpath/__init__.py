@@ -29,6 +29,7 @@ from krocket.broker.processors.send import born_host
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_WRITE, RequestCode
 from krocket.common.errors import MessageIllegalError, ServiceNotAvailableError
+from krocket.common.metrics import Histogram, LabelKey, request_label
 from krocket.common.remoting import Connection
 from krocket.common.remoting.limits import LogLimiter
 from krocket.common.topic import (
@@ -49,7 +50,7 @@ Serve = Callable[[bytearray, FastContext, bytearray], int]
 _SYSTEM_PREFIXES = (RETRY_GROUP_PREFIX, DLQ_GROUP_PREFIX, "RMQ_SYS_", "KROCKET_SYS_")
 _SYSTEM_TOPICS = frozenset((AUTO_CREATE_TOPIC_KEY, SCHEDULE_TOPIC, TIMER_TOPIC, CHECK_MAX_TIME_TOPIC))
 _MAX_INELIGIBLE = 4096  # names remembered as not for the fast path (reset when the topics change)
-_SEND_V2_KEY = (("code", str(int(RequestCode.SEND_MESSAGE_V2))),)
+_SEND_V2_KEY = request_label(RequestCode.SEND_MESSAGE_V2)
 
 
 def _env_set(name: str) -> bool:
@@ -85,8 +86,9 @@ class FastSendPath:
         self,
         service: BrokerService,
         max_frame: int,
-        requests: dict[tuple[tuple[str, str], ...], float] | None = None,
+        requests: dict[LabelKey, float] | None = None,
         serve: Serve | None = None,
+        send_latency: Histogram | None = None,
     ) -> None:
         self._service = service
         store = self._store = service.store
@@ -107,6 +109,7 @@ class FastSendPath:
             self.implementation = getattr(serve, "__module__", "custom")
         self._serve = serve
         self._requests = requests
+        self._send_latency = send_latency  # one observation per read: its time over its sends, counted each
         self._topics_version = -1
         self._ineligible: set[bytes] = set()
         self.served = 0  # sends served by the fast path since start
@@ -166,6 +169,7 @@ class FastSendPath:
     def __call__(self, conn: Connection, buf: bytearray) -> int:
         if len(buf) < 8 or not self._ready():
             return 0
+        began = time.perf_counter()
         service = self._service
         if service.topics.data_version != self._topics_version:
             self._reset_topics()
@@ -197,6 +201,8 @@ class FastSendPath:
         service._rr = ctx.rr
         if served:
             self._finish(conn, served, first_offset, out, now)
+            if self._send_latency is not None:
+                self._send_latency.observe_many((time.perf_counter() - began) / served, served)
         return pos
 
     def _record_traffic(self, served: int, first_offset: int, appended: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
+from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, HELLO, MAX_FRAME_BYTES, REPORT
 from krocket.broker.store import MessageStore
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
@@ -37,6 +37,7 @@ class FlushSlaveTimeoutError(KrocketError):
 class SlaveLink:
     peer: str
     acked: int = -1  # the slave's reported commit log end
+    broker_id: int | None = None  # from the slave's hello (None: a slave that sent none)
     connected_at: float = field(default_factory=time.monotonic)
     last_report: float = field(default_factory=time.monotonic)
 
@@ -155,6 +156,9 @@ class HAMaster:
         pusher: asyncio.Task[None] | None = None
         try:
             first = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
+            if first == HELLO:
+                link.broker_id = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
+                first = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
             problem = self._check_slave_offset(first)
             if problem:
                 log.error("refusing slave %s: %s", link.peer, problem)
@@ -162,8 +166,9 @@ class HAMaster:
             link.acked = first
             self.slaves[key] = link
             log.info(
-                "slave %s connected at commit log offset %d (master at %d)",
+                "slave %s (broker id %s) connected at commit log offset %d (master at %d)",
                 link.peer,
+                link.broker_id,
                 first,
                 self._store.max_phy_offset,
             )
@@ -239,6 +244,14 @@ class HAMaster:
 
     def status(self) -> list[dict[str, Any]]:
         head = self._store.max_phy_offset
+        now = time.monotonic()
         return [
-            {"peer": s.peer, "ackedOffset": s.acked, "lagBytes": max(head - s.acked, 0)} for s in self.slaves.values()
+            {
+                "peer": s.peer,
+                "brokerId": s.broker_id,
+                "ackedOffset": s.acked,
+                "lagBytes": max(head - s.acked, 0),
+                "secondsSinceAck": round(now - s.last_report, 3),
+            }
+            for s in self.slaves.values()
         ]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT
+from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, HELLO, MAX_FRAME_BYTES, REPORT
 from krocket.broker.store import MessageStore
 from krocket.common.errors import KrocketError, ServiceNotAvailableError
 
@@ -31,8 +31,10 @@ class HASlave:
         sync_flush: bool = False,
         backoff_max_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        broker_id: int | None = None,
     ) -> None:
         self._store = store
+        self._broker_id = broker_id  # said in the hello, so the master's metrics name this slave by it
         self._ssl_context = ssl_context  # connect to the master's HA port over TLS with this client context
         self._master_ha_addr = master_ha_addr
         self._sync_flush = sync_flush
@@ -90,6 +92,8 @@ class HASlave:
         )
         try:
             offset = self._store.max_phy_offset
+            if self._broker_id is not None:
+                writer.write(REPORT.pack(HELLO) + REPORT.pack(self._broker_id))
             writer.write(REPORT.pack(offset))
             await writer.drain()
             self.connected_to = addr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from krocket.broker.acl import check_request
@@ -47,11 +48,17 @@ from krocket.broker.service import BrokerService
 from krocket.common.acl import AclFile
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import NoPermissionError
-from krocket.common.metrics import Metrics
+from krocket.common.metrics import LabelKey, Metrics, request_label
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.remoting.limits import LogLimiter
 
 log = logging.getLogger(__name__)
+
+REQUESTS = "broker_requests_total"
+ACL_DENIED = "broker_acl_denied_total"
+SEND_LATENCY = "broker_send_latency_seconds"
+PULL_LATENCY = "broker_pull_latency_seconds"
+SEND_CODES = (RequestCode.SEND_MESSAGE, RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_BATCH_MESSAGE)
 
 # A processor answers now, later (an awaitable, run as a task) or, returning None, not now: the send processor
 # parks its reply (``BrokerService.parking``), written once the disk or a slave has the message.
@@ -100,15 +107,22 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
     created its topic) that the transport runs as a task, or None (a send's reply parked until the disk or a
     slave has it). With ``acl``, every request is checked against its current rules first
     (``krocket.broker.acl``); without, nothing is added to the path."""
-    requests = metrics.counter("broker_requests_total", "Remoting requests served, by request code").values
-    label_of: dict[int, tuple[tuple[str, str], ...]] = {}
+    requests = metrics.counter(REQUESTS, "Remoting requests served, by request code and name").values
+    label_of: dict[int, LabelKey] = {}
+    # Sends and pulls answered at once: from the decoded request to its reply (parked acks and long polls are not
+    # timed: their wait is the disk's, a slave's or the poll's).
+    send_latency = metrics.histogram(SEND_LATENCY, "Sends answered at once, from the decoded request to the reply")
+    pull_latency = metrics.histogram(PULL_LATENCY, "Pulls answered at once, from the decoded request to the reply")
+    timed = {int(code): send_latency for code in SEND_CODES}
+    timed[int(RequestCode.PULL_MESSAGE)] = pull_latency
+    clock = time.perf_counter
 
     def handle(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand] | None:
         code = cmd.code
         processor = PROCESSORS.get(code)
         key = label_of.get(code)
         if key is None:
-            key = label_of[code] = (("code", str(code)),)
+            key = label_of[code] = request_label(code)
         requests[key] = requests.get(key, 0.0) + 1
         if processor is None:
             return cmd.response(
@@ -116,18 +130,25 @@ def make_handler(service: BrokerService, metrics: Metrics, acl: AclFile | None =
             )
         # None (a parked send reply) is what the transport's RequestHandler takes as "no reply now"; BrokerHandler
         # says so once server.py's RemotingFrontEnd.handle is annotated with it too.
-        return processor(service, conn, cmd)
+        latency = timed.get(code)
+        if latency is None:
+            return processor(service, conn, cmd)
+        began = clock()
+        reply = processor(service, conn, cmd)
+        if isinstance(reply, RemotingCommand):
+            latency.observe(clock() - began)
+        return reply
 
     if acl is None:
         return handle
-    denied = metrics.counter("broker_acl_denied_total", "Requests refused by the ACL, by request code").values
+    denied = metrics.counter(ACL_DENIED, "Requests refused by the ACL, by request code and name").values
     refusals = LogLimiter(log)  # one line per 10 s, however many are refused
 
     def guarded(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | Awaitable[RemotingCommand] | None:
         try:
             check_request(acl.rules, cmd, conn.peer)
         except NoPermissionError as exc:
-            key = (("code", str(cmd.code)),)
+            key = request_label(cmd.code)
             denied[key] = denied.get(key, 0.0) + 1
             refusals.warning("acl", "refused request code %d from %s: %s", cmd.code, conn.peer, exc.message)
             return cmd.response(exc.code, exc.message)
