@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from tests.operator.test_chart import CHART, helm, render
@@ -66,7 +69,7 @@ def _selects(selector: dict, labels: dict[str, str]) -> bool:
     return all(labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"])
 
 
-def test_the_selector_matches_the_pods_the_operator_builds(defaulted) -> None:
+def test_the_selector_matches_the_pods_the_operator_builds(defaulted: Callable[..., dict[str, Any]]) -> None:
     from krocket.operator import build_brokergroup, build_namesrv
 
     [monitor] = _monitors({"metrics": {"serviceMonitor": {"enabled": True}}})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -65,6 +65,19 @@ def request_code_name(code: int) -> str:
 def request_label(code: int) -> LabelKey:
     """The label key of a request counter: the numeric code and its name."""
     return (("code", str(code)), ("name", request_code_name(code)))
+
+
+def sample_names(families: Mapping[str, str], prefix: str = "krocket") -> set[str]:
+    """The sample names a query can name, from families (name without the prefix -> type): a counter's with its
+    ``_total``, a histogram's ``_bucket``, ``_count`` and ``_sum``."""
+    out: set[str] = set()
+    for name, kind in families.items():
+        full = f"{prefix}_{name}"
+        if kind == "histogram":
+            out |= {full + "_bucket", full + "_count", full + "_sum"}
+        else:
+            out.add(full)
+    return out
 
 
 class Histogram:

@@ -22,18 +22,18 @@ __all__ = ["CONTENT_TYPE", "NAMESRV_METRICS", "NamesrvMetrics", "code_name"]
 
 code_name = request_code_name  # kept for callers of the old name
 
-# Every family the name server exports, without the krocket_ prefix (the dashboard's test reads this).
-NAMESRV_METRICS: tuple[str, ...] = (
-    "namesrv_brokers",
-    "namesrv_topics",
-    "namesrv_requests_total",
-    "namesrv_brokers_expired_total",
-    "namesrv_brokers_disconnected_total",
-    "namesrv_cluster_brokers",
-    "namesrv_broker_registered",
-    "namesrv_broker_registration_age_seconds",
-    "namesrv_broker_topics",
-)
+# Every family the name server exports, without the krocket_ prefix, and its type (the dashboard's test reads it).
+NAMESRV_METRICS: dict[str, str] = {
+    "namesrv_brokers": "gauge",
+    "namesrv_topics": "gauge",
+    "namesrv_requests_total": "counter",
+    "namesrv_brokers_expired_total": "counter",
+    "namesrv_brokers_disconnected_total": "counter",
+    "namesrv_cluster_brokers": "gauge",
+    "namesrv_broker_registered": "gauge",
+    "namesrv_broker_registration_age_seconds": "gauge",
+    "namesrv_broker_topics": "gauge",
+}
 
 
 class NamesrvMetrics:

@@ -11,10 +11,6 @@ from krocket.namesrv.metrics import NAMESRV_METRICS, NamesrvMetrics
 from krocket.namesrv.registry import Registration, RouteRegistry
 
 
-def prefixed(names: tuple[str, ...]) -> list[str]:
-    return [f"krocket_{n}" for n in names]
-
-
 async def test_http_endpoints() -> None:
     now = [100.0]
     registry = RouteRegistry(clock=lambda: now[0])
@@ -54,7 +50,9 @@ async def test_http_endpoints() -> None:
         assert [(s.labels, s.value) for s in families["krocket_namesrv_broker_topics"].samples] == [
             ({"broker": "broker-a"}, 1.0)
         ]
-        assert sorted(families) == sorted(n.removesuffix("_total") for n in prefixed(NAMESRV_METRICS))
+        assert {n: f.type for n, f in families.items()} == {
+            f"krocket_{n}".removesuffix("_total"): kind for n, kind in NAMESRV_METRICS.items()
+        }
 
         cluster = await (await client.get("/api/v1/cluster")).json()
         assert cluster["clusterAddrTable"] == {"c1": ["broker-a"]}
