@@ -78,4 +78,3 @@ async def test_a_slave_without_a_hello_is_served_with_its_id_unknown(master: HAM
         assert label[0][1].startswith("unknown ")
     finally:
         writer.close()
-
