@@ -1,4 +1,4 @@
-"""The slave's HA hello: a krocket slave says its broker id before its first report, so the master's replication
+"""The slave's HA hello: a krocket slave says its broker id right after its first report, so the master's replication
 series are labelled by it (``slave_broker_id``), not by the slave's client port; a slave that sends no hello (an
 older one, or RocketMQ's shape) is still served, its id unknown."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from krocket.broker.ha.master import HAMaster
-from krocket.broker.ha.protocol import REPORT
+from krocket.broker.ha.protocol import REPORT, hello, hello_broker_id
 from krocket.broker.ha.slave import HASlave
 from krocket.broker.metrics import _replication
 from krocket.broker.store import MessageStore
@@ -76,5 +76,26 @@ async def test_a_slave_without_a_hello_is_served_with_its_id_unknown(master: HAM
         assert link["brokerId"] is None
         [label] = next(f.values for f in _replication(master, None) if f.name == "broker_replication_lag_bytes")
         assert label[0][1].startswith("unknown ")
+    finally:
+        writer.close()
+
+
+def test_a_hello_is_never_an_offset_so_a_master_from_before_it_ignores_it() -> None:
+    # A master without the hello counts a report only when it is above the acked offset (>= 0): every hello is
+    # negative, so slaves can be upgraded before their master.
+    for broker_id in (0, 1, 2, 1023, 2**31):
+        assert hello(broker_id) < 0 and hello_broker_id(hello(broker_id)) == broker_id
+    for offset in (0, 1, 2**40, 2**63 - 1):
+        assert hello_broker_id(offset) is None
+
+
+async def test_the_hello_after_the_first_report_names_the_slave_and_acks_nothing(master: HAMaster) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", master.port)
+    try:
+        writer.write(REPORT.pack(0) + REPORT.pack(hello(3)))
+        await writer.drain()
+        await _until(lambda: bool(master.status()) and master.status()[0]["brokerId"] == 3, "the slave's id")
+        [link] = master.status()
+        assert link["ackedOffset"] == 0
     finally:
         writer.close()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, HELLO, MAX_FRAME_BYTES, REPORT
+from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT, hello_broker_id
 from krocket.broker.store import MessageStore
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
@@ -156,9 +156,6 @@ class HAMaster:
         pusher: asyncio.Task[None] | None = None
         try:
             first = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
-            if first == HELLO:
-                link.broker_id = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
-                first = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
             problem = self._check_slave_offset(first)
             if problem:
                 log.error("refusing slave %s: %s", link.peer, problem)
@@ -166,9 +163,8 @@ class HAMaster:
             link.acked = first
             self.slaves[key] = link
             log.info(
-                "slave %s (broker id %s) connected at commit log offset %d (master at %d)",
+                "slave %s connected at commit log offset %d (master at %d)",
                 link.peer,
-                link.broker_id,
                 first,
                 self._store.max_phy_offset,
             )
@@ -176,7 +172,11 @@ class HAMaster:
             while True:
                 offset = REPORT.unpack(await reader.readexactly(REPORT.size))[0]
                 link.last_report = time.monotonic()
-                if offset > link.acked:
+                said_id = hello_broker_id(offset)
+                if said_id is not None:
+                    link.broker_id = said_id
+                    log.info("slave %s is broker id %d", link.peer, said_id)
+                elif offset > link.acked:
                     link.acked = offset
                     self._acked(offset)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, HELLO, MAX_FRAME_BYTES, REPORT
+from krocket.broker.ha.protocol import FRAME_HEADER, HEARTBEAT_S, MAX_FRAME_BYTES, REPORT, hello
 from krocket.broker.store import MessageStore
 from krocket.common.errors import KrocketError, ServiceNotAvailableError
 
@@ -92,9 +92,9 @@ class HASlave:
         )
         try:
             offset = self._store.max_phy_offset
-            if self._broker_id is not None:
-                writer.write(REPORT.pack(HELLO) + REPORT.pack(self._broker_id))
             writer.write(REPORT.pack(offset))
+            if self._broker_id is not None:
+                writer.write(REPORT.pack(hello(self._broker_id)))
             await writer.drain()
             self.connected_to = addr
             self.last_error = None
