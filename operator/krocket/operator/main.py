@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
+from typing import Any
 
 import kopf
 
@@ -26,6 +28,16 @@ def default_credentials() -> Credentials:
     return Credentials.from_kopf(info)
 
 
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's login: the pod's service account, else the kubernetes client library when installed (it runs a
+    kubeconfig's exec and auth-provider plugins), else kopf's own kubeconfig reader ($KUBECONFIG or
+    ~/.kube/config: tokens, client certificates, basic auth)."""
+    info = kopf.login_with_service_account(**kwargs)
+    if info is None and importlib.util.find_spec("kubernetes") is not None:
+        info = kopf.login_via_client(**kwargs)
+    return info if info is not None else kopf.login_with_kubeconfig(**kwargs)
+
+
 def config_from_env(env: dict[str, str] | None = None) -> OperatorConfig:
     """Timings can be tuned with KROCKET_OPERATOR_RESYNC_SECONDS and KROCKET_OPERATOR_STATUS_SECONDS."""
     env = dict(os.environ if env is None else env)
@@ -37,9 +49,13 @@ def config_from_env(env: dict[str, str] | None = None) -> OperatorConfig:
 
 
 def build(config: OperatorConfig | None = None) -> tuple[kopf.OperatorRegistry, kopf.Memo]:
-    """A fresh registry with every handler, and the memo carrying this run's context."""
+    """A fresh registry with every handler, and the memo carrying this run's context.
+
+    A fresh ``OperatorRegistry`` has none of the login handlers kopf's global registry brings, so ``login`` is
+    registered here: without it kopf retries "no credentials were retrieved from the login handlers" forever."""
     cfg = config or OperatorConfig()
     registry = kopf.OperatorRegistry()
+    kopf.on.login(id="login", registry=registry)(login)
     register(registry, cfg)
     ctx = OperatorContext(credentials=default_credentials, config=cfg)
     return registry, kopf.Memo(ctx=ctx)
