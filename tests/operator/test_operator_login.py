@@ -41,10 +41,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_operator_outside_a_pod_logs_in_with_the_kubeconfig_and_watches_the_crds(kmock, tmp_path: Path) -> None:
+@pytest.fixture()
+def k8s(kmock):  # type: ignore[no-untyped-def]
     declare_resources(kmock)
+    return kmock
+
+
+async def test_operator_outside_a_pod_logs_in_with_the_kubeconfig_and_watches_the_crds(k8s, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(KUBECONFIG.format(server=str(kmock.url).rstrip("/")))
+    kubeconfig.write_text(KUBECONFIG.format(server=str(k8s.url).rstrip("/")))
     log = tmp_path / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}  # no ~/.kube/config of the host
     with log.open("w") as out:
@@ -56,9 +61,7 @@ async def test_operator_outside_a_pod_logs_in_with_the_kubeconfig_and_watches_th
         )
     try:
         await wait_for(
-            lambda: (
-                all(len(kmock[kmock.action.WATCH, kmock.resource(r)]) > 0 for r in WATCHED) or proc.poll() is not None
-            ),
+            lambda: all(len(k8s[kmock.action.WATCH, k8s.resource(r)]) > 0 for r in WATCHED) or proc.poll() is not None,
             timeout=60,
             what="the operator to watch every krocket resource",
         )
