@@ -9,8 +9,20 @@ import json
 from typing import Any
 
 from krocket.cli.acl_options import add_credential_arguments, credential_kwargs
+from krocket.cli.arg_types import queue_count
+from krocket.cli.exit_codes import (
+    EXIT_BROKER_UNREACHABLE,
+    EXIT_ERROR,
+    EXIT_GROUP_UNKNOWN,
+    EXIT_OK,
+    EXIT_USAGE,
+    exits_1_on_failure,
+    fail,
+)
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
+from krocket.common.errors import ConfigError
+from krocket.common.topic import check_queue_nums, is_system_topic
 
 
 def _namesrv_arg(parser: argparse.ArgumentParser) -> None:
@@ -20,18 +32,75 @@ def _namesrv_arg(parser: argparse.ArgumentParser) -> None:
     add_credential_arguments(parser)
 
 
+TOPIC_UPSERT_EPILOG = """\
+rules: 1 <= write queues <= read queues <= 1024 (the broker's own check). System topics (TBW102,
+SCHEDULE_TOPIC_XXXX, RMQ_SYS_*, %RETRY%*, %DLQ%*, ...) need --force.
+
+safe drain (fewer queues without losing messages):
+  krocket topic update T -r 8 -w 4     # producers stop writing queues 4-7
+  krocket consumer progress GROUP      # wait until their lag is 0 for every group
+  krocket topic update T -r 4 -w 4     # now allowed: the removed queues hold nothing unconsumed
+`update` refuses fewer read queues while the removed ones hold unconsumed messages (exit 1), unless
+--allow-shrink.
+
+exit codes: 0 done; 1 refused or failed (one line says why); 2 bad arguments
+"""
+
+PROGRESS_EPILOG = f"""\
+exit codes:
+  {EXIT_OK}  every broker answered (a total lag of 0 means the group is caught up)
+  {EXIT_ERROR}  failed (no name server answers, no such topic)
+  {EXIT_USAGE}  bad arguments
+  {EXIT_GROUP_UNKNOWN}  no broker knows the group (no committed offsets, no subscription group)
+  {EXIT_BROKER_UNREACHABLE}  some broker has no master online or did not answer: its queues are missing and the
+     total lag is a lower bound (the brokers are named on stderr)
+"""
+
+
+def _force_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true", help="also act on a system topic (TBW102, SCHEDULE_TOPIC_XXXX, %%RETRY%%...)"
+    )
+
+
+def _refuse_system_topic(args: argparse.Namespace) -> None:
+    if is_system_topic(args.topic) and not args.force:
+        raise ConfigError(f"{args.topic} is a system topic the brokers rely on; pass --force to {args.verb} it")
+
+
 def register(sub: Any) -> None:
     topic = sub.add_parser("topic", help="create, update, list, route or delete topics")
     verbs = topic.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb in ("create", "update"):
-        p = verbs.add_parser(verb, help=f"{verb} a topic on every master of a cluster")
+        p = verbs.add_parser(
+            verb,
+            help=f"{verb} a topic on every master of a cluster",
+            epilog=TOPIC_UPSERT_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _namesrv_arg(p)
         p.add_argument("topic")
-        p.add_argument("--read-queues", "-r", type=int, default=8, help="read queues per broker (default 8)")
-        p.add_argument("--write-queues", "-w", type=int, default=None, help="write queues (default = read)")
+        p.add_argument(
+            "--read-queues", "-r", type=queue_count, default=8, help="read queues per broker, 1-1024 (default 8)"
+        )
+        p.add_argument(
+            "--write-queues",
+            "-w",
+            type=queue_count,
+            default=None,
+            help="write queues, 1 to --read-queues (default = read)",
+        )
         p.add_argument("--perm", "-p", type=int, choices=[2, 4, 6], default=6, help="2=W, 4=R, 6=RW (default 6)")
         p.add_argument("--cluster", "-c", default=None, help="cluster name (default: every cluster)")
         p.add_argument("--broker", "-b", action="append", default=None, help="only this broker group (repeatable)")
+        _force_arg(p)
+        if verb == "update":
+            p.add_argument(
+                "--allow-shrink",
+                action="store_true",
+                help="lower --read-queues even where the removed queues hold unconsumed messages (they become "
+                "unreadable)",
+            )
         p.set_defaults(func=topic_upsert)
     p = verbs.add_parser("list", help="list topics")
     _namesrv_arg(p)
@@ -43,6 +112,7 @@ def register(sub: Any) -> None:
     p = verbs.add_parser("delete", help="delete a topic from brokers and name servers")
     _namesrv_arg(p)
     p.add_argument("topic")
+    _force_arg(p)
     p.set_defaults(func=topic_delete)
 
     from krocket.cli import cluster_commands, topic_status  # verbs of their own modules
@@ -52,7 +122,12 @@ def register(sub: Any) -> None:
 
     consumer = sub.add_parser("consumer", help="consumer group information")
     gverbs = consumer.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = gverbs.add_parser("progress", help="offsets and lag of a consumer group")
+    p = gverbs.add_parser(
+        "progress",
+        help="offsets and lag of a consumer group",
+        epilog=PROGRESS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _namesrv_arg(p)
     p.add_argument("group")
     p.add_argument("--topic", default=None)
@@ -80,39 +155,44 @@ def _print(args: argparse.Namespace, data: Any, table: list[str]) -> None:
         print("\n".join(table))
 
 
+@exits_1_on_failure
 def topic_upsert(args: argparse.Namespace) -> int:
     write = args.write_queues if args.write_queues is not None else args.read_queues
+    _refuse_system_topic(args)
+    check_queue_nums(args.read_queues, write)
 
-    async def run(admin: Any) -> Any:
-        fn = admin.create_topic if args.verb == "create" else admin.update_topic
-        return await fn(
-            args.topic,
-            read_queues=args.read_queues,
-            write_queues=write,
-            perm=args.perm,
-            cluster=args.cluster,
-            broker_names=args.broker,
-        )
+    async def run(admin: Any) -> list[str]:
+        options = {
+            "read_queues": args.read_queues,
+            "write_queues": write,
+            "perm": args.perm,
+            "cluster": args.cluster,
+            "broker_names": args.broker,
+        }
+        if args.verb == "create":
+            return list(await admin.create_topic(args.topic, **options))
+        return list(await admin.update_topic(args.topic, allow_shrink=args.allow_shrink, **options))
 
-    brokers = asyncio.run(_with_admin(args, run))
-    names = brokers if isinstance(brokers, list) else []
+    names = asyncio.run(_with_admin(args, run))
     _print(
         args,
-        {"topic": args.topic, "brokers": names},
+        {"topic": args.topic, "readQueueNums": args.read_queues, "writeQueueNums": write, "brokerNames": names},
         [
             f"{args.verb}d topic {args.topic} ({args.read_queues} read / {write} write queues) on "
-            f"{', '.join(map(str, names)) or 'the selected brokers'}"
+            f"{', '.join(names) or 'the selected brokers'}"
         ],
     )
-    return 0
+    return EXIT_OK
 
 
+@exits_1_on_failure
 def topic_list(args: argparse.Namespace) -> int:
     topics = asyncio.run(_with_admin(args, lambda a: a.list_topics()))
     _print(args, sorted(topics), sorted(topics))
-    return 0
+    return EXIT_OK
 
 
+@exits_1_on_failure
 def topic_route(args: argparse.Namespace) -> int:
     route = asyncio.run(_with_admin(args, lambda a: a.topic_route(args.topic)))
     data = route.to_json() if hasattr(route, "to_json") else route
@@ -124,24 +204,34 @@ def topic_route(args: argparse.Namespace) -> int:
             f"{', '.join(f'{k}={v}' for k, v in addrs.get(q['brokerName'], {}).items())}"
         )
     _print(args, data, lines)
-    return 0
+    return EXIT_OK
 
 
+@exits_1_on_failure
 def topic_delete(args: argparse.Namespace) -> int:
+    _refuse_system_topic(args)
     asyncio.run(_with_admin(args, lambda a: a.delete_topic(args.topic)))
-    _print(args, {"deleted": args.topic}, [f"deleted topic {args.topic}"])
-    return 0
+    _print(args, {"topic": args.topic, "deleted": True}, [f"deleted topic {args.topic}"])
+    return EXIT_OK
 
 
+@exits_1_on_failure
 def consumer_progress(args: argparse.Namespace) -> int:
-    progress = asyncio.run(_with_admin(args, lambda a: a.consumer_progress(args.group, args.topic)))
-    rows = [r.as_dict() for r in progress]
+    progress = asyncio.run(_with_admin(args, lambda a: a.group_progress(args.group, args.topic)))
+    if not progress.known and not progress.unreachable:
+        return fail(f"consumer group {args.group} is unknown to every broker", EXIT_GROUP_UNKNOWN)
+    rows = [r.as_dict() for r in progress.rows]
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'BROKER_OFFSET':>14} {'CONSUMER_OFFSET':>16} {'LAG':>10}"]
     for r in rows:
         lines.append(
-            f"{r['topic']:20} {r['broker']:12} {r['queue_id']:>4} {r['broker_offset']:>14} "
-            f"{r['consumer_offset']:>16} {r['lag']:>10}"
+            f"{r['topic']:20} {r['brokerName']:12} {r['queueId']:>4} {r['brokerOffset']:>14} "
+            f"{r['consumerOffset']:>16} {r['lag']:>10}"
         )
-    lines.append(f"total lag: {sum(r['lag'] for r in rows)}")
-    _print(args, rows, lines)
-    return 0
+    total = sum(r["lag"] for r in rows)
+    lines.append(f"total lag: {'at least ' if progress.unreachable else ''}{total}")
+    data = {"group": args.group, "queues": rows, "totalLag": total, "unreachableBrokers": progress.unreachable}
+    _print(args, data, lines)
+    if progress.unreachable:
+        gone = "; ".join(f"{name}: {why}" for name, why in sorted(progress.unreachable.items()))
+        return fail(f"incomplete: broker(s) did not answer, their queues are missing ({gone})", EXIT_BROKER_UNREACHABLE)
+    return EXIT_OK

@@ -15,9 +15,10 @@ import json
 from typing import Any
 
 from krocket.cli.acl_options import add_credential_arguments, credential_kwargs
+from krocket.cli.exit_codes import exits_1_on_failure
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
-from krocket.common.errors import ConfigError, KrocketError, TopicNotExistError
+from krocket.common.errors import KrocketError, TopicNotExistError
 from krocket.common.message import (
     PROPERTY_DELAY,
     PROPERTY_KEYS,
@@ -81,21 +82,25 @@ def original_topic(msg: MessageExt) -> str:
     return props.get(PROPERTY_RETRY_TOPIC) or props.get(PROPERTY_REAL_TOPIC) or msg.topic
 
 
-def summary(msg: MessageExt) -> dict[str, Any]:
+def summary(msg: MessageExt, broker_name: str | None = None) -> dict[str, Any]:
+    """RocketMQ's key style; ``brokerName`` and ``queueId`` are those of the ``%DLQ%`` queue it is stored in."""
     return {
         "msgId": msg.msg_id,
         "offsetMsgId": msg.offset_msg_id,
         "originalTopic": original_topic(msg),
         "reconsumeTimes": msg.reconsume_times,
         "storeTime": dt.datetime.fromtimestamp(msg.store_timestamp / 1000, dt.UTC).isoformat(timespec="milliseconds"),
-        "broker": msg.store_host,
+        "brokerName": broker_name,
+        "queueId": msg.queue_id,
+        "queueOffset": msg.queue_offset,
+        "storeHost": msg.store_host,
         "tags": msg.tags,
         "keys": msg.keys,
     }
 
 
-def details(msg: MessageExt) -> dict[str, Any]:
-    return {**summary(msg), "properties": dict(msg.properties), "body": msg.body.decode(errors="replace")}
+def details(msg: MessageExt, broker_name: str | None = None) -> dict[str, Any]:
+    return {**summary(msg, broker_name), "properties": dict(msg.properties), "body": msg.body.decode(errors="replace")}
 
 
 def matches(msg: MessageExt, msg_id: str) -> bool:
@@ -104,11 +109,17 @@ def matches(msg: MessageExt, msg_id: str) -> bool:
 
 async def read_dead_letters(group: str, namesrv: str | None, **options: Any) -> list[MessageExt]:
     """Every message in ``%DLQ%<group>`` on every broker, oldest first per queue (nothing is committed)."""
+    return [msg for _, msg in await read_dead_letters_by_broker(group, namesrv, **options)]
+
+
+async def read_dead_letters_by_broker(group: str, namesrv: str | None, **options: Any) -> list[tuple[str, MessageExt]]:
+    """Every message in ``%DLQ%<group>`` on every broker with the name of that broker, oldest first per queue
+    (nothing is committed)."""
     from krocket.client import PullConsumer, PullStatus
 
     validate_group(group)
     topic = dlq_topic(group)
-    out: list[MessageExt] = []
+    out: list[tuple[str, MessageExt]] = []
     async with PullConsumer(group, namesrv, **options) as consumer:
         try:
             queues = await consumer.fetch_queues(topic)
@@ -121,7 +132,7 @@ async def read_dead_letters(group: str, namesrv: str | None, **options: Any) -> 
                 result = await consumer.pull(queue, offset=offset, max_nums=32)
                 if result.status is not PullStatus.FOUND or result.next_begin_offset <= offset:
                     break
-                out.extend(result.messages)
+                out.extend((queue.broker_name, m) for m in result.messages)
                 offset = result.next_begin_offset
     return out
 
@@ -138,35 +149,48 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {**tls_kwargs(args), **credential_kwargs(args)}
 
 
+@exits_1_on_failure
 def list_dead_letters(args: argparse.Namespace) -> int:
-    letters = asyncio.run(read_dead_letters(args.group, namesrv_from_env(args.namesrv), **_options(args)))
-    for msg in letters:
-        print(json.dumps(summary(msg)), flush=True)
+    letters = asyncio.run(read_dead_letters_by_broker(args.group, namesrv_from_env(args.namesrv), **_options(args)))
+    for broker_name, msg in letters:
+        print(json.dumps(summary(msg, broker_name)), flush=True)
     return 0
 
 
+@exits_1_on_failure
 def show_dead_letter(args: argparse.Namespace) -> int:
-    letters = asyncio.run(read_dead_letters(args.group, namesrv_from_env(args.namesrv), **_options(args)))
-    found = [m for m in letters if matches(m, args.msg_id)]
+    letters = asyncio.run(read_dead_letters_by_broker(args.group, namesrv_from_env(args.namesrv), **_options(args)))
+    found = [(b, m) for b, m in letters if matches(m, args.msg_id)]
     if not found:
         raise KrocketError(f"no message {args.msg_id} in {dlq_topic(args.group)}")
-    print(json.dumps(details(found[0]), indent=2), flush=True)
+    print(json.dumps(details(found[0][1], found[0][0]), indent=2), flush=True)
     return 0
 
 
+@exits_1_on_failure
 def resend_dead_letters(args: argparse.Namespace) -> int:
     from krocket.client import Producer
 
     async def run() -> int:
         namesrv = namesrv_from_env(args.namesrv)
-        letters = await read_dead_letters(args.group, namesrv, **_options(args))
-        chosen = letters if args.all else [m for m in letters if matches(m, args.msg_id)]
+        letters = await read_dead_letters_by_broker(args.group, namesrv, **_options(args))
+        chosen = [m for _, m in letters if args.all or matches(m, args.msg_id)]
         if not chosen:
-            raise ConfigError(f"no message {args.msg_id} in {dlq_topic(args.group)}")
+            raise KrocketError(f"no message {args.msg_id} in {dlq_topic(args.group)}")
         async with Producer(args.producer_group, namesrv, **_options(args)) as producer:
             for msg in chosen:
                 result = await producer.send(resend_message(msg))
-                print(json.dumps({"msgId": msg.msg_id, "topic": original_topic(msg), "newMsgId": result.msg_id}))
+                print(
+                    json.dumps(
+                        {
+                            "msgId": msg.msg_id,
+                            "topic": original_topic(msg),
+                            "newMsgId": result.msg_id,
+                            "brokerName": result.queue.broker_name,
+                            "queueId": result.queue.queue_id,
+                        }
+                    )
+                )
         return 0
 
     return asyncio.run(run())

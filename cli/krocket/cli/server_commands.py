@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from krocket.cli.arg_types import broker_id, port_or_zero, positive_int
 from krocket.common import ports
 from krocket.common.errors import ConfigError
 from krocket.common.remoting.idle_spin import (
@@ -82,18 +83,30 @@ def register(sub: Any) -> None:
         help="serve HTTPS on the HTTP port with the --tls-cert/--tls-key certificate",
     )
     br.add_argument(
-        "--listen-port", dest="listenPort", type=int, default=None, help=f"remoting port (default {ports.BROKER_PORT})"
+        "--listen-port",
+        dest="listenPort",
+        type=port_or_zero,
+        default=None,
+        help=f"remoting port (default {ports.BROKER_PORT})",
     )
     br.add_argument(
-        "--http-port", dest="httpPort", type=int, default=None, help=f"HTTP port (default {ports.BROKER_HTTP_PORT})"
+        "--http-port",
+        dest="httpPort",
+        type=port_or_zero,
+        default=None,
+        help=f"HTTP port (default {ports.BROKER_HTTP_PORT})",
     )
     br.add_argument(
-        "--ha-port", dest="haListenPort", type=int, default=None, help=f"HA port (default {ports.BROKER_HA_PORT})"
+        "--ha-port",
+        dest="haListenPort",
+        type=port_or_zero,
+        default=None,
+        help=f"HA port (default {ports.BROKER_HA_PORT})",
     )
     br.add_argument("--namesrv", dest="namesrvAddr", default=None, help="name servers host:port[;host:port]")
     br.add_argument("--cluster", dest="brokerClusterName", default=None, help="cluster name (default DefaultCluster)")
     br.add_argument("--broker-name", dest="brokerName", default=None, help="broker group name (default broker-a)")
-    br.add_argument("--broker-id", dest="brokerId", type=int, default=None, help="0 = master, >0 = slave")
+    br.add_argument("--broker-id", dest="brokerId", type=broker_id, default=None, help="0 = master, >0 = slave")
     br.add_argument("--role", dest="brokerRole", choices=["ASYNC_MASTER", "SYNC_MASTER", "SLAVE"], default=None)
     br.add_argument("--flush", dest="flushDiskType", choices=["ASYNC_FLUSH", "SYNC_FLUSH"], default=None)
     br.add_argument("--store-dir", dest="storePathRootDir", default=None, help="data directory (default ./store)")
@@ -106,7 +119,7 @@ def register(sub: Any) -> None:
     br.add_argument(
         "--segment-bytes",
         dest="mappedFileSizeCommitLog",
-        type=int,
+        type=positive_int,
         default=None,
         help="commit log segment size in bytes (default 1 GiB)",
     )
@@ -142,7 +155,9 @@ def register(sub: Any) -> None:
     op = sub.add_parser("operator", help="run the Kubernetes operator (needs the 'operator' extra)")
     op.add_argument("--namespace", "-n", action="append", default=None, help="namespace to watch (repeatable)")
     op.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    op.add_argument("--liveness-port", type=int, default=8080, help="kopf liveness endpoint port (default 8080)")
+    op.add_argument(
+        "--liveness-port", type=port_or_zero, default=8080, help="kopf liveness endpoint port (default 8080)"
+    )
     op.add_argument("--peering", default=None, help="kopf peering object name for leader election")
     op.set_defaults(func=run_operator)
 

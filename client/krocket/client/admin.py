@@ -11,7 +11,13 @@ from typing import Any
 
 from krocket.common.acl import Credentials, resolve_credentials
 from krocket.common.codes import PERM_READ_WRITE, RequestCode, ResponseCode
-from krocket.common.errors import KrocketError, RemoteError, TopicNotExistError
+from krocket.common.errors import (
+    ConnectionClosedError,
+    KrocketError,
+    RemoteError,
+    RemotingTimeoutError,
+    TopicNotExistError,
+)
 from krocket.common.headers import (
     CreateTopicHeader,
     DeleteTopicInBrokerHeader,
@@ -86,14 +92,47 @@ class QueueProgress:
     lag: int
 
     def as_dict(self) -> dict[str, Any]:
+        """RocketMQ's key style (camelCase), as every ``--json`` of the CLI."""
         return {
             "topic": self.topic,
-            "broker": self.broker,
-            "queue_id": self.queue_id,
-            "broker_offset": self.broker_offset,
-            "consumer_offset": self.consumer_offset,
+            "brokerName": self.broker,
+            "queueId": self.queue_id,
+            "brokerOffset": self.broker_offset,
+            "consumerOffset": self.consumer_offset,
             "lag": self.lag,
         }
+
+
+@dataclass(slots=True)
+class GroupProgress:
+    """A group's progress as far as the brokers answered: ``unreachable`` names each broker that did not (its
+    master down or not answering), so a missing row is not mistaken for "no lag"; ``known`` is False when no
+    broker that answered holds an offset or a subscription group config of the group."""
+
+    rows: list[QueueProgress]
+    unreachable: dict[str, str]  # brokerName -> why
+    known: bool
+
+
+@dataclass(slots=True)
+class QueueAtRisk:
+    """A read queue a shrink would remove while it still holds messages a group has not consumed."""
+
+    broker: str
+    queue_id: int
+    unconsumed: int
+
+
+class QueueShrinkRefused(KrocketError):
+    def __init__(self, topic: str, at_risk: list[QueueAtRisk]) -> None:
+        total = sum(q.unconsumed for q in at_risk)
+        queues = ", ".join(f"{q.broker}/{q.queue_id}" for q in at_risk[:8]) + (" ..." if len(at_risk) > 8 else "")
+        super().__init__(
+            f"refusing to shrink the read queues of {topic}: {total} unconsumed message(s) in queues {queues} "
+            "would become unreadable; lower --write-queues first and wait until consumers drain them, or pass "
+            "--allow-shrink"
+        )
+        self.at_risk = at_risk
 
 
 class Admin:
@@ -187,13 +226,72 @@ class Admin:
         )
         return sorted(masters)
 
-    update_topic = create_topic
+    async def update_topic(
+        self,
+        topic: str,
+        read_queues: int = 8,
+        write_queues: int = 8,
+        perm: int = PERM_READ_WRITE,
+        cluster: str | None = None,
+        broker_names: list[str] | None = None,
+        order: bool = False,
+        allow_shrink: bool = False,
+    ) -> list[str]:
+        """As ``create_topic``; unless ``allow_shrink``, raises ``QueueShrinkRefused`` when fewer read queues
+        would drop queues that still hold messages some group (or, with no group, anyone) has not consumed.
+        Fewer write queues alone are the safe drain and always allowed."""
+        if not allow_shrink:
+            masters = (await self.cluster_info()).masters(cluster, broker_names)
+            at_risk = await self.queues_at_risk(topic, read_queues, masters)
+            if at_risk:
+                raise QueueShrinkRefused(topic, at_risk)
+        return await self.create_topic(topic, read_queues, write_queues, perm, cluster, broker_names, order)
+
+    async def queues_at_risk(self, topic: str, read_queues: int, masters: dict[str, str]) -> list[QueueAtRisk]:
+        """The read queues at or above ``read_queues`` on ``masters`` that hold unconsumed messages."""
+        found: list[QueueAtRisk] = []
+        for name, addr in sorted(masters.items()):
+            config = (await self.topic_config(addr)).get(topic)
+            current = int(config.get("readQueueNums", 0)) if isinstance(config, dict) else 0
+            if current <= read_queues:
+                continue
+            committed = await self._committed_offsets(addr, topic)
+            for queue_id in range(read_queues, current):
+                mq = MessageQueue(topic, name, queue_id)
+                end = await broker_api.max_offset(self.instance.pool, addr, mq, self.timeout)
+                start = await broker_api.min_offset(self.instance.pool, addr, mq, self.timeout)
+                groups = [offsets.get(queue_id, start) for offsets in committed.values()]
+                consumed = min(groups) if groups else start  # the slowest group; no group: nothing is consumed
+                if end > max(consumed, start):
+                    found.append(QueueAtRisk(name, queue_id, end - max(consumed, start)))
+        return found
+
+    async def _committed_offsets(self, addr: str, topic: str) -> dict[str, dict[int, int]]:
+        """group -> queueId -> committed offset, of ``topic`` on one broker (GET_ALL_CONSUMER_OFFSET 43)."""
+        response = await broker_api.invoke(
+            self.instance.pool, addr, RequestCode.GET_ALL_CONSUMER_OFFSET, timeout=self.timeout
+        )
+        out: dict[str, dict[int, int]] = {}
+        for key, queues in (broker_api.json_body(response).get("offsetTable") or {}).items():
+            name, _, group = str(key).rpartition("@")
+            if name == topic:
+                out[group] = {int(q): int(o) for q, o in (queues or {}).items()}
+        return out
+
+    async def topic_exists(self, topic: str, masters: dict[str, str]) -> bool:
+        """On the name servers' topic list, or in the topic table of one of ``masters``."""
+        if topic in await self.list_topics():
+            return True
+        tables = await asyncio.gather(*(self.topic_config(addr) for addr in masters.values()))
+        return any(topic in table for table in tables)
 
     async def delete_topic(self, topic: str, cluster: str | None = None, broker_names: list[str] | None = None) -> None:
         """Delete ``topic`` from the masters (of ``cluster``/``broker_names``, default all), then from
-        every name server."""
+        every name server. Raises ``TopicNotExistError`` when neither the name servers nor a master know it."""
         validate_topic(topic)
         masters = (await self.cluster_info()).masters(cluster, broker_names)
+        if not await self.topic_exists(topic, masters):
+            raise TopicNotExistError(f"topic {topic} does not exist")
         await self._on_all(masters, RequestCode.DELETE_TOPIC_IN_BROKER, DeleteTopicInBrokerHeader(topic))
         await self.instance.namesrv.delete_topic(topic)
         self.instance.namesrv.forget(topic)
@@ -245,6 +343,58 @@ class Admin:
                 continue
             rows.extend(await asyncio.gather(*(self._progress(group, mq) for mq in subscribe_queues(name, route))))
         return rows
+
+    async def group_progress(self, group: str, topic: str | None = None) -> GroupProgress:
+        """As ``consumer_progress``, telling an unknown group and brokers that did not answer from "no lag":
+        a broker without a master online, or whose master does not answer, is named in ``unreachable`` and
+        its queues are left out."""
+        validate_group(group)
+        info = await self.cluster_info()
+        unreachable: dict[str, str] = {}
+        topics: set[str] = set()
+        known = False
+        for name, broker in sorted(info.brokers.items()):
+            addr = broker.master_addr()
+            if addr is None:
+                unreachable[name] = "no master online"
+                continue
+            try:
+                offsets = await self._group_offsets(addr, group)
+                known = known or bool(offsets) or await self._has_group_config(addr, group)
+            except (ConnectionClosedError, RemotingTimeoutError, OSError) as exc:
+                unreachable[name] = f"master {addr} did not answer: {exc}"
+                continue
+            topics.update(offsets)
+        rows: list[QueueProgress] = []
+        for name in [topic] if topic else sorted(topics):
+            route = await self.instance.route(name, fresh=True)
+            for mq in subscribe_queues(name, route):
+                if mq.broker_name in unreachable:
+                    continue
+                try:
+                    rows.append(await self._progress(group, mq))
+                except (ConnectionClosedError, RemotingTimeoutError, OSError, KrocketError) as exc:
+                    unreachable[mq.broker_name] = str(exc)
+        rows = [r for r in rows if r.broker not in unreachable]
+        return GroupProgress(rows, unreachable, known)
+
+    async def _group_offsets(self, addr: str, group: str) -> set[str]:
+        """The topics ``group`` has committed offsets of on one broker."""
+        response = await broker_api.invoke(
+            self.instance.pool, addr, RequestCode.GET_ALL_CONSUMER_OFFSET, timeout=self.timeout
+        )
+        topics: set[str] = set()
+        for key in broker_api.json_body(response).get("offsetTable") or {}:
+            name, _, grp = str(key).rpartition("@")
+            if grp == group:
+                topics.add(name)
+        return topics
+
+    async def _has_group_config(self, addr: str, group: str) -> bool:
+        response = await broker_api.invoke(
+            self.instance.pool, addr, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG, timeout=self.timeout
+        )
+        return group in (broker_api.json_body(response).get("subscriptionGroupTable") or {})
 
     async def _progress(self, group: str, mq: MessageQueue) -> QueueProgress:
         instance = self.instance

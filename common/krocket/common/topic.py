@@ -11,12 +11,30 @@ from krocket.common.errors import MessageIllegalError
 
 AUTO_CREATE_TOPIC_KEY = "TBW102"
 DEFAULT_QUEUE_NUMS = 8
+MAX_QUEUE_NUMS = 1024
 MAX_TOPIC_LENGTH = 127
 MAX_GROUP_LENGTH = 120
 RETRY_GROUP_PREFIX = "%RETRY%"
 DLQ_GROUP_PREFIX = "%DLQ%"
 SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"  # delayed messages wait here, queue = delay level - 1
 TIMER_TOPIC = "KROCKET_SYS_TIMER"  # krocket's 5.x timers: queue k delays 100 ms * 2**k (see broker schedule/)
+
+# Topics the brokers own: refused by ``krocket topic create|update|delete`` unless ``--force``. The names of
+# krocket.common.transaction's topics are repeated here (that module imports this one).
+SYSTEM_TOPICS = frozenset(
+    {
+        AUTO_CREATE_TOPIC_KEY,
+        SCHEDULE_TOPIC,
+        TIMER_TOPIC,
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TRANS_CHECK_MAX_TIME_TOPIC",
+        "RMQ_SYS_TRACE_TOPIC",
+        "OFFSET_MOVED_EVENT",
+        "SELF_TEST_TOPIC",
+    }
+)
+SYSTEM_TOPIC_PREFIXES = ("RMQ_SYS_", "rmq_sys_", "KROCKET_SYS_", RETRY_GROUP_PREFIX, DLQ_GROUP_PREFIX)
 
 _TOPIC_RE = re.compile(r"^[%|a-zA-Z0-9_-]+$")
 _GROUP_RE = re.compile(r"^[%|a-zA-Z0-9_.:-]+$")
@@ -52,6 +70,23 @@ def validate_broker_name(what: str, name: str) -> None:
         raise MessageIllegalError(f"{what} is {len(name)} characters; at most {MAX_BROKER_NAME_LENGTH} allowed")
     if not _BROKER_NAME_RE.match(name):
         raise MessageIllegalError(f"{what} {name!r} may only contain letters, digits, '_', '.', ':', '-'")
+
+
+def is_system_topic(topic: str) -> bool:
+    """A topic the brokers create and use themselves (the auto-create template, delays, timers, transactions,
+    retries and dead letters, RocketMQ's RMQ_SYS_* topics)."""
+    return topic in SYSTEM_TOPICS or topic.startswith(SYSTEM_TOPIC_PREFIXES)
+
+
+def check_queue_nums(read_queue_nums: int, write_queue_nums: int) -> None:
+    """The broker's rule for a topic's queue counts (``BrokerService.create_topic``): at least one read queue,
+    write queues between 1 and the read queues (a producer writes only queues consumers read)."""
+    if not 1 <= read_queue_nums <= MAX_QUEUE_NUMS:
+        raise MessageIllegalError(f"readQueueNums must be between 1 and {MAX_QUEUE_NUMS}, got {read_queue_nums}")
+    if not 1 <= write_queue_nums <= read_queue_nums:
+        raise MessageIllegalError(
+            f"writeQueueNums must be between 1 and readQueueNums ({read_queue_nums}), got {write_queue_nums}"
+        )
 
 
 def retry_topic(group: str) -> str:
@@ -104,8 +139,8 @@ class TopicConfig:
     def validate(self) -> None:
         validate_topic(self.topic_name)
         for name, value in (("readQueueNums", self.read_queue_nums), ("writeQueueNums", self.write_queue_nums)):
-            if not 0 <= value <= 1024:
-                raise MessageIllegalError(f"{name} must be between 0 and 1024, got {value}")
+            if not 0 <= value <= MAX_QUEUE_NUMS:
+                raise MessageIllegalError(f"{name} must be between 0 and {MAX_QUEUE_NUMS}, got {value}")
         if not 0 <= self.perm <= 15:
             raise MessageIllegalError(f"perm must be a combination of READ=4, WRITE=2, INHERIT=1, got {self.perm}")
 

@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Any
 
+from krocket.cli.arg_types import non_negative_float, non_negative_int, positive_int
 from krocket.cli.bench import system
 from krocket.cli.bench.options import MODES, BenchOptions
 from krocket.cli.bench.progress import Progress
@@ -25,38 +26,31 @@ examples:
   krocket bench consume --local --backlog 1000000
   krocket bench e2e --local --rate 20000 --mode window
   krocket bench produce --namesrv 127.0.0.1:9876 --mode window --window 256 --json
+  NAMESRV_ADDR=127.0.0.1:9876 krocket bench e2e --rate 5000
+
+target: --namesrv, else $NAMESRV_ADDR, else --local (a temporary cluster); with none of them bench exits 2.
 
 stdout: one JSON line per run, in the peer kit's shape ; stderr: progress.
 """
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--namesrv", default=None, help="name servers host:port[;host:port] of a running cluster")
+    where.add_argument(
+        "--namesrv",
+        default=None,
+        help="name servers host:port[;host:port] of a running cluster (default $NAMESRV_ADDR)",
+    )
     where.add_argument(
         "--local",
         action="store_true",
-        help="start a one-broker cluster in a temporary directory for the run, stop it afterwards (default "
-        "when no --namesrv is given)",
+        help="start a one-broker cluster in a temporary directory for the run, stop it afterwards (also when "
+        "$NAMESRV_ADDR is set); one of --namesrv, $NAMESRV_ADDR or --local is needed",
     )
     p.add_argument("--size", type=positive_int, default=1024, help="message body bytes (default 1024)")
     p.add_argument("--n", type=positive_int, default=200_000, help="messages per run, at most (default 200000)")
     p.add_argument(
-        "--duration", type=_non_negative_float, default=45.0, help="produce-phase time limit in seconds (default 45)"
+        "--duration", type=non_negative_float, default=45.0, help="produce-phase time limit in seconds (default 45)"
     )
     p.add_argument(
         "--mode",
@@ -78,7 +72,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--slaves",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="--local: slaves of the broker (default 1 with --replication sync, else 0)",
     )
@@ -86,7 +80,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consumers", type=positive_int, default=1, help="pull consumer clients, default 1")
     p.add_argument(
         "--rate",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=20_000.0,
         help="e2e: offered load in messages/s, 0 = as fast as possible (default 20000)",
     )
@@ -103,7 +97,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=10_000,
         help="consumers store their offset (update_offset) every this many messages per queue and at the end",
     )
-    p.add_argument("--consume-budget", type=_non_negative_float, default=None, help="consume-phase limit, seconds")
+    p.add_argument("--consume-budget", type=non_negative_float, default=None, help="consume-phase limit, seconds")
     p.add_argument("--runs", type=positive_int, default=1, help="measured runs, one JSON line each (default 1)")
     p.add_argument(
         "--loop", choices=["asyncio", "uvloop"], default=argparse.SUPPRESS,
@@ -233,6 +227,20 @@ def _terminate(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+def bench_target(args: argparse.Namespace, env: dict[str, str] | None = None) -> str | None:
+    """The name servers to benchmark: ``--namesrv``, else ``$NAMESRV_ADDR``; None with ``--local`` (a temporary
+    cluster). Neither given: a ``ConfigError`` that says both ways, rather than measuring something else."""
+    if args.local:
+        return None
+    namesrv = args.namesrv or (os.environ if env is None else env).get("NAMESRV_ADDR")
+    if not namesrv:
+        raise ConfigError(
+            "say which cluster to benchmark: --namesrv HOST:PORT (or $NAMESRV_ADDR) for a running one, "
+            "or --local for a temporary one-broker cluster"
+        )
+    return namesrv
+
+
 def bench_main(args: argparse.Namespace) -> int:
     opts = options_from(args)
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:  # client start/stop chatter hides progress
@@ -242,7 +250,8 @@ def bench_main(args: argparse.Namespace) -> int:
     if opts.pin and not pin:
         progress.log("--pin ignored: fewer than two usable CPUs")
     opts.pin = pin
-    local = args.local or args.namesrv is None
+    target = bench_target(args)
+    local = target is None
     if args.profile_broker and not local:
         raise ConfigError("--profile-broker needs --local")
     if pin:
@@ -273,7 +282,7 @@ def bench_main(args: argparse.Namespace) -> int:
             namesrv = cluster.namesrv
             broker_pid = cluster.broker_pid
         else:
-            namesrv, broker_pid = args.namesrv, None
+            namesrv, broker_pid = str(target), None
             if opts.flush != "async":
                 progress.log("--flush applies to --local clusters only; recorded as given")
             if opts.idle_spin_micros:

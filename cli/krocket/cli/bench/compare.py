@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from krocket.cli.arg_types import non_negative_float, positive_int
 from krocket.cli.bench.compare_rows import Row, default_rows
 from krocket.cli.bench.compare_tables import render, write_section
 from krocket.common.errors import ConfigError
@@ -49,12 +50,20 @@ def register(verbs: Any) -> None:
         choices=["all", "redis", "nats", "rabbit", "none"],
         help="peers to run (none: krocket only)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="rounds of peers + krocket (default 3; medians over them)")
-    p.add_argument("--n", type=int, default=200_000, help="messages per run, peers and krocket (default 200000)")
-    p.add_argument("--budget", type=int, default=45, help="produce time budget per run, seconds (default 45)")
+    p.add_argument(
+        "--rounds", type=positive_int, default=3, help="rounds of peers + krocket (default 3; medians over them)"
+    )
+    p.add_argument(
+        "--n", type=positive_int, default=200_000, help="messages per run, peers and krocket (default 200000)"
+    )
+    p.add_argument("--budget", type=positive_int, default=45, help="produce time budget per run, seconds (default 45)")
     p.add_argument("--quick", action="store_true", help="small N and a 5 s budget on both sides: a smoke run")
-    p.add_argument("--backlog", type=int, default=1_000_000, help="messages of the backlog row (default 1000000)")
-    p.add_argument("--rate", type=float, default=20_000, help="offered rate of the e2e row (default 20000)")
+    p.add_argument(
+        "--backlog", type=positive_int, default=1_000_000, help="messages of the backlog row (default 1000000)"
+    )
+    p.add_argument(
+        "--rate", type=non_negative_float, default=20_000, help="offered rate of the e2e row (default 20000)"
+    )
     p.add_argument("--only", default=None, help="comma-separated krocket rows to run (default all)")
     p.add_argument(
         "--loop",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from krocket.cli.bench.command import positive_int
+from krocket.cli.arg_types import positive_int
 from krocket.cli.bench.stats import percentile
 from krocket.cli.bench.system import rss_kib
 from krocket.cli.local_cluster import LocalCluster

@@ -27,8 +27,8 @@ import sys
 import time
 from typing import Any
 
+from krocket.cli.arg_types import positive_int
 from krocket.cli.bench import system
-from krocket.cli.bench.command import positive_int
 from krocket.common.codes import RequestCode
 from krocket.common.errors import ConfigError
 from krocket.common.headers import SEND_V2_NAMES
