@@ -1,6 +1,7 @@
-"""The CLI tells the truth (issue 15, part 2), on one cluster of two broker groups with a slave each: `consume --count` is exact, failures
-exit 1 with one line, `consumer progress` tells an unknown group and a dead master from "no lag", `topic update`
-refuses a lossy shrink, `topic delete` of a missing topic fails and `bench` measures the cluster it is told."""
+"""The CLI tells the truth (issue 15, part 2), on one cluster of two broker groups with a slave each:
+`consume --count` is exact, failures exit 1 with one line, `consumer progress` tells an unknown group and a dead
+master from "no lag", `topic update` refuses a lossy shrink, `topic delete` of a missing topic fails and `bench`
+measures the cluster it is told."""
 
 from __future__ import annotations
 
