@@ -28,7 +28,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.stop()
 
 
-def krocket(cluster: LocalCluster | None, *args: str, env: dict[str, str] | None = None, timeout: float = 90):
+def krocket(
+    cluster: LocalCluster | None, *args: str, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     namesrv = ["--namesrv", cluster.namesrv_addr] if cluster is not None else []
     return subprocess.run(
         [*KROCKET, *args, *namesrv],

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kmock
 import pytest
@@ -42,12 +43,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def k8s(kmock):  # type: ignore[no-untyped-def]
+def k8s(kmock: Any) -> Any:
     declare_resources(kmock)
     return kmock
 
 
-async def test_operator_outside_a_pod_logs_in_with_the_kubeconfig_and_watches_the_crds(k8s, tmp_path: Path) -> None:
+async def test_operator_outside_a_pod_logs_in_with_the_kubeconfig_and_watches_the_crds(
+    k8s: Any, tmp_path: Path
+) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG.format(server=str(k8s.url).rstrip("/")))
     log = tmp_path / "operator.log"

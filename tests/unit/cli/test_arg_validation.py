@@ -33,7 +33,9 @@ NOWHERE = ["--namesrv", "127.0.0.1:1"]  # never reached: each refusal comes firs
         (["bench", "produce", "--local", "--slaves", "-1"], "--slaves: must be at least 0, got -1"),
     ],
 )
-def test_bad_numbers_exit_2_naming_the_argument(argv: list[str], needle: str, capsys) -> None:
+def test_bad_numbers_exit_2_naming_the_argument(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
@@ -51,7 +53,9 @@ def test_bad_numbers_exit_2_naming_the_argument(argv: list[str], needle: str, ca
         (["topic", "create", transaction.HALF_TOPIC], "RMQ_SYS_TRANS_HALF_TOPIC is a system topic"),
     ],
 )
-def test_refusals_before_any_request_are_one_line_and_exit_2(argv: list[str], needle: str, capsys) -> None:
+def test_refusals_before_any_request_are_one_line_and_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*argv, *NOWHERE]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
