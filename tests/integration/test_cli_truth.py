@@ -87,6 +87,7 @@ def test_topic_update_refuses_a_lossy_shrink_and_allows_the_drain(cluster: Local
     refused = krocket(cluster, "topic", "update", "Shrink", "-r", "4", "-w", "4")
     assert refused.returncode == 1
     assert "unconsumed message(s)" in one_error_line(refused) and "--allow-shrink" in refused.stderr
+    assert krocket(cluster, "topic", "create", "Shrink", "-r", "4").returncode == 1  # create upserts: same check
     drain = krocket(cluster, "topic", "update", "Shrink", "-r", "8", "-w", "4")  # fewer write queues: allowed
     assert drain.returncode == 0, drain.stderr
     got = krocket(cluster, "consume", "-t", "Shrink", "-g", "shrink-g", "--from", "first", "-n", "32")

@@ -40,8 +40,8 @@ safe drain (fewer queues without losing messages):
   krocket topic update T -r 8 -w 4     # producers stop writing queues 4-7
   krocket consumer progress GROUP      # wait until their lag is 0 for every group
   krocket topic update T -r 4 -w 4     # now allowed: the removed queues hold nothing unconsumed
-`update` refuses fewer read queues while the removed ones hold unconsumed messages (exit 1), unless
---allow-shrink.
+`update` (and `create` of an existing topic) refuses fewer read queues while the removed ones hold
+unconsumed messages (exit 1), unless --allow-shrink.
 
 exit codes: 0 done; 1 refused or failed (one line says why); 2 bad arguments
 """
@@ -94,13 +94,12 @@ def register(sub: Any) -> None:
         p.add_argument("--cluster", "-c", default=None, help="cluster name (default: every cluster)")
         p.add_argument("--broker", "-b", action="append", default=None, help="only this broker group (repeatable)")
         _force_arg(p)
-        if verb == "update":
-            p.add_argument(
-                "--allow-shrink",
-                action="store_true",
-                help="lower --read-queues even where the removed queues hold unconsumed messages (they become "
-                "unreadable)",
-            )
+        p.add_argument(
+            "--allow-shrink",
+            action="store_true",
+            help="lower --read-queues of an existing topic even where the removed queues hold unconsumed messages "
+            "(they become unreadable)",
+        )
         p.set_defaults(func=topic_upsert)
     p = verbs.add_parser("list", help="list topics")
     _namesrv_arg(p)
@@ -169,8 +168,7 @@ def topic_upsert(args: argparse.Namespace) -> int:
             "cluster": args.cluster,
             "broker_names": args.broker,
         }
-        if args.verb == "create":
-            return list(await admin.create_topic(args.topic, **options))
+        # create of an existing topic is an update too (the broker upserts): the same shrink check for both
         return list(await admin.update_topic(args.topic, allow_shrink=args.allow_shrink, **options))
 
     names = asyncio.run(_with_admin(args, run))
