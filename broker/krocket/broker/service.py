@@ -21,6 +21,7 @@ from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.ha.master import HAMaster
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.producer_manager import ProducerManager
 from krocket.broker.rebalance_lock import RebalanceLockManager
 from krocket.broker.reply_parking import ReplyParking
 from krocket.broker.schedule import schedule_if_delayed
@@ -94,6 +95,7 @@ class BrokerService:
         self.topics = topics
         self.offsets = offsets
         self.consumers = consumers
+        self.producers = ProducerManager(config.channel_expired_timeout)  # producer groups' clients (204)
         self.polling = polling
         # Subscription groups (config/subscriptionGroup.json); ``groups.retry_max_times(group)`` for send-back.
         self.groups = SubscriptionGroupManager(config.store_dir / "config", config.auto_create_subscription_group)

@@ -1,4 +1,5 @@
-"""``krocket cluster list``: clusters, broker groups, their brokers and how each is doing."""
+"""``krocket cluster list``: clusters, broker groups, their brokers and how each is doing (messages in and out
+per second over the last minute, commit log end, bytes a slave is behind)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def cluster_list(args: argparse.Namespace) -> int:
 
     info, runtime = asyncio.run(_with_admin(args, run))
     lines = [
-        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'MAX_OFFSET':>12} {'BEHIND_BYTES':>12}"
+        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'IN_TPS':>9} {'OUT_TPS':>9} "
+        f"{'MAX_OFFSET':>12} {'BEHIND_BYTES':>12}"
     ]
     data: dict[str, Any] = {"clusters": {}, "brokers": {}}
     for cluster, names in sorted(info.clusters.items()):
@@ -41,14 +43,40 @@ def cluster_list(args: argparse.Namespace) -> int:
                 end = _int(runtime.get(addr, {}).get("commitLogMaxOffset"))
                 behind = max(master_end - end, 0) if broker_id and master_end is not None and end is not None else None
                 role = "master" if broker_id == 0 else "slave"
-                rows[str(broker_id)] = {"addr": addr, "role": role, "maxOffset": end, "behindBytes": behind}
+                table = runtime.get(addr, {})
+                in_tps, out_tps = minute_tps(table.get("putTps")), minute_tps(table.get("getTransferedTps"))
+                rows[str(broker_id)] = {
+                    "brokerName": name,
+                    "brokerId": broker_id,
+                    "addr": addr,
+                    "role": role,
+                    "inTps": in_tps,
+                    "outTps": out_tps,
+                    "maxOffset": end,
+                    "behindBytes": behind,
+                }
                 lines.append(
-                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} "
+                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} {_tps(in_tps):>9} {_tps(out_tps):>9} "
                     f"{'?' if end is None else end:>12} {'-' if behind is None else behind:>12}"
                 )
             data["brokers"][name] = rows
     _print(args, data, lines)
     return 0
+
+
+def minute_tps(value: str | None) -> float | None:
+    """The last-minute rate of a runtime table's ``putTps``/``getTransferedTps`` ("<10 s> <1 min>"; a broker
+    that sends one number: that one). None when absent or not a number."""
+    if not value:
+        return None
+    try:
+        return float(value.split()[-1])
+    except ValueError:
+        return None
+
+
+def _tps(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
 
 
 def _int(value: str | None) -> int | None:

@@ -1,5 +1,6 @@
 """Subscription group and consumer tooling verbs: ``krocket group create|update|delete|list``,
-``krocket consumer connections|stats|reset`` and ``krocket message show|query``."""
+``krocket consumer connections|stats|reset`` and ``krocket message show|query|by-offset``. Every ``--json`` is in
+RocketMQ's camelCase, with the brokerName next to each queueId."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import datetime as dt
 from typing import Any
 
 from krocket.cli.admin_commands import _namesrv_arg, _print, _with_admin
+from krocket.cli.arg_types import int_in_range
+from krocket.cli.exit_codes import exits_1_on_failure
 from krocket.common.errors import ConfigError
 from krocket.common.headers.groups import RESET_TO_LAST
 from krocket.common.message import MessageExt
@@ -51,8 +54,17 @@ def register(sub: Any) -> None:
     _namesrv_arg(p)
     p.add_argument("--topic", "-t", required=True)
     p.add_argument("--key", "-k", required=True)
-    p.add_argument("--max", type=int, default=32, help="at most this many per broker (default 32)")
+    p.add_argument(
+        "--max", type=int_in_range(1, 64), default=32, help="at most this many per broker, 1-64 (default 32)"
+    )
     p.set_defaults(func=message_query)
+    p = mverbs.add_parser("by-offset", help="the message at a queue offset (queryMsgByOffset)")
+    _namesrv_arg(p)
+    p.add_argument("--topic", "-t", required=True)
+    p.add_argument("--broker", "-b", required=True, help="the broker group (brokerName) of the queue")
+    p.add_argument("--queue", "-q", type=int_in_range(0, 1023), required=True, help="the queue id")
+    p.add_argument("--offset", "-o", type=int_in_range(0), required=True, help="the queue offset")
+    p.set_defaults(func=message_by_offset)
 
 
 def register_consumer_verbs(verbs: Any) -> None:
@@ -110,19 +122,26 @@ def _group_config(args: argparse.Namespace) -> SubscriptionGroupConfig:
     )
 
 
+@exits_1_on_failure
 def group_upsert(args: argparse.Namespace) -> int:
     config = _group_config(args)
     applied = asyncio.run(_with_admin(args, lambda a: a.create_group(config, args.cluster, args.broker)))
-    _print(args, {"group": config.to_json(), "brokers": applied}, [f"group {args.group}: {', '.join(applied)}"])
+    _print(args, {"group": config.to_json(), "brokerNames": applied}, [f"group {args.group}: {', '.join(applied)}"])
     return 0
 
 
+@exits_1_on_failure
 def group_delete(args: argparse.Namespace) -> int:
     applied = asyncio.run(_with_admin(args, lambda a: a.delete_group(args.group, args.cluster)))
-    _print(args, {"deleted": args.group, "brokers": applied}, [f"deleted {args.group} from {', '.join(applied)}"])
+    _print(
+        args,
+        {"groupName": args.group, "deleted": True, "brokerNames": applied},
+        [f"deleted {args.group} from {', '.join(applied)}"],
+    )
     return 0
 
 
+@exits_1_on_failure
 def group_list(args: argparse.Namespace) -> int:
     per_broker = asyncio.run(_with_admin(args, lambda a: a.list_groups(args.cluster)))
     data = {b: {g: c.to_json() for g, c in groups.items()} for b, groups in per_broker.items()}
@@ -141,6 +160,7 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+@exits_1_on_failure
 def consumer_connections(args: argparse.Namespace) -> int:
     info = asyncio.run(_with_admin(args, lambda a: a.consumer_connections(args.group)))
     lines = [f"{'CLIENT_ID':40} {'ADDRESS':22} {'LANGUAGE':8} {'VERSION':>7}"]
@@ -156,13 +176,14 @@ def consumer_connections(args: argparse.Namespace) -> int:
     return 0
 
 
+@exits_1_on_failure
 def consumer_stats(args: argparse.Namespace) -> int:
-    rows = asyncio.run(_with_admin(args, lambda a: a.consume_stats(args.group, args.topic)))
+    rows = [_broker_named(r) for r in asyncio.run(_with_admin(args, lambda a: a.consume_stats(args.group, args.topic)))]
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'BROKER_OFFSET':>14} {'CONSUMER_OFFSET':>16} {'LAG':>8}  LAST"]
     for r in rows:
         last = _time(r["lastTimestamp"])
         lines.append(
-            f"{r['topic']:20} {r['broker']:12} {r['queueId']:>4} {r['brokerOffset']:>14} "
+            f"{r['topic']:20} {r['brokerName']:12} {r['queueId']:>4} {r['brokerOffset']:>14} "
             f"{r['consumerOffset']:>16} {r['lag']:>8}  {last}"
         )
     lines.append(f"total lag: {sum(r['lag'] for r in rows)}")
@@ -170,29 +191,42 @@ def consumer_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+@exits_1_on_failure
 def consumer_reset(args: argparse.Namespace) -> int:
     timestamp = parse_reset_target(args.to)
     table = asyncio.run(
         _with_admin(args, lambda a: a.reset_offset_by_time(args.group, args.topic, timestamp, force=not args.no_force))
     )
-    rows = [{"topic": q.topic, "broker": q.broker_name, "queueId": q.queue_id, "offset": o} for q, o in table.items()]
+    rows = [
+        {"topic": q.topic, "brokerName": q.broker_name, "queueId": q.queue_id, "offset": o} for q, o in table.items()
+    ]
     lines = [f"{'TOPIC':20} {'BROKER':12} {'QID':>4} {'OFFSET':>12}"]
-    lines += [f"{r['topic']:20} {r['broker']:12} {r['queueId']:>4} {r['offset']:>12}" for r in rows]
+    lines += [f"{r['topic']:20} {r['brokerName']:12} {r['queueId']:>4} {r['offset']:>12}" for r in rows]
     _print(args, rows, lines)
     return 0
+
+
+def _broker_named(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with ``brokerName`` (the key style of every --json) for the client's ``broker``."""
+    out = {k: v for k, v in row.items() if k != "broker"}
+    if "broker" in row:
+        out = {"brokerName": row["broker"], **out}
+    return out
 
 
 def _time(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds") if ms > 0 else "-"
 
 
-def _message_dict(m: MessageExt) -> dict[str, Any]:
+def _message_dict(m: MessageExt, broker_names: dict[str, str]) -> dict[str, Any]:
     return {
         "msgId": m.msg_id,
         "offsetMsgId": m.offset_msg_id,
         "topic": m.topic,
         "tags": m.tags,
         "keys": m.keys,
+        "brokerName": broker_names.get(m.store_host),
+        "storeHost": m.store_host,
         "queueId": m.queue_id,
         "queueOffset": m.queue_offset,
         "bornTimestamp": m.born_timestamp,
@@ -207,15 +241,43 @@ def _message_lines(m: dict[str, Any]) -> list[str]:
     return [f"{k:15} {v}" for k, v in m.items()]
 
 
+async def _broker_names(admin: Any) -> dict[str, str]:
+    """broker address -> broker name, of every broker the name servers know."""
+    info = await admin.cluster_info()
+    return {addr: name for name, b in info.brokers.items() for addr in b.broker_addrs.values()}
+
+
+@exits_1_on_failure
 def message_show(args: argparse.Namespace) -> int:
-    message = _message_dict(asyncio.run(_with_admin(args, lambda a: a.view_message(args.msg_id, args.topic))))
+    async def run(admin: Any) -> dict[str, Any]:
+        return _message_dict(await admin.view_message(args.msg_id, args.topic), await _broker_names(admin))
+
+    message = asyncio.run(_with_admin(args, run))
     _print(args, message, _message_lines(message))
     return 0
 
 
+@exits_1_on_failure
+def message_by_offset(args: argparse.Namespace) -> int:
+    from krocket.client.admin_inspect import message_by_offset as fetch
+
+    async def run(admin: Any) -> dict[str, Any]:
+        found = await fetch(admin, args.topic, args.broker, args.queue, args.offset)
+        return _message_dict(found, await _broker_names(admin))
+
+    message = asyncio.run(_with_admin(args, run))
+    _print(args, message, _message_lines(message))
+    return 0
+
+
+@exits_1_on_failure
 def message_query(args: argparse.Namespace) -> int:
-    found = asyncio.run(_with_admin(args, lambda a: a.query_messages(args.topic, args.key, args.max)))
-    messages = [_message_dict(m) for m in found]
+    async def run(admin: Any) -> list[dict[str, Any]]:
+        found = await admin.query_messages(args.topic, args.key, args.max)
+        names = await _broker_names(admin)
+        return [_message_dict(m, names) for m in found]
+
+    messages = asyncio.run(_with_admin(args, run))
     lines: list[str] = []
     for m in messages:
         lines += [*_message_lines(m), ""]

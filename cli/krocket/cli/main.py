@@ -11,11 +11,14 @@ from collections.abc import Sequence
 
 from krocket.cli import (
     admin_commands,
+    broker_commands,
     dlq_commands,
     group_commands,
     local_commands,
     message_commands,
+    producer_commands,
     server_commands,
+    stats_commands,
 )
 from krocket.cli import bench as bench_commands
 from krocket.common.errors import ConfigError, KrocketError
@@ -47,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin_commands.register(sub)
     message_commands.register(sub)
     group_commands.register(sub)
+    producer_commands.register(sub)
+    stats_commands.register(sub)
+    broker_commands.register(sub)
     dlq_commands.register(sub)
     bench_commands.register(sub)
     return parser

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from krocket.common.codes import ResponseCode
+from krocket.common.codes import PERM_WRITE, ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.route import MASTER_ID, BrokerData, QueueData, TopicRouteData
 from krocket.common.topic import TopicConfig
@@ -315,6 +315,25 @@ class RouteRegistry:
 
     def topics(self) -> list[str]:
         return sorted(self._topic_queue_table)
+
+    def wipe_write_perm(self, broker_name: str) -> int:
+        """WIPE_WRITE_PERM_OF_BROKER: producers stop writing to ``broker_name`` (reads go on); the number of
+        topics whose queues there lost the write permission. It holds until the broker's topic configs change
+        (a registration with a new data version applies them again) or ``add_write_perm``."""
+        return self._change_perm(broker_name, lambda perm: perm & ~PERM_WRITE)
+
+    def add_write_perm(self, broker_name: str) -> int:
+        """ADD_WRITE_PERM_OF_BROKER: the write permission back on every queue of ``broker_name``."""
+        return self._change_perm(broker_name, lambda perm: perm | PERM_WRITE)
+
+    def _change_perm(self, broker_name: str, change: Callable[[int], int]) -> int:
+        changed = 0
+        for by_broker in self._topic_queue_table.values():
+            queue = by_broker.get(broker_name)
+            if queue is not None and change(queue.perm) != queue.perm:
+                queue.perm = change(queue.perm)
+                changed += 1
+        return changed
 
     def route(self, topic: str) -> TopicRouteData | None:
         """The topic's route, or None when no live group carries it."""

@@ -140,6 +140,7 @@ RULES: dict[int, Rule] = {
     RequestCode.GET_TOPIC_CONFIG: Access.SIGNED,
     RequestCode.GET_ALL_TOPIC_CONFIG: Access.SIGNED,
     RequestCode.GET_BROKER_RUNTIME_INFO: Access.SIGNED,
+    RequestCode.GET_TOPIC_STATS_INFO: Access.SIGNED,  # queue offsets and times, as GET_MAX_OFFSET
     RequestCode.UPDATE_AND_CREATE_TOPIC: Access.ADMIN,
     RequestCode.DELETE_TOPIC_IN_BROKER: Access.ADMIN,
     RequestCode.UPDATE_BROKER_CONFIG: Access.ADMIN,
@@ -151,6 +152,8 @@ RULES: dict[int, Rule] = {
     RequestCode.GET_ALL_CONSUMER_OFFSET: Access.ADMIN,  # every group's offsets: what slaves copy
     RequestCode.GET_ALL_DELAY_OFFSET: Access.ADMIN,  # the delivery progress of delayed messages: slaves copy it
     RequestCode.VIEW_MESSAGE_BY_ID: Access.ADMIN,  # any message of any topic, by its offset
+    RequestCode.GET_PRODUCER_CONNECTION_LIST: Access.ADMIN,  # clients' addresses of any producer group
+    RequestCode.GET_BROKER_CONSUME_STATS: Access.ADMIN,  # every topic's and group's traffic and lag
     RequestCode.END_TRANSACTION: _end_transaction,
 }
 

@@ -31,6 +31,7 @@ from krocket.broker.processors.groups import (
     process_reset_offset,
     process_update_group,
 )
+from krocket.broker.processors.inspect import INSPECT_PROCESSORS
 from krocket.broker.processors.locks import process_lock_batch, process_unlock_batch
 from krocket.broker.processors.offsets import (
     process_earliest_time,
@@ -99,6 +100,7 @@ PROCESSORS: dict[int, Processor] = {
     RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: process_reset_offset,
     RequestCode.LOCK_BATCH_MQ: process_lock_batch,
     RequestCode.UNLOCK_BATCH_MQ: process_unlock_batch,
+    **INSPECT_PROCESSORS,  # mqadmin's inspection codes; its GET_BROKER_RUNTIME_INFO adds the traffic rates
 }
 
 

@@ -1,4 +1,5 @@
-"""HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38).
+"""HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38). Heartbeats feed the consumer
+manager and the producer manager (``krocket producer connections``).
 
 A heartbeat creates no topic: a group's ``%RETRY%`` topic is created when it is first needed, by the first
 send to it (``TopicManager.for_send``).
@@ -27,6 +28,7 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
         raise MessageIllegalError("heartbeat body must be a JSON object")
     service.consumers.heartbeat(conn, data)
     conn.attributes["client_version"] = (cmd.language, cmd.version)  # shown by GET_CONSUMER_CONNECTION_LIST
+    service.producers.heartbeat(conn, data, cmd.language, cmd.version)  # shown by GET_PRODUCER_CONNECTION_LIST
     for consumer in data.get("consumerDataSet") or []:
         service.groups.find_or_create(str(consumer.get("groupName", "")))
     return cmd.response(ResponseCode.SUCCESS)
@@ -35,6 +37,8 @@ def process_heartbeat(service: BrokerService, conn: Connection, cmd: RemotingCom
 def process_unregister_client(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = UnregisterClientHeader.from_fields(cmd.ext_fields)
     service.consumers.unregister(conn, h.client_id, h.consumer_group, h.producer_group)
+    if h.producer_group:
+        service.producers.unregister(conn, h.producer_group)
     return cmd.response(ResponseCode.SUCCESS)
 
 

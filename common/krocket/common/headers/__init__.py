@@ -23,6 +23,12 @@ from krocket.common.headers.broker import (
     ViewMessageHeader,
 )
 from krocket.common.headers.fields import RequestHeader
+from krocket.common.headers.inspect import (
+    AddWritePermOfBrokerHeader,
+    GetProducerConnectionListHeader,
+    GetTopicStatsInfoHeader,
+    WipeWritePermOfBrokerHeader,
+)
 from krocket.common.headers.namesrv import (
     DeleteTopicInNamesrvHeader,
     KVConfigHeader,
@@ -36,6 +42,10 @@ from krocket.common.headers.send import SEND_LONG_NAMES, SEND_V2_NAMES, SendHead
 from krocket.common.headers.send_back import SEND_BACK_MAX_TIMES_VERSION, ConsumerSendMsgBackHeader
 
 __all__ = [
+    "AddWritePermOfBrokerHeader",
+    "GetProducerConnectionListHeader",
+    "GetTopicStatsInfoHeader",
+    "WipeWritePermOfBrokerHeader",
     "SEND_BACK_MAX_TIMES_VERSION",
     "SEND_LONG_NAMES",
     "SEND_V2_NAMES",
