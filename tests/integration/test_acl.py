@@ -237,6 +237,31 @@ def test_name_server_refuses_unsigned_or_non_admin_writes_and_the_routes_stay_ri
     asyncio.run(attempts())
 
 
+def test_mqadmin_verbs_that_change_brokers_or_routes_need_an_admin(acl_cluster):
+    """UPDATE_BROKER_CONFIG (25), GET_BROKER_CONSUME_STATS (317) on the broker and WIPE_WRITE_PERM_OF_BROKER (205) /
+    ADD_WRITE_PERM_OF_BROKER (327) on the name server: refused for a non-admin account through the CLI, done
+    for the admin (who puts the write permission back)."""
+
+    def cli(creds: Credentials, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "krocket.cli.main", *args, "--namesrv", acl_cluster.namesrv_addr,
+             "--access-key", creds.access_key, "--secret-key", creds.secret_key],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    config_set = ("broker", "config", "set", "shortPollingTimeMills", "900", "--broker", "broker-a")
+    for verb in (config_set, ("broker", "wipe-write-perm", "broker-a"), ("stats",)):
+        refused = cli(USER, *verb)
+        assert refused.returncode == 1 and "admin" in refused.stderr, (verb, refused.stderr)
+    assert cli(ADMIN, *config_set).returncode == 0
+    try:
+        wiped = cli(ADMIN, "broker", "wipe-write-perm", "broker-a", "--json")
+        assert wiped.returncode == 0 and json.loads(wiped.stdout)["namesrv"][0]["wipeTopicCount"] >= 1
+    finally:
+        added = cli(ADMIN, "broker", "add-write-perm", "broker-a", "--json")
+    assert added.returncode == 0 and json.loads(added.stdout)["namesrv"][0]["addTopicCount"] >= 1
+
+
 def test_slave_follows_and_copies_metadata_with_the_brokers_admin_account(acl_cluster):
     slave = acl_cluster.brokers[1]
 
