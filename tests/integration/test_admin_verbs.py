@@ -140,6 +140,8 @@ def test_broker_config_get_and_set_apply_only_runtime_keys(cluster: LocalCluster
     assert after["shortPollingTimeMills"] == "400" and after["brokerName"] == "broker-a"
     other = krocket_json(cluster, "broker", "config", "get", "--broker", "broker-b", "--key", "shortPollingTimeMills")
     assert other == {"broker-b/0": {"shortPollingTimeMills": "1000"}}
+    by_addr = krocket_json(cluster, "broker", "status", cluster.brokers[1].addr)
+    assert list(by_addr) == ["broker-b/0"] and by_addr["broker-b/0"]["brokerName"] == "broker-b"
     refused = krocket(cluster, "broker", "config", "set", "listenPort", "1", "--broker", "broker-a")
     assert refused.returncode == 1
     assert "listenPort cannot change while the broker runs" in refused.stderr
