@@ -16,10 +16,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krocket.cli.local_restart import describe_exit
 from krocket.common.acl import load_plain_acl
 from krocket.common.errors import ConfigError
 
 GROUP_NAMES = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when the thread that started it ends (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, before the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+    return preexec
+
+
+def start_failure_reason(log_text: str) -> str:
+    """The lines of a child's log that say why it ended: its ``krocket: error:`` line, the last line of a
+    traceback, or else its last lines."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("krocket: error:")]
+    if errors:
+        return errors[-1].removeprefix("krocket: error:").strip()
+    if any(line.startswith("Traceback") for line in lines):
+        return lines[-1]
+    return " | ".join(lines[-3:]) or "(nothing in its log)"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -45,8 +75,13 @@ class ChildProcess:
     broker_id: int | None = None
     port: int = 0
     http_port: int = 0
+    ha_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    die_with_parent: bool = False
+    """SIGTERM from the kernel when the thread that started it ends (the supervisor; Linux only)."""
+    log_offset: int = 0
+    """Where the log stood when this run started: what comes after it is this run's."""
 
     @property
     def ports_file(self) -> Path:
@@ -64,32 +99,60 @@ class ChildProcess:
         cmd = [sys.executable, "-m", "krocket.cli.main", self.role, *self.args, "--ports-file", str(self.ports_file)]
         if self.port:  # restart on the ports it had
             cmd += ["--listen-port", str(self.port), "--http-port", str(self.http_port)]
+        if self.ha_port:
+            cmd += ["--ha-port", str(self.ha_port)]
         return cmd
 
     def start(self) -> None:
         self.ports_file.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.log_offset = log.seek(0, os.SEEK_END)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            self._command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            self._command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent() if self.die_with_parent else None,  # noqa: PLW1509 - one thread spawns
         )
         log.close()
+
+    def read_ports(self) -> bool:
+        """Whether this run has written its ports file yet (and then its ports are known)."""
+        try:
+            ports = json.loads(self.ports_file.read_text())
+            self.port, self.http_port = int(ports["port"]), int(ports["http_port"])
+            self.ha_port = int(ports.get("ha_port") or 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
+
+    def failure(self, when: str = "during start") -> str:
+        """One line: how this run ended and why, from its log."""
+        code = self.proc.returncode if self.proc is not None else None
+        how = describe_exit(code) if code is not None else "ended"
+        where = f" {when}" if when else ""
+        return f"{self.name} {how}{where}: {start_failure_reason(self.run_log())} (log: {self.log_path})"
+
+    def run_log(self) -> str:
+        """What this run wrote to the log."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def wait_ports(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with code {self.proc.returncode} during start; "
-                    f"last log lines:\n{self.tail_log()}"
-                )
-            try:
-                ports = json.loads(self.ports_file.read_text())
-                self.port, self.http_port = int(ports["port"]), int(ports["http_port"])
+                raise RuntimeError(self.failure())
+            if self.read_ports():
                 return
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s; log:\n{self.tail_log()}")
 
     def tail_log(self, lines: int = 20) -> str:
@@ -133,6 +196,7 @@ class ChildProcess:
             "pid": self.pid,
             "port": self.port,
             "httpPort": self.http_port,
+            "haPort": self.ha_port,
             "log": str(self.log_path),
         }
 
@@ -275,16 +339,8 @@ class LocalCluster:
                 if broker.name not in pending:
                     continue
                 if not broker.is_running():
-                    raise RuntimeError(
-                        f"{broker.name} exited with code {broker.proc.returncode if broker.proc else '?'}; "
-                        f"last log lines:\n{broker.tail_log()}"
-                    )
-                try:
-                    info = broker.http_json("/api/v1/broker")
-                except (OSError, urllib.error.URLError, ValueError):
-                    continue
-                following = broker.broker_id in (None, 0) or bool(info.get("replication", {}).get("master"))
-                if len(info.get("nameServers", [])) >= len(self.namesrvs) and following:
+                    raise RuntimeError(broker.failure("before it registered"))
+                if self.is_registered(broker):
                     pending.discard(broker.name)
                     role = "master" if broker.broker_id in (None, 0) else "slave, following its master"
                     progress(
@@ -296,7 +352,19 @@ class LocalCluster:
         if pending:
             raise RuntimeError(f"brokers {', '.join(sorted(pending))} did not register within {timeout:.0f}s")
 
-    def write_state(self) -> Path:
+    def is_registered(self, broker: ChildProcess, name_servers: int | None = None) -> bool:
+        """Whether ``broker`` says it is registered with ``name_servers`` name servers (default: all of them)
+        and, for a slave, follows its master."""
+        try:
+            info = broker.http_json("/api/v1/broker", timeout=1.0)
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        following = broker.broker_id in (None, 0) or bool(info.get("replication", {}).get("master"))
+        needed = len(self.namesrvs) if name_servers is None else name_servers
+        return len(info.get("nameServers", [])) >= needed and following
+
+    def write_state(self, status: dict[str, dict[str, Any]] | None = None) -> Path:
+        """``cluster.json``: every child's :meth:`ChildProcess.describe`, with ``status[name]`` merged in."""
         path = self.data_dir / "cluster.json"
         tmp = path.with_name("cluster.json.tmp")
         tmp.write_text(
@@ -305,7 +373,7 @@ class LocalCluster:
                     "namesrvAddr": self.namesrv_addr,
                     "dataDir": str(self.data_dir),
                     "supervisorPid": os.getpid(),
-                    "processes": [c.describe() for c in self.children],
+                    "processes": [{**c.describe(), **(status or {}).get(c.name, {})} for c in self.children],
                 },
                 indent=2,
             )
@@ -320,6 +388,9 @@ class LocalCluster:
             code = child.stop()
             if code not in (None, 0, -signal.SIGTERM):
                 progress(f"{child.name} exited with code {code}")
+
+    def child(self, name: str) -> ChildProcess | None:
+        return next((c for c in self.children if c.name == name), None)
 
     def broker(self, name: str) -> ChildProcess:
         for b in self.brokers:
