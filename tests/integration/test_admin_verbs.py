@@ -94,13 +94,20 @@ def test_inspection_verbs_show_the_traffic_a_producer_and_consumer_made(cluster:
     sent = asyncio.run(produce_and_consume())
 
     # stats: in and out per broker, lag 0, rates over the last minute.
+    # The rates leave out the current second: wait until the second of the sends is over.
+    wait_until(lambda: all(t["inTps"] > 0 for t in stats_rows()[0]), 10, 0.3, "a rate over the last minute")
     topics, groups = stats_rows()
     assert sum(t["inMsgTotal"] for t in topics) == SENT and {t["brokerName"] for t in topics} == {
         "broker-a",
         "broker-b",
     }
-    assert all(t["inTps"] > 0 for t in topics)
     assert sum(g["outMsgTotal"] for g in groups) == SENT and all(g["group"] == group for g in groups)
+
+    # the older verbs' --json: brokerName next to queueId.
+    consumed = krocket_json(cluster, "consumer", "stats", group, "--topic", topic)
+    assert {r["brokerName"] for r in consumed} == {"broker-a", "broker-b"} and all("broker" not in r for r in consumed)
+    [by_key] = krocket_json(cluster, "message", "query", "--topic", topic, "--key", "k-0")
+    assert (by_key["brokerName"], by_key["queueId"]) == (sent[0].queue.broker_name, sent[0].queue.queue_id)
 
     # message by-offset: what the producer was told is at that queue offset.
     first = sent[0]
