@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from krocket.broker.acl.http_guard import GUARD_KEY, HttpGuard, may_read, reader
+from krocket.broker.http_console import add_console_routes
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
 from krocket.common.codes import PERM_READ_WRITE
@@ -183,4 +184,5 @@ def make_app(
             web.get("/api/v1/groups/{group}/offsets", group_offsets),
         ]
     )
+    add_console_routes(app, service)
     return app

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from krocket.broker.config import BrokerConfig
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.addresses import resolve_addr_list
+from krocket.common.broker_http import HTTP_URL_FIELD
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
 from krocket.common.headers import RegisterBrokerHeader, UnregisterBrokerHeader
@@ -39,6 +40,7 @@ class NameServerRegistration:
         self._task: asyncio.Task[None] | None = None
         self.master_addr: str | None = None  # for a slave: its master's remoting and HA addresses
         self.master_ha_addr: str | None = None
+        self.http_url = ""  # the HTTP admin API's base URL, once it serves (for the name server's console)
 
     @property
     def registered(self) -> bool:
@@ -57,6 +59,7 @@ class NameServerRegistration:
                     "dataVersion": {"counter": self._topics.data_version, "stateVersion": 0, "timestamp": 0},
                 },
                 "filterServerList": [],
+                **({HTTP_URL_FIELD: self.http_url} if self.http_url else {}),
             }
         )
 

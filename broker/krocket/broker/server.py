@@ -270,6 +270,7 @@ class Broker:
         )
         await site.start()
         self.http_port = int(self._http_runner.addresses[0][1])
+        registration.http_url = f"{'https' if config.http_tls_enable else 'http'}://{host}:{self.http_port}"
         self.http_state.serving = True
         registration.start()
         if self.acl is not None:

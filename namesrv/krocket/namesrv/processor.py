@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from krocket.common.acl import AclAccount, AclFile, authenticate
 from krocket.common.addresses import is_host_port
+from krocket.common.broker_http import http_url_from_register_body
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
 from krocket.common.headers import (
@@ -204,6 +205,7 @@ class NamesrvProcessor:
             data_version=version,
             conn_id=connection_id(conn),
             peer_host=conn.peer.rpartition(":")[0] or None,
+            http_url=http_url_from_register_body(cmd.body),
         )
         try:
             result = self.registry.register(reg)

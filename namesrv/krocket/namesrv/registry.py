@@ -58,6 +58,7 @@ class BrokerLiveInfo:
     conn_id: int | None = None
     data_version: dict[str, Any] | None = None
     peer_host: str | None = None  # the host the registration's connection came from
+    http_url: str = ""  # the broker's HTTP admin API (krocket.common.broker_http), "" when it named none
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class Registration:
     data_version: dict[str, Any] | None = None
     conn_id: int | None = None
     peer_host: str | None = None
+    http_url: str = ""
 
 
 @dataclass(slots=True)
@@ -166,6 +168,7 @@ class RouteRegistry:
             reg.conn_id,
             reg.data_version,
             reg.peer_host,
+            reg.http_url,
         )
 
         master_addr = broker_data.broker_addrs.get(MASTER_ID)
