@@ -1,4 +1,5 @@
-"""HTTP front end of the name server (aiohttp): health, readiness, metrics and a read-only admin API."""
+"""HTTP front end of the name server (aiohttp): health, readiness, metrics, a read-only admin API and the web
+console at ``/`` (``krocket.namesrv.console``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from krocket.namesrv.console import add_console
 from krocket.namesrv.metrics import CONTENT_TYPE, NamesrvMetrics
 from krocket.namesrv.registry import RouteRegistry
 
@@ -71,4 +73,5 @@ def create_app(registry: RouteRegistry, metrics_: NamesrvMetrics, ready: Callabl
     app.router.add_get("/api/v1/cluster", cluster)
     app.router.add_get("/api/v1/topics", topics)
     app.router.add_get("/api/v1/topics/{topic}/route", topic_route)
+    add_console(app, registry)
     return app
