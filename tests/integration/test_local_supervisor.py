@@ -181,7 +181,7 @@ def test_local_stop_and_a_dead_supervisor_is_a_clear_error(up: Up) -> None:
     assert gone.returncode == 2 and "no local cluster supervisor is running" in gone.stderr
 
 
-def test_a_stale_lock_does_not_block_the_next_up(up: Up) -> None:
+def test_a_stale_lock_does_not_block_the_next_up_and_sigterm_is_a_clean_stop(up: Up) -> None:
     assert up.proc.poll() is not None, "runs after the supervisor was killed"
     assert (up.data / "supervisor.pid").read_text().strip() == str(up.proc.pid)  # left behind by kill -9
     again = Up(up.data)
@@ -190,6 +190,48 @@ def test_a_stale_lock_does_not_block_the_next_up(up: Up) -> None:
     finally:
         assert again.stop() == 0
     assert not (up.data / "cluster.json").exists() and not (up.data / "supervisor.pid").exists()
+
+
+def test_a_name_server_that_cannot_come_back_stops_the_supervisor_with_exit_1(tmp_path: Path) -> None:
+    up = Up(tmp_path / "krocket")
+    try:
+        os.kill(up.state()["namesrv-0"]["pid"], signal.SIGKILL)
+        with socket.socket() as thief:  # takes the port before the restart (0.5 s later)
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            wait_until(lambda: _bound(thief, up.port), 1.0, 0.01, "the killed name server's port to be free")
+            thief.listen()
+            assert up.proc.wait(60) == 1
+    finally:
+        up.stop()
+    assert any("restarting in 8.0s" in line for line in up.lines), up.lines
+    stopping = next(line for line in up.lines if line.startswith("krocket: stopping: "))
+    assert "namesrv-0 exited with code" in stopping and "gave up after 6 failed starts in a row" in stopping
+    assert not (up.data / "cluster.json").exists()
+
+
+def test_local_up_sh_installs_only_when_the_venv_or_pyproject_toml_changed(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    pip_log = tmp_path / "pip.log"
+    (venv / "bin" / "python").write_text(
+        f'#!/usr/bin/env bash\nif [ "$2" = pip ]; then echo "$@" >> {pip_log}; exit 0; fi\nexec {sys.executable} "$@"\n'
+    )
+    (venv / "bin" / "krocket").write_text('#!/usr/bin/env bash\necho "krocket $*"\n')
+    for exe in (venv / "bin").iterdir():
+        exe.chmod(0o755)
+    script = Path(__file__).parents[2] / "scripts" / "local-up.sh"
+
+    def run() -> str:
+        done = subprocess.run([str(script), "--groups", "1"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "KROCKET_VENV": str(venv)})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == run() == "krocket local up --groups 1"
+    assert pip_log.read_text().count("install") == 1
+    (venv / ".krocket-install-stamp").write_text("the hash of an older pyproject.toml\n")
+    run()
+    assert pip_log.read_text().count("install") == 2
 
 
 def test_a_child_that_fails_to_start_is_named_with_the_reason_from_its_log(tmp_path: Path) -> None:
@@ -206,6 +248,14 @@ def test_a_child_that_fails_to_start_is_named_with_the_reason_from_its_log(tmp_p
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("krocket: error: broker-a-0 exited with code 2 during start: store "), result.stderr
     assert "is already open by another broker" in last and "broker-a-0.log" in last
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
