@@ -383,11 +383,12 @@ class LocalCluster:
 
     def stop(self, progress: Callable[[str], None] = lambda _: None) -> None:
         for child in reversed(self.children):  # brokers first: they unregister from the name servers
-            if child.is_running():
+            running = child.is_running()
+            if running:
                 progress(f"stopping {child.name}")
             code = child.stop()
-            if code not in (None, 0, -signal.SIGTERM):
-                progress(f"{child.name} exited with code {code}")
+            if running and code not in (None, 0, -signal.SIGTERM):
+                progress(f"{child.name} {describe_exit(code)} while it stopped")
 
     def child(self, name: str) -> ChildProcess | None:
         return next((c for c in self.children if c.name == name), None)
