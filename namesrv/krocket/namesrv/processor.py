@@ -18,8 +18,8 @@ from krocket.common.broker_http import http_url_from_register_body
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
 from krocket.common.headers import (
-    DeleteTopicInNamesrvHeader,
     AddWritePermOfBrokerHeader,
+    DeleteTopicInNamesrvHeader,
     KVConfigHeader,
     NamespaceHeader,
     PutKVConfigHeader,
@@ -27,10 +27,10 @@ from krocket.common.headers import (
     RequestHeader,
     RouteInfoHeader,
     UnregisterBrokerHeader,
-)
     WipeWritePermOfBrokerHeader,
-from krocket.common.remoting import Connection, RemotingCommand, header_fields
+)
 from krocket.common.headers.inspect import ADD_TOPIC_COUNT, WIPE_TOPIC_COUNT
+from krocket.common.remoting import Connection, RemotingCommand, header_fields
 from krocket.common.route import dumps, loads_lenient
 from krocket.common.topic import TopicConfig, validate_broker_name
 from krocket.namesrv.kvconfig import KVConfigStore
@@ -154,9 +154,9 @@ class NamesrvProcessor:
             RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER: self.get_all_topics,
             RequestCode.DELETE_TOPIC_IN_NAMESRV: self.delete_topic,
             RequestCode.GET_KVLIST_BY_NAMESPACE: self.get_kv_list,
-        }
             RequestCode.WIPE_WRITE_PERM_OF_BROKER: self.wipe_write_perm,
             RequestCode.ADD_WRITE_PERM_OF_BROKER: self.add_write_perm,
+        }
 
     async def __call__(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         self.metrics.count_request(cmd.code)
@@ -288,8 +288,6 @@ class NamesrvProcessor:
             log.info("topic %s deleted%s", topic, f" in cluster {cluster}" if cluster else "")
         return cmd.response(ResponseCode.SUCCESS)
 
-    # -- KV config ----------------------------------------------------------------------------------------
-    async def put_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     async def wipe_write_perm(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         broker_name = _header(WipeWritePermOfBrokerHeader, cmd).broker_name
         count = self.registry.wipe_write_perm(broker_name)
@@ -302,6 +300,8 @@ class NamesrvProcessor:
         log.info("write permission of broker %s added on %d topic(s)", broker_name, count)
         return cmd.response(ResponseCode.SUCCESS, ext_fields={ADD_TOPIC_COUNT: str(count)})
 
+    # -- KV config ----------------------------------------------------------------------------------------
+    async def put_kv_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         h = _header(PutKVConfigHeader, cmd)
         if h.value is None:
             raise BadRequestError(f"request code {cmd.code}: header field 'value' is required")

@@ -316,9 +316,6 @@ class RouteRegistry:
             del self._topic_queue_table[topic]
         return bool(removed)
 
-    def topics(self) -> list[str]:
-        return sorted(self._topic_queue_table)
-
     def wipe_write_perm(self, broker_name: str) -> int:
         """WIPE_WRITE_PERM_OF_BROKER: producers stop writing to ``broker_name`` (reads go on); the number of
         topics whose queues there lost the write permission. It holds until the broker's topic configs change
@@ -337,6 +334,9 @@ class RouteRegistry:
                 queue.perm = change(queue.perm)
                 changed += 1
         return changed
+
+    def topics(self) -> list[str]:
+        return sorted(self._topic_queue_table)
 
     def route(self, topic: str) -> TopicRouteData | None:
         """The topic's route, or None when no live group carries it."""
