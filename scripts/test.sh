@@ -43,8 +43,9 @@ if [ "${KROCKET_SKIP_C_CHECKS:-0}" != "1" ]; then
   fi
 fi
 # The suite above ran the broker on the C fast path where it is built; the layers that matter most for it run
-# again on its Python twin (what an install without a compiler gets): the C++ client's conformance, the faults,
-# the send door and parked acks (the golden-bytes unit test runs the twin in the suite). About 4 minutes on 2 cores.
+# again on its Python twin (what an install without a compiler gets): the C++ client's send conformance, recovery
+# of what it wrote, the send door and parked acks (the golden-bytes unit test runs the twin in the suite).
 echo "==> the broker on the fast path's Python twin (KROCKET_NO_EXTENSIONS=1)" >&2
-KROCKET_NO_EXTENSIONS=1 "$VENV/bin/python" -m pytest -q tests/conformance tests/faults \
+KROCKET_NO_EXTENSIONS=1 "$VENV/bin/python" -m pytest -q tests/conformance/test_fast_path_cpp_client.py \
+  tests/conformance/test_rocketmq_cpp_client.py tests/faults/test_corruption.py \
   tests/integration/test_fast_path.py tests/integration/test_send_door.py tests/integration/test_parked_acks.py
