@@ -148,12 +148,9 @@ def test_cpp_client_with_a_wrong_secret_or_none_gets_nothing_through(acl_cluster
 
 
 def _acl_denied_by_code(http_port: int) -> dict[str, float]:
-    import re
-    import urllib.request
+    from tests.support.metrics import samples_by_label
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {m[1]: float(m[2]) for m in re.finditer(r'broker_acl_denied_total\{code="(\d+)"\} (\S+)', text)}
+    return samples_by_label(http_port, "krocket_broker_acl_denied_total", "code")
 
 
 def _driver_main(argv: list[str]) -> None:

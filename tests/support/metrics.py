@@ -24,3 +24,16 @@ def metric_value(port: int, name: str) -> float:
     if name not in got:
         raise AssertionError(f"{name} is not on /metrics")
     return got[name]
+
+
+def samples_by_label(port: int, name: str, label: str) -> dict[str, float]:
+    """The samples called ``name`` summed by the value of one label (``code`` -> count)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                key = sample.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
