@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
@@ -39,6 +40,7 @@ CR_RESOURCES = {
     f"{c.API_VERSION}/{c.NAMESERVERSETS}": ("NameServerSet", "nameserverset", ["status", "scale"]),
     f"{c.API_VERSION}/{c.BROKERGROUPS}": ("BrokerGroup", "brokergroup", ["status", "scale"]),
     f"{c.API_VERSION}/{c.TOPICS}": ("Topic", "topic", ["status"]),
+    f"{c.API_VERSION}/{c.CONSUMERGROUPS}": ("ConsumerGroup", "consumergroup", ["status"]),
 }
 WATCHED = [*CR_RESOURCES, "apps/v1/statefulsets"]
 
@@ -47,6 +49,8 @@ WATCHED = [*CR_RESOURCES, "apps/v1/statefulsets"]
 class StampingEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request):  # type: ignore[no-untyped-def]
         data = request.data
+        if request.resource is not None and request.subresource == "scale" and request.name is not None:
+            return await self._handle_scale(request)
         if request.resource is not None and request.subresource in (None, "status"):
             if request.action == kmock.action.CREATE and isinstance(data, dict):
                 md = data.setdefault("metadata", {})
@@ -77,6 +81,37 @@ class StampingEmulator(kmock.KubernetesEmulator):
                         gen = int(dict(current.get("metadata", {})).get("generation", 1))
                         data["metadata"]["generation"] = gen + 1
         return await super()._handle(request)
+
+    async def _handle_scale(self, request):  # type: ignore[no-untyped-def]
+        """`<resource>/<name>/scale` as an API server serves it: an autoscaling/v1 Scale that reads and writes
+        only the object's spec.replicas (kmock alone would merge the PATCH body into the whole object)."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        if request.action == kmock.action.UPDATE:
+            body = request.data if isinstance(request.data, dict) else {}
+            replicas = (body.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise kmock.KubernetesError(status=422, reason="Invalid", message=f"spec.replicas: {replicas!r}")
+            gen = int(dict(self.objects[key].get("metadata", {})).get("generation", 1))
+            stamp = {"resourceVersion": str(next(_rv)), "generation": gen + 1}
+            patch = {"spec": {"replicas": replicas}, "metadata": stamp}
+            async with self._lock:
+                self.objects[key].patch(patch)
+                await self._buses[request.resource].put({"type": "MODIFIED", "object": self.objects[key].raw})
+        return aiohttp.web.json_response(scale_of(self.objects[key].raw))
+
+
+def scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale of a workload (spec.replicas defaults to 1, as for a Deployment)."""
+    md = obj.get("metadata") or {}
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in md},
+        "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 1))},
+        "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0))},
+    }
 
 
 def declare_resources(k: kmock.KubernetesEmulator) -> None:
@@ -145,6 +180,11 @@ class FakeBrokers:
         self.topics: dict[str, dict[str, dict[str, Any]]] = {}
         self.info: dict[str, dict[str, Any]] = {}
         self.down: set[str] = set()
+        self.writable: dict[str, bool] = {}  # url -> broker write permission (absent: writable)
+        self.permission_calls: list[tuple[str, bool]] = []
+        self.lag: dict[str, list[dict[str, Any]]] = {}  # url -> consumer_lag() answer, set by a test
+        self.groups: dict[str, dict[str, dict[str, Any]]] = {}  # url -> group name -> subscription group config
+        self.offsets: dict[str, dict[str, dict[str, Any]]] = {}  # url -> group -> group_offsets() answer
         self.lock = threading.Lock()
 
     def _check(self, url: str) -> None:
@@ -179,6 +219,35 @@ class FakeBrokers:
         self._check(url)
         with self.lock:
             return self.topics.get(url, {}).pop(topic, None) is not None
+
+    async def set_write_permission(self, url: str, writable: bool) -> int:
+        self._check(url)
+        with self.lock:
+            self.writable[url] = writable
+            self.permission_calls.append((url, writable))
+        return 6 if writable else 4
+
+    async def consumer_lag(self, url: str) -> list[dict[str, Any]]:
+        self._check(url)
+        with self.lock:
+            return [dict(t) for t in self.lag.get(url, [])]
+
+    async def group_offsets(self, url: str, group: str) -> dict[str, Any] | None:
+        self._check(url)
+        with self.lock:
+            found = self.offsets.get(url, {}).get(group)
+            return dict(found) if found is not None else None
+
+    async def upsert_group(self, url: str, config: dict[str, Any]) -> dict[str, Any]:
+        self._check(url)
+        with self.lock:
+            self.groups.setdefault(url, {})[str(config["groupName"])] = dict(config)
+            return dict(config)
+
+    async def delete_group(self, url: str, group: str) -> bool:
+        self._check(url)
+        with self.lock:
+            return self.groups.get(url, {}).pop(group, None) is not None
 
 
 class FakeResolver:

@@ -10,6 +10,7 @@ from typing import Any
 
 from krocket.broker.schedule.levels import DEFAULT_DELAY_LEVELS, DelayLevels
 from krocket.common import ports
+from krocket.common.codes import BROKER_PERMISSION_CHOICES, BROKER_PERMISSIONS, PERM_READ_WRITE
 from krocket.common.config import build_config, env_layer, load_yaml
 from krocket.common.errors import ConfigError, MessageIllegalError
 from krocket.common.remoting import limits
@@ -107,6 +108,10 @@ class BrokerConfig:
     incomplete_frame_timeout_mills: int = int(limits.DEFAULT_INCOMPLETE_FRAME_TIMEOUT_S * 1000)
     # RocketMQ: serverChannelMaxIdleTimeSeconds
     channel_idle_timeout_mills: int = int(limits.DEFAULT_IDLE_TIMEOUT_S * 1000)
+    # RocketMQ's brokerPermission: what the whole broker allows on top of each topic's perm (6 read+write, 4 read
+    # only: sends are refused and the name servers route producers elsewhere, 2 write only). Changed at run time by
+    # wipe-write-perm / add-write-perm, the operator's drains and master restarts; not persisted.
+    broker_permission: int = PERM_READ_WRITE
     acl_enable: bool = False  # RocketMQ 4.x ACL: check every request against aclConfigFile (plain_acl.yml)
     acl_config_file: str = ""
     http_admin_token_file: str = ""  # with the ACL on: a bearer token for HTTP admin writes
@@ -152,6 +157,8 @@ class BrokerConfig:
             raise ConfigError(f"flushDiskType must be one of {', '.join(FLUSH_MODES)}, got {self.flush_disk_type!r}")
         if self.broker_role not in ROLES:
             raise ConfigError(f"brokerRole must be one of {', '.join(ROLES)}, got {self.broker_role!r}")
+        if self.broker_permission not in BROKER_PERMISSIONS:
+            raise ConfigError(f"brokerPermission must be {BROKER_PERMISSION_CHOICES}, got {self.broker_permission}")
         if self.broker_id < 0:
             raise ConfigError(f"brokerId must be 0 (master) or a positive slave id, got {self.broker_id}")
         for name in ("listen_port", "ha_listen_port", "http_port"):
@@ -209,6 +216,7 @@ def load_broker_config(path: str | None = None, overrides: dict[str, Any] | None
     """File < ``KROCKET_*`` environment < explicit overrides (CLI flags)."""
     file_layer = load_yaml(path) if path else {}
     env = env_layer("KROCKET_", ENV_SETTINGS)
+    _check_broker_id_env()
     if "namesrvAddr" not in env and _env_namesrv():
         env["namesrvAddr"] = _env_namesrv()
     config = build_config(BrokerConfig, file_layer, env, overrides or {})
@@ -216,6 +224,26 @@ def load_broker_config(path: str | None = None, overrides: dict[str, Any] | None
     if config.extra:
         log.warning("settings krocket does not use (kept, ignored): %s", ", ".join(sorted(config.extra)))
     return config
+
+
+def _check_broker_id_env() -> None:
+    """``KROCKET_BROKER_ID`` set but empty or not a number is a start error, never brokerId 0 (a second master).
+
+    In a pod the operator fills it from the ``apps.kubernetes.io/pod-index`` label (Kubernetes 1.28+); with no
+    such label the variable is empty.
+    """
+    import os
+
+    raw = os.environ.get("KROCKET_BROKER_ID")
+    if raw is None:
+        return
+    if not raw.strip():
+        raise ConfigError(
+            "KROCKET_BROKER_ID is set but empty (in a pod: the apps.kubernetes.io/pod-index label is missing, "
+            "which Kubernetes 1.28+ sets); refusing to start as brokerId 0, which would be a second master"
+        )
+    if not raw.strip().isdigit():
+        raise ConfigError(f"KROCKET_BROKER_ID must be a whole number >= 0 (0: master), got {raw!r}")
 
 
 def _env_namesrv() -> str:

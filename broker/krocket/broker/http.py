@@ -13,9 +13,10 @@ from krocket.broker.acl.http_guard import GUARD_KEY, HttpGuard, may_read, reader
 from krocket.broker.http_console import add_console_routes
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.service import BrokerService
-from krocket.common.codes import PERM_READ_WRITE
+from krocket.common.codes import PERM_READ, PERM_READ_WRITE
 from krocket.common.errors import KrocketError
 from krocket.common.metrics import CONTENT_TYPE, Metrics
+from krocket.common.subscription_group import SubscriptionGroupConfig
 from krocket.common.topic import TopicConfig
 
 
@@ -70,6 +71,7 @@ async def broker_info(request: web.Request) -> web.Response:
             "registered": registration.registered,
             "nameServers": registration.registered_with,
             "flushDiskType": config.flush_disk_type,
+            "brokerPermission": service.topics.broker_permission,
             "replication": request.app[STATE_KEY].replication(),
         }
     )
@@ -95,17 +97,21 @@ async def get_topic(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
-async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfig:
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body; 400 for anything else."""
     try:
-        body: dict[str, Any] = await request.json()
+        body = await request.json()
     except (ValueError, json.JSONDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
-        ) from None
+        body = None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "body must be a JSON object"}), content_type="application/json"
         )
+    return body
+
+
+async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfig:
+    body = await _json_object(request)
     topic = name or body.get("topicName") or body.get("topic")
     if not topic:
         raise web.HTTPBadRequest(text=json.dumps({"error": "topicName is required"}), content_type="application/json")
@@ -142,6 +148,34 @@ async def delete_topic(request: web.Request) -> web.Response:
     return web.json_response({"deleted": name})
 
 
+async def set_permission(request: web.Request) -> web.Response:
+    """``{"writable": false}`` withdraws the broker's write permission (RocketMQ's wipeWritePerm), ``true`` restores
+    it; or ``{"perm": 4}``. In memory: a restarted broker takes its config's brokerPermission again."""
+    body = await _json_object(request)
+    service = request.app[SERVICE_KEY]
+    if "perm" in body:
+        perm = body["perm"]
+    elif isinstance(body.get("writable"), bool):
+        perm = PERM_READ_WRITE if body["writable"] else PERM_READ
+    else:
+        return _error(400, 'give "writable": true|false or "perm": 6|4|2')
+    if not isinstance(perm, int) or isinstance(perm, bool):
+        return _error(400, f"perm must be an integer, got {perm!r}")
+    try:
+        service.set_broker_permission(perm)
+    except KrocketError as exc:
+        return _error(400, exc.message)
+    return web.json_response({"brokerPermission": service.topics.broker_permission})
+
+
+async def lag(request: web.Request) -> web.Response:
+    readable = reader(request)
+    rows = [r for r in request.app[SERVICE_KEY].lag_by_topic() if readable(r["topic"], False)]
+    for row in rows:
+        row["groups"] = {g: n for g, n in row["groups"].items() if readable(g, True)}
+    return web.json_response({"topics": rows})
+
+
 async def list_groups(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     readable = reader(request)
@@ -154,9 +188,48 @@ async def group_offsets(request: web.Request) -> web.Response:
     group = request.match_info["group"]
     if not may_read(request, group, group=True):
         return _error(403, f"no permission to SUB on group {group}")
+    known = group in service.groups.groups or group in service.consumers.groups or service.offsets.offsets_of(group)
+    if not known:
+        return _error(404, f"consumer group {group} is not known to this broker")
     return web.json_response(
         {"group": group, "clients": service.consumers.client_ids(group), "offsets": service.consumer_progress(group)}
     )
+
+
+async def get_group(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    group = request.match_info["group"]
+    if not may_read(request, group, group=True):
+        return _error(403, f"no permission to SUB on group {group}")
+    config = service.groups.get(group)
+    if config is None:
+        return _error(404, f"subscription group {group} does not exist on this broker")
+    return web.json_response(config.to_json())
+
+
+async def upsert_group(request: web.Request) -> web.Response:
+    """Create or update a subscription group (RocketMQ's SubscriptionGroupConfig JSON; the path names it)."""
+    service = request.app[SERVICE_KEY]
+    if service.config.is_slave:
+        return _error(409, "subscription groups are created on the master (slaves copy them)")
+    body = await _json_object(request)
+    body["groupName"] = request.match_info["group"]
+    try:
+        saved = service.groups.upsert(SubscriptionGroupConfig.from_json(body))
+    except KrocketError as exc:
+        return _error(400, exc.message)
+    return web.json_response(saved.to_json())
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    if service.config.is_slave:
+        return _error(409, "subscription groups are deleted on the master (slaves copy them)")
+    group = request.match_info["group"]
+    if not service.groups.delete(group):
+        return _error(404, f"subscription group {group} does not exist on this broker")
+    service.traffic.forget_group(group)
+    return web.json_response({"deleted": group})
 
 
 def make_app(
@@ -182,6 +255,11 @@ def make_app(
             web.delete("/api/v1/topics/{topic}", delete_topic),
             web.get("/api/v1/groups", list_groups),
             web.get("/api/v1/groups/{group}/offsets", group_offsets),
+            web.get("/api/v1/groups/{group}", get_group),
+            web.put("/api/v1/groups/{group}", upsert_group),
+            web.delete("/api/v1/groups/{group}", delete_group),
+            web.put("/api/v1/broker/permission", set_permission),
+            web.get("/api/v1/lag", lag),
         ]
     )
     add_console_routes(app, service)

@@ -51,7 +51,12 @@ class NameServerRegistration:
         return sorted(self._registered)
 
     def _body(self) -> bytes:
-        table = {name: cfg.to_json() for name, cfg in self._topics.topics.items()}
+        topics = self._topics
+        table = {}
+        for name, cfg in topics.topics.items():
+            entry = cfg.to_json()
+            entry["perm"] = topics.registered_perm(cfg)
+            table[name] = entry
         return dumps(
             {
                 "topicConfigSerializeWrapper": {

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from krocket.broker.config import BrokerConfig
+from krocket.common.codes import BROKER_PERMISSION_CHOICES, BROKER_PERMISSIONS
 from krocket.common.config import build_config
 from krocket.common.errors import ConfigError
 from krocket.common.headers.fields import camel_case
@@ -27,6 +28,7 @@ RUNTIME_KEYS: dict[str, int] = {
     "transactionTimeOut": 1,  # ms before a half message is checked
     "transactionCheckMax": 1,  # checks before a half message is dropped
     "transactionCheckInterval": 1,  # ms between transaction check rounds
+    "brokerPermission": 2,  # 6, 4 or 2 (BROKER_PERMISSIONS); BrokerService.set_broker_permission applies it
 }
 
 
@@ -59,6 +61,8 @@ def apply_runtime_update(config: BrokerConfig, updates: dict[str, str]) -> dict[
         value = getattr(parsed, name)
         if not isinstance(value, bool) and value < RUNTIME_KEYS[key]:
             raise ConfigError(f"{key} must be at least {RUNTIME_KEYS[key]}, got {value}")
+        if key == "brokerPermission" and value not in BROKER_PERMISSIONS:
+            raise ConfigError(f"brokerPermission must be {BROKER_PERMISSION_CHOICES}, got {value}")
         values[name] = value
     for name, value in values.items():
         setattr(config, name, value)

@@ -120,6 +120,7 @@ class Broker:
             config.default_topic_queue_nums,
             on_change=self._topics_changed,
         )
+        self.topics.broker_permission = config.broker_permission
         self.offsets = ConsumerOffsetManager(root / "config")
         self.consumers = ConsumerManager(self._notify_consumer_ids_changed)
         self.front_end = RemotingFrontEnd()

@@ -32,7 +32,7 @@ from krocket.broker.topic_manager import TopicManager
 from krocket.broker.traffic_stats import TrafficStats
 from krocket.broker.transaction.service import TransactionService
 from krocket.common.batch import BatchItem
-from krocket.common.codes import PERM_READ, ResponseCode
+from krocket.common.codes import BROKER_PERMISSION_CHOICES, BROKER_PERMISSIONS, PERM_READ, PERM_WRITE, ResponseCode
 from krocket.common.errors import (
     KrocketError,
     MessageIllegalError,
@@ -466,6 +466,31 @@ class BrokerService:
                         "lag": max(broker_offset - offset, 0),
                     }
                 )
+        return rows
+
+    def set_broker_permission(self, perm: int) -> None:
+        """RocketMQ's brokerPermission at run time (wipe/add write permission): sends are refused without the write
+        bit and the name servers are told at once; in memory only (a restarted broker takes its config's value)."""
+        if perm not in BROKER_PERMISSIONS:
+            raise MessageIllegalError(f"brokerPermission must be {BROKER_PERMISSION_CHOICES}, got {perm}")
+        self.config.broker_permission = perm
+        if self.topics.set_broker_permission(perm):
+            log.info("broker permission is now %d (%s)", perm, "writable" if perm & PERM_WRITE else "no writes")
+
+    def lag_by_topic(self) -> list[dict[str, Any]]:
+        """Each topic holding messages or consumer offsets: the messages its queues hold and each group's lag."""
+        groups_of: dict[str, dict[str, int]] = {}
+        for group in self.offsets.all_groups():
+            for topic, queues in self.offsets.offsets_of(group).items():
+                lag = sum(max(self.store.max_offset(topic, q) - offset, 0) for q, offset in queues.items())
+                groups_of.setdefault(topic, {})[group] = lag
+        rows = []
+        for topic, config in sorted(self.topics.topics.items()):
+            queue_ids = range(max(config.read_queue_nums, config.write_queue_nums))
+            held = sum(max(self.store.max_offset(topic, q) - self.store.min_offset(topic, q), 0) for q in queue_ids)
+            groups = groups_of.get(topic, {})
+            if held or groups:
+                rows.append({"topic": topic, "messages": held, "groups": dict(sorted(groups.items()))})
         return rows
 
     # -- topics -----------------------------------------------------------------------------------------------

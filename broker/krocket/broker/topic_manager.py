@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE
+from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
 from krocket.common.jsonfile import read_json, write_json_atomic
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, RETRY_GROUP_PREFIX, TopicConfig, validate_topic
@@ -24,6 +24,9 @@ class TopicManager:
         self._on_change = on_change
         self.topics: dict[str, TopicConfig] = {}
         self.data_version = 0
+        # The whole broker's permission (brokerPermission): sends need its write bit too, and the table registered
+        # with the name servers shows each topic's perm masked by it.
+        self.broker_permission = PERM_READ_WRITE
 
     def load(self) -> None:
         data = read_json(self._path, {"topicConfigTable": {}})
@@ -58,6 +61,20 @@ class TopicManager:
         self.persist()
         if self._on_change is not None:
             self._on_change()
+
+    def set_broker_permission(self, perm: int) -> bool:
+        """Change the broker's permission; a change is a new data version (registered at once). True if changed."""
+        if perm == self.broker_permission:
+            return False
+        self.broker_permission = perm
+        self.data_version += 1
+        if self._on_change is not None:
+            self._on_change()
+        return True
+
+    def registered_perm(self, config: TopicConfig) -> int:
+        """The perm the name servers are told for a topic: its own, masked by the broker's permission."""
+        return config.perm & (self.broker_permission | ~PERM_READ_WRITE)
 
     def replace_all(self, configs: list[TopicConfig]) -> None:
         """A slave takes its master's topic table as it is."""
@@ -114,8 +131,13 @@ class TopicManager:
                 )
             nums = min(default_queue_nums or template.write_queue_nums, template.write_queue_nums)
             config = self.upsert(TopicConfig(topic, nums, nums, PERM_READ_WRITE))
-        if not config.perm & 2:
+        if not config.perm & PERM_WRITE:
             raise NoPermissionError(f"topic {topic} is not writable on this broker")
+        if not self.broker_permission & PERM_WRITE:
+            raise NoPermissionError(
+                f"this broker takes no writes now (brokerPermission {self.broker_permission}: its write permission "
+                "was withdrawn for a drain or a restart); send to another broker of the cluster"
+            )
         if not 0 <= queue_id < max(config.write_queue_nums, config.read_queue_nums):
             raise MessageIllegalError(
                 f"queueId {queue_id} is out of range for topic {topic} ({config.write_queue_nums} write queues)"

@@ -125,3 +125,6 @@ PERM_READ = 4
 PERM_WRITE = 2
 PERM_INHERIT = 1
 PERM_READ_WRITE = PERM_READ | PERM_WRITE
+# The values a whole broker's permission (RocketMQ's brokerPermission) may take: write only, read only, both.
+BROKER_PERMISSIONS = (PERM_WRITE, PERM_READ, PERM_READ_WRITE)
+BROKER_PERMISSION_CHOICES = "6 (read and write), 4 (read only) or 2 (write only)"

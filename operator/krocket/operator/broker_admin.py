@@ -103,3 +103,33 @@ class BrokerAdmin:
     async def delete_topic(self, base: str, topic: str) -> bool:
         status, _ = await self._call("DELETE", f"{base}/api/v1/topics/{quote(topic, safe='')}")
         return status != 404
+
+    async def set_write_permission(self, base: str, writable: bool) -> int:
+        """Withdraw (False) or restore (True) the whole broker's write permission (RocketMQ's brokerPermission,
+        what mqadmin's wipeWritePerm/addWritePerm change): producers are routed to other groups and sends to this
+        broker are refused, reads go on. In memory: a restarted broker is writable again. The new permission."""
+        _, body = await self._call("PUT", f"{base}/api/v1/broker/permission", json={"writable": writable})
+        return int((body or {}).get("brokerPermission", 0))
+
+    async def consumer_lag(self, base: str) -> list[dict[str, Any]]:
+        """Every topic on the broker holding messages or consumer offsets: ``{"topic", "messages" (held in the
+        queues), "groups": {group: lag}}``; what a drain waits on."""
+        _, body = await self._call("GET", f"{base}/api/v1/lag")
+        return list((body or {}).get("topics") or [])
+
+    async def group_offsets(self, base: str, group: str) -> dict[str, Any] | None:
+        """A consumer group's rows on the broker (``offsets``: topic, queueId, brokerOffset, consumerOffset, lag)
+        and its connected ``clients``; None when the broker does not know the group."""
+        status, body = await self._call("GET", f"{base}/api/v1/groups/{quote(group, safe='')}/offsets")
+        return None if status == 404 else dict(body or {})
+
+    async def upsert_group(self, base: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a subscription group (RocketMQ's SubscriptionGroupConfig JSON: groupName,
+        retryMaxTimes, consumeMessageOrderly, consumeBroadcastEnable, ...); the group as the broker holds it."""
+        name = quote(str(config.get("groupName", "")), safe="")
+        _, body = await self._call("PUT", f"{base}/api/v1/groups/{name}", json=config)
+        return dict(body or {})
+
+    async def delete_group(self, base: str, group: str) -> bool:
+        status, _ = await self._call("DELETE", f"{base}/api/v1/groups/{quote(group, safe='')}")
+        return status != 404

@@ -152,8 +152,8 @@ class FastSendPath:
 
     # -- the hook ------------------------------------------------------------------------------------
     def _ready(self) -> bool:
-        if self._service.config.is_slave:
-            return False
+        if self._service.config.is_slave or not self._service.topics.broker_permission & PERM_WRITE:
+            return False  # a slave, or write permission withdrawn: the general path answers (and refuses)
         # The disk guard as ``admit`` sees it, without sampling: while writes are refused, or once a sample is due
         # (about once a second), the read takes the general path, whose puts refuse or sample as they always do.
         store = self._store

@@ -136,6 +136,8 @@ def process_get_broker_config(service: BrokerService, conn: Connection, cmd: Rem
 
 def process_update_broker_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     changed = apply_runtime_update(service.config, parse_properties(cmd.body.decode(errors="replace")))
+    if "brokerPermission" in changed:
+        service.set_broker_permission(service.config.broker_permission)
     return cmd.response(ResponseCode.SUCCESS, f"updated {', '.join(f'{k}={v}' for k, v in changed.items())}")
 
 
