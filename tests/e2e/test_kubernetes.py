@@ -1,7 +1,8 @@
 """Real-cluster end-to-end checks (kind, k3d or any reachable cluster with the krocket images loaded).
 
 Skipped when no cluster is reachable. Run with: python -m pytest -m e2e tests/e2e
-Expects the chart installed (helm install krocket charts/krocket) and the images available to the cluster.
+Expects the chart installed (`helm install krocket charts/krocket --set watch.allNamespaces=true`, or with
+`watch.namespaces` naming the test namespace) and the images available to the cluster.
 """
 
 from __future__ import annotations

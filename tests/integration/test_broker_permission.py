@@ -140,7 +140,9 @@ def test_lag_by_topic_counts_held_messages_and_each_groups_lag(two_groups: Local
         consumer = PullConsumer("lag-group", two_groups.namesrv_addr)
         await consumer.start()
         try:
-            queue = next(q for q in await consumer.fetch_queues(TOPIC) if q.broker_name == a.broker_name and q.queue_id == 0)
+            queue = next(
+                q for q in await consumer.fetch_queues(TOPIC) if q.broker_name == a.broker_name and q.queue_id == 0
+            )
             result = await consumer.pull(queue, "*", 0, 2)
             await consumer.update_offset(queue, result.next_begin_offset)
         finally:

@@ -33,6 +33,7 @@ from krocket.operator.build_common import meta
 from krocket.operator.context import OperatorConfig, OperatorContext
 from krocket.operator.handlers import register
 from krocket.operator.kube import Credentials
+from krocket.operator.quantity import canonical_quantity
 
 _rv = itertools.count(1000)
 
@@ -41,14 +42,41 @@ CR_RESOURCES = {
     f"{c.API_VERSION}/{c.BROKERGROUPS}": ("BrokerGroup", "brokergroup", ["status", "scale"]),
     f"{c.API_VERSION}/{c.TOPICS}": ("Topic", "topic", ["status"]),
     f"{c.API_VERSION}/{c.CONSUMERGROUPS}": ("ConsumerGroup", "consumergroup", ["status"]),
+    f"{c.API_VERSION}/{c.USERS}": ("User", "user", ["status"]),
 }
+# Resources of other operators the krocket operator creates but does not watch (cert-manager's Certificate).
+FOREIGN_RESOURCES = {"cert-manager.io/v1/certificates": ("Certificate", "certificate", ["status"])}
 WATCHED = [*CR_RESOURCES, "apps/v1/statefulsets"]
+
+
+def api_version_of(res: Any) -> str:
+    return f"{res.group}/{res.version}" if res.group else str(res.version)
+
+
+def kind_of_resource(k: kmock.KubernetesEmulator, res: Any) -> str:
+    info = k.resources[res] if res in k.resources else None  # noqa: SIM401 - a kmock ResourcesArray, no .get()
+    return str(info.kind) if info and info.kind else str(res.plural.capitalize())
 
 
 @attrs.define(kw_only=True)
 class StampingEmulator(kmock.KubernetesEmulator):
+    # Opt-in, set by a test: `refuse(request)` returns a kmock.KubernetesError to answer instead of storing anything
+    # (an API server refusing a name, RBAC, ...); `normalise_quantities` stores the resource quantities of built-in
+    # kinds the way the API server does (`1000m` -> `1`, `4096Mi` -> `4Gi`).
+    refuse: Callable[[Any], kmock.KubernetesError | None] | None = None
+    normalise_quantities: bool = False
+
     async def _handle(self, request):  # type: ignore[no-untyped-def]
         data = request.data
+        if request.resource is not None and self.refuse is not None and (error := self.refuse(request)) is not None:
+            raise error
+        if (
+            self.normalise_quantities
+            and request.action in (kmock.action.CREATE, kmock.action.UPDATE)
+            and request.resource is not None
+            and request.resource.group != c.GROUP  # built-in kinds; a CRD's int-or-string stays as written
+        ):
+            canonicalise_quantities(data)
         if request.resource is not None and request.subresource == "scale" and request.name is not None:
             return await self._handle_scale(request)
         if request.resource is not None and request.subresource in (None, "status"):
@@ -82,6 +110,37 @@ class StampingEmulator(kmock.KubernetesEmulator):
                         data["metadata"]["generation"] = gen + 1
         return await super()._handle(request)
 
+    async def _serve_watch(self, request):  # type: ignore[no-untyped-def]
+        """kmock's watch, without its gap (it subscribes to the event bus after the snapshot of existing objects,
+        so an event in between is lost), and with the bookmark that ends the initial events client-go's informers
+        ask for (``sendInitialEvents=true``)."""
+        yield b""
+        bus = self._buses[request.resource]
+        async with self._lock:  # the lock every change takes before it publishes its event
+            objs = [o for o in self._KubernetesEmulator__get_objs(request, strict=False) if not o.deleted]
+            events = [{"type": "ADDED", "object": o.raw} for o in objs]
+            marker = await bus.mark()
+        try:
+            for event in events:
+                yield event
+            if request.params.get("sendInitialEvents") == "true":
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": kind_of_resource(self, request.resource),
+                        "apiVersion": api_version_of(request.resource),
+                        "metadata": {"resourceVersion": "1", "annotations": {"k8s.io/initial-events-end": "true"}},
+                    },
+                }
+            async for event in bus.stream(since=marker):
+                md = event.get("object", {}).get("metadata", {})
+                if self._KubernetesEmulator__check(
+                    request, request.resource, md.get("namespace"), md.get("name"), strict=False
+                ):
+                    yield event
+        finally:
+            await bus.unmark(marker)
+
     async def _handle_scale(self, request):  # type: ignore[no-untyped-def]
         """`<resource>/<name>/scale` as an API server serves it: an autoscaling/v1 Scale that reads and writes
         only the object's spec.replicas (kmock alone would merge the PATCH body into the whole object)."""
@@ -114,9 +173,22 @@ def scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def canonicalise_quantities(node: Any, in_quantities: bool = False) -> None:
+    """Rewrite, in place, every value of a `limits`/`requests` map into the API server's canonical quantity form."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if in_quantities and isinstance(value, str | int | float) and not isinstance(value, bool):
+                node[key] = canonical_quantity(value)
+            else:
+                canonicalise_quantities(value, key in ("limits", "requests"))
+    elif isinstance(node, list):
+        for item in node:
+            canonicalise_quantities(item)
+
+
 def declare_resources(k: kmock.KubernetesEmulator) -> None:
     k.resources.load_bundled()
-    for res, (kind, singular, subresources) in CR_RESOURCES.items():
+    for res, (kind, singular, subresources) in {**CR_RESOURCES, **FOREIGN_RESOURCES}.items():
         k.resources[res] = {
             "kind": kind,
             "singular": singular,
@@ -193,7 +265,9 @@ class FakeBrokers:
 
     async def broker_info(self, url: str) -> dict[str, Any]:
         self._check(url)
-        return dict(self.info.get(url, {"registered": True, "maxPhyOffset": 0}))
+        info = dict(self.info.get(url, {"registered": True, "maxPhyOffset": 0}))
+        info.setdefault("brokerPermission", 6 if self.writable.get(url, True) else 4)  # as the broker reports it
+        return info
 
     async def ready(self, url: str) -> bool:
         return url not in self.down
@@ -257,7 +331,12 @@ class FakeResolver:
 
 
 FAST = OperatorConfig(
-    resync_interval=1.0, status_interval=1.0, admin_timeout=2.0, retry_base_delay=0.3, retry_max_delay=2.0
+    resync_interval=1.0,
+    status_interval=1.0,
+    admin_timeout=2.0,
+    retry_base_delay=0.3,
+    retry_max_delay=2.0,
+    master_write_grace=0.0,
 )
 
 

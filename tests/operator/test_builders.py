@@ -131,7 +131,8 @@ def test_brokergroup_defaults(defaulted):
     assert anti["topologyKey"] == "kubernetes.io/hostname"
     assert anti["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
     assert {v["name"] for v in pod["volumes"]} == {"config", "tmp"}
-    assert pod["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"] == "broker-a-config"
+    assert pod["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+    assert cm["metadata"]["name"].startswith("broker-a-config-") and cm["immutable"] is True, "one per config revision"
     assert pdb["spec"]["maxUnavailable"] == 1
     cfg = yaml.safe_load(cm["data"]["broker.yaml"])
     assert cfg == {

@@ -92,7 +92,7 @@ def test_crd_is_valid(path):
 
 def test_crds_have_status_scale_printer_columns_and_category():
     crds = load_crds()
-    assert set(crds) == {"NameServerSet", "BrokerGroup", "Topic"}
+    assert set(crds) == {"NameServerSet", "BrokerGroup", "Topic", "ConsumerGroup", "User"}
     for kind, crd in crds.items():
         (ver,) = crd["spec"]["versions"]
         assert ver["name"] == "v1alpha1" and "status" in ver["subresources"]

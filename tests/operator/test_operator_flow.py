@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.operator import api
+from tests.operator.api import BGS, NSS, STS, TOPICS, G, create, nss_body, patch, topic_body
 from tests.operator.kopf_harness import (
     FakeBrokers,
     StampingEmulator,
     condition,
-    declare_resources,
     event_reasons,
     get,
     running_operator,
@@ -20,53 +21,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-G = "krocket.io/v1alpha1"
-NSS, BGS, TOPICS = f"{G}/nameserversets", f"{G}/brokergroups", f"{G}/topics"
-STS = "apps/v1/statefulsets"
-MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-@pytest.fixture()
-def k8s(kmock):
-    declare_resources(kmock)
-    return kmock
-
-
-async def create(k, plural: str, ns: str, body: dict) -> None:
-    group_path = "/api/v1" if plural in ("pods",) else f"/apis/{G}"
-    resp = await k.post(f"{group_path}/namespaces/{ns}/{plural}", json=body)
-    assert resp.status < 300, await resp.text()
-
-
-async def patch(k, path: str, body: dict) -> None:
-    resp = await k.patch(path, json=body, headers=MERGE)
-    assert resp.status < 300, await resp.text()
-
-
-def nss_body(name="namesrv", replicas=2):
-    return {"apiVersion": G, "kind": "NameServerSet", "metadata": {"name": name}, "spec": {"replicas": replicas}}
+NAMESRV = {"name": "namesrv"}
 
 
 def bg_body(name, cluster="c1", slaves=1, **spec):
-    return {
-        "apiVersion": G,
-        "kind": "BrokerGroup",
-        "metadata": {"name": name, "labels": {"tier": "gold"}},
-        "spec": {
-            "nameServerSetRef": {"name": "namesrv"},
-            "clusterName": cluster,
-            "slaves": slaves,
-            "image": "krocket/broker:0.1.0",
-            "storage": {"size": "10Gi", "ephemeral": False},
-            **spec,
-        },
-    }
-
-
-def topic_body(name, **spec):
-    body = {"placement": {"clusterName": "c1"}, "readQueues": 4, "writeQueues": 4, "perm": 6, **spec}
-    body.setdefault("deletionPolicy", "Delete")
-    return {"apiVersion": G, "kind": "Topic", "metadata": {"name": name}, "spec": body}
+    spec = {"image": "krocket/broker:0.1.0", "storage": {"size": "10Gi", "ephemeral": False}, **spec}
+    return api.bg_body(name, ref=NAMESRV, cluster=cluster, slaves=slaves, metadata={"labels": {"tier": "gold"}}, **spec)
 
 
 async def test_nameserverset_children_status_and_update(k8s):
@@ -115,7 +75,9 @@ async def test_brokergroup_children_rolling_update_and_status(k8s):
         sts = get(k8s, STS, "mq", "broker-a")
         assert sts["spec"]["replicas"] == 3
         assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
-        cm = get(k8s, "v1/configmaps", "mq", "broker-a-config")
+        config = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+        cm_name = config["configMap"]["name"]  # one ConfigMap per config revision
+        cm = get(k8s, "v1/configmaps", "mq", cm_name)
         assert "brokerName: broker-a" in cm["data"]["broker.yaml"]
         assert "namesrvAddr: namesrv-headless.mq.svc:9876" in cm["data"]["broker.yaml"]
         assert get(k8s, "v1/services", "mq", "broker-a-headless") is not None

@@ -72,6 +72,16 @@ def test_select_by_cluster_and_selector(defaulted):
     ]
 
 
+def test_a_refused_cluster_change_does_not_move_a_group_between_clusters(defaulted):
+    """clusterName is immutable once applied: the recorded one (status.identity) decides placement, not an edit."""
+    moved = _group("a", cluster="c2")
+    moved["status"] = {"identity": {"clusterName": "c1", "brokerName": "a", "nameServerSetRef": {"name": "n"}}}
+    fresh = _group("b", cluster="c2")
+    c1 = pl.select_groups(defaulted("Topic", "t", {"placement": {"clusterName": "c1"}}), [moved, fresh])
+    c2 = pl.select_groups(defaulted("Topic", "t", {"placement": {"clusterName": "c2"}}), [moved, fresh])
+    assert ([g["metadata"]["name"] for g in c1], [g["metadata"]["name"] for g in c2]) == (["a"], ["b"])
+
+
 def test_label_selector_expressions():
     labels = {"tier": "gold", "zone": "a"}
     sel = lambda *e: {"matchExpressions": list(e)}  # noqa: E731

@@ -14,12 +14,11 @@ import aiohttp
 import pytest
 
 from krocket.common.topic import TopicConfig
-from krocket.operator.broker_admin import BrokerAdmin, BrokerRejected, StaticResolver
+from krocket.operator.broker_admin import BrokerAdmin, BrokerRejected
 
-from tests.operator.kopf_harness import StampingEmulator, condition, declare_resources, get, running_operator, wait_for
-
-G = "krocket.io/v1alpha1"
-TOPICS, BGS = f"{G}/topics", f"{G}/brokergroups"
+from tests.operator.api import BGS, TOPICS, G, topic_body
+from tests.operator.kopf_harness import StampingEmulator, condition, get, wait_for
+from tests.operator.real_broker import brokergroup, operator_on
 
 
 def _spawn(args: list[str], ports_file: Path, log: Path) -> tuple[subprocess.Popen, dict]:
@@ -112,23 +111,10 @@ async def test_broker_admin_contract(loopback_broker):
 @pytest.mark.kmock(cls=StampingEmulator)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 async def test_topic_applied_to_real_broker_and_drift_repaired(kmock, loopback_broker):
-    declare_resources(kmock)
     base = loopback_broker
-    resolver = StaticResolver({("mq", "broker-a", 0): base})
-    async with running_operator(kmock, resolver=resolver):
-        await kmock.post(
-            f"/apis/{G}/namespaces/mq/brokergroups",
-            json={
-                "apiVersion": G,
-                "kind": "BrokerGroup",
-                "metadata": {"name": "broker-a"},
-                "spec": {"nameServerSetRef": {"address": "127.0.0.1:9876"}, "clusterName": "c1", "slaves": 0},
-            },
-        )
-        await kmock.post(f"/apis/{G}/namespaces/mq/topics", json={
-            "apiVersion": G, "kind": "Topic", "metadata": {"name": "orders"},
-            "spec": {"topicName": "Orders", "placement": {"clusterName": "c1"}, "readQueues": 4, "writeQueues": 4,
-                     "perm": 6, "deletionPolicy": "Delete"}})  # fmt: skip
+    async with operator_on(kmock, base):
+        await kmock.post(f"/apis/{G}/namespaces/mq/brokergroups", json=brokergroup("127.0.0.1:9876", cluster="c1"))
+        await kmock.post(f"/apis/{G}/namespaces/mq/topics", json=topic_body("orders", topicName="Orders"))
 
         await wait_for(lambda: (c := condition(get(kmock, TOPICS, "mq", "orders"))) and c["status"] == "True",
                        what="Topic Ready")  # fmt: skip

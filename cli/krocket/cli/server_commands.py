@@ -159,6 +159,12 @@ def register(sub: Any) -> None:
         "--liveness-port", type=port_or_zero, default=8080, help="kopf liveness endpoint port (default 8080)"
     )
     op.add_argument("--peering", default=None, help="kopf peering object name for leader election")
+    op.add_argument(
+        "--metrics-port",
+        type=port_or_zero,
+        default=8081,
+        help="operator Prometheus metrics on this port, path /metrics (default 8081; 0: off)",
+    )
     op.set_defaults(func=run_operator)
 
 
@@ -238,6 +244,7 @@ def run_operator(args: argparse.Namespace) -> int:
             cluster_wide=args.all_namespaces,
             liveness_port=args.liveness_port,
             peering=args.peering,
+            metrics_port=args.metrics_port,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

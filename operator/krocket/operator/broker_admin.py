@@ -6,7 +6,10 @@ DNS name; tests swap in a resolver that points at a broker process on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -14,7 +17,7 @@ import aiohttp
 
 from krocket.common import ports
 from krocket.common.topic import TopicConfig
-from krocket.operator import build_brokergroup
+from krocket.operator import build_brokergroup, build_tls
 from krocket.operator.build_common import meta
 
 
@@ -40,7 +43,8 @@ class DnsResolver:
 
     def admin_url(self, group: Mapping[str, Any], ordinal: int) -> str | None:
         md = meta(group)
-        return f"http://{build_brokergroup.pod_host(md['name'], md['namespace'], ordinal)}:{self._port}"
+        scheme = "https" if build_tls.https(group) else "http"  # spec.tls: the HTTP port serves HTTPS
+        return f"{scheme}://{build_brokergroup.pod_host(md['name'], md['namespace'], ordinal)}:{self._port}"
 
 
 class StaticResolver:
@@ -54,16 +58,61 @@ class StaticResolver:
         return self.urls.get((md["namespace"], md["name"], ordinal))
 
 
+@dataclass(frozen=True)
+class EndpointAccess:
+    """How to call one broker's admin API with its ACL or TLS on: the admin account (HTTP basic auth, which the
+    broker's HTTP guard accepts) and the SSL context that trusts the broker's CA (None: the system's CAs)."""
+
+    access_key: str | None = None
+    secret_key: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    def headers(self) -> dict[str, str]:
+        if self.access_key is None:
+            return {}
+        raw = f"{self.access_key}:{self.secret_key or ''}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(raw).decode()}"}
+
+
+class AdminAccess:
+    """Per base URL, the credentials and CA trust the operator uses (filled by the security step of each
+    BrokerGroup's reconcile, `reconcile_security`): a URL it has not seen is called plainly."""
+
+    def __init__(self) -> None:
+        self._by_base: dict[str, EndpointAccess] = {}
+
+    def set(self, base: str, access: EndpointAccess | None) -> None:
+        if access is None or (access.access_key is None and access.ssl_context is None):
+            self._by_base.pop(base.rstrip("/"), None)
+        else:
+            self._by_base[base.rstrip("/")] = access
+
+    def for_url(self, url: str) -> EndpointAccess | None:
+        best = max((b for b in self._by_base if url == b or url.startswith(b + "/")), key=len, default=None)
+        return None if best is None else self._by_base[best]
+
+
 class BrokerAdmin:
     """Thin async wrapper over the admin API; one aiohttp session shared by all calls."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout: float = 5.0) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeout: float = 5.0, access: AdminAccess | None = None) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.access = access or AdminAccess()
+
+    def _request_options(self, url: str) -> dict[str, Any]:
+        found = self.access.for_url(url)
+        options: dict[str, Any] = {}
+        if found is not None and found.access_key is not None:
+            options["headers"] = found.headers()
+        if found is not None and found.ssl_context is not None:
+            options["ssl"] = found.ssl_context
+        return options
 
     async def _call(self, method: str, url: str, json: Any = None) -> tuple[int, Any]:
+        options = self._request_options(url)
         try:
-            async with self._session.request(method, url, json=json, timeout=self._timeout) as resp:
+            async with self._session.request(method, url, json=json, timeout=self._timeout, **options) as resp:
                 try:
                     body = await resp.json(content_type=None)
                 except (aiohttp.ContentTypeError, ValueError):
@@ -83,7 +132,8 @@ class BrokerAdmin:
 
     async def ready(self, base: str) -> bool:
         try:
-            async with self._session.get(f"{base}/readyz", timeout=self._timeout) as resp:
+            url = f"{base}/readyz"
+            async with self._session.get(url, timeout=self._timeout, **self._request_options(url)) as resp:
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False

@@ -13,13 +13,14 @@ from typing import Any
 import yaml
 
 from krocket.common import ports
-from krocket.operator import build_namesrv
+from krocket.operator import build_acl, build_namesrv, build_tls
 from krocket.operator import constants as c
 from krocket.operator.build_common import (
     Manifest,
     apply_pod_template,
     child_metadata,
     common_labels,
+    container_resources,
     meta,
     pdb,
     restricted_security_context,
@@ -70,7 +71,23 @@ def headless_service_name(name: str) -> str:
 
 
 def configmap_name(name: str) -> str:
+    """The un-versioned name older operator versions used; removed once a roll onto a revisioned one is done."""
     return f"{name}-config"
+
+
+CONFIG_REVISION_HASH_LENGTH = 10
+
+
+def config_revision_name(name: str, data: Mapping[str, str]) -> str:
+    """`<name>-config-<hash of the data>`: one ConfigMap per config revision, so a pod reads the config of its
+    own template revision (an unrolled pod that restarts keeps its old config until it is rolled)."""
+    return f"{configmap_name(name)}-{stable_hash(dict(data))[:CONFIG_REVISION_HASH_LENGTH]}"
+
+
+def is_config_revision_name(name: str, candidate: str) -> bool:
+    prefix = f"{configmap_name(name)}-"
+    suffix = candidate[len(prefix) :]
+    return candidate.startswith(prefix) and len(suffix) == CONFIG_REVISION_HASH_LENGTH and suffix.isalnum()
 
 
 def broker_name(body: Mapping[str, Any]) -> str:
@@ -133,17 +150,26 @@ def broker_config(body: Mapping[str, Any]) -> dict[str, Any]:
             "storePathRootDir": c.DATA_DIR,
         }
     )
+    out.update(build_acl.broker_config(build_acl.source(body, cluster_name(body))))  # spec.acl
+    out.update(build_tls.broker_config(build_tls.source(body)))  # spec.tls
     return out
 
 
+def config_data(body: Mapping[str, Any]) -> dict[str, str]:
+    return {c.CONFIG_FILE: yaml.safe_dump(broker_config(body), sort_keys=True)}
+
+
 def configmap(body: Mapping[str, Any]) -> Manifest:
+    """This config revision's ConfigMap, immutable: a new config is a new ConfigMap (and a roll)."""
     name = meta(body)["name"]
-    text = yaml.safe_dump(broker_config(body), sort_keys=True)
+    data = config_data(body)
+    labels = common_labels(name, COMPONENT, cluster_name(body))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": child_metadata(body, configmap_name(name), common_labels(name, COMPONENT, cluster_name(body))),
-        "data": {c.CONFIG_FILE: text},
+        "metadata": child_metadata(body, config_revision_name(name, data), labels),
+        "immutable": True,
+        "data": data,
     }
 
 
@@ -168,7 +194,9 @@ def _affinity(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"podAntiAffinity": anti}
 
 
-def pod_template(body: Mapping[str, Any]) -> Manifest:
+def pod_template(body: Mapping[str, Any], restart_token: str | None = None) -> Manifest:
+    """`restart_token` (a manual rolling update's number) goes into a template annotation: changing it rolls
+    every pod once."""
     name, spec = meta(body)["name"], spec_of(body)
     headless = headless_service_name(name)
     pod_sc, ctr_sc = restricted_security_context()
@@ -216,20 +244,23 @@ def pod_template(body: Mapping[str, Any]) -> Manifest:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    if spec.get("resources"):
-        container["resources"] = dict(spec["resources"])
+    container["resources"] = container_resources(COMPONENT, spec.get("resources"))
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": configmap_name(name)}},
+        {"name": "config", "configMap": {"name": config_revision_name(name, config_data(body))}},
         {"name": "tmp", "emptyDir": {}},
     ]
     if (spec.get("storage") or {}).get("ephemeral"):
         volumes.insert(0, {"name": DATA_VOLUME, "emptyDir": {}})
+    add_security_volumes(body, container, volumes)
     labels = common_labels(name, COMPONENT, cluster_name(body))
     template: Manifest = {
         "metadata": {
             "labels": labels,
             # Changing broker.yaml changes this hash, which rolls the pods in the safe order.
-            "annotations": {c.ANN_CONFIG_HASH: stable_hash(broker_config(body))},
+            "annotations": {
+                c.ANN_CONFIG_HASH: stable_hash(broker_config(body)),
+                **({c.ANN_MANUAL_ROLL: restart_token} if restart_token else {}),
+            },
         },
         "spec": {
             "containers": [container],
@@ -240,6 +271,18 @@ def pod_template(body: Mapping[str, Any]) -> Manifest:
         },
     }
     return apply_pod_template(template, spec.get("podTemplate"))
+
+
+def add_security_volumes(body: Mapping[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """spec.acl and spec.tls: their Secrets mounted read-only, and the probes on HTTPS when the HTTP port is."""
+    acl_source, tls_source = build_acl.source(body, cluster_name(body)), build_tls.source(body)
+    if acl_source is not None:
+        volumes.append(build_acl.volume(acl_source))
+        container["volumeMounts"].append(build_acl.volume_mount())
+    if tls_source is not None:
+        volumes.append(build_tls.volume(tls_source))
+        container["volumeMounts"].append(build_tls.volume_mount())
+    build_tls.set_probe_scheme(container, body)
 
 
 def volume_claim_template(body: Mapping[str, Any]) -> Manifest:
@@ -259,7 +302,13 @@ def volume_claim_template(body: Mapping[str, Any]) -> Manifest:
     return vct
 
 
-def statefulset(body: Mapping[str, Any], *, partition: int = 0, replica_count: int | None = None) -> Manifest:
+def statefulset(
+    body: Mapping[str, Any],
+    *,
+    partition: int = 0,
+    replica_count: int | None = None,
+    restart_token: str | None = None,
+) -> Manifest:
     """The group's StatefulSet.
 
     Updates use `RollingUpdate` with a `partition` the operator moves: 1 while slaves roll (highest ordinal
@@ -268,7 +317,7 @@ def statefulset(body: Mapping[str, Any], *, partition: int = 0, replica_count: i
     """
     name, spec = meta(body)["name"], spec_of(body)
     storage = spec.get("storage") or {}
-    template = pod_template(body)
+    template = pod_template(body, restart_token)
     retention = storage.get("retentionPolicy") or {}
     sts_spec: dict[str, Any] = {
         "replicas": replicas(body) if replica_count is None else replica_count,
@@ -320,11 +369,17 @@ def disruption_budget(body: Mapping[str, Any]) -> Manifest:
     return pdb(body, name, COMPONENT, cluster_name(body), 1)
 
 
-def children(body: Mapping[str, Any], *, partition: int = 0, replica_count: int | None = None) -> list[Manifest]:
+def children(
+    body: Mapping[str, Any],
+    *,
+    partition: int = 0,
+    replica_count: int | None = None,
+    restart_token: str | None = None,
+) -> list[Manifest]:
     return [
         configmap(body),
         headless_service(body),
-        statefulset(body, partition=partition, replica_count=replica_count),
+        statefulset(body, partition=partition, replica_count=replica_count, restart_token=restart_token),
         disruption_budget(body),
     ]
 

@@ -149,3 +149,24 @@ def restricted_security_context() -> tuple[dict[str, Any], dict[str, Any]]:
         "capabilities": {"drop": ["ALL"]},
     }
     return pod, container
+
+
+# Requests and limits for a container whose resource's spec.resources gives none (never BestEffort pods). The
+# broker is a Python process (no JVM heap to size): its memory is the page cache of the mapped commit log and
+# consume queues plus in-flight batches; the name server keeps only routes. No CPU limit (throttling hurts
+# latency more than it protects neighbours).
+DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
+    c.COMPONENT_BROKER: {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    c.COMPONENT_NAMESRV: {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+}
+
+
+def default_resources(component: str) -> dict[str, dict[str, str]]:
+    """The default requests/limits of a component's container (a fresh copy)."""
+    return copy.deepcopy(DEFAULT_RESOURCES[component])
+
+
+def container_resources(component: str, spec_resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The container's resources: the spec's when it sets requests or limits, else the component's defaults."""
+    given = {k: dict(v) for k, v in (spec_resources or {}).items() if k in ("requests", "limits") and v}
+    return given or default_resources(component)

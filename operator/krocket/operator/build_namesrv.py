@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from krocket.common import ports
+from krocket.operator import build_acl, build_tls
 from krocket.operator import constants as c
 from krocket.operator.build_common import (
     Manifest,
     apply_pod_template,
     child_metadata,
     common_labels,
+    container_resources,
     meta,
     pdb,
     restricted_security_context,
@@ -88,15 +90,16 @@ def _pod_template(body: Mapping[str, Any]) -> Manifest:
         "securityContext": ctr_sc,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if spec.get("resources"):
-        container["resources"] = dict(spec["resources"])
+    container["resources"] = container_resources(COMPONENT, spec.get("resources"))
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    add_security(body, container, volumes)
     template: Manifest = {
         "metadata": {"labels": common_labels(name, COMPONENT)},
         "spec": {
             "containers": [container],
             "securityContext": pod_sc,
             "terminationGracePeriodSeconds": 30,
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": volumes,
             "affinity": {
                 "podAntiAffinity": {
                     "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -113,6 +116,19 @@ def _pod_template(body: Mapping[str, Any]) -> Manifest:
         },
     }
     return apply_pod_template(template, spec.get("podTemplate"))
+
+
+def add_security(body: Mapping[str, Any], container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """spec.acl (--acl) and spec.tls (--tls-*): their Secrets mounted read-only, probes on HTTPS when needed."""
+    acl_source, tls_source = build_acl.source(body, None), build_tls.source(body)
+    container["args"] += build_acl.namesrv_args(acl_source) + build_tls.namesrv_args(tls_source)
+    if acl_source is not None:
+        volumes.append(build_acl.volume(acl_source))
+        container["volumeMounts"].append(build_acl.volume_mount())
+    if tls_source is not None:
+        volumes.append(build_tls.volume(tls_source))
+        container["volumeMounts"].append(build_tls.volume_mount())
+    build_tls.set_probe_scheme(container, body)
 
 
 def statefulset(body: Mapping[str, Any]) -> Manifest:

@@ -23,6 +23,9 @@ DEGRADED = "Degraded"
 ROLLING_UPDATE = "RollingUpdate"
 SCALE_BLOCKED = "ScaleBlocked"
 RECONCILED = "Reconciled"
+PAUSED = "Paused"
+DRAIN_REQUIRED = "DrainRequired"  # a deletion or placement change is refused: unconsumed messages
+DRAINING = "Draining"  # write permission withdrawn, waiting for consumers
 
 # Reasons (CamelCase, stable: users and alerts match on them).
 REASON_ALL_READY = "AllReplicasReady"
@@ -48,6 +51,23 @@ REASON_DELETING = "Deleting"
 REASON_NOT_BLOCKED = "NotBlocked"
 REASON_RECONCILED = "ReconcileSucceeded"
 REASON_BROKER_REJECTED = "BrokerRejected"
+REASON_PAUSED = "ReconciliationPaused"
+REASON_NOT_PAUSED = "NotPaused"
+REASON_SYNC_NEEDS_SLAVE = "SyncNeedsSlave"
+REASON_IMMUTABLE_FIELD = "ImmutableFieldChanged"
+REASON_FORCED_MASTER_ROLL = "ForcedMasterRoll"
+REASON_WITHDRAWING_WRITE = "WithdrawingWritePermission"
+REASON_UNCONSUMED = "UnconsumedMessages"
+REASON_MASTER_UNREACHABLE = "MasterUnreachable"
+REASON_WAITING_FOR_CONSUMERS = "WaitingForConsumers"
+REASON_DRAINED = "Drained"
+REASON_DRAIN_DEADLINE = "DeadlinePassed"
+REASON_NOT_DRAINING = "NotDraining"
+REASON_LEFT_PLACEMENT = "LeftPlacement"
+REASON_QUEUE_MISMATCH = "QueueCountMismatch"
+REASON_TOPIC_MISSING = "TopicMissing"
+REASON_GROUP_DRAINING = "BrokerGroupDraining"
+REASON_SHRINK_BLOCKED = "QueueShrinkBlocked"
 
 
 @dataclass(frozen=True)

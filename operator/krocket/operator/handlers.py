@@ -13,14 +13,31 @@ from typing import Any, cast
 import kopf
 
 from krocket.operator import constants as c
+from krocket.operator.apply import merge_patch_changes
 from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.failures import reporting_failures
 from krocket.operator.kube import BROKERGROUPS, NAMESERVERSETS
+from krocket.operator.metrics import observed, register_metrics
 from krocket.operator.outcome import Outcome
 from krocket.operator.reconcile_brokergroup import reconcile_brokergroup
+from krocket.operator.reconcile_consumergroup import register_consumergroup
+from krocket.operator.reconcile_drain import register_drain
 from krocket.operator.reconcile_nameserverset import reconcile_nameserverset
 from krocket.operator.reconcile_topic import delete_topic, reconcile_topic
+from krocket.operator.reconcile_user import register_users
 
 log = logging.getLogger(__name__)
+
+# Every reconcile counted, timed and its readiness recorded (krocket.operator.metrics, served on --metrics-port).
+reconcile_nameserverset = observed(c.KIND_NAMESERVERSET)(reconcile_nameserverset)
+reconcile_brokergroup = observed(c.KIND_BROKERGROUP)(reconcile_brokergroup)
+reconcile_topic = observed(c.KIND_TOPIC)(reconcile_topic)
+delete_topic = observed(c.KIND_TOPIC, "delete")(delete_topic)
+# Refused names and references, and API errors, reported in status and events (krocket.operator.failures).
+reconcile_nameserverset = reporting_failures(reconcile_nameserverset, passes_retry=True)
+reconcile_brokergroup = reporting_failures(reconcile_brokergroup)
+reconcile_topic = reporting_failures(reconcile_topic, passes_retry=True)
+delete_topic = reporting_failures(delete_topic, passes_retry=True, check_names=False)
 
 
 def _ctx(memo: Any) -> OperatorContext:
@@ -36,8 +53,10 @@ def _emit(obj: Mapping[str, Any], outcome: Outcome) -> None:
 
 
 def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: Outcome, *, raise_retry: bool = True) -> None:
+    current = body.get("status") or {}
     for key, value in outcome.status.items():
-        patch.status[key] = value
+        if merge_patch_changes(current.get(key), value):  # a status that is already so is not written again
+            patch.status[key] = value
     _emit(body, outcome)
     if outcome.retry_after is not None and raise_retry:
         raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after)
@@ -56,6 +75,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = None) -> None:
     cfg = config or OperatorConfig()
+    register_metrics(registry, cfg)
     g, v = c.GROUP, c.VERSION
 
     @kopf.on.startup(id="startup", registry=registry)
@@ -75,8 +95,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.resume(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
     @kopf.on.create(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
     @kopf.on.update(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
-    async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo)))
+    async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo), retry))
 
     @kopf.timer(
         g,
@@ -136,7 +156,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
             outcome = await reconcile_nameserverset(owner, ctx)
         else:
             outcome = await reconcile_brokergroup(owner, ctx)
-        await ctx.kube.patch(kind, namespace, owner_ref["name"], {"status": outcome.status}, "status")
+        if merge_patch_changes(owner.get("status"), outcome.status):
+            await ctx.kube.patch(kind, namespace, owner_ref["name"], {"status": outcome.status}, "status")
         _emit(owner, outcome)
 
     # Topic ------------------------------------------------------------------------------------------
@@ -162,3 +183,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.delete(g, v, c.TOPICS, id="topic_delete", registry=registry)
     async def topic_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
         _relay(body, patch, await delete_topic(body, _ctx(memo), retry))
+
+    register_drain(registry, cfg)
+    register_consumergroup(registry, cfg)
+    register_users(registry, cfg)

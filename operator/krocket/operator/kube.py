@@ -8,6 +8,7 @@ It works on plain dicts (what the builders return) and only uses merge patches, 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import ssl
@@ -56,8 +57,20 @@ PDBS = Kind("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")
 NAMESERVERSETS = Kind(c.API_VERSION, c.NAMESERVERSETS, c.KIND_NAMESERVERSET)
 BROKERGROUPS = Kind(c.API_VERSION, c.BROKERGROUPS, c.KIND_BROKERGROUP)
 TOPICS = Kind(c.API_VERSION, c.TOPICS, c.KIND_TOPIC)
+SECRETS = Kind("v1", "secrets", "Secret")
+NETWORKPOLICIES = Kind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
+CERTIFICATES = Kind("cert-manager.io/v1", "certificates", "Certificate")
+USERS = Kind(c.API_VERSION, c.USERS, c.KIND_USER)
+CONSUMERGROUPS = Kind(c.API_VERSION, c.CONSUMERGROUPS, c.KIND_CONSUMERGROUP)
+DEPLOYMENTS = Kind("apps/v1", "deployments", "Deployment")
+REPLICASETS = Kind("apps/v1", "replicasets", "ReplicaSet")
+# Workloads with a scale subresource, known without asking the API server's discovery.
+_SCALABLE = {(k.api_version, k.kind): k for k in (DEPLOYMENTS, STATEFULSETS, REPLICASETS)}
 
-_BY_KIND = {(k.api_version, k.kind): k for k in (STATEFULSETS, SERVICES, CONFIGMAPS, PVCS, PODS, PDBS)}
+_BY_KIND = {
+    (k.api_version, k.kind): k
+    for k in (STATEFULSETS, SERVICES, CONFIGMAPS, PVCS, PODS, PDBS, SECRETS, NETWORKPOLICIES, CERTIFICATES)
+}
 
 
 def kind_of(manifest: Mapping[str, Any]) -> Kind:
@@ -65,9 +78,27 @@ def kind_of(manifest: Mapping[str, Any]) -> Kind:
 
 
 class ApiError(Exception):
+    """An error answer of the API server; `reason` and `api_message` come from its `Status` body when it sent one."""
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
         self.status = status
+        self.reason, self.api_message = _status_reason(status, message)
+        super().__init__(f"{status}: {self.api_message[:500]}")
+
+
+_REASON_BY_CODE = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 422: "Invalid"}
+
+
+def _status_reason(code: int, text: str) -> tuple[str, str]:
+    """(reason, message) from a `metav1.Status` JSON body; a reason from the HTTP code when the body is not one."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("kind", "Status") == "Status":
+        reason = str(body.get("reason") or _REASON_BY_CODE.get(code, "ApiError"))
+        return reason, str(body.get("message") or text)
+    return _REASON_BY_CODE.get(code, "InternalError" if code >= 500 else "ApiError"), text
 
 
 @dataclass(frozen=True)
@@ -163,7 +194,7 @@ class KubeClient:
                 return None
             if resp.status >= 400:
                 text = await resp.text()
-                raise ApiError(resp.status, text[:500])
+                raise ApiError(resp.status, text)
             return await resp.json(content_type=None)
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -203,6 +234,29 @@ class KubeClient:
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         return await self._request("DELETE", kind.path(namespace, name)) is not None
+
+    async def scalable_kind(self, api_version: str, kind: str) -> Kind | None:
+        """The resource of a `scaleTargetRef` (apiVersion + kind) that has a scale subresource: the apps/v1
+        workloads directly, anything else (a custom resource) through discovery; None when there is none."""
+        known = _SCALABLE.get((api_version, kind))
+        if known is not None:
+            return known
+        prefix = "/api/" if "/" not in api_version else "/apis/"
+        listing = await self._request("GET", f"{prefix}{api_version}")
+        names = {r.get("name") for r in (listing or {}).get("resources") or []}
+        for res in (listing or {}).get("resources") or []:
+            plural = str(res.get("name", ""))
+            if res.get("kind") == kind and "/" not in plural and f"{plural}/scale" in names:
+                return Kind(api_version, plural, kind, bool(res.get("namespaced", True)))
+        return None
+
+    async def get_scale(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The target's `autoscaling/v1` Scale (`spec.replicas`, `status.replicas`); None when it does not exist."""
+        return await self._request("GET", kind.path(namespace, name, "scale"))
+
+    async def set_scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
+        """Set the target's replicas through its scale subresource (what `kubectl scale` and the HPA do)."""
+        return await self.patch(kind, namespace, name, {"spec": {"replicas": replicas}}, "scale")
 
 
 def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

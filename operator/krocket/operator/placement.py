@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError
-from krocket.common.topic import DEFAULT_QUEUE_NUMS, TopicConfig, validate_topic
+from krocket.common.topic import DEFAULT_QUEUE_NUMS, TopicConfig, is_system_topic, validate_topic
 from krocket.operator import build_brokergroup
 from krocket.operator import conditions as cond
 from krocket.operator import constants as c
 from krocket.operator.build_common import meta, spec_of
+from krocket.operator.identity import applied_cluster_name
 
 TOPIC_PERMS = (PERM_WRITE, PERM_READ, PERM_READ_WRITE)
 """The perm values a Topic may ask for (RocketMQ's inherit and priority bits are not offered)."""
@@ -40,6 +41,12 @@ def desired_config(topic: Mapping[str, Any]) -> TopicConfig:
         validate_topic(name)
     except MessageIllegalError as e:
         raise TopicSpecError(cond.REASON_INVALID, e.message) from None
+    if is_system_topic(name):
+        raise TopicSpecError(
+            cond.REASON_INVALID,
+            f"{name!r} is a system topic (the brokers own it: delays, timers, transactions, %RETRY%/%DLQ% topics "
+            "of consumer groups); a Topic resource may not manage it",
+        )
     read = int(spec.get("readQueues", DEFAULT_QUEUE_NUMS))
     write = int(spec.get("writeQueues", DEFAULT_QUEUE_NUMS))
     if read < 1 or write < 1:
@@ -96,15 +103,21 @@ def matches_selector(labels: Mapping[str, str], selector: Mapping[str, Any] | No
 
 def select_groups(topic: Mapping[str, Any], groups: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The BrokerGroups (same namespace as the Topic) a Topic's queues go to, sorted by broker name."""
-    placement = spec_of(topic).get("placement") or {}
-    ns = meta(topic).get("namespace")
+    return groups_matching(meta(topic).get("namespace"), spec_of(topic).get("placement") or {}, groups)
+
+
+def groups_matching(
+    ns: str | None, placement: Mapping[str, Any], groups: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The live BrokerGroups of namespace `ns` with `placement`'s `clusterName` and matching its
+    `brokerGroupSelector` (each only where given), sorted by broker name."""
     cluster = placement.get("clusterName")
     selector = placement.get("brokerGroupSelector")
     chosen = []
     for group in groups:
         if meta(group).get("namespace") != ns or meta(group).get("deletionTimestamp"):
             continue
-        if cluster and build_brokergroup.cluster_name(group) != cluster:
+        if cluster and applied_cluster_name(group) != cluster:
             continue
         if selector is not None and not matches_selector(meta(group).get("labels") or {}, selector):
             continue
@@ -135,6 +148,7 @@ ActionKind = Literal["create", "update", "none", "refuse"]
 class Action:
     kind: ActionKind
     message: str
+    apply: TopicConfig | None = None  # what to send to the broker (a refused shrink may still apply phase one)
 
 
 def broker_topic(answer: Mapping[str, Any] | None) -> TopicConfig | None:
@@ -142,24 +156,53 @@ def broker_topic(answer: Mapping[str, Any] | None) -> TopicConfig | None:
     return None if answer is None else TopicConfig.from_json(dict(answer))
 
 
-def plan(desired: TopicConfig, actual: TopicConfig | None, *, shrink_allowed: bool) -> Action:
-    """What to do on one broker: `actual` is the broker's topic (None when it has no such topic)."""
+def reads_cut(desired: TopicConfig, actual: TopicConfig | None) -> bool:
+    """Whether the spec removes read queues the broker holds (the lossy half of a queue shrink)."""
+    return actual is not None and desired.read_queue_nums < actual.read_queue_nums
+
+
+def plan(
+    desired: TopicConfig,
+    actual: TopicConfig | None,
+    *,
+    shrink_allowed: bool,
+    removed_lag: Mapping[str, int] | None = None,
+) -> Action:
+    """What to do on one broker: `actual` is the broker's topic (None when it has no such topic).
+
+    A queue shrink has two phases. Lowering writeQueues (readQueues unchanged) only stops new messages from
+    going to the upper queues; consumers keep reading them: always applied. Lowering readQueues makes the
+    upper queues unreadable: applied only when `removed_lag` (unconsumed messages per group in the queues that
+    go; None when unknown) is empty, or with the annotation that accepts the loss. While it is refused, the
+    first phase (writeQueues and perm) is still applied, so the queues that go drain.
+    """
     if actual is None:
-        return Action("create", f"creating topic {desired.topic_name}")
+        return Action("create", f"creating topic {desired.topic_name}", desired)
     cur_read, cur_write, cur_perm = actual.read_queue_nums, actual.write_queue_nums, actual.perm
     if (cur_read, cur_write, cur_perm) == (desired.read_queue_nums, desired.write_queue_nums, desired.perm):
         return Action("none", "in sync")
-    shrinking = desired.read_queue_nums < cur_read or desired.write_queue_nums < cur_write
-    if shrinking and not shrink_allowed:
-        return Action(
-            "refuse",
-            f"queues would shrink (read {cur_read}->{desired.read_queue_nums}, write {cur_write}->"
-            f"{desired.write_queue_nums}); messages in removed queues become unreadable. Raise the counts back, "
-            f"or drain first (lower writeQueues, wait for consumers) and set annotation "
-            f'{c.ANN_ALLOW_QUEUE_SHRINK}="true"',
-        )
-    return Action(
+    update = Action(
         "update",
         f"updating topic {desired.topic_name}: read {cur_read}->{desired.read_queue_nums}, "
         f"write {cur_write}->{desired.write_queue_nums}, perm {cur_perm}->{desired.perm}",
+        desired,
+    )
+    if not reads_cut(desired, actual) or shrink_allowed or removed_lag == {}:
+        return update
+    first_phase = TopicConfig(desired.topic_name, cur_read, desired.write_queue_nums, desired.perm)
+    gone = f"queues {desired.read_queue_nums}..{cur_read - 1}"
+    if removed_lag is None:
+        why = f"the broker does not report what {gone} hold"
+    else:
+        total = sum(removed_lag.values())
+        lags = ", ".join(f"{g}={n}" for g, n in sorted(removed_lag.items()))
+        why = f"{gone} still hold {total} unconsumed message(s) ({lags})"
+    done = (first_phase.write_queue_nums, first_phase.perm) == (cur_write, cur_perm)
+    phase_one = "" if done else f"; writeQueues lowered to {desired.write_queue_nums} first"
+    return Action(
+        "refuse",
+        f"readQueues stays {cur_read} (spec {desired.read_queue_nums}): {why}{phase_one}. It is lowered once "
+        f"consumers have caught up; to accept losing those messages set annotation "
+        f'{c.ANN_ALLOW_QUEUE_SHRINK}="true"',
+        None if done else first_phase,
     )

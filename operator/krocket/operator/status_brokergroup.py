@@ -15,7 +15,10 @@ from krocket.common import ports
 from krocket.operator import build_brokergroup as bg
 from krocket.operator import conditions as cond
 from krocket.operator.build_common import meta, selector_labels
+from krocket.operator.rollout import writable_of
 from krocket.operator.status_common import label_selector, statefulset_count
+
+REVISION_LABEL = "controller-revision-hash"  # set on each Pod by the StatefulSet controller
 
 
 @dataclass
@@ -27,6 +30,8 @@ class PodView:
     address: str
     ready: bool
     info: dict[str, Any] | None
+    revision: str | None = None  # the Pod's controller-revision-hash label
+    terminating: bool = False
 
 
 def pod_ready(pod: Mapping[str, Any] | None) -> bool:
@@ -44,7 +49,17 @@ def pod_view(
     name, ns = meta(body)["name"], meta(body)["namespace"]
     ready = pod_ready(pod) if pod is not None else bool(info and info.get("registered"))
     address = f"{bg.pod_host(name, ns, ordinal)}:{ports.BROKER_PORT}"
-    return PodView(ordinal, bg.pod_name(name, ordinal), address, ready, info)
+    pod_meta = (pod or {}).get("metadata") or {}
+    revision = (pod_meta.get("labels") or {}).get(REVISION_LABEL)
+    return PodView(
+        ordinal,
+        bg.pod_name(name, ordinal),
+        address,
+        ready,
+        info,
+        revision=str(revision) if revision else None,
+        terminating=bool(pod_meta.get("deletionTimestamp")),
+    )
 
 
 def current_image(sts: Mapping[str, Any] | None) -> str | None:
@@ -68,6 +83,9 @@ def status(
         if p.info is not None:
             entry["registered"] = bool(p.info.get("registered"))
         if p.ordinal == 0:
+            writable = writable_of(p.info)
+            if writable is not None:
+                entry["writable"] = writable
             master = entry
             if p.info is not None and p.info.get("maxPhyOffset") is not None:
                 master_offset = int(p.info["maxPhyOffset"])
@@ -123,6 +141,17 @@ def scale_condition(decision: bg.ScaleDecision) -> cond.Condition:
     if decision.blocked:
         return cond.Condition(cond.SCALE_BLOCKED, cond.TRUE, cond.REASON_SCALE_BLOCKED, decision.message)
     return cond.Condition(cond.SCALE_BLOCKED, cond.FALSE, cond.REASON_NOT_BLOCKED, decision.message)
+
+
+def paused_condition(paused: bool) -> cond.Condition:
+    if paused:
+        return cond.Condition(
+            cond.PAUSED,
+            cond.TRUE,
+            cond.REASON_PAUSED,
+            'krocket.io/paused is "true": the operator changes no child object; status is still updated',
+        )
+    return cond.Condition(cond.PAUSED, cond.FALSE, cond.REASON_NOT_PAUSED, "")
 
 
 def rollout_condition(rollout: bg.Rollout) -> cond.Condition:

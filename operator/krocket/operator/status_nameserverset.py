@@ -41,3 +41,8 @@ def ready_condition(body: Mapping[str, Any], sts: Mapping[str, Any] | None) -> c
         f"{ready}/{want} name servers ready; check `kubectl describe pods -l "
         f"{c.LABEL_INSTANCE}={meta(body)['name']},{c.LABEL_COMPONENT}={c.COMPONENT_NAMESRV}`",
     )
+
+
+def reconciled_condition() -> cond.Condition:
+    """Every child was applied (failures are reported by `failures.guarded_reconcile` instead)."""
+    return cond.Condition(cond.RECONCILED, cond.TRUE, cond.REASON_RECONCILED, "children match the spec")

@@ -16,6 +16,8 @@ APPLIED: Final = "Applied"  # the broker holds the topic as the spec asks
 REFUSED: Final = "Refused"  # the operator did not apply the change (a queue shrink without the annotation)
 UNAVAILABLE: Final = "Unavailable"  # the master could not be reached; retried
 REJECTED: Final = "Rejected"  # the broker refused the request
+LEAVING: Final = "Leaving"  # left the placement but holds unconsumed messages: kept there, writable (refused)
+DRAINING: Final = "Draining"  # left the placement; read-only there until its consumers catch up
 
 
 def _entry(group: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,9 +46,94 @@ def held_entry(group: Mapping[str, Any], held: TopicConfig, action: Action) -> d
     return entry
 
 
+def leaving_entry(
+    group: Mapping[str, Any], held: TopicConfig, state: str, message: str, lag: int, started_at: str | None
+) -> dict[str, Any]:
+    """A group that holds the topic after it left the placement (state LEAVING or DRAINING)."""
+    entry: dict[str, Any] = {
+        **_entry(group),
+        "readQueues": held.read_queue_nums,
+        "writeQueues": held.write_queue_nums,
+        "perm": held.perm,
+        "state": state,
+        "message": message,
+        "lag": lag,
+    }
+    if started_at:
+        entry["drainStartedAt"] = started_at
+    return entry
+
+
 def total_queues(placement: Sequence[Mapping[str, Any]]) -> int:
-    """Write queues over every group: the queues producers spread messages over."""
+    """Write queues the brokers hold over every group (selected or still holding it after leaving): the true
+    count, not the spec's; a group that cannot be reached counts 0."""
     return sum(int(p.get("writeQueues", 0)) for p in placement)
+
+
+def _held_differs(cfg: TopicConfig, p: Mapping[str, Any]) -> bool:
+    held = (p.get("readQueues"), p.get("writeQueues"), p.get("perm"))
+    return held != (cfg.read_queue_nums, cfg.write_queue_nums, cfg.perm)
+
+
+_DEGRADED_ORDER = (
+    cond.REASON_BROKER_UNAVAILABLE,
+    cond.REASON_LEFT_PLACEMENT,
+    cond.REASON_TOPIC_MISSING,
+    cond.REASON_QUEUE_MISMATCH,
+    cond.REASON_GROUP_DRAINING,
+)
+
+
+def degraded_condition(
+    cfg: TopicConfig,
+    selected: Sequence[Mapping[str, Any]],
+    leaving: Sequence[Mapping[str, Any]],
+    draining_groups: Sequence[str] = (),
+) -> cond.Condition:
+    """True whenever placement and what the brokers hold differ: a selected group missing the topic or holding
+    other queue counts, a group still holding it after leaving, a broker that cannot be asked, a group draining."""
+    problems: list[tuple[str, str]] = []
+    for p in selected:
+        name = p["brokerName"]
+        if p["state"] == UNAVAILABLE:
+            problems.append((cond.REASON_BROKER_UNAVAILABLE, f"{name}: master unreachable"))
+        elif p["state"] == REJECTED:
+            problems.append((cond.REASON_TOPIC_MISSING, f"{name} does not hold the topic: {p.get('message', '')}"))
+        elif _held_differs(cfg, p):
+            problems.append(
+                (
+                    cond.REASON_QUEUE_MISMATCH,
+                    f"{name} holds read {p.get('readQueues')}/write {p.get('writeQueues')}/perm {p.get('perm')}, "
+                    f"spec read {cfg.read_queue_nums}/write {cfg.write_queue_nums}/perm {cfg.perm}",
+                )
+            )
+    for p in leaving:
+        name = p["brokerName"]
+        if p["state"] == UNAVAILABLE:
+            problems.append((cond.REASON_BROKER_UNAVAILABLE, f"{name} (left the placement): master unreachable"))
+        else:
+            problems.append(
+                (
+                    cond.REASON_LEFT_PLACEMENT,
+                    f"{name} left the placement but still holds the topic ({p['state']}, "
+                    f"{p.get('lag', 0)} unconsumed message(s))",
+                )
+            )
+    problems.extend((cond.REASON_GROUP_DRAINING, f"{g}: BrokerGroup drain, no writes") for g in draining_groups)
+    if not problems:
+        return cond.Condition(cond.DEGRADED, cond.FALSE, cond.REASON_IN_SYNC, "placement and brokers agree")
+    problems.sort(key=lambda rp: _DEGRADED_ORDER.index(rp[0]))
+    return cond.Condition(cond.DEGRADED, cond.TRUE, problems[0][0], "; ".join(m for _, m in problems)[:1000])
+
+
+def drain_required_condition(leaving: Sequence[Mapping[str, Any]]) -> cond.Condition:
+    """True while a group that left the placement keeps the topic because of unconsumed messages."""
+    refused = [p for p in leaving if p["state"] == LEAVING]
+    if not refused:
+        return cond.Condition(cond.DRAIN_REQUIRED, cond.FALSE, cond.REASON_NOT_BLOCKED, "")
+    return cond.Condition(
+        cond.DRAIN_REQUIRED, cond.TRUE, cond.REASON_UNCONSUMED, "; ".join(p["message"] for p in refused)[:1000]
+    )
 
 
 def ready_condition(topic_name: str, placement: Sequence[Mapping[str, Any]]) -> cond.Condition:

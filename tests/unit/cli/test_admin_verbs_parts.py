@@ -49,7 +49,9 @@ def test_every_runtime_key_is_a_broker_setting_and_others_are_refused_with_the_l
     assert set(RUNTIME_KEYS) <= set(config_table(config))
     assert apply_runtime_update(config, {"longPollingEnable": "false"}) == {"longPollingEnable": "false"}
     assert config.long_polling_enable is False
-    with pytest.raises(ConfigError, match="brokerName cannot change.*changeable at run time: brokerPermission, longPollingEnable"):
+    with pytest.raises(
+        ConfigError, match="brokerName cannot change.*changeable at run time: brokerPermission, longPollingEnable"
+    ):
         apply_runtime_update(config, {"brokerName": "x"})
 
 
