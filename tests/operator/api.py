@@ -71,3 +71,24 @@ def topic_body(name: str, placement: dict[str, Any] | None = None, queues: int =
         **spec,
     }
     return resource("Topic", name, spec)
+
+
+async def delete_and_wait(k, url: str, gone, what: str, timeout: float = 30.0) -> None:
+    """Delete the resource at ``url`` and wait until ``gone()``. kmock's watch can drop the event that sets
+    deletionTimestamp (it subscribes after its snapshot) and a steady operator writes nothing that would bring
+    another, so the wait touches an annotation every 2 s: a real API server never drops it."""
+    import asyncio
+    import time
+
+    resp = await k.delete(url)
+    assert resp.status < 300, await resp.text()
+    deadline = time.monotonic() + timeout
+    nudge = 0
+    while time.monotonic() < deadline:
+        for _ in range(40):
+            if gone():
+                return
+            await asyncio.sleep(0.05)
+        nudge += 1
+        await k.patch(url, json={"metadata": {"annotations": {"test.krocket.io/nudge": str(nudge)}}}, headers=MERGE)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

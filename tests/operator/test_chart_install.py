@@ -27,6 +27,7 @@ from krocket.operator.release_cleanup import CleanupTimeout, remove_release_reso
 
 from tests.operator.kopf_harness import (
     FakeBrokers,
+    GaplessWatchEmulator,
     StampingEmulator,
     api_version_of,
     condition,
@@ -55,7 +56,7 @@ ESTABLISHED = {"conditions": [{"type": "NamesAccepted", "status": "True"}, {"typ
 
 
 @attrs.define(kw_only=True)
-class HelmFriendlyEmulator(StampingEmulator):
+class HelmFriendlyEmulator(GaplessWatchEmulator):
     """What Helm's client needs besides kopf's: the core group's discovery as "v1" (kmock says "/v1"), lists with
     apiVersion/kind, a configurable server version, JSON watch streams, and server-side apply of new objects."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.operator import api
-from tests.operator.api import BGS, NSS, STS, TOPICS, G, create, nss_body, patch, topic_body
+from tests.operator.api import BGS, NSS, STS, TOPICS, G, create, delete_and_wait, nss_body, patch, topic_body
 from tests.operator.kopf_harness import (
     FakeBrokers,
     StampingEmulator,
@@ -286,8 +286,9 @@ async def test_topic_placement_drift_shrink_and_finalizer(k8s):
         assert brokers.topics[b0]["Orders"]["perm"] == 4
 
         # deletion: the finalizer removes the topic from every broker, then the resource goes away
-        await k8s.delete(f"/apis/{G}/namespaces/mq/topics/orders")
-        await wait_for(lambda: get(k8s, TOPICS, "mq", "orders") is None, what="topic resource deleted")
+        await delete_and_wait(
+            k8s, f"/apis/{G}/namespaces/mq/topics/orders", lambda: get(k8s, TOPICS, "mq", "orders") is None, "deleted"
+        )
         assert "Orders" not in brokers.topics[a0] and "Orders" not in brokers.topics[b0]
 
 
@@ -311,12 +312,14 @@ async def test_topic_retain_conflict_and_no_groups(k8s):
         assert dup["reason"] == "ResourceConflict" and "mq/keep" in dup["message"]
 
         # deleting the duplicate never deletes the topic the other resource manages
-        await k8s.delete(f"/apis/{G}/namespaces/mq/topics/keep-dup")
-        await wait_for(lambda: get(k8s, TOPICS, "mq", "keep-dup") is None, what="dup deleted")
+        await delete_and_wait(
+            k8s, f"/apis/{G}/namespaces/mq/topics/keep-dup", lambda: get(k8s, TOPICS, "mq", "keep-dup") is None, "dup"
+        )
         assert "keep" in brokers.topics[a0]
         # Retain keeps the topic on the broker
-        await k8s.delete(f"/apis/{G}/namespaces/mq/topics/keep")
-        await wait_for(lambda: get(k8s, TOPICS, "mq", "keep") is None, what="keep deleted")
+        await delete_and_wait(
+            k8s, f"/apis/{G}/namespaces/mq/topics/keep", lambda: get(k8s, TOPICS, "mq", "keep") is None, "keep"
+        )
         assert "keep" in brokers.topics[a0]
         await wait_for(lambda: "TopicRetained" in event_reasons(k8s, "mq"), what="event TopicRetained")
 
