@@ -7,18 +7,17 @@ registry and nothing is registered at import time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from krocket.operator import constants as c
 from krocket.operator.apply import merge_patch_changes
-from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.context import OperatorConfig
 from krocket.operator.failures import reporting_failures
+from krocket.operator.kopf_glue import context_of, emit, register_reconciler, relay
 from krocket.operator.kube import BROKERGROUPS, NAMESERVERSETS
 from krocket.operator.metrics import observed, register_metrics
-from krocket.operator.outcome import Outcome
 from krocket.operator.reconcile_brokergroup import reconcile_brokergroup
 from krocket.operator.reconcile_consumergroup import register_consumergroup
 from krocket.operator.reconcile_drain import register_drain
@@ -40,28 +39,6 @@ reconcile_topic = reporting_failures(reconcile_topic, passes_retry=True)
 delete_topic = reporting_failures(delete_topic, passes_retry=True, check_names=False)
 
 
-def _ctx(memo: Any) -> OperatorContext:
-    ctx = memo["ctx"] if isinstance(memo, Mapping) else memo.ctx
-    if not isinstance(ctx, OperatorContext):
-        raise RuntimeError("kopf memo carries no OperatorContext; start the operator through krocket.operator.main")
-    return ctx
-
-
-def _emit(obj: Mapping[str, Any], outcome: Outcome) -> None:
-    for ev in outcome.events:
-        kopf.event(kopf.Body(cast(kopf.RawBody, dict(obj))), type=ev.type, reason=ev.reason, message=ev.message[:1000])
-
-
-def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: Outcome, *, raise_retry: bool = True) -> None:
-    current = body.get("status") or {}
-    for key, value in outcome.status.items():
-        if merge_patch_changes(current.get(key), value):  # a status that is already so is not written again
-            patch.status[key] = value
-    _emit(body, outcome)
-    if outcome.retry_after is not None and raise_retry:
-        raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after)
-
-
 def configure_settings(settings: kopf.OperatorSettings) -> None:
     """Our own finalizer and annotation names, so several kopf operators never step on each other."""
     settings.persistence.finalizer = c.FINALIZER
@@ -81,53 +58,21 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
     @kopf.on.startup(id="startup", registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure_settings(settings)
-        await _ctx(memo).start()
+        await context_of(memo).start()
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
-        await _ctx(memo).close()
+        await context_of(memo).close()
 
     @kopf.on.probe(id="context", registry=registry)
     def probe(memo: Any, **_: Any) -> bool:
-        return _ctx(memo).kube is not None
+        return context_of(memo).kube is not None
 
-    # NameServerSet ----------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
-    @kopf.on.create(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
-    @kopf.on.update(g, v, c.NAMESERVERSETS, id="nameserverset", registry=registry)
-    async def nameserverset(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo), retry))
-
-    @kopf.timer(
-        g,
-        v,
-        c.NAMESERVERSETS,
-        interval=cfg.resync_interval,
-        initial_delay=cfg.resync_interval,
-        id="nameserverset_resync",
-        registry=registry,
-    )
-    async def nameserverset_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile_nameserverset(body, _ctx(memo)), raise_retry=False)
-
-    # BrokerGroup ------------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
-    @kopf.on.create(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
-    @kopf.on.update(g, v, c.BROKERGROUPS, id="brokergroup", registry=registry)
-    async def brokergroup(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile_brokergroup(body, _ctx(memo)))
-
-    @kopf.timer(
-        g,
-        v,
-        c.BROKERGROUPS,
-        interval=cfg.status_interval,
-        initial_delay=cfg.status_interval,
-        id="brokergroup_resync",
-        registry=registry,
-    )
-    async def brokergroup_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile_brokergroup(body, _ctx(memo)), raise_retry=False)
+    register_reconciler(registry, c.NAMESERVERSETS, "nameserverset", reconcile_nameserverset, cfg.resync_interval)
+    # BrokerGroup: its timer also polls the brokers for status
+    register_reconciler(registry, c.BROKERGROUPS, "brokergroup", reconcile_brokergroup, cfg.status_interval)
+    # Topic: the timer repairs drift (queues changed or the topic deleted out of band) and picks up new groups
+    register_reconciler(registry, c.TOPICS, "topic", reconcile_topic, cfg.resync_interval, timer_id="topic_drift")
 
     # Children: a StatefulSet changed (status moved, or it was edited/deleted out of band) -----------
     @kopf.on.event(
@@ -139,7 +84,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
         registry=registry,
     )
     async def child_statefulset(body: kopf.Body, memo: Any, **_: Any) -> None:
-        ctx = _ctx(memo)
+        ctx = context_of(memo)
         owner_ref = next((r for r in body.metadata.get("ownerReferences") or [] if r.get("controller")), None)
         namespace = body.metadata.namespace
         if owner_ref is None or ctx.kube is None or namespace is None:
@@ -158,31 +103,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig | None = No
             outcome = await reconcile_brokergroup(owner, ctx)
         if merge_patch_changes(owner.get("status"), outcome.status):
             await ctx.kube.patch(kind, namespace, owner_ref["name"], {"status": outcome.status}, "status")
-        _emit(owner, outcome)
-
-    # Topic ------------------------------------------------------------------------------------------
-    @kopf.on.resume(g, v, c.TOPICS, id="topic", registry=registry)
-    @kopf.on.create(g, v, c.TOPICS, id="topic", registry=registry)
-    @kopf.on.update(g, v, c.TOPICS, id="topic", registry=registry)
-    async def topic(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await reconcile_topic(body, _ctx(memo), retry))
-
-    @kopf.timer(
-        g,
-        v,
-        c.TOPICS,
-        interval=cfg.resync_interval,
-        initial_delay=cfg.resync_interval,
-        id="topic_drift",
-        registry=registry,
-    )
-    async def topic_drift(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        """Repairs drift (queues changed or the topic deleted out of band) and picks up new groups."""
-        _relay(body, patch, await reconcile_topic(body, _ctx(memo)), raise_retry=False)
+        emit(owner, outcome)
 
     @kopf.on.delete(g, v, c.TOPICS, id="topic_delete", registry=registry)
     async def topic_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await delete_topic(body, _ctx(memo), retry))
+        relay(body, patch, await delete_topic(body, context_of(memo), retry))
 
     register_drain(registry, cfg)
     register_consumergroup(registry, cfg)

@@ -27,6 +27,7 @@ from krocket.operator import status_consumergroup as cgs
 from krocket.operator.broker_admin import BrokerRejected, BrokerUnavailable
 from krocket.operator.build_common import meta, spec_of
 from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.kopf_glue import context_of, emit
 from krocket.operator.kube import BROKERGROUPS, CONSUMERGROUPS, ApiError
 from krocket.operator.metrics import observed
 from krocket.operator.outcome import Event, Outcome
@@ -343,7 +344,6 @@ class _OneAtATime:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def run(self, body: kopf.Body, ctx: OperatorContext, reconcile: Reconcile, *, deleting: bool) -> Outcome:
-        from krocket.operator.handlers import _emit  # here: handlers imports this module
 
         kube = ctx.started_kube()
         ns, name, uid = body.metadata.namespace, body.metadata.name, body.metadata.uid
@@ -359,14 +359,13 @@ class _OneAtATime:
             outcome = await reconcile(fresh, ctx)
             if outcome.status:
                 await kube.patch(CONSUMERGROUPS, ns, name, {"status": outcome.status}, "status")
-            _emit(fresh, outcome)
+            emit(fresh, outcome)
         if deleting and outcome.retry_after is None:
             self._locks.pop(uid, None)
         return outcome
 
 
 def register_consumergroup(registry: kopf.OperatorRegistry, cfg: OperatorConfig) -> None:
-    from krocket.operator.handlers import _ctx  # here: handlers imports this module
 
     g, v = c.GROUP, c.VERSION
     serial = _OneAtATime()
@@ -378,7 +377,7 @@ def register_consumergroup(registry: kopf.OperatorRegistry, cfg: OperatorConfig)
     @kopf.on.update(g, v, c.CONSUMERGROUPS, id="consumergroup", registry=registry)
     async def consumergroup(body: kopf.Body, memo: Any, **_: Any) -> None:
         """The spec changed: write the subscription group everywhere; the timer retries what failed."""
-        await serial.run(body, _ctx(memo), lambda b, ctx: reconcile(b, ctx, sync_group=True), deleting=False)
+        await serial.run(body, context_of(memo), lambda b, ctx: reconcile(b, ctx, sync_group=True), deleting=False)
 
     @kopf.timer(
         g,
@@ -391,10 +390,10 @@ def register_consumergroup(registry: kopf.OperatorRegistry, cfg: OperatorConfig)
     )
     async def consumergroup_autoscale(body: kopf.Body, memo: Any, **_: Any) -> None:
         """Reads the lag and sets the replicas; repairs the subscription group every resync interval."""
-        await serial.run(body, _ctx(memo), lambda b, ctx: reconcile(b, ctx, sync_group=False), deleting=False)
+        await serial.run(body, context_of(memo), lambda b, ctx: reconcile(b, ctx, sync_group=False), deleting=False)
 
     @kopf.on.delete(g, v, c.CONSUMERGROUPS, id="consumergroup_delete", registry=registry)
     async def consumergroup_delete(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
-        outcome = await serial.run(body, _ctx(memo), lambda b, ctx: delete(b, ctx, retry), deleting=True)
+        outcome = await serial.run(body, context_of(memo), lambda b, ctx: delete(b, ctx, retry), deleting=True)
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after)

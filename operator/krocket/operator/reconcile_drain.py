@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -27,6 +27,7 @@ from krocket.operator import drain
 from krocket.operator.broker_admin import BrokerRejected, BrokerUnavailable
 from krocket.operator.build_common import meta
 from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.kopf_glue import context_of, relay
 from krocket.operator.outcome import Event, Outcome
 
 log = logging.getLogger(__name__)
@@ -180,29 +181,6 @@ async def reconcile_live_drain(body: Mapping[str, Any], ctx: OperatorContext) ->
 # --- kopf glue -------------------------------------------------------------------------------------
 
 
-def _ctx(memo: Any) -> OperatorContext:
-    ctx = memo["ctx"] if isinstance(memo, Mapping) else memo.ctx
-    if not isinstance(ctx, OperatorContext):
-        raise RuntimeError("kopf memo carries no OperatorContext; start the operator through krocket.operator.main")
-    return ctx
-
-
-def _relay(body: Mapping[str, Any], patch: kopf.Patch, outcome: Outcome, *, raise_retry: bool) -> None:
-    """Like handlers' relay, but our condition types are laid over conditions another handler of the same
-    cycle already put into the patch (so neither overwrites the other's)."""
-    for key, value in outcome.status.items():
-        if key == "conditions" and isinstance(patch.status.get("conditions"), list):
-            ours = [x for x in value if x.get("type") in DRAIN_CONDITIONS]
-            theirs = [x for x in patch.status["conditions"] if x.get("type") not in DRAIN_CONDITIONS]
-            patch.status["conditions"] = theirs + ours
-        else:
-            patch.status[key] = value
-    for ev in outcome.events:
-        kopf.event(kopf.Body(cast(kopf.RawBody, dict(body))), type=ev.type, reason=ev.reason, message=ev.message[:1000])
-    if outcome.retry_after is not None and raise_retry:
-        raise kopf.TemporaryError(outcome.retry_message, delay=outcome.retry_after)
-
-
 def _draining_or_restoring(body: kopf.Body, **_: Any) -> bool:
     return drain.drain_requested(body) or bool((body.get("status") or {}).get("drain"))
 
@@ -214,7 +192,13 @@ def register_drain(registry: kopf.OperatorRegistry, cfg: OperatorConfig) -> None
     @kopf.on.create(g, v, c.BROKERGROUPS, id="brokergroup_drain", registry=registry)
     @kopf.on.update(g, v, c.BROKERGROUPS, field="metadata.annotations", id="brokergroup_drain", registry=registry)
     async def brokergroup_drain(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile_live_drain(body, _ctx(memo)), raise_retry=False)
+        relay(
+            body,
+            patch,
+            await reconcile_live_drain(body, context_of(memo)),
+            raise_retry=False,
+            own_conditions=DRAIN_CONDITIONS,
+        )
 
     @kopf.timer(
         g,
@@ -228,8 +212,20 @@ def register_drain(registry: kopf.OperatorRegistry, cfg: OperatorConfig) -> None
     )
     async def brokergroup_drain_progress(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         """Keeps write permission withdrawn (a restarted broker is writable again) and the progress current."""
-        _relay(body, patch, await reconcile_live_drain(body, _ctx(memo)), raise_retry=False)
+        relay(
+            body,
+            patch,
+            await reconcile_live_drain(body, context_of(memo)),
+            raise_retry=False,
+            own_conditions=DRAIN_CONDITIONS,
+        )
 
     @kopf.on.delete(g, v, c.BROKERGROUPS, id="brokergroup_delete", registry=registry)
     async def brokergroup_delete(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
-        _relay(body, patch, await delete_brokergroup(body, _ctx(memo), retry), raise_retry=True)
+        relay(
+            body,
+            patch,
+            await delete_brokergroup(body, context_of(memo), retry),
+            raise_retry=True,
+            own_conditions=DRAIN_CONDITIONS,
+        )

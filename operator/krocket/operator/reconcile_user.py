@@ -25,6 +25,7 @@ from krocket.operator import constants as c
 from krocket.operator.apply import OwnershipConflict, apply
 from krocket.operator.build_common import Manifest, child_metadata, common_labels, meta, spec_of
 from krocket.operator.context import OperatorConfig, OperatorContext
+from krocket.operator.kopf_glue import context_of, register_reconciler
 from krocket.operator.kube import SECRETS, USERS, ApiError, KubeClient
 from krocket.operator.metrics import observed
 from krocket.operator.outcome import Event, Outcome
@@ -195,33 +196,18 @@ async def delete_user(body: Mapping[str, Any], ctx: OperatorContext) -> None:
 
 
 def register_users(registry: kopf.OperatorRegistry, cfg: OperatorConfig) -> None:
-    from krocket.operator.handlers import _ctx, _relay  # the shared kopf glue (imported late: no import cycle)
+    counted = observed(c.KIND_USER)(reconcile_user)
 
+    async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, _retry: int) -> Outcome:
+        return await counted(body, ctx)
+
+    # the timer repairs a rendered Secret edited or deleted out of band, and renders that raced
+    register_reconciler(registry, c.USERS, "user", reconcile, cfg.resync_interval)
     g, v = c.GROUP, c.VERSION
-    reconcile = observed(c.KIND_USER)(reconcile_user)
-
-    @kopf.on.resume(g, v, c.USERS, id="user", registry=registry)
-    @kopf.on.create(g, v, c.USERS, id="user", registry=registry)
-    @kopf.on.update(g, v, c.USERS, id="user", registry=registry)
-    async def user(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        _relay(body, patch, await reconcile(body, _ctx(memo)))
-
-    @kopf.timer(
-        g,
-        v,
-        c.USERS,
-        interval=cfg.resync_interval,
-        initial_delay=cfg.resync_interval,
-        id="user_resync",
-        registry=registry,
-    )
-    async def user_resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        """Level-based: repairs a rendered Secret edited or deleted out of band, and renders that raced."""
-        _relay(body, patch, await reconcile(body, _ctx(memo)), raise_retry=False)
 
     @kopf.on.delete(g, v, c.USERS, id="user_delete", registry=registry)
     async def user_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
         try:
-            await delete_user(body, _ctx(memo))
+            await delete_user(body, context_of(memo))
         except ApiError as e:
             raise kopf.TemporaryError(f"re-rendering the ACL without this user failed: {e}", delay=5) from e
