@@ -167,4 +167,7 @@ def test_subscription_groups_over_http(two_groups: LocalCluster):
     assert http(port, "DELETE", "/api/v1/groups/billing") == (200, {"deleted": "billing"})
     assert http(port, "DELETE", "/api/v1/groups/billing")[0] == 404
     assert http(port, "GET", "/api/v1/groups/billing")[0] == 404
-    assert http(port, "GET", "/api/v1/groups/nobody/offsets")[0] == 404
+    assert http(port, "GET", "/api/v1/groups/nobody/offsets") == (
+        200,
+        {"group": "nobody", "clients": [], "offsets": []},
+    )

@@ -188,9 +188,6 @@ async def group_offsets(request: web.Request) -> web.Response:
     group = request.match_info["group"]
     if not may_read(request, group, group=True):
         return _error(403, f"no permission to SUB on group {group}")
-    known = group in service.groups.groups or group in service.consumers.groups or service.offsets.offsets_of(group)
-    if not known:
-        return _error(404, f"consumer group {group} is not known to this broker")
     return web.json_response(
         {"group": group, "clients": service.consumers.client_ids(group), "offsets": service.consumer_progress(group)}
     )
