@@ -66,10 +66,22 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], message: str, timeout
 
 
 def text_of(driver: Any, css: str) -> str:
+    return read_element(driver, css, lambda element: str(element.text))
+
+
+def read_element(driver: Any, css: str, read: Callable[[Any], str]) -> str:
+    """``read`` of the first element matching ``css`` ("" when there is none), found again when the page
+    re-renders it between the lookup and the read (the console redraws its tables on every refresh)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return str(found[0].text) if found else ""
+    for _ in range(20):
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR, css)
+            return read(found[0]) if found else ""
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{css} was redrawn on every one of 20 reads")
 
 
 def open_page(driver: Any, cluster: LocalCluster, page: str) -> None:
@@ -204,7 +216,7 @@ def test_group_lag_falls_while_a_consumer_runs(browser: Any, live: LocalCluster,
     asyncio.run(_backlog(live, topic, group, count))
     open_page(browser, live, "groups")
     wait_for(browser, lambda d: group in text_of(d, "#groups-table"), "the group in the groups table")
-    browser.find_element("link text", group).click()
+    wait_for(browser, lambda d: d.find_element("link text", group).click() or True, "a click on the group's link")
     wait_for(browser, lambda d: text_of(d, "#total-lag") == str(count), f"a lag of {count}")
     assert "LagT" in text_of(browser, "#lag-table")
     seen = [count]
@@ -219,7 +231,7 @@ def test_group_lag_falls_while_a_consumer_runs(browser: Any, live: LocalCluster,
         browser.save_screenshot(str(artifacts / "console-group.png"))
     assert seen[-1] == 0, f"lag seen {seen}, consumed {consumer.consumed}"
     assert seen == sorted(seen, reverse=True), seen  # it only fell
-    points = browser.find_element("css selector", "#lag-chart polyline").get_attribute("points")
+    points = read_element(browser, "#lag-chart polyline", lambda line: str(line.get_attribute("points")))
     assert len(points.split()) >= 2, points
 
 

@@ -23,6 +23,7 @@ def test_cpp_orderly_push_consumer_gets_every_send_orderly_message_in_order(clus
     topic = "OrderlyCpp"
     asyncio.run(create_topic(cluster, topic, queues=4))
     sent: dict[str, list[str]] = {}
+    sends: dict[str, list[tuple[str, int, int]]] = {}  # (body, offset, attempts) of each send, for a failure
     for key in range(KEYS):  # the C++ selector puts arg % queue count: one queue per key
         prefix = f"key{key}"
         out = run_driver(
@@ -41,6 +42,7 @@ def test_cpp_orderly_push_consumer_gets_every_send_orderly_message_in_order(clus
         )
         assert all(s["status"] == 0 for s in out)
         sent[prefix] = [s["sent"] for s in out]
+        sends[prefix] = [(s["sent"], s["offset"], s["attempts"]) for s in out]
 
     got = run_driver(
         tmp_path,
@@ -62,9 +64,15 @@ def test_cpp_orderly_push_consumer_gets_every_send_orderly_message_in_order(clus
     )
     by_key: dict[str, list[str]] = defaultdict(list)
     queues: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    seen: dict[str, list[tuple[str, int, int]]] = defaultdict(list)  # what each delivery said, for a failure
     for g in got:
         prefix = g["got"].split("-")[0]
         by_key[prefix].append(g["got"])
         queues[prefix].add((g["topic"], g["queue_id"]))
-    assert dict(by_key) == sent  # every message once, in send order per key
+        seen[prefix].append((g["got"], g["queue_id"], g["queue_offset"]))
+    for prefix, bodies in sent.items():  # every message once, in send order per key
+        assert by_key.get(prefix) == bodies, (
+            f"{prefix}: sent (body, offset, attempts) {sends[prefix]}, delivered (body, queue, offset) {seen[prefix]}"
+        )
+    assert dict(by_key) == sent
     assert all(len(q) == 1 for q in queues.values())  # each key on one queue

@@ -218,9 +218,11 @@ async def test_uninstall_with_examples_leaves_no_topic_terminating(k8s, caplog) 
 
             # what the Job runs
             client = KubeClient(Credentials(server=url))
+            nudging = asyncio.create_task(_nudge_terminating(k8s))
             try:
                 deleted = await remove_release_resources(client, NS, "demo", timeout=60, poll=0.2)
             finally:
+                nudging.cancel()
                 await client.close()
             assert deleted == [
                 "Topic/demo-example",
@@ -240,6 +242,26 @@ async def test_uninstall_with_examples_leaves_no_topic_terminating(k8s, caplog) 
         assert get(k8s, DEPLOYMENTS, NS, "demo-krocket-operator") is None
     finally:
         cfg.close()
+
+
+async def _nudge_terminating(k: kmock.KubernetesEmulator) -> None:
+    """Touch an annotation on every krocket resource being deleted, every 2 s: kmock's watch can drop the event
+    that sets deletionTimestamp (it subscribes after its snapshot), which a real API server never does (as
+    tests/operator/api.py's delete_and_wait)."""
+    nudge = 0
+    while True:
+        await asyncio.sleep(2.0)
+        nudge += 1
+        for plural in ("topics", "brokergroups", "nameserversets"):
+            for key, obj in list(k.objects.items()):
+                md = obj.raw.get("metadata", {})
+                if key[0] != k.resource(f"{G}/{plural}") or obj.deleted or not md.get("deletionTimestamp"):
+                    continue
+                await k.patch(
+                    f"/apis/{G}/namespaces/{md['namespace']}/{plural}/{md['name']}",
+                    json={"metadata": {"annotations": {"test.krocket.io/nudge": str(nudge)}}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
 
 
 async def _complete_job(k: kmock.KubernetesEmulator, name: str, done: threading.Event, timeout: float = 60) -> None:

@@ -22,6 +22,10 @@ class ConsumerOffsetManager:
         self._version = 0  # bumped by every change
         self._persisted_version = 0
         self._lock: asyncio.Lock | None = None
+        # (group, topic, queueId) -> the offset an admin reset moved the queue to, until a consumer pulls from it:
+        # RocketMQ 5's resetOffsetTable. Until then a client's commits are ignored (they carry the offset it held
+        # before it heard of the reset) and a pull from elsewhere is told the offset moved. In memory only.
+        self._resets: dict[tuple[str, str, int], int] = {}
 
     def load(self) -> None:
         data = read_json(self._path, {"offsetTable": {}})
@@ -64,6 +68,22 @@ class ConsumerOffsetManager:
             queues[queue_id] = offset
             self._version += 1
 
+    def assign_reset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """An admin reset: the queue continues from ``offset``, whatever its consumers commit before they pull."""
+        self.commit(group, topic, queue_id, offset)
+        self._resets[(group, topic, queue_id)] = offset
+
+    def commit_from_client(self, group: str, topic: str, queue_id: int, offset: int) -> bool:
+        """A consumer's commit; ignored (False) while a reset of that queue waits for the consumer to pull."""
+        if (group, topic, queue_id) in self._resets:
+            return False
+        self.commit(group, topic, queue_id, offset)
+        return True
+
+    def take_reset(self, group: str, topic: str, queue_id: int) -> int | None:
+        """On a pull: the offset a pending reset moved the queue to (the reset is done once pulled from), or None."""
+        return self._resets.pop((group, topic, queue_id), None)
+
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         return self.table.get(f"{topic}@{group}", {}).get(queue_id)
 
@@ -85,3 +105,5 @@ class ConsumerOffsetManager:
         for key in [k for k in self.table if k.partition("@")[0] == topic]:
             del self.table[key]
             self._version += 1
+        for pending in [k for k in self._resets if k[1] == topic]:
+            del self._resets[pending]

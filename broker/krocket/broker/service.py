@@ -373,6 +373,16 @@ class BrokerService:
             code = _PULL_CODES.get(status, ResponseCode.PULL_NOT_FOUND)
         return PullOutcome(code, b"", got.next_begin_offset, got.min_offset, got.max_offset)
 
+    def _offset_moved(self, topic: str, queue_id: int, reset_to: int) -> PullOutcome:
+        """PULL_OFFSET_MOVED to where an admin reset the queue: the consumer drops its place and continues there."""
+        return PullOutcome(
+            ResponseCode.PULL_OFFSET_MOVED,
+            b"",
+            reset_to,
+            self.store.min_offset(topic, queue_id),
+            self.store.max_offset(topic, queue_id),
+        )
+
     def pull(
         self,
         group: str,
@@ -397,7 +407,10 @@ class BrokerService:
             codes = (sub.code_set or None) if sub else None
         else:
             codes = parse_tag_expression(expression)
-        if commit_offset is not None and commit_offset >= 0:
+        reset_to = self.offsets.take_reset(group, topic, queue_id)
+        if reset_to is not None and reset_to != offset:  # an admin reset it: the consumer continues from there
+            return self._offset_moved(topic, queue_id, reset_to)
+        if reset_to is None and commit_offset is not None and commit_offset >= 0:
             self.offsets.commit(group, topic, queue_id, commit_offset)
         max_msgs = max(1, min(max_msgs, 1024))
         outcome = self._get(topic, queue_id, offset, max_msgs, codes)
@@ -449,8 +462,8 @@ class BrokerService:
         commits too (consumers commit there while the master is down); their metadata sync keeps the larger."""
         if offset < 0:
             raise MessageIllegalError(f"offset must not be negative, got {offset}")
-        self.offsets.commit(group, topic, queue_id, offset)
-        await self.offsets.persist_durably()
+        if self.offsets.commit_from_client(group, topic, queue_id, offset):
+            await self.offsets.persist_durably()
 
     def consumer_progress(self, group: str) -> list[dict[str, Any]]:
         rows = []

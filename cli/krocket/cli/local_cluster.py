@@ -206,6 +206,7 @@ class LocalCluster:
     data_dir: Path
     namesrvs: list[ChildProcess] = field(default_factory=list)
     brokers: list[ChildProcess] = field(default_factory=list)
+    _state_written: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def namesrv_addr(self) -> str:
@@ -366,19 +367,21 @@ class LocalCluster:
     def write_state(self, status: dict[str, dict[str, Any]] | None = None) -> Path:
         """``cluster.json``: every child's :meth:`ChildProcess.describe`, with ``status[name]`` merged in."""
         path = self.data_dir / "cluster.json"
-        tmp = path.with_name("cluster.json.tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "namesrvAddr": self.namesrv_addr,
-                    "dataDir": str(self.data_dir),
-                    "supervisorPid": os.getpid(),
-                    "processes": [{**c.describe(), **(status or {}).get(c.name, {})} for c in self.children],
-                },
-                indent=2,
-            )
+        text = json.dumps(
+            {
+                "namesrvAddr": self.namesrv_addr,
+                "dataDir": str(self.data_dir),
+                "supervisorPid": os.getpid(),
+                "processes": [{**c.describe(), **(status or {}).get(c.name, {})} for c in self.children],
+            },
+            indent=2,
         )
+        if text == self._state_written:
+            return path  # nothing changed: the file (and its mtime) stays as it is
+        tmp = path.with_name("cluster.json.tmp")
+        tmp.write_text(text)
         os.replace(tmp, path)
+        self._state_written = text
         return path
 
     def stop(self, progress: Callable[[str], None] = lambda _: None) -> None:

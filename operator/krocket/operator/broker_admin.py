@@ -169,7 +169,8 @@ class BrokerAdmin:
 
     async def group_offsets(self, base: str, group: str) -> dict[str, Any] | None:
         """A consumer group's rows on the broker (``offsets``: topic, queueId, brokerOffset, consumerOffset, lag)
-        and its connected ``clients`` (empty for a group the broker does not know); None on a 404."""
+        and its connected ``clients``, both empty for a group the broker does not know; None only where a broker
+        answers 404 (older krocket brokers did for an unknown group)."""
         status, body = await self._call("GET", f"{base}/api/v1/groups/{quote(group, safe='')}/offsets")
         return None if status == 404 else dict(body or {})
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from krocket.broker.subscription_group_manager import SubscriptionGroupManager
-from krocket.common.codes import LanguageCode, RequestCode, ResponseCode
+from krocket.common.codes import (
+    PULL_FLAG_COMMIT_OFFSET,
+    PULL_FLAG_SUBSCRIPTION,
+    LanguageCode,
+    RequestCode,
+    ResponseCode,
+)
 from krocket.common.errors import MessageIllegalError
+from krocket.common.headers import UpdateConsumerOffsetHeader
 from krocket.common.headers.groups import (
     RESET_TO_LAST,
     DeleteSubscriptionGroupHeader,
@@ -220,6 +227,48 @@ async def test_reset_offset_by_time_commits_and_tells_consumers(rig: BrokerRig) 
     assert list(json.loads((await rig.answer(request(222, late))).body)["offsetTable"].values()) == [1]
     future = ResetOffsetHeader("T", "cg", 2**50)
     assert list(json.loads((await rig.answer(request(222, future))).body)["offsetTable"].values()) == [4]
+
+
+async def test_a_reset_is_not_undone_by_commits_sent_before_the_consumer_heard_of_it(rig: BrokerRig) -> None:
+    """RocketMQ 5's resetOffsetTable: until a consumer pulls from the reset offset, its commits (of the offset it
+    held before the reset) are ignored, and a pull from its old place is told the offset moved."""
+    rig.topic("T", queues=2)
+    await send_n(rig, "T", 3, queue_id=0)
+    await send_n(rig, "T", 3, queue_id=1)
+    for queue_id in (0, 1):
+        rig.offsets.commit("cg", "T", queue_id, rig.service.store.max_offset("T", queue_id))
+    held = {q: rig.service.store.max_offset("T", q) for q in (0, 1)}
+    answer = await rig.answer(request(RequestCode.INVOKE_BROKER_TO_RESET_OFFSET, ResetOffsetHeader("T", "cg", 0)))
+    assert answer.code == ResponseCode.SUCCESS
+
+    stale = request(RequestCode.UPDATE_CONSUMER_OFFSET, UpdateConsumerOffsetHeader("cg", "T", 0, held[0]))
+    assert (await rig.answer(stale)).code == ResponseCode.SUCCESS
+    assert rig.offsets.query("cg", "T", 0) == 0  # the stale commit did not undo the reset
+
+    # Queue 0: the consumer never heard of the reset and pulls from its old place, with its old commit offset.
+    flags = PULL_FLAG_SUBSCRIPTION | PULL_FLAG_COMMIT_OFFSET
+    moved = await rig.answer(pull_request("T", 0, held[0], sys_flag=flags, commit_offset=held[0]))
+    assert moved.code == ResponseCode.PULL_OFFSET_MOVED
+    assert int(moved.ext_fields["nextBeginOffset"]) == 0
+    assert rig.offsets.query("cg", "T", 0) == 0
+    # It moves there; from now on its commits count again.
+    again = await rig.answer(pull_request("T", 0, 0))
+    assert again.code == ResponseCode.SUCCESS
+    committed = request(RequestCode.UPDATE_CONSUMER_OFFSET, UpdateConsumerOffsetHeader("cg", "T", 0, 1))
+    await rig.answer(committed)
+    assert rig.offsets.query("cg", "T", 0) == 1
+
+    # Queue 1: the consumer took the reset and pulls from the new offset at once; its stale pull commit is ignored.
+    took = await rig.answer(pull_request("T", 1, 0, sys_flag=flags, commit_offset=held[1]))
+    assert took.code == ResponseCode.SUCCESS
+    assert rig.offsets.query("cg", "T", 1) == 0
+    later = await rig.answer(pull_request("T", 1, 1, sys_flag=flags, commit_offset=1))
+    assert later.code == ResponseCode.SUCCESS
+    assert rig.offsets.query("cg", "T", 1) == 1
+    # Other groups are not touched by the reset.
+    other = request(RequestCode.UPDATE_CONSUMER_OFFSET, UpdateConsumerOffsetHeader("other", "T", 0, 2))
+    await rig.answer(other)
+    assert rig.offsets.query("other", "T", 0) == 2
 
 
 async def test_broadcast_disabled_refuses_broadcasting_consumers_only(rig: BrokerRig) -> None:

@@ -134,7 +134,8 @@ def process_consumer_connections(service: BrokerService, conn: Connection, cmd: 
 def reset_offsets(service: BrokerService, topic: str, group: str, timestamp: int, force: bool) -> dict[int, int]:
     """queueId -> the offset ``group`` continues from on ``topic``: found by store time (``RESET_TO_LAST``: each
     queue's end). Without ``force`` a queue only moves back. The broker commits the new offsets itself, so a group
-    with no client online is reset too."""
+    with no client online is reset too, and ignores the group's commits on a queue until a consumer pulls from the
+    new offset there: a commit the client sent before it heard of the reset does not undo it."""
     config = service.topics.get(topic)
     queues = range(config.read_queue_nums) if config is not None else service.store.queue_ids(topic)
     table: dict[int, int] = {}
@@ -148,7 +149,7 @@ def reset_offsets(service: BrokerService, topic: str, group: str, timestamp: int
         current = service.offsets.query(group, topic, queue_id)
         if not force and current is not None and current <= target:
             target = current
-        service.offsets.commit(group, topic, queue_id, target)
+        service.offsets.assign_reset(group, topic, queue_id, target)
         table[queue_id] = target
     return table
 
