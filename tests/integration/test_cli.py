@@ -113,7 +113,12 @@ def test_local_up_runs_a_cluster_that_send_consume_and_admin_verbs_use(tmp_path)
     try:
         line = proc.stdout.readline()  # blocks until the cluster is ready
         assert line.strip() == f"NAMESRV_ADDR=127.0.0.1:{port}", proc.stderr.read() if proc.poll() else line
+        grpc_line = proc.stdout.readline().strip()
         state = json.loads((data / "cluster.json").read_text())
+        grpc_ports = {p["name"]: p["grpcPort"] for p in state["processes"] if p["role"] == "broker"}
+        assert len(set(grpc_ports.values())) == 4 and all(grpc_ports.values()), grpc_ports
+        masters = [f"127.0.0.1:{grpc_ports[name]}" for name in ("broker-a-0", "broker-b-0")]
+        assert grpc_line == f"GRPC_ENDPOINTS={';'.join(masters)}", grpc_line
         roles = sorted((p["role"], p.get("brokerName"), p.get("brokerId")) for p in state["processes"])
         assert roles == [
             ("broker", "broker-a", 0),
@@ -134,6 +139,13 @@ def test_local_up_runs_a_cluster_that_send_consume_and_admin_verbs_use(tmp_path)
         assert {q["brokerName"] for q in json.loads(route.stdout)["queueDatas"]} == {"broker-a", "broker-b"}
         clusters = krocket("cluster", "list", env=env)
         assert "broker-a" in clusters.stdout and "broker-b" in clusters.stdout
+        assert "GRPC" in clusters.stdout.splitlines()[0]
+        listed_brokers = json.loads(krocket("cluster", "list", "--json", env=env).stdout)["brokers"]
+        assert {
+            f"{name}-{broker_id}": row["grpcAddr"]
+            for name, rows in listed_brokers.items()
+            for broker_id, row in rows.items()
+        } == {name: f"127.0.0.1:{grpc_port}" for name, grpc_port in grpc_ports.items()}
 
         sent = krocket("send", "--topic", "CliTopic", "--tag", "T", "--count", "5", "hello", env=env)
         assert sent.returncode == 0, sent.stderr

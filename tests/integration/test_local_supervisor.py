@@ -53,6 +53,7 @@ class Up:
         ready = self.proc.stdout.readline()  # blocks until the cluster is ready
         assert ready.strip() == f"NAMESRV_ADDR=127.0.0.1:{self.port}", (ready, self.lines)
         self.namesrv = f"127.0.0.1:{self.port}"
+        self.grpc_line = self.proc.stdout.readline().strip()  # GRPC_ENDPOINTS=..., right after
 
     def state(self) -> dict[str, dict]:
         processes = json.loads((self.data / "cluster.json").read_text())["processes"]
@@ -89,6 +90,24 @@ def test_a_second_up_on_a_data_dir_in_use_refuses_and_touches_nothing(up: Up) ->
     assert f"in use by a running local cluster supervisor (pid {up.proc.pid}" in second.stderr, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     assert _snapshot(up.data) == before
+
+
+def test_every_broker_gets_its_own_grpc_port_and_up_prints_the_masters_endpoints(up: Up) -> None:
+    state = up.state()
+    brokers = {name: p for name, p in state.items() if p["role"] == "broker"}
+    grpc_ports = [p["grpcPort"] for p in brokers.values()]
+    assert all(isinstance(port, int) and 0 < port < 32768 for port in grpc_ports), grpc_ports
+    taken = [p[key] for p in state.values() for key in ("port", "httpPort", "haPort") if p[key]]
+    assert len(set(grpc_ports)) == len(grpc_ports) and not set(grpc_ports) & set(taken), state
+    assert state["namesrv-0"]["grpcPort"] == 0
+    master = brokers["broker-a-0"]["grpcPort"]
+    assert re.fullmatch(r"GRPC_ENDPOINTS=127\.0\.0\.1:\d+(;127\.0\.0\.1:\d+)*", up.grpc_line), up.grpc_line
+    assert up.grpc_line == f"GRPC_ENDPOINTS=127.0.0.1:{master}"  # the masters only: one group here
+    cluster = json.loads((up.data / "cluster.json").read_text())
+    assert cluster["grpcEndpoints"] == f"127.0.0.1:{master}"
+    status = krocket("local", "status", "--data-dir", str(up.data))
+    assert f"GRPC_ENDPOINTS=127.0.0.1:{master}" in status.stdout.splitlines(), status.stdout
+    assert re.search(rf"broker-a-0 .* {master} +running", status.stdout), status.stdout
 
 
 def test_the_master_killed_the_slave_serves_then_local_start_brings_it_back(up: Up) -> None:
@@ -146,6 +165,7 @@ def test_the_master_killed_the_slave_serves_then_local_start_brings_it_back(up: 
     back = up.state()["broker-a-0"]
     assert (back["state"], back["restarts"], back["lastExit"]) == ("running", 1, "killed by SIGKILL")
     assert back["pid"] != master["pid"] and back["port"] == master["port"]
+    assert back["grpcPort"] == master["grpcPort"]  # a restart serves on the same gRPC port
     assert len(asyncio.run(send("after", 3))) == 3  # the master takes sends again
     status = krocket("local", "status", "--data-dir", str(up.data))
     assert re.search(r"broker-a-0 .* running +1 killed by SIGKILL", status.stdout), status.stdout

@@ -11,6 +11,7 @@ hooks, kubeVersion check) against kmock's emulator, with the operator running in
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 import uuid
@@ -219,8 +220,13 @@ async def test_uninstall_with_examples_leaves_no_topic_terminating(k8s, caplog) 
             # what the Job runs
             client = KubeClient(Credentials(server=url))
             nudging = asyncio.create_task(_nudge_terminating(k8s))
+            caplog.set_level(logging.DEBUG, logger="kopf")
             try:
-                deleted = await remove_release_resources(client, NS, "demo", timeout=60, poll=0.2)
+                deleted = await remove_release_resources(client, NS, "demo", timeout=90, poll=0.2)
+            except CleanupTimeout as exc:
+                raise AssertionError(
+                    f"{exc}; kopf's last words on it:\n{_kopf_log_of(caplog, 'demo-namesrv')}"
+                ) from exc
             finally:
                 nudging.cancel()
                 await client.close()
@@ -242,6 +248,16 @@ async def test_uninstall_with_examples_leaves_no_topic_terminating(k8s, caplog) 
         assert get(k8s, DEPLOYMENTS, NS, "demo-krocket-operator") is None
     finally:
         cfg.close()
+
+
+def _kopf_log_of(caplog: pytest.LogCaptureFixture, name: str, lines: int = 60) -> str:
+    """kopf's last log lines about the object ``name`` (a failure's evidence: which handler or wait held it)."""
+    found = [
+        f"{r.relativeCreated / 1000:8.2f}s {r.levelname} {r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.name.startswith("kopf") and name in f"{r.getMessage()} {getattr(r, 'k8s_ref', '')}"
+    ]
+    return "\n".join(found[-lines:]) or "(nothing logged)"
 
 
 async def _nudge_terminating(k: kmock.KubernetesEmulator) -> None:

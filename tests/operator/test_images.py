@@ -174,6 +174,7 @@ def test_broker_image_command_with_operator_config(venv_bin, namesrv, tmp_path):
         listenPort=_free_port(),
         haListenPort=_free_port(),
         httpPort=http,
+        grpcListenPort=_free_port(),  # not the default 8081, which other tests' brokers may hold
         storePathRootDir=str(tmp_path / "store"),
         namesrvAddr=f"127.0.0.1:{ns_port}",
     )

@@ -423,6 +423,7 @@ async def test_operator_tls_settings_serve_https_and_the_operator_trusts_the_ca(
             [
                 "broker", "--config", str(config),
                 "--host", "127.0.0.1", "--listen-port", "0", "--http-port", "0", "--ha-port", "0",
+                "--grpc-port", "0",  # no gRPC: its default port would collide with other tests' brokers
                 "--namesrv", f"127.0.0.1:{ns_ports['port']}",
                 "--cluster", "c1", "--broker-name", "broker-a", "--broker-id", "0",
                 "--store-dir", str(tmp_path / "store"), "--no-auto-create-topic",

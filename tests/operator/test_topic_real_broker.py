@@ -68,6 +68,7 @@ def loopback_broker(tmp_path: Path) -> Iterator[str]:
                 "--listen-port", "0",
                 "--http-port", "0",
                 "--ha-port", "0",
+                "--grpc-port", "0",  # no gRPC: its default port would collide with other tests' brokers
                 "--namesrv", f"127.0.0.1:{ns_ports['port']}",
                 "--cluster", "c1",
                 "--broker-name", "broker-a",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,9 @@ def start_cluster(
         replication=replication,
         acl_file=acl_file,
     )
+    # gRPC ports are fixed when planned, probed free from this one upward: a random start keeps clusters planned
+    # at the same moment in parallel test workers off each other's ports (and off the default 8081).
+    cluster.first_grpc_port = random.randrange(20000, 30000)
     try:
         cluster.start()
     except BaseException:

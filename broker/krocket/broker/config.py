@@ -46,6 +46,10 @@ class BrokerConfig:
     listen_port: int = ports.BROKER_PORT
     ha_listen_port: int = ports.BROKER_HA_PORT
     http_port: int = ports.BROKER_HTTP_PORT
+    # RocketMQ 5.x gRPC (krocket.broker.grpc): MessagingService on this port (0: not served), bound on
+    # grpcListenHost (default listenHost); routes give clients brokerIP1 (or listenHost) with this port.
+    grpc_listen_port: int = ports.BROKER_GRPC_PORT
+    grpc_listen_host: str = ""
     # Bind addresses: listenHost for the remoting port (0.0.0.0 in pods, where the operator needs it; `krocket
     # local up` binds 127.0.0.1), the HA and HTTP ports bind haListenHost / httpListenHost (default: listenHost).
     ha_listen_host: str = ""
@@ -132,6 +136,10 @@ class BrokerConfig:
     def http_bind_host(self) -> str:
         return self.http_listen_host or self.listen_host
 
+    @property
+    def grpc_bind_host(self) -> str:
+        return self.grpc_listen_host or self.listen_host
+
     def tls_server_settings(self) -> TlsServerSettings:
         """The remoting and HA ports' TLS settings; ``ConfigError`` names a wrong key."""
         return server_settings(
@@ -161,7 +169,7 @@ class BrokerConfig:
             raise ConfigError(f"brokerPermission must be {BROKER_PERMISSION_CHOICES}, got {self.broker_permission}")
         if self.broker_id < 0:
             raise ConfigError(f"brokerId must be 0 (master) or a positive slave id, got {self.broker_id}")
-        for name in ("listen_port", "ha_listen_port", "http_port"):
+        for name in ("listen_port", "ha_listen_port", "http_port", "grpc_listen_port"):
             port = getattr(self, name)
             if not 0 <= port < 65536:
                 raise ConfigError(f"{name} must be a TCP port (0 picks a free one), got {port}")

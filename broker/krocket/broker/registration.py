@@ -10,6 +10,7 @@ from collections.abc import Callable
 from krocket.broker.config import BrokerConfig
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.addresses import resolve_addr_list
+from krocket.common.broker_grpc import GRPC_ADDR_FIELD
 from krocket.common.broker_http import HTTP_URL_FIELD
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
@@ -41,6 +42,7 @@ class NameServerRegistration:
         self.master_addr: str | None = None  # for a slave: its master's remoting and HA addresses
         self.master_ha_addr: str | None = None
         self.http_url = ""  # the HTTP admin API's base URL, once it serves (for the name server's console)
+        self.grpc_addr = ""  # the 5.x gRPC endpoint host:port, once it serves ("": gRPC not served)
 
     @property
     def registered(self) -> bool:
@@ -65,6 +67,7 @@ class NameServerRegistration:
                 },
                 "filterServerList": [],
                 **({HTTP_URL_FIELD: self.http_url} if self.http_url else {}),
+                **({GRPC_ADDR_FIELD: self.grpc_addr} if self.grpc_addr else {}),
             }
         )
 

@@ -20,6 +20,7 @@ from krocket.broker.acl.http_guard import HttpGuard, read_token_file
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
 from krocket.broker.fastpath import FastSendPath, fast_path_enabled
+from krocket.broker.grpc.server import GrpcServer
 from krocket.broker.ha.master import HAMaster
 from krocket.broker.ha.metadata_sync import MetadataSync
 from krocket.broker.ha.slave import HASlave
@@ -40,7 +41,7 @@ from krocket.common.errors import ConfigError, KrocketError
 from krocket.common.headers import NotifyConsumerIdsChangedHeader
 from krocket.common.message_id import pack_host
 from krocket.common.metrics import Metrics
-from krocket.common.remoting import Connection, RemotingCommand, RemotingServer
+from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand, RemotingServer
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class Broker:
         self.port = config.listen_port
         self.http_port = config.http_port
         self.ha_port = config.ha_listen_port
+        self.grpc: GrpcServer | None = None  # the 5.x gRPC port, when served
+        self.grpc_port = 0
         self.schedule_delivery: ScheduleDelivery | None = None  # the master's delivery of delayed messages
 
     def _topics_changed(self) -> None:
@@ -272,6 +275,7 @@ class Broker:
         await site.start()
         self.http_port = int(self._http_runner.addresses[0][1])
         registration.http_url = f"{'https' if config.http_tls_enable else 'http'}://{host}:{self.http_port}"
+        await self._start_grpc(service, registration, host)
         self.http_state.serving = True
         registration.start()
         if self.acl is not None:
@@ -298,6 +302,20 @@ class Broker:
             config.store_dir,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
+
+    async def _start_grpc(self, service: BrokerService, registration: NameServerRegistration, host: str) -> None:
+        """The 5.x gRPC port (grpcListenPort; 0: not served), advertised to the name servers with the host the
+        remoting address gives."""
+        config = self.config
+        if not config.grpc_listen_port:
+            return
+        pool = ConnectionPool(ssl_context=config.tls_client_context())
+        pool.request_hook = self._sign_own_requests
+        acl_file = self.acl
+        self.grpc = GrpcServer(service, pool, (lambda: acl_file.rules) if acl_file is not None else None)
+        self.grpc_port = await self.grpc.start()
+        registration.grpc_addr = f"{host}:{self.grpc_port}"
+        log.info("gRPC (RocketMQ 5.x clients) on %s:%d", config.grpc_bind_host, self.grpc_port)
 
     def _register_metrics(self, running: RunningParts) -> None:
         register_broker_metrics(
@@ -354,6 +372,8 @@ class Broker:
             if running.ha_master is not None:
                 await running.ha_master.stop()
         self.polling.wake_all()
+        if self.grpc is not None:
+            await self.grpc.stop()
         if running is not None:
             await running.remoting.close()
         if self._http_runner is not None:
@@ -381,7 +401,13 @@ async def run_broker(config: BrokerConfig, ports_file: str | None = None) -> Non
         if ports_file:
             target = Path(ports_file)
             tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps({"port": broker.port, "http_port": broker.http_port, "ha_port": broker.ha_port}))
+            ports = {
+                "port": broker.port,
+                "http_port": broker.http_port,
+                "ha_port": broker.ha_port,
+                "grpc_port": broker.grpc_port,
+            }
+            tmp.write_text(json.dumps(ports))
             os.replace(tmp, target)
         await stop.wait()
     finally:

@@ -22,6 +22,7 @@ from krocket.cli.exit_codes import (
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
 from krocket.common.addresses import namesrv_from_env
 from krocket.common.errors import ConfigError
+from krocket.common.message_type import MESSAGE_TYPE_ATTRIBUTE, TOPIC_MESSAGE_TYPES
 from krocket.common.topic import check_queue_nums, is_system_topic
 
 
@@ -93,6 +94,14 @@ def register(sub: Any) -> None:
         p.add_argument("--perm", "-p", type=int, choices=[2, 4, 6], default=6, help="2=W, 4=R, 6=RW (default 6)")
         p.add_argument("--cluster", "-c", default=None, help="cluster name (default: every cluster)")
         p.add_argument("--broker", "-b", action="append", default=None, help="only this broker group (repeatable)")
+        p.add_argument(
+            "--message-type",
+            choices=TOPIC_MESSAGE_TYPES,
+            default=None,
+            help="the 5.x message types the topic takes (attribute message.type): NORMAL, FIFO, DELAY, "
+            "TRANSACTION or MIXED (all of them); RocketMQ 5.x clients' sends of another type are refused "
+            "(default: create NORMAL, update keeps the topic's)",
+        )
         _force_arg(p)
         p.add_argument(
             "--allow-shrink",
@@ -167,6 +176,7 @@ def topic_upsert(args: argparse.Namespace) -> int:
             "perm": args.perm,
             "cluster": args.cluster,
             "broker_names": args.broker,
+            "attributes": {MESSAGE_TYPE_ATTRIBUTE: args.message_type} if args.message_type else None,
         }
         # create of an existing topic is an update too (the broker upserts): the same shrink check for both
         return list(await admin.update_topic(args.topic, allow_shrink=args.allow_shrink, **options))
@@ -174,7 +184,13 @@ def topic_upsert(args: argparse.Namespace) -> int:
     names = asyncio.run(_with_admin(args, run))
     _print(
         args,
-        {"topic": args.topic, "readQueueNums": args.read_queues, "writeQueueNums": write, "brokerNames": names},
+        {
+            "topic": args.topic,
+            "readQueueNums": args.read_queues,
+            "writeQueueNums": write,
+            "brokerNames": names,
+            **({"messageType": args.message_type} if args.message_type else {}),
+        },
         [
             f"{args.verb}d topic {args.topic} ({args.read_queues} read / {write} write queues) on "
             f"{', '.join(names) or 'the selected brokers'}"

@@ -1,5 +1,6 @@
-"""``krocket cluster list``: clusters, broker groups, their brokers and how each is doing (messages in and out
-per second over the last minute, commit log end, bytes a slave is behind)."""
+"""``krocket cluster list``: clusters, broker groups, their brokers (remoting address and, when served, the 5.x
+gRPC endpoint) and how each is doing (messages in and out per second over the last minute, commit log end, bytes
+a slave is behind)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def cluster_list(args: argparse.Namespace) -> int:
 
     info, runtime = asyncio.run(_with_admin(args, run))
     lines = [
-        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'IN_TPS':>9} {'OUT_TPS':>9} "
+        f"{'CLUSTER':16} {'BROKER':12} {'ID':>3} {'ROLE':6} {'ADDRESS':22} {'GRPC':22} {'IN_TPS':>9} {'OUT_TPS':>9} "
         f"{'MAX_OFFSET':>12} {'BEHIND_BYTES':>12}"
     ]
     data: dict[str, Any] = {"clusters": {}, "brokers": {}}
@@ -37,6 +38,7 @@ def cluster_list(args: argparse.Namespace) -> int:
         for name in names:
             broker = info.brokers.get(name)
             addrs = broker.broker_addrs if broker else {}
+            grpc_addrs = broker.grpc_addrs if broker else {}
             master_end = _int(runtime.get(addrs.get(0, ""), {}).get("commitLogMaxOffset"))
             rows = {}
             for broker_id, addr in sorted(addrs.items()):
@@ -45,10 +47,12 @@ def cluster_list(args: argparse.Namespace) -> int:
                 role = "master" if broker_id == 0 else "slave"
                 table = runtime.get(addr, {})
                 in_tps, out_tps = minute_tps(table.get("putTps")), minute_tps(table.get("getTransferedTps"))
+                grpc_addr = grpc_addrs.get(broker_id)
                 rows[str(broker_id)] = {
                     "brokerName": name,
                     "brokerId": broker_id,
                     "addr": addr,
+                    "grpcAddr": grpc_addr,
                     "role": role,
                     "inTps": in_tps,
                     "outTps": out_tps,
@@ -56,7 +60,8 @@ def cluster_list(args: argparse.Namespace) -> int:
                     "behindBytes": behind,
                 }
                 lines.append(
-                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} {_tps(in_tps):>9} {_tps(out_tps):>9} "
+                    f"{cluster:16} {name:12} {broker_id:>3} {role:6} {addr:22} {grpc_addr or '-':22} "
+                    f"{_tps(in_tps):>9} {_tps(out_tps):>9} "
                     f"{'?' if end is None else end:>12} {'-' if behind is None else behind:>12}"
                 )
             data["brokers"][name] = rows

@@ -11,16 +11,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from krocket.cli.local_restart import describe_exit
+from krocket.common import ports
 from krocket.common.acl import load_plain_acl
 from krocket.common.errors import ConfigError
 
 GROUP_NAMES = "abcdefghijklmnopqrstuvwxyz"
+LOCAL_HOST = "127.0.0.1"
+"""Every child binds and advertises this host."""
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -62,6 +65,22 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_ports(count: int, first: int, taken: Collection[int] = (), host: str = LOCAL_HOST) -> list[int]:
+    """``count`` ports from ``first`` upward that are free now (``port_is_free``) and not in ``taken``.
+
+    Fixed ports below the kernel's ephemeral range (32768 and up on Linux), so the ports ``0`` hands the other
+    listeners never take one of them before its child binds it. ``ConfigError`` when the range runs out."""
+    found: list[int] = []
+    port = first
+    while len(found) < count:
+        if port >= 65536:
+            raise ConfigError(f"no {count} free ports from {first} upward on {host}")
+        if port not in taken and port_is_free(port, host):
+            found.append(port)
+        port += 1
+    return found
+
+
 @dataclass
 class ChildProcess:
     """One name server or broker process; restartable on the same ports and data."""
@@ -76,6 +95,9 @@ class ChildProcess:
     port: int = 0
     http_port: int = 0
     ha_port: int = 0
+    grpc_port: int = 0
+    """A broker's gRPC port (RocketMQ 5.x clients), fixed before its first start and kept over restarts; 0: not
+    served."""
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     die_with_parent: bool = False
@@ -89,7 +111,12 @@ class ChildProcess:
 
     @property
     def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LOCAL_HOST}:{self.port}"
+
+    @property
+    def grpc_addr(self) -> str | None:
+        """The gRPC endpoint ``host:port``, or None when it serves none."""
+        return f"{LOCAL_HOST}:{self.grpc_port}" if self.grpc_port else None
 
     @property
     def pid(self) -> int | None:
@@ -101,6 +128,8 @@ class ChildProcess:
             cmd += ["--listen-port", str(self.port), "--http-port", str(self.http_port)]
         if self.ha_port:
             cmd += ["--ha-port", str(self.ha_port)]
+        if self.role == "broker":  # always: its default (8081) would collide with the other brokers'
+            cmd += ["--grpc-port", str(self.grpc_port)]
         return cmd
 
     def start(self) -> None:
@@ -122,9 +151,10 @@ class ChildProcess:
     def read_ports(self) -> bool:
         """Whether this run has written its ports file yet (and then its ports are known)."""
         try:
-            ports = json.loads(self.ports_file.read_text())
-            self.port, self.http_port = int(ports["port"]), int(ports["http_port"])
-            self.ha_port = int(ports.get("ha_port") or 0)
+            bound = json.loads(self.ports_file.read_text())
+            self.port, self.http_port = int(bound["port"]), int(bound["http_port"])
+            self.ha_port = int(bound.get("ha_port") or 0)
+            self.grpc_port = int(bound.get("grpc_port", self.grpc_port) or 0)
         except (OSError, ValueError, KeyError, TypeError):
             return False
         return True
@@ -184,7 +214,7 @@ class ChildProcess:
             self.proc.wait(5)
 
     def http_json(self, path: str, timeout: float = 2.0) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"http://{LOCAL_HOST}:{self.http_port}{path}", timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def describe(self) -> dict[str, Any]:
@@ -197,6 +227,7 @@ class ChildProcess:
             "port": self.port,
             "httpPort": self.http_port,
             "haPort": self.ha_port,
+            "grpcPort": self.grpc_port,
             "log": str(self.log_path),
         }
 
@@ -206,11 +237,19 @@ class LocalCluster:
     data_dir: Path
     namesrvs: list[ChildProcess] = field(default_factory=list)
     brokers: list[ChildProcess] = field(default_factory=list)
+    grpc: bool = True
+    """Whether the brokers serve gRPC: each gets a free port from ``first_grpc_port`` up at its first start."""
+    first_grpc_port: int = ports.BROKER_GRPC_PORT
     _state_written: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def namesrv_addr(self) -> str:
         return ";".join(n.addr for n in self.namesrvs)
+
+    @property
+    def grpc_endpoints(self) -> str:
+        """The masters' gRPC endpoints, ``host:port;host:port`` (what a 5.x client is given); "" when none."""
+        return ";".join(b.grpc_addr for b in self.brokers if b.broker_id in (None, 0) and b.grpc_addr)
 
     @property
     def children(self) -> list[ChildProcess]:
@@ -231,9 +270,11 @@ class LocalCluster:
         slaves: int = 0,
         replication: str = "async",
         acl_file: Path | None = None,
+        grpc: bool = True,
     ) -> LocalCluster:
         """With ``acl_file`` (a plain_acl.yml) every name server and broker runs with that ACL, and the brokers
-        sign their own traffic with its first admin account."""
+        sign their own traffic with its first admin account. With ``grpc`` every broker serves RocketMQ 5.x
+        clients on a port of its own (``assign_grpc_ports``); without, none does."""
         if slaves < 0:
             raise ConfigError("the number of slaves per group must not be negative")
         if namesrvs < 1 or groups < 1:
@@ -241,7 +282,7 @@ class LocalCluster:
         if groups > len(GROUP_NAMES):
             raise ConfigError(f"at most {len(GROUP_NAMES)} broker groups")
         data_dir = data_dir.resolve()
-        cluster = cls(data_dir)
+        cluster = cls(data_dir, grpc=grpc)
         logs = data_dir / "logs"
         acl_args: list[str] = []
         broker_acl_args: list[str] = []
@@ -253,7 +294,7 @@ class LocalCluster:
             broker_acl_args = ["--config", str(cls.write_broker_acl_config(data_dir, acl_path))]
         for i in range(namesrvs):
             port = first_namesrv_port if i == 0 and first_namesrv_port else 0
-            args = ["--host", "127.0.0.1", "--listen-port", str(port), "--http-port", "0", *acl_args]
+            args = ["--host", LOCAL_HOST, "--listen-port", str(port), "--http-port", "0", *acl_args]
             cluster.namesrvs.append(ChildProcess("namesrv", f"namesrv-{i}", args, data_dir, logs / f"namesrv-{i}.log"))
         flush_type = {"async": "ASYNC_FLUSH", "sync": "SYNC_FLUSH"}[flush]
         master_role = {"async": "ASYNC_MASTER", "sync": "SYNC_MASTER"}[replication]
@@ -262,7 +303,7 @@ class LocalCluster:
             for broker_id in range(slaves + 1):
                 args = [
                     "--host",
-                    "127.0.0.1",
+                    LOCAL_HOST,
                     "--broker-name",
                     name,
                     "--broker-id",
@@ -322,6 +363,7 @@ class LocalCluster:
         for ns in self.namesrvs:
             ns.wait_ports(timeout)
             progress(f"{ns.name} listening on {ns.addr}")
+        self.assign_grpc_ports()
         for broker in self.brokers:
             if "--namesrv" not in broker.args:
                 broker.args += ["--namesrv", self.namesrv_addr]
@@ -330,6 +372,16 @@ class LocalCluster:
         for broker in self.brokers:
             broker.wait_ports(timeout)
         self.wait_registered(progress, timeout)
+
+    def assign_grpc_ports(self) -> None:
+        """Give each broker without one a free gRPC port (when ``grpc``), picked here rather than by its process
+        (``0`` there means "not served") and fixed, so a restart serves on the same port."""
+        if not self.grpc:
+            return
+        pending = [b for b in self.brokers if not b.grpc_port]
+        taken = {b.grpc_port for b in self.brokers if b.grpc_port}
+        for broker, port in zip(pending, free_ports(len(pending), self.first_grpc_port, taken), strict=True):
+            broker.grpc_port = port
 
     def wait_registered(self, progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> None:
         """Wait until every running broker is registered with every name server."""
@@ -370,6 +422,7 @@ class LocalCluster:
         text = json.dumps(
             {
                 "namesrvAddr": self.namesrv_addr,
+                "grpcEndpoints": self.grpc_endpoints,
                 "dataDir": str(self.data_dir),
                 "supervisorPid": os.getpid(),
                 "processes": [{**c.describe(), **(status or {}).get(c.name, {})} for c in self.children],

@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
         help="refuse sends to unknown topics (auto-creation is on by default locally)",
     )
     up.add_argument(
+        "--no-grpc",
+        action="store_true",
+        help="serve no gRPC port for RocketMQ 5.x clients (by default each broker serves one, from "
+        f"{ports.BROKER_GRPC_PORT} upward)",
+    )
+    up.add_argument(
         "--acl",
         default=None,
         metavar="FILE",
@@ -133,6 +139,7 @@ def _run_cluster(args: argparse.Namespace, data_dir: Path, lock: SupervisorLock)
         slaves=args.slaves,
         replication=args.replication,
         acl_file=acl_file,
+        grpc=not args.no_grpc,
     )
     for child in cluster.children:
         child.die_with_parent = True  # a supervisor killed with -9 leaves no orphans holding stores and ports
@@ -170,6 +177,8 @@ def _run_cluster(args: argparse.Namespace, data_dir: Path, lock: SupervisorLock)
     state = data_dir / "cluster.json"
     print(f"krocket: cluster ready in {time.monotonic() - started:.1f}s; state in {state}", file=sys.stderr)
     print(f"NAMESRV_ADDR={cluster.namesrv_addr}", flush=True)
+    if cluster.grpc_endpoints:
+        print(f"GRPC_ENDPOINTS={cluster.grpc_endpoints}", flush=True)
     print(
         f"""
 Try it in another shell:
@@ -259,10 +268,12 @@ def local_status(args: argparse.Namespace) -> int:
         print(json.dumps({**state, "supervisorRunning": supervisor is not None}, indent=2))
         return 0
     print(f"NAMESRV_ADDR={state['namesrvAddr']}")
+    if state.get("grpcEndpoints"):
+        print(f"GRPC_ENDPOINTS={state['grpcEndpoints']}")
     print(f"SUPERVISOR_PID={supervisor if supervisor is not None else '-'}")
     print(
-        f"{'ROLE':8} {'NAME':12} {'BROKER':9} {'ID':>3} {'PID':>8} {'PORT':>6} {'HTTP':>6} {'STATE':10} "
-        f"{'RESTARTS':>8} LAST EXIT"
+        f"{'ROLE':8} {'NAME':12} {'BROKER':9} {'ID':>3} {'PID':>8} {'PORT':>6} {'HTTP':>6} {'GRPC':>6} "
+        f"{'STATE':10} {'RESTARTS':>8} LAST EXIT"
     )
     for proc in state["processes"]:
         child_state = proc.get("state") or "running"
@@ -271,7 +282,8 @@ def local_status(args: argparse.Namespace) -> int:
         print(
             f"{proc['role']:8} {proc['name']:12} {proc.get('brokerName') or '-':9} "
             f"{proc.get('brokerId') if proc.get('brokerId') is not None else '-':>3} {proc['pid'] or '-':>8} "
-            f"{proc['port']:>6} {proc['httpPort']:>6} {child_state:10} {proc.get('restarts', 0):>8} "
+            f"{proc['port']:>6} {proc['httpPort']:>6} {proc.get('grpcPort') or '-':>6} {child_state:10} "
+            f"{proc.get('restarts', 0):>8} "
             f"{proc.get('lastExit') or '-'}"
         )
     return 0

@@ -48,6 +48,9 @@ def register(sub: Any) -> None:
         "--http-bind", dest="httpListenHost", default=None, help="address the HTTP port binds (default --bind)"
     )
     br.add_argument(
+        "--grpc-bind", dest="grpcListenHost", default=None, help="address the gRPC port binds (default --bind)"
+    )
+    br.add_argument(
         "--tls-mode",
         dest="tlsMode",
         choices=["disabled", "permissive", "enforcing"],
@@ -102,6 +105,13 @@ def register(sub: Any) -> None:
         type=port_or_zero,
         default=None,
         help=f"HA port (default {ports.BROKER_HA_PORT})",
+    )
+    br.add_argument(
+        "--grpc-port",
+        dest="grpcListenPort",
+        type=port_or_zero,
+        default=None,
+        help=f"gRPC port for RocketMQ 5.x clients (grpcListenPort; default {ports.BROKER_GRPC_PORT}; 0: not served)",
     )
     br.add_argument("--namesrv", dest="namesrvAddr", default=None, help="name servers host:port[;host:port]")
     br.add_argument("--cluster", dest="brokerClusterName", default=None, help="cluster name (default DefaultCluster)")
@@ -178,6 +188,7 @@ BROKER_FLAGS = (
     "listenPort",
     "httpPort",
     "haListenPort",
+    "grpcListenPort",
     "namesrvAddr",
     "brokerClusterName",
     "brokerName",
@@ -190,6 +201,7 @@ BROKER_FLAGS = (
     "autoCreateTopicEnable",
     "haListenHost",
     "httpListenHost",
+    "grpcListenHost",
     "tlsMode",
     "tlsServerCertPath",
     "tlsServerKeyPath",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from krocket.common.remoting.tls import client_tls
 from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData, dumps
 from krocket.common.subscription_group import SubscriptionGroupConfig
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
+from krocket.common.topic_attributes import format_attribute_changes
 
 from . import broker_api
 from .instance import ClientInstance
@@ -197,9 +199,11 @@ class Admin:
         cluster: str | None = None,
         broker_names: list[str] | None = None,
         order: bool = False,
+        attributes: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Create or update ``topic`` on every master of ``cluster`` (or of ``broker_names``, or of every
-        cluster when neither is given). Returns the broker names it was applied to."""
+        cluster when neither is given). ``attributes`` (e.g. ``{"message.type": "FIFO"}``) are set on top of
+        the topic's; None leaves them as they are. Returns the broker names it was applied to."""
         validate_topic(topic)
         masters = (await self.cluster_info()).masters(cluster, broker_names)
         if not masters:
@@ -213,6 +217,7 @@ class Admin:
             topic_filter_type="SINGLE_TAG",
             topic_sys_flag=0,
             order=order,
+            attributes=None if attributes is None else format_attribute_changes(attributes),
         )
         await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_TOPIC, header)
         self.instance.namesrv.forget(topic)
@@ -236,6 +241,7 @@ class Admin:
         broker_names: list[str] | None = None,
         order: bool = False,
         allow_shrink: bool = False,
+        attributes: Mapping[str, str] | None = None,
     ) -> list[str]:
         """As ``create_topic``; unless ``allow_shrink``, raises ``QueueShrinkRefused`` when fewer read queues
         would drop queues that still hold messages some group (or, with no group, anyone) has not consumed.
@@ -245,7 +251,9 @@ class Admin:
             at_risk = await self.queues_at_risk(topic, read_queues, masters)
             if at_risk:
                 raise QueueShrinkRefused(topic, at_risk)
-        return await self.create_topic(topic, read_queues, write_queues, perm, cluster, broker_names, order)
+        return await self.create_topic(
+            topic, read_queues, write_queues, perm, cluster, broker_names, order, attributes=attributes
+        )
 
     async def queues_at_risk(self, topic: str, read_queues: int, masters: dict[str, str]) -> list[QueueAtRisk]:
         """The read queues at or above ``read_queues`` on ``masters`` that hold unconsumed messages."""

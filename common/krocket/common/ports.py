@@ -19,3 +19,6 @@ BROKER_HA_PORT: Final = 10912
 """Broker HA (``haListenPort``): slaves replicate the master's commit log here."""
 BROKER_HTTP_PORT: Final = 10913
 """Broker HTTP (``httpPort``): health, readiness, metrics and the admin API."""
+BROKER_GRPC_PORT: Final = 8081
+"""Broker gRPC (``grpcListenPort``): RocketMQ 5.x clients (``apache.rocketmq.v2.MessagingService``), the port
+RocketMQ's 5.x proxy serves them on; 0 turns it off."""

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MASTER_ID = 0
+GRPC_ADDRS_FIELD = "grpcAddrs"
+"""BrokerData's krocket field: brokerId -> gRPC ``host:port`` of the brokers that serve 5.x clients
+(``krocket.common.broker_grpc``); written only when one does, ignored by RocketMQ's clients."""
 
 
 @dataclass(slots=True)
@@ -43,22 +46,40 @@ class BrokerData:
     cluster: str
     broker_name: str
     broker_addrs: dict[int, str] = field(default_factory=dict)
+    grpc_addrs: dict[int, str] = field(default_factory=dict)
+    """brokerId -> gRPC endpoint, for the brokers that serve one."""
 
     def master_addr(self) -> str | None:
         return self.broker_addrs.get(MASTER_ID)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "cluster": self.cluster,
             "brokerName": self.broker_name,
-            "brokerAddrs": {str(k): v for k, v in sorted(self.broker_addrs.items())},
+            "brokerAddrs": _id_table_json(self.broker_addrs),
         }
+        if self.grpc_addrs:
+            data[GRPC_ADDRS_FIELD] = _id_table_json(self.grpc_addrs)
+        return data
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BrokerData:
         return cls(
-            d.get("cluster", ""), d["brokerName"], {int(k): str(v) for k, v in (d.get("brokerAddrs") or {}).items()}
+            d.get("cluster", ""),
+            d["brokerName"],
+            _id_table(d.get("brokerAddrs")),
+            _id_table(d.get(GRPC_ADDRS_FIELD)),
         )
+
+
+def _id_table_json(table: dict[int, str]) -> dict[str, str]:
+    """A brokerId-keyed table as JSON: quoted keys, in id order."""
+    return {str(k): v for k, v in sorted(table.items())}
+
+
+def _id_table(value: Any) -> dict[int, str]:
+    """A brokerId-keyed table from JSON (keys quoted or not); an absent one is empty."""
+    return {int(k): str(v) for k, v in (value or {}).items()}
 
 
 @dataclass(slots=True)

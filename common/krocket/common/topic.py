@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError
+from krocket.common.topic_attributes import validate_attributes
 
 AUTO_CREATE_TOPIC_KEY = "TBW102"
 DEFAULT_QUEUE_NUMS = 8
@@ -110,6 +111,8 @@ class TopicConfig:
     topic_filter_type: str = "SINGLE_TAG"
     topic_sys_flag: int = 0
     order: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+    """RocketMQ 5's topic attributes (``krocket.common.topic_attributes``), e.g. ``message.type``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class TopicConfig:
             "topicFilterType": self.topic_filter_type,
             "topicSysFlag": self.topic_sys_flag,
             "order": self.order,
+            "attributes": dict(sorted(self.attributes.items())),
         }
 
     @classmethod
@@ -132,6 +136,7 @@ class TopicConfig:
             topic_filter_type=str(data.get("topicFilterType", "SINGLE_TAG")),
             topic_sys_flag=int(data.get("topicSysFlag", 0)),
             order=_as_bool(data.get("order", False)),
+            attributes=_attributes(data.get("attributes")),
         )
         config.validate()
         return config
@@ -143,6 +148,15 @@ class TopicConfig:
                 raise MessageIllegalError(f"{name} must be between 0 and {MAX_QUEUE_NUMS}, got {value}")
         if not 0 <= self.perm <= 15:
             raise MessageIllegalError(f"perm must be a combination of READ=4, WRITE=2, INHERIT=1, got {self.perm}")
+        validate_attributes(self.attributes)
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MessageIllegalError(f"topic attributes must be an object, got {type(value).__name__}")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _as_bool(value: Any) -> bool:

@@ -43,6 +43,8 @@ async def cluster(request: web.Request) -> web.Response:
             "brokerId": b.broker_id,
             "addr": b.addr,
             "haServerAddr": b.ha_server_addr,
+            "httpUrl": b.http_url,
+            "grpcAddr": b.grpc_addr,
             "lastUpdateAgeSeconds": round(max(0.0, now - b.last_update), 3),
         }
         for b in registry.live_brokers()

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from krocket.common.acl import AclAccount, AclFile, authenticate
 from krocket.common.addresses import is_host_port
+from krocket.common.broker_grpc import grpc_addr_from_register_body
 from krocket.common.broker_http import http_url_from_register_body
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
@@ -206,6 +207,7 @@ class NamesrvProcessor:
             conn_id=connection_id(conn),
             peer_host=conn.peer.rpartition(":")[0] or None,
             http_url=http_url_from_register_body(cmd.body),
+            grpc_addr=grpc_addr_from_register_body(cmd.body),
         )
         try:
             result = self.registry.register(reg)
@@ -214,23 +216,25 @@ class NamesrvProcessor:
             raise
         if result.first:
             log.info(
-                "broker registered: cluster=%s name=%s id=%d addr=%s ha=%s topics=%d (from %s)",
+                "broker registered: cluster=%s name=%s id=%d addr=%s ha=%s grpc=%s topics=%d (from %s)",
                 reg.cluster,
                 reg.broker_name,
                 reg.broker_id,
                 reg.addr,
                 reg.ha_server_addr or "-",
+                reg.grpc_addr or "-",
                 len(configs or {}),
                 conn.peer,
             )
         elif result.changed:
             log.info(
-                "broker changed: cluster=%s name=%s id=%d addr=%s ha=%s topics updated=%s",
+                "broker changed: cluster=%s name=%s id=%d addr=%s ha=%s grpc=%s topics updated=%s",
                 reg.cluster,
                 reg.broker_name,
                 reg.broker_id,
                 reg.addr,
                 reg.ha_server_addr or "-",
+                reg.grpc_addr or "-",
                 ",".join(result.topics_updated) or "-",
             )
         return cmd.response(

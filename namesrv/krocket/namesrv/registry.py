@@ -8,6 +8,9 @@ RocketMQ's ``RouteInfoManager``:
 - ``clusterAddrTable``: cluster -> brokerNames;
 - ``topicQueueTable``: topic -> brokerName -> QueueData, defined by the group's master (brokerId 0) only.
 
+Each live broker also keeps the gRPC endpoint it registered (``krocket.common.broker_grpc``); routes and the
+cluster info give each group's as BrokerData's ``grpcAddrs``, for the brokers that serve gRPC.
+
 A group keeps its BrokerData while any of its brokers is registered, and its topics' queue data stays
 with it, so consumers can read from a slave when the master is gone; the queue data goes with the last
 broker of the group.
@@ -59,6 +62,7 @@ class BrokerLiveInfo:
     data_version: dict[str, Any] | None = None
     peer_host: str | None = None  # the host the registration's connection came from
     http_url: str = ""  # the broker's HTTP admin API (krocket.common.broker_http), "" when it named none
+    grpc_addr: str = ""  # the broker's 5.x gRPC endpoint (krocket.common.broker_grpc), "" when it serves none
 
 
 @dataclass(slots=True)
@@ -75,6 +79,7 @@ class Registration:
     conn_id: int | None = None
     peer_host: str | None = None
     http_url: str = ""
+    grpc_addr: str = ""
 
 
 @dataclass(slots=True)
@@ -156,7 +161,7 @@ class RouteRegistry:
         if reg.broker_id == MASTER_ID and reg.topic_configs is not None and (first or version_changed):
             result.topics_updated = self._apply_topic_configs(reg.broker_name, reg.topic_configs.values())
 
-        if old is not None and old.ha_server_addr != reg.ha_server_addr:
+        if old is not None and (old.ha_server_addr, old.grpc_addr) != (reg.ha_server_addr, reg.grpc_addr):
             result.changed = True
         self._live[reg.addr] = BrokerLiveInfo(
             reg.cluster,
@@ -169,6 +174,7 @@ class RouteRegistry:
             reg.data_version,
             reg.peer_host,
             reg.http_url,
+            reg.grpc_addr,
         )
 
         master_addr = broker_data.broker_addrs.get(MASTER_ID)
@@ -352,17 +358,27 @@ class RouteRegistry:
             )
             broker_data = self._broker_addr_table.get(name)
             if broker_data is not None:
-                broker_datas.append(BrokerData(broker_data.cluster, name, dict(broker_data.broker_addrs)))
+                broker_datas.append(self._broker_data_view(broker_data))
         if not broker_datas:
             return None
         return TopicRouteData(queue_datas, broker_datas)
+
+    def _broker_data_view(self, broker_data: BrokerData) -> BrokerData:
+        """A copy of a group's BrokerData to hand out, with the gRPC endpoints of its live brokers that serve one."""
+        grpc_addrs: dict[int, str] = {}
+        for broker_id, addr in broker_data.broker_addrs.items():
+            info = self._live.get(addr)
+            if info is not None and info.grpc_addr:
+                grpc_addrs[broker_id] = info.grpc_addr
+        return BrokerData(broker_data.cluster, broker_data.broker_name, dict(broker_data.broker_addrs), grpc_addrs)
 
     # -- cluster ------------------------------------------------------------------------------------------
     def cluster_info(self) -> dict[str, Any]:
         """ClusterInfo JSON: ``{"brokerAddrTable": {name: BrokerData}, "clusterAddrTable": {c: [names]}}``."""
         return {
             "brokerAddrTable": {
-                name: self._broker_addr_table[name].to_json() for name in sorted(self._broker_addr_table)
+                name: self._broker_data_view(self._broker_addr_table[name]).to_json()
+                for name in sorted(self._broker_addr_table)
             },
             "clusterAddrTable": {cluster: sorted(names) for cluster, names in sorted(self._cluster_addr_table.items())},
         }

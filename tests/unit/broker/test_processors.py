@@ -30,6 +30,7 @@ from krocket.common.message import PROPERTY_KEYS, PROPERTY_TAGS, encode_properti
 from krocket.common.message_id import decode_offset_msg_id
 from krocket.common.record import decode_record, decode_records
 from krocket.common.remoting import RemotingCommand
+from krocket.common.topic import TopicConfig
 
 from tests.unit.broker.broker_rig import BrokerRig, FakeConn, make_rig, pull_request, request, send_header, send_v2
 
@@ -366,6 +367,33 @@ async def test_topic_admin(rig: BrokerRig) -> None:
     ).code == ResponseCode.SUCCESS
     missing = await rig.answer(request(RequestCode.GET_TOPIC_CONFIG, GetTopicConfigHeader("Admin")))
     assert missing.code == ResponseCode.TOPIC_NOT_EXIST
+
+
+async def test_topic_attributes_are_set_kept_removed_and_checked(rig: BrokerRig) -> None:
+    async def upsert(attributes: str | None) -> RemotingCommand:
+        header = CreateTopicHeader("Typed", "TBW102", read_queue_nums=4, write_queue_nums=4, attributes=attributes)
+        return await rig.answer(request(RequestCode.UPDATE_AND_CREATE_TOPIC, header))
+
+    def attributes() -> dict[str, str]:
+        config = rig.topics.get("Typed")
+        assert config is not None
+        return config.attributes
+
+    assert (await upsert("+message.type=FIFO")).code == ResponseCode.SUCCESS
+    assert attributes() == {"message.type": "FIFO"}
+    got = await rig.answer(request(RequestCode.GET_TOPIC_CONFIG, GetTopicConfigHeader("Typed")))
+    assert json.loads(got.body)["topicConfig"]["attributes"] == {"message.type": "FIFO"}, "as RocketMQ 5 shows them"
+    assert (await upsert(None)).code == ResponseCode.SUCCESS
+    assert attributes() == {"message.type": "FIFO"}, "an update without attributes keeps the topic's"
+    for refused in ("+message.type=QUEUE", "+retention=7d", "message.type=FIFO", "+=x", "-"):
+        response = await upsert(refused)
+        assert response.code == ResponseCode.MESSAGE_ILLEGAL, refused
+        assert response.remark, f"{refused}: the refusal says why"
+    assert attributes() == {"message.type": "FIFO"}, "a refused change leaves the topic as it was"
+    stored = rig.topics.get("Typed")
+    assert stored is not None and TopicConfig.from_json(stored.to_json()) == stored, "persisted with its attributes"
+    assert (await upsert("-message.type")).code == ResponseCode.SUCCESS
+    assert attributes() == {}
 
 
 async def test_view_and_query_messages(rig: BrokerRig) -> None:

@@ -15,7 +15,18 @@ async def test_http_endpoints() -> None:
     now = [100.0]
     registry = RouteRegistry(clock=lambda: now[0])
     registry.register(
-        Registration("c1", "broker-a", 0, "10.0.0.1:10911", "10.0.0.1:10912", {"T": TopicConfig("T", 2, 2)}, None, 1)
+        Registration(
+            "c1",
+            "broker-a",
+            0,
+            "10.0.0.1:10911",
+            "10.0.0.1:10912",
+            {"T": TopicConfig("T", 2, 2)},
+            None,
+            1,
+            http_url="http://10.0.0.1:10913",
+            grpc_addr="10.0.0.1:8081",
+        )
     )
     now[0] += 5
     metrics = NamesrvMetrics()
@@ -57,6 +68,7 @@ async def test_http_endpoints() -> None:
         cluster = await (await client.get("/api/v1/cluster")).json()
         assert cluster["clusterAddrTable"] == {"c1": ["broker-a"]}
         assert cluster["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {"0": "10.0.0.1:10911"}
+        assert cluster["brokerAddrTable"]["broker-a"]["grpcAddrs"] == {"0": "10.0.0.1:8081"}
         assert cluster["brokers"] == [
             {
                 "cluster": "c1",
@@ -64,6 +76,8 @@ async def test_http_endpoints() -> None:
                 "brokerId": 0,
                 "addr": "10.0.0.1:10911",
                 "haServerAddr": "10.0.0.1:10912",
+                "httpUrl": "http://10.0.0.1:10913",
+                "grpcAddr": "10.0.0.1:8081",
                 "lastUpdateAgeSeconds": 5.0,
             }
         ]
@@ -71,5 +85,6 @@ async def test_http_endpoints() -> None:
         assert await (await client.get("/api/v1/topics")).json() == {"topicList": ["T"]}
         route = await (await client.get("/api/v1/topics/T/route")).json()
         assert route["brokerDatas"][0]["brokerAddrs"] == {"0": "10.0.0.1:10911"}
+        assert route["brokerDatas"][0]["grpcAddrs"] == {"0": "10.0.0.1:8081"}
         missing = await client.get("/api/v1/topics/Nope/route")
         assert missing.status == 404 and "error" in await missing.json()

@@ -16,10 +16,12 @@ from krocket.common.message_id import decode_offset_msg_id
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
 from krocket.common.topic import TopicConfig
+from krocket.common.topic_attributes import apply_attribute_changes
 
 
 async def process_create_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     h = CreateTopicHeader.from_fields(cmd.ext_fields)
+    current = service.topics.get(h.topic)
     config = TopicConfig(
         topic_name=h.topic,
         read_queue_nums=h.read_queue_nums,
@@ -28,6 +30,7 @@ async def process_create_topic(service: BrokerService, conn: Connection, cmd: Re
         topic_filter_type=h.topic_filter_type,
         topic_sys_flag=h.topic_sys_flag,
         order=h.order,
+        attributes=apply_attribute_changes(current.attributes if current else {}, h.attributes),
     )
     service.create_topic(config)
     return cmd.response(ResponseCode.SUCCESS)

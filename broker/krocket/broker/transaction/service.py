@@ -117,6 +117,9 @@ class TransactionService:
         self._decided_keys: dict[str, None] = {}
         self._op_read: int | None = None  # next op queue offset to read (in memory)
         self.checks_sent = 0
+        # Producers on other protocols (5.x gRPC: krocket.broker.grpc), asked when no remoting producer of the
+        # group is connected: given the put-back copy of the half message and its properties, True once asked.
+        self.check_elsewhere: Callable[[MessageExt, dict[str, str]], bool] | None = None
 
     def ensure_topics(self) -> None:
         """The system topics exist (one queue each, readable and writable)."""
@@ -273,6 +276,9 @@ class TransactionService:
         group = props.get(PROPERTY_PRODUCER_GROUP, "")
         channels = [c for c in self.consumers.producers.get(group, {}).values() if c.connection.is_open]
         if not channels:
+            if self.check_elsewhere is not None and self.check_elsewhere(half, props):
+                self.checks_sent += 1
+                return None
             log.info("no producer of group %s is connected to check half message %s", group, half.msg_id)
             return None
         channel = max(channels, key=lambda c: c.last_update)

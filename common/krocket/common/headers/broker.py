@@ -176,6 +176,8 @@ class CreateTopicHeader(RequestHeader):
     topic_filter_type: str = "SINGLE_TAG"
     topic_sys_flag: int = 0
     order: bool = False
+    attributes: str | None = None
+    """Attribute changes, ``+key=value,-key`` (``krocket.common.topic_attributes``); None keeps the topic's."""
 
 
 @dataclass(slots=True)

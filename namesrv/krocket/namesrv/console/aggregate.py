@@ -32,6 +32,7 @@ class BrokerRef:
     addr: str
     http_url: str
     age_seconds: float
+    grpc_addr: str = ""  # the 5.x gRPC endpoint, "" when it serves none
 
 
 def cluster_rows(brokers: Iterable[BrokerRef], infos: Mapping[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
@@ -65,6 +66,7 @@ def cluster_rows(brokers: Iterable[BrokerRef], infos: Mapping[str, dict[str, Any
                 "role": "MASTER" if ref.broker_id == MASTER_ID else "SLAVE",
                 "addr": ref.addr,
                 "httpUrl": ref.http_url,
+                "grpcAddr": ref.grpc_addr,
                 "health": health,
                 "lastUpdateAgeSeconds": round(ref.age_seconds, 1),
                 "maxPhyOffset": end,

@@ -56,7 +56,7 @@ def _brokers(request: web.Request) -> list[BrokerRef]:
     registry = request.app[REGISTRY_KEY]
     now = registry.now()
     return [
-        BrokerRef(b.cluster, b.broker_name, b.broker_id, b.addr, b.http_url, max(0.0, now - b.last_update))
+        BrokerRef(b.cluster, b.broker_name, b.broker_id, b.addr, b.http_url, max(0.0, now - b.last_update), b.grpc_addr)
         for b in registry.live_brokers()
     ]
 

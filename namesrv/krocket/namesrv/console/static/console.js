@@ -65,9 +65,10 @@ async function clusterPage(page) {
   const data = await api("/console/api/cluster");
   page.replaceChildren(
     el("h2", {}, "Cluster"),
-    table("brokers", ["cluster", "broker", "id", "role", "address", "HTTP", "health", "last heartbeat (s)",
+    table("brokers", ["cluster", "broker", "id", "role", "address", "HTTP", "gRPC", "health", "last heartbeat (s)",
       "commit log end", "replication lag (bytes behind)"],
     data.brokers.map((b) => [b.cluster, b.brokerName, b.brokerId, b.role, b.addr, b.httpUrl || "-",
+      b.grpcAddr || "-",
       el("span", { class: b.health === "ok" ? "ok" : "bad" }, b.health), b.lastUpdateAgeSeconds,
       b.maxPhyOffset === null ? "-" : b.maxPhyOffset, b.bytesBehind === null ? "-" : b.bytesBehind])));
 }

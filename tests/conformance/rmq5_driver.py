@@ -1,0 +1,154 @@
+"""Drives the official RocketMQ 5.x Python SDK (``rocketmq-python-client==5.1.2``) for the gRPC conformance tests.
+
+It runs in its own interpreter (``.venv-rmq5``, made by scripts/test.sh): the SDK's generated protocol modules
+clash with the broker's in one process, and its package name ``rocketmq`` is the 4.x C++ client's too. It imports
+nothing of krocket. Each run prints one JSON object per line on stdout: ``{"sent": ...}`` per message sent,
+``{"error": ...}`` for a send the SDK refused, and ``{"done": true}`` last.
+
+    python rmq5_driver.py --endpoints H:P produce --topic T --count 5 [--tag X] [--keys K] [--group G]
+        [--delay-s S] [--prop k=v ...] [--transaction commit|rollback|orphan]
+    python rmq5_driver.py --endpoints H:P check --topic T --resolution COMMIT --expect N --timeout S
+
+``--transaction orphan`` sends one half message and exits at once, ending nothing (a producer killed mid-way);
+``check`` is a transactional producer whose checker answers the broker's check-backs with ``--resolution``,
+printing ``{"checked": body, "id": ...}`` for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from rocketmq import ClientConfiguration, Credentials
+
+    return ClientConfiguration(args.endpoints, Credentials(args.ak, args.sk), request_timeout=args.request_timeout)
+
+
+class _Checker:
+    def __init__(self, resolution: str) -> None:
+        self.resolution = resolution
+        self.checked: list[str] = []
+
+    def check(self, message):  # type: ignore[no-untyped-def]
+        from rocketmq import TransactionResolution
+
+        _emit({"checked": message.body.decode(), "id": message.message_id})
+        self.checked.append(message.message_id)
+        return getattr(TransactionResolution, self.resolution)
+
+
+def _transaction_checker(resolution: str):  # type: ignore[no-untyped-def]
+    from rocketmq import TransactionChecker
+
+    class Checker(_Checker, TransactionChecker):  # type: ignore[misc]
+        def __init__(self) -> None:
+            _Checker.__init__(self, resolution)
+
+    return Checker()
+
+
+def produce(args: argparse.Namespace) -> None:
+    from rocketmq import Message, Producer
+
+    checker = _transaction_checker("COMMIT") if args.transaction else None
+    producer = Producer(_config(args), (args.topic,), checker=checker)
+    producer.startup()
+    try:
+        for i in range(args.count):
+            body = f"{args.prefix}-{i}"
+            msg = Message()
+            msg.topic = args.topic
+            msg.body = body.encode()
+            if args.tag:
+                msg.tag = args.tag
+            if args.keys:
+                msg.keys = f"{args.keys}-{i}"
+            if args.group:
+                msg.message_group = args.group
+            if args.delay_s is not None:
+                msg.delivery_timestamp = int(time.time()) + args.delay_s
+            for pair in args.prop or []:
+                key, _, value = pair.partition("=")
+                msg.add_property(key, value)
+            msg.add_property("seq", str(i))
+            try:
+                transaction = producer.begin_transaction() if args.transaction else None
+                receipt = producer.send(msg, transaction)
+                if args.transaction == "orphan":
+                    _emit({"sent": body, "id": receipt.message_id, "transaction_id": receipt.transaction_id})
+                    _emit({"done": True})
+                    sys.stdout.flush()
+                    os._exit(0)  # killed mid-transaction: no outcome, no goodbye
+                if transaction is not None:
+                    (transaction.commit if args.transaction == "commit" else transaction.rollback)()
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                _emit({"error": f"{type(exc).__name__}: {exc}", "body": body})
+                continue
+            _emit(
+                {
+                    "sent": body,
+                    "id": receipt.message_id,
+                    "offset": receipt.offset,
+                    "broker": receipt.message_queue.message_queue0().broker.name,
+                    "sent_at_ms": int(time.time() * 1000),
+                }
+            )
+    finally:
+        producer.shutdown()
+    _emit({"done": True})
+
+
+def check(args: argparse.Namespace) -> None:
+    from rocketmq import Producer
+
+    checker = _transaction_checker(args.resolution)
+    producer = Producer(_config(args), (args.topic,), checker=checker)
+    producer.startup()
+    deadline = time.monotonic() + args.timeout
+    while len(checker.checked) < args.expect and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the checker's EndTransaction goes out from the SDK's own thread
+    producer.shutdown()
+    _emit({"done": True, "checked": len(checker.checked)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoints", required=True)
+    parser.add_argument("--ak", default="")
+    parser.add_argument("--sk", default="")
+    parser.add_argument("--request-timeout", type=int, default=5)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--prefix", default="v5")
+    p.add_argument("--tag", default=None)
+    p.add_argument("--keys", default=None)
+    p.add_argument("--group", default=None, help="message group: a FIFO message")
+    p.add_argument("--delay-s", type=int, default=None, help="deliver this many seconds from now: a DELAY message")
+    p.add_argument("--prop", action="append", help="a user property key=value")
+    p.add_argument("--transaction", choices=("commit", "rollback", "orphan"), default=None)
+    c = sub.add_parser("check")
+    c.add_argument("--topic", required=True)
+    c.add_argument("--resolution", choices=("COMMIT", "ROLLBACK"), default="COMMIT")
+    c.add_argument("--expect", type=int, default=1)
+    c.add_argument("--timeout", type=float, default=30)
+    args = parser.parse_args()
+    {"produce": produce, "check": check}[args.cmd](args)
+    sys.stdout.flush()
+    os._exit(0)  # the SDK's scheduler threads can keep a plain exit waiting
+
+
+if __name__ == "__main__":
+    main()
