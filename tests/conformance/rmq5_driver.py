@@ -9,6 +9,18 @@ nothing of krocket. Each run prints one JSON object per line on stdout: ``{"sent
         [--delay-s S] [--prop k=v ...] [--transaction commit|rollback|orphan]
     python rmq5_driver.py --endpoints H:P check --topic T --resolution COMMIT --expect N --timeout S
 
+    python rmq5_driver.py --endpoints H:P simple --topic T --group G --expect N [--tag X] [--invisible S]
+        [--ack-from-attempt A] [--change-to S] [--ack-twice] [--timeout S]
+    python rmq5_driver.py --endpoints H:P push --topic T --group G --expect N [--tag X] [--fail-times K]
+
+``simple`` receives until ``--expect`` deliveries (or the timeout), printing ``{"got": body, "id", "attempt",
+"at_ms"}`` per delivery; it acks a delivery whose attempt is at least ``--ack-from-attempt`` (with
+``--ack-even`` only those whose ``seq`` property is even; the others are left to expire), first changing its
+invisible time to ``--change-to`` seconds when given (and acking with the new handle), and with ``--ack-twice``
+acks once more, printing ``{"second_ack": error}``. ``push`` runs a PushConsumer whose listener fails each
+message's first ``--fail-times`` deliveries (all of them for bodies starting with ``--always-fail``), until
+``--expect`` messages were consumed, then lingers ``--linger`` seconds.
+
 ``--transaction orphan`` sends one half message and exits at once, ending nothing (a producer killed mid-way);
 ``check`` is a transactional producer whose checker answers the broker's check-backs with ``--resolution``,
 printing ``{"checked": body, "id": ...}`` for each.
@@ -122,6 +134,95 @@ def check(args: argparse.Namespace) -> None:
     _emit({"done": True, "checked": len(checker.checked)})
 
 
+def _subscription(args: argparse.Namespace) -> dict:
+    from rocketmq import FilterExpression
+
+    return {args.topic: FilterExpression(args.tag) if args.tag else FilterExpression()}
+
+
+def _delivered(message) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "got": message.body.decode(errors="replace"),
+        "id": message.message_id,
+        "attempt": message.delivery_attempt,
+        "tag": message.tag,
+        "keys": list(message.keys or []),
+        "props": dict(message.properties or {}),
+        "group": message.message_group,
+        "at_ms": int(time.time() * 1000),
+    }
+
+
+def simple(args: argparse.Namespace) -> None:
+    from rocketmq import SimpleConsumer
+
+    consumer = SimpleConsumer(_config(args), args.group, _subscription(args), await_duration=args.await_s)
+    consumer.startup()
+    got = 0
+    deadline = time.monotonic() + args.timeout
+    try:
+        while got < args.expect and time.monotonic() < deadline:
+            try:
+                messages = consumer.receive(32, args.invisible)
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                _emit({"receive_error": f"{type(exc).__name__}: {exc}"})
+                time.sleep(0.5)
+                continue
+            for message in messages or []:
+                got += 1
+                line = _delivered(message)
+                seq = int((message.properties or {}).get("seq", "0"))
+                if message.delivery_attempt >= args.ack_from_attempt and not (args.ack_even and seq % 2):
+                    if args.change_to is not None:
+                        consumer.change_invisible_duration(message, args.change_to)
+                        line["changed"] = True
+                    consumer.ack(message)
+                    line["acked"] = True
+                    if args.ack_twice:
+                        try:
+                            consumer.ack(message)
+                            line["second_ack"] = "accepted"
+                        except Exception as exc:  # noqa: BLE001 - reported to the test
+                            line["second_ack"] = f"{type(exc).__name__}: {exc}"
+                _emit(line)
+    finally:
+        consumer.shutdown()
+    _emit({"done": True, "got": got})
+
+
+def push(args: argparse.Namespace) -> None:
+    import threading
+
+    from rocketmq import ConsumeResult, MessageListener, PushConsumer
+
+    lock = threading.Lock()
+    seen: list[dict] = []
+
+    class Listener(MessageListener):  # type: ignore[misc]
+        def consume(self, message):  # type: ignore[no-untyped-def]
+            line = _delivered(message)
+            body = message.body.decode(errors="replace")
+            doomed = args.always_fail and body.startswith(args.always_fail)
+            ok = not doomed and message.delivery_attempt > args.fail_times
+            line["ok"] = ok
+            with lock:
+                seen.append(line)
+            _emit(line)
+            return ConsumeResult.SUCCESS if ok else ConsumeResult.FAILURE
+
+    consumer = PushConsumer(_config(args), args.group, Listener(), _subscription(args))
+    consumer.startup()
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        with lock:
+            if sum(1 for line in seen if line["ok"]) >= args.expect:
+                break
+        time.sleep(0.1)
+    time.sleep(args.linger)
+    consumer.shutdown()
+    _emit({"done": True})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoints", required=True)
@@ -144,8 +245,26 @@ def main() -> None:
     c.add_argument("--resolution", choices=("COMMIT", "ROLLBACK"), default="COMMIT")
     c.add_argument("--expect", type=int, default=1)
     c.add_argument("--timeout", type=float, default=30)
+    for name in ("simple", "push"):
+        r = sub.add_parser(name)
+        r.add_argument("--topic", required=True)
+        r.add_argument("--group", required=True)
+        r.add_argument("--tag", default=None)
+        r.add_argument("--expect", type=int, default=1)
+        r.add_argument("--timeout", type=float, default=30)
+    simple_args = sub.choices["simple"]
+    simple_args.add_argument("--invisible", type=int, default=10, help="seconds")
+    simple_args.add_argument("--await-s", type=int, default=3)
+    simple_args.add_argument("--ack-from-attempt", type=int, default=1)
+    simple_args.add_argument("--change-to", type=int, default=None)
+    simple_args.add_argument("--ack-twice", action="store_true")
+    simple_args.add_argument("--ack-even", action="store_true", help="ack only messages with an even seq")
+    push_args = sub.choices["push"]
+    push_args.add_argument("--fail-times", type=int, default=0)
+    push_args.add_argument("--always-fail", default=None, help="a body prefix whose messages always fail")
+    push_args.add_argument("--linger", type=float, default=1.0)
     args = parser.parse_args()
-    {"produce": produce, "check": check}[args.cmd](args)
+    {"produce": produce, "check": check, "simple": simple, "push": push}[args.cmd](args)
     sys.stdout.flush()
     os._exit(0)  # the SDK's scheduler threads can keep a plain exit waiting
 

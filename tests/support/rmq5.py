@@ -56,9 +56,13 @@ def sdk_log(home: Path) -> str:
 
 def start_grpc_cluster(data: Path) -> LocalCluster:
     """Two broker groups serving gRPC, no auto-created topics; a half message is checked back after 1 s (every
-    0.5 s), so the transaction tests need not wait RocketMQ's minute."""
+    0.5 s), so the transaction tests need not wait RocketMQ's minute; consumer retries wait 1 s, 2 s, 3 s ...
+    (delay levels from 3 on), not 10 s, 30 s, 1 min."""
     config = data / "broker.yaml"
-    config.write_text("transactionTimeOut: 1000\ntransactionCheckInterval: 500\n")
+    config.write_text(
+        "transactionTimeOut: 1000\ntransactionCheckInterval: 500\n"
+        "messageDelayLevel: 1s 1s 1s 2s 3s 4s 5s 6s 7s 8s 9s 10s 20s 30s 1m 2m 3m 4m\n"
+    )
     return start_cluster(
         data / "cluster", namesrvs=1, groups=2, auto_create=False, extra_broker_args=["--config", str(config)]
     )

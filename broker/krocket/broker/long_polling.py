@@ -44,14 +44,41 @@ class LongPolling:
         except TimeoutError:
             return False
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                try:
-                    waiters.remove(waiter)
-                except ValueError:
-                    pass
-                if not waiters:
-                    self._waiters.pop(key, None)
+            self._remove(key, waiter)
+
+    async def wait_any(
+        self,
+        watched: list[tuple[str, int, int]],
+        codes: set[int] | None,
+        timeout: float,
+        has_new: Callable[[], bool],
+    ) -> bool:
+        """Wait until a message arrives in any of the ``(topic, queue, offset)`` (a pop watches every queue of its
+        topic and its retry topic at once)."""
+        if has_new():
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entries = [((topic, queue_id), PullWaiter(offset, codes, fut)) for topic, queue_id, offset in watched]
+        for key, waiter in entries:
+            self._waiters[key].append(waiter)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            for key, waiter in entries:
+                self._remove(key, waiter)
+
+    def _remove(self, key: tuple[str, int], waiter: PullWaiter) -> None:
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+            if not waiters:
+                self._waiters.pop(key, None)
 
     def notify(self, topic: str, queue_id: int, max_offset: int, tags_code: int | None) -> None:
         """A message was dispatched; ``max_offset`` is the queue's new end."""

@@ -36,13 +36,15 @@ class ConsumerOffsetManager:
     def _snapshot(self) -> dict[str, Any]:
         return {"offsetTable": {key: {str(q): o for q, o in queues.items()} for key, queues in self.table.items()}}
 
-    def persist(self) -> None:
-        """Write the table now if it changed (periodic and at stop)."""
+    def persist(self) -> bool:
+        """Write the table now if it changed (periodic and at stop); True when every change is on disk."""
         version = self._version
         if version == self._persisted_version:
-            return
+            return True
         if self._write(self._snapshot()):
             self._persisted_version = version
+            return True
+        return False
 
     def _write(self, snapshot: dict[str, Any]) -> bool:
         """Write the file; on a full disk the offsets stay in memory (the periodic persist tries again)."""

@@ -28,6 +28,7 @@ from krocket.broker.http import BrokerState, make_app
 from krocket.broker.long_polling import LongPolling
 from krocket.broker.metrics import register_broker_metrics
 from krocket.broker.offset_manager import ConsumerOffsetManager
+from krocket.broker.pop.service import PopService
 from krocket.broker.processors import REQUESTS, SEND_LATENCY, BrokerHandler, make_handler
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.schedule.delivery import ScheduleDelivery, install_due_times
@@ -235,6 +236,8 @@ class Broker:
             service.ha_master = ha_master
             service.transactions = TransactionService(config, store, self.topics, self.offsets, self.consumers)
             service.transactions.ensure_topics()
+            service.pop = PopService(service, config.store_dir / "config")
+            service.pop.start()
         self.ha_port = ha_port
         registration = NameServerRegistration(
             config, self.topics, broker_addr, f"{host}:{ha_port}", sign=self._sign_own_requests
@@ -378,6 +381,8 @@ class Broker:
             await running.remoting.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if running is not None and running.service.pop is not None:
+            await running.service.pop.stop()  # writes the offsets, then the pop log's replay offset
         self.offsets.persist()
         if self.schedule_delivery is not None:
             await self.schedule_delivery.stop()
@@ -418,7 +423,10 @@ def _metadata_persist(service: BrokerService) -> Callable[[], None]:
     """The periodic write of consumer offsets, and of subscription groups a full disk refused before."""
 
     def persist() -> None:
-        service.offsets.persist()
+        if service.pop is not None:
+            service.pop.persist()  # the offsets, then the pop log's replay offset that relies on them
+        else:
+            service.offsets.persist()
         service.groups.persist_if_unsaved()
 
     return persist

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from krocket.broker.config import BrokerConfig
 from krocket.broker.consumer_manager import ConsumerManager
@@ -41,6 +41,9 @@ from krocket.common.errors import (
     TopicNotExistError,
 )
 from krocket.common.topic import TopicConfig, validate_topic
+
+if TYPE_CHECKING:
+    from krocket.broker.pop.service import PopService
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class BrokerService:
         # Awaited after a send auto-created its topic, so the route is at the name servers before the ack.
         self.publish_routes: Callable[[], Awaitable[None]] | None = None
         self.transactions: TransactionService | None = None  # on a master: half messages and their outcomes
+        self.pop: PopService | None = None  # on a master: 5.x consumers' pops, acks and redeliveries
         self.slave_read_distance = _memory_bytes() * config.access_message_in_memory_max_ratio // 100
 
     # -- send ---------------------------------------------------------------------------------------------

@@ -16,15 +16,25 @@ import grpc
 
 from krocket.broker.grpc.auth import authenticate, require
 from krocket.broker.grpc.clients import GrpcClient, GrpcClients
-from krocket.broker.grpc.convert import to_grpc_message
+from krocket.broker.grpc.convert import timestamp, to_grpc_message
 from krocket.broker.grpc.metadata import CallMetadata, parse_metadata
 from krocket.broker.grpc.protocol import definition_pb2 as pb
 from krocket.broker.grpc.protocol import service_pb2 as rpc
 from krocket.broker.grpc.protocol import service_pb2_grpc as rpc_grpc
+from krocket.broker.grpc.receive import (
+    assignments,
+    change_ms,
+    delivered_message,
+    invisible_ms,
+    long_poll_s,
+    tag_codes,
+)
 from krocket.broker.grpc.route import RouteLookup, message_queues
 from krocket.broker.grpc.send import StoreMessage, check_topic, fifo_queue, to_store_message
 from krocket.broker.grpc.settings import reply_settings
 from krocket.broker.grpc.status import GrpcError, status, status_of
+from krocket.broker.pop.handle import InvalidReceiptHandle, ReceiptHandle
+from krocket.broker.pop.service import Delivery, PopService
 from krocket.broker.service import BrokerService, SendOutcome
 from krocket.broker.transaction import half_message
 from krocket.common.acl import AclAccount, PlainAcl
@@ -70,6 +80,8 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
         self.clients = clients or GrpcClients()
         if service.transactions is not None:
             service.transactions.check_elsewhere = self.check_transaction
+        if service.pop is not None:
+            service.pop.client_alive = lambda client_id: self.clients.get(client_id) is not None
 
     # -- clients -------------------------------------------------------------------------------------------
     def _client(self, meta: CallMetadata) -> GrpcClient:
@@ -119,7 +131,8 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
         except GrpcError as exc:
             return rpc.NotifyClientTerminationResponse(status=status_of(exc))
         if self.clients.remove(client_id) is not None:
-            log.info("5.x client %s terminated", client_id)
+            released = self._service.pop.client_gone(client_id) if self._service.pop is not None else 0
+            log.info("5.x client %s terminated (%d messages it held come back)", client_id, released)
         return rpc.NotifyClientTerminationResponse(status=status())
 
     # -- Telemetry -----------------------------------------------------------------------------------------
@@ -243,6 +256,147 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
         service.traffic.record_put(topic, 1, service.store.commitlog.wrote - wrote)
         return outcome
 
+    # -- consuming ------------------------------------------------------------------------------------------
+    def _pop(self) -> PopService:
+        if self._service.pop is None:
+            raise ServiceNotAvailableError("this broker is a slave: receive from its master")
+        return self._service.pop
+
+    async def QueryAssignment(self, request: rpc.QueryAssignmentRequest, context: grpc.aio.ServicerContext) -> Any:
+        meta = _metadata(context)
+        try:
+            self._client(meta)
+            topic, group = request.topic.name, request.group.name
+            check_topic(topic)
+            require(self._account(meta), topic=topic, group=group, perm=Perm.SUB)
+            route = await self._routes.route(topic)
+            config = self._service.groups.get(group)
+            fifo = config is not None and config.consume_message_orderly
+            found = assignments(message_queues(request.topic, route, []), fifo)
+            if not found:
+                raise GrpcError(pb.FORBIDDEN, f"topic {topic} has no readable queue on a broker that serves gRPC")
+        except (GrpcError, KrocketError) as exc:
+            return rpc.QueryAssignmentResponse(status=status_of(exc))
+        return rpc.QueryAssignmentResponse(status=status(), assignments=found)
+
+    async def ReceiveMessage(
+        self, request: rpc.ReceiveMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpc.ReceiveMessageResponse]:
+        """Pop from all the topic's queues on this broker (the request's queue id only names the broker), long-
+        polling until a message comes or the poll time is up: the status first, then the messages."""
+        meta = _metadata(context)
+        try:
+            client = self._client(meta)
+            topic, group = request.message_queue.topic.name, request.group.name
+            check_topic(topic)
+            require(self._account(meta), topic=topic, group=group, perm=Perm.SUB)
+            lease_ms, codes = invisible_ms(request), tag_codes(request.filter_expression)
+            pop = self._pop()
+            deliveries = await self._receive(pop, request, client.client_id, lease_ms, codes, context)
+        except (GrpcError, KrocketError) as exc:
+            yield rpc.ReceiveMessageResponse(status=status_of(exc))
+            return
+        if not deliveries:
+            yield rpc.ReceiveMessageResponse(status=status(pb.MESSAGE_NOT_FOUND, "no new message"))
+            return
+        yield rpc.ReceiveMessageResponse(status=status())
+        namespace = request.group.resource_namespace
+        for delivery in deliveries:
+            yield rpc.ReceiveMessageResponse(message=delivered_message(delivery, namespace))
+        yield rpc.ReceiveMessageResponse(delivery_timestamp=timestamp(int(time.time() * 1000)))
+
+    async def _receive(
+        self,
+        pop: PopService,
+        request: rpc.ReceiveMessageRequest,
+        client_id: str,
+        lease_ms: int,
+        codes: set[int] | None,
+        context: grpc.aio.ServicerContext,
+    ) -> list[Delivery]:
+        group, topic = request.group.name, request.message_queue.topic.name
+        end = time.monotonic() + long_poll_s(request, context.time_remaining())
+        while True:
+            deliveries = await pop.pop(group, topic, codes, request.batch_size or 32, lease_ms, client_id,
+                                       request.auto_renew)  # fmt: skip
+            left = end - time.monotonic()
+            if deliveries or left <= 0:
+                return deliveries
+            began = time.monotonic()
+            watched = pop.watch_list(group, topic)
+            await self._service.polling.wait_any(watched, codes, left, _arrived(self._service, watched))
+            if time.monotonic() - began < 0.05:  # woken at once (a FIFO queue still in flight): do not spin
+                await asyncio.sleep(min(0.2, max(end - time.monotonic(), 0)))
+
+    def _handle(self, text: str) -> ReceiptHandle:
+        try:
+            return ReceiptHandle.parse(text)
+        except InvalidReceiptHandle as exc:
+            raise GrpcError(pb.INVALID_RECEIPT_HANDLE, exc.message) from None
+
+    async def AckMessage(self, request: rpc.AckMessageRequest, context: grpc.aio.ServicerContext) -> Any:
+        meta = _metadata(context)
+        try:
+            self._client(meta)
+            group = request.group.name
+            require(self._account(meta), topic=request.topic.name, group=group, perm=Perm.SUB)
+            pop = self._pop()
+        except (GrpcError, KrocketError) as exc:
+            return rpc.AckMessageResponse(status=status_of(exc))
+        entries = []
+        for entry in request.entries:
+            try:
+                await pop.ack(group, self._handle(entry.receipt_handle))
+                result = status()
+            except InvalidReceiptHandle as exc:
+                result = status(pb.INVALID_RECEIPT_HANDLE, exc.message)
+            except (GrpcError, KrocketError) as exc:
+                result = status_of(exc)
+            entries.append(
+                rpc.AckMessageResultEntry(
+                    message_id=entry.message_id, receipt_handle=entry.receipt_handle, status=result
+                )
+            )
+        codes = {e.status.code for e in entries}
+        if len(codes) <= 1:
+            top = entries[0].status if entries else status()
+        else:
+            top = status(pb.MULTIPLE_RESULTS, "the entries were answered differently: see each entry")
+        return rpc.AckMessageResponse(status=top, entries=entries)
+
+    async def ChangeInvisibleDuration(
+        self, request: rpc.ChangeInvisibleDurationRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        meta = _metadata(context)
+        try:
+            self._client(meta)
+            group = request.group.name
+            require(self._account(meta), topic=request.topic.name, group=group, perm=Perm.SUB)
+            handle = await self._pop().change_invisible(
+                group, self._handle(request.receipt_handle), change_ms(request.invisible_duration)
+            )
+        except InvalidReceiptHandle as exc:
+            return rpc.ChangeInvisibleDurationResponse(status=status(pb.INVALID_RECEIPT_HANDLE, exc.message))
+        except (GrpcError, KrocketError) as exc:
+            return rpc.ChangeInvisibleDurationResponse(status=status_of(exc))
+        return rpc.ChangeInvisibleDurationResponse(status=status(), receipt_handle=handle.encode())
+
+    async def ForwardMessageToDeadLetterQueue(
+        self, request: rpc.ForwardMessageToDeadLetterQueueRequest, context: grpc.aio.ServicerContext
+    ) -> Any:
+        meta = _metadata(context)
+        try:
+            self._client(meta)
+            group = request.group.name
+            require(self._account(meta), topic=request.topic.name, group=group, perm=Perm.SUB)
+            await self._pop().forward_to_dlq(group, self._handle(request.receipt_handle))
+        except InvalidReceiptHandle as exc:
+            return rpc.ForwardMessageToDeadLetterQueueResponse(status=status(pb.INVALID_RECEIPT_HANDLE, exc.message))
+        except (GrpcError, KrocketError) as exc:
+            return rpc.ForwardMessageToDeadLetterQueueResponse(status=status_of(exc))
+        log.info("5.x consumer of group %s sent message %s to the DLQ", group, request.message_id)
+        return rpc.ForwardMessageToDeadLetterQueueResponse(status=status())
+
     # -- transactions -------------------------------------------------------------------------------------
     async def EndTransaction(self, request: rpc.EndTransactionRequest, context: grpc.aio.ServicerContext) -> Any:
         """A producer's outcome (its own, or its checker's answer to a check-back) for a half message, found by its
@@ -305,6 +459,13 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
         return False
 
 
+def _arrived(service: BrokerService, watched: list[tuple[str, int, int]]) -> Callable[[], bool]:
+    def arrived() -> bool:
+        return any(service.store.max_offset(t, q) > o for t, q, o in watched)
+
+    return arrived
+
+
 def _nonce(command: rpc.TelemetryCommand) -> str:
     kind = command.WhichOneof("command")
     value = getattr(command, kind) if kind else None
@@ -319,17 +480,12 @@ def _unimplemented_rpc(name: str) -> Callable[..., Awaitable[Any]]:
     return handler
 
 
-# RPCs RocketMQ's proxy leaves unimplemented (and, until they land here, the consumer ones): gRPC UNIMPLEMENTED.
+# RPCs RocketMQ's proxy leaves unimplemented, and RecallMessage: gRPC UNIMPLEMENTED.
 for _name in (
-    "QueryAssignment",
-    "ReceiveMessage",
-    "AckMessage",
-    "ForwardMessageToDeadLetterQueue",
     "PullMessage",
     "UpdateOffset",
     "GetOffset",
     "QueryOffset",
-    "ChangeInvisibleDuration",
     "RecallMessage",
     "SyncLiteSubscription",
 ):

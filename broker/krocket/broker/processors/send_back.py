@@ -80,7 +80,7 @@ def _retry_queue_nums(service: BrokerService, group: str) -> int:
     return max(config.retry_queue_nums, 1) if config is not None else RETRY_QUEUE_NUMS
 
 
-def _ensure_topic(service: BrokerService, topic: str, queues: int) -> bool:
+def ensure_topic(service: BrokerService, topic: str, queues: int) -> bool:
     """Create the retry or DLQ topic (read and write) on first use; True when it was created now."""
     if service.topics.get(topic) is not None:
         return False
@@ -103,7 +103,7 @@ async def process_send_back(service: BrokerService, conn: Connection, cmd: Remot
     except RecordError as exc:
         return cmd.response(ResponseCode.SYSTEM_ERROR, f"look message by offset {h.offset} failed: {exc}")
     target = send_back_target(h.group, msg.reconsume_times, h.delay_level, _max_reconsume_times(service, cmd, h))
-    created = _ensure_topic(
+    created = ensure_topic(
         service, target.topic, DLQ_QUEUE_NUMS if target.dead else _retry_queue_nums(service, h.group)
     )
     wrote = service.store.commitlog.wrote
