@@ -39,6 +39,8 @@ class PopRecord:
         out: dict[str, Any] = {"k": self.kind, "g": self.group, "t": self.topic, "q": self.queue_id, "o": self.offsets}
         if self.kind != REWIND:
             out["p"] = self.pop_ms
+        else:
+            out["a"] = self.attempts
         if self.kind == CHECKPOINT:
             out.update(i=self.invisible_ms, a=self.attempts, c=self.client_id, r=self.auto_renew)
             if self.first_pop_ms and self.first_pop_ms != self.pop_ms:
@@ -68,6 +70,8 @@ class PopRecord:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageIllegalError(f"not a pop log record: {exc}") from None
+        if kind == REWIND and not offsets:
+            raise MessageIllegalError("not a pop log record: a rewind names no offset")
         if kind == CHECKPOINT and len(record.attempts) != len(offsets):
             record.attempts = [1] * len(offsets)
         return record
