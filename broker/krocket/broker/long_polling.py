@@ -32,19 +32,7 @@ class LongPolling:
         has_new: Callable[[], bool],
     ) -> bool:
         """Wait until a message at or past ``offset`` arrives. ``has_new`` closes the check-then-wait race."""
-        if has_new():
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        key = (topic, queue_id)
-        waiter = PullWaiter(offset, codes, fut)
-        self._waiters[key].append(waiter)
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self._remove(key, waiter)
+        return await self.wait_any([(topic, queue_id, offset)], codes, timeout, has_new)
 
     async def wait_any(
         self,
