@@ -29,7 +29,12 @@ def register(sub: Any) -> None:
         p.add_argument("--retry-queue-nums", type=int, default=1, help="queues of %%RETRY%%<group> (default 1)")
         p.add_argument("--disable-consume", action="store_true", help="consumeEnable=false: pulls are refused")
         p.add_argument("--disable-broadcast", action="store_true", help="consumeBroadcastEnable=false")
-        p.add_argument("--orderly", action="store_true", help="consumeMessageOrderly=true (an orderly group)")
+        p.add_argument(
+            "--orderly",
+            "--fifo",
+            action="store_true",
+            help="consumeMessageOrderly=true: an orderly group (4.x), a FIFO group for 5.x consumers",
+        )
         p.add_argument("--cluster", "-c", default=None, help="cluster name (default: every cluster)")
         p.add_argument("--broker", "-b", action="append", default=None, help="only this broker group (repeatable)")
         p.set_defaults(func=group_upsert)

@@ -33,6 +33,11 @@ def test_group_create_arguments_make_the_config() -> None:
     assert config.consume_broadcast_enable and config.retry_queue_nums == 1
 
 
+def test_group_create_fifo_is_an_orderly_group() -> None:
+    args = build_parser().parse_args(["group", "create", "g5", "--fifo", "--namesrv", "x:1"])
+    assert _group_config(args).consume_message_orderly
+
+
 @pytest.mark.parametrize(
     "argv",
     [
