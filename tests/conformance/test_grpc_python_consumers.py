@@ -6,26 +6,14 @@ server's retry policy and the dead-letter queue after the group's max attempts; 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from krocket.client import Admin
 from krocket.common.subscription_group import SubscriptionGroupConfig
 
 from tests.conformance.test_rocketmq_cpp_client import read_all
 from tests.support.cluster import LocalCluster, create_topic
-from tests.support.rmq5 import run_sdk, start_grpc_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = start_grpc_cluster(tmp_path_factory.mktemp("sdk5c"))
-    try:
-        yield c
-    finally:
-        c.stop()
+from tests.support.rmq5 import run_sdk
 
 
 def sdk(cluster: LocalCluster, home: Path, *args: str, timeout: float = 90) -> list[dict]:
@@ -43,30 +31,30 @@ def deliveries(lines: list[dict]) -> list[dict]:
     return [line for line in lines if "got" in line]
 
 
-def test_simple_consumer_receives_acks_and_gets_nothing_twice(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_simple_consumer_receives_acks_and_gets_nothing_twice(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic, group = "V5Simple", "v5-simple"
-    asyncio.run(create_topic(cluster, topic, queues=4))
-    sent = produce(cluster, tmp_path / "p", topic, 10, "--tag", "TagA", "--keys", "k", "--prop", "color=blue")
-    got = deliveries(sdk(cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "10",
+    asyncio.run(create_topic(grpc_cluster, topic, queues=4))
+    sent = produce(grpc_cluster, tmp_path / "p", topic, 10, "--tag", "TagA", "--keys", "k", "--prop", "color=blue")
+    got = deliveries(sdk(grpc_cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "10",
                          "--ack-twice"))  # fmt: skip
     assert sorted((g["got"], g["id"]) for g in got) == sorted((s["sent"], s["id"]) for s in sent)
     for g in got:
         assert g["attempt"] == 1 and g["acked"] and g["tag"] == "TagA" and g["props"]["color"] == "blue"
         assert g["keys"] == [f"k-{g['props']['seq']}"]
         assert "INVALID_RECEIPT_HANDLE" in g["second_ack"] or "40013" in g["second_ack"], g["second_ack"]
-    again = deliveries(sdk(cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "1",
+    again = deliveries(sdk(grpc_cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "1",
                            "--timeout", "4"))  # fmt: skip
     assert again == []  # all acked: nothing comes back
 
 
 def test_unacked_messages_come_back_after_their_invisible_time_with_the_next_attempt(
-    cluster: LocalCluster, tmp_path: Path
+    grpc_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     topic, group = "V5Redeliver", "v5-redeliver"
-    asyncio.run(create_topic(cluster, topic, queues=2))
-    sent = produce(cluster, tmp_path / "p", topic, 3)
+    asyncio.run(create_topic(grpc_cluster, topic, queues=2))
+    sent = produce(grpc_cluster, tmp_path / "p", topic, 3)
     got = deliveries(
-        sdk(cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "6",
+        sdk(grpc_cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "6",
             "--ack-from-attempt", "2", "--change-to", "15", "--timeout", "60")
     )  # fmt: skip
     firsts = [g for g in got if g["attempt"] == 1]
@@ -76,23 +64,23 @@ def test_unacked_messages_come_back_after_their_invisible_time_with_the_next_att
     for g in seconds:
         assert g["at_ms"] - by_id[g["id"]]["at_ms"] >= 9_500  # not before its 10 s invisible time
         assert g["acked"] and g["changed"]  # acked with the handle the change gave
-    late = sdk(cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--timeout", "4")
+    late = sdk(grpc_cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--timeout", "4")
     assert deliveries(late) == []
 
 
-def test_push_consumer_with_a_tag_filter_retries_then_dead_letters(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_push_consumer_with_a_tag_filter_retries_then_dead_letters(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic, group = "V5Push", "v5-push"
-    asyncio.run(create_topic(cluster, topic, queues=4))
+    asyncio.run(create_topic(grpc_cluster, topic, queues=4))
 
     async def one_retry() -> None:
-        async with Admin(cluster.namesrv_addr) as admin:
+        async with Admin(grpc_cluster.namesrv_addr) as admin:
             await admin.create_group(SubscriptionGroupConfig(group, retry_max_times=1))
 
     asyncio.run(one_retry())
-    wanted = produce(cluster, tmp_path / "p", topic, 4, "--tag", "Keep", "--prefix", "keep")
-    doomed = produce(cluster, tmp_path / "p", topic, 2, "--tag", "Keep", "--prefix", "dead")
-    produce(cluster, tmp_path / "p", topic, 4, "--tag", "Skip", "--prefix", "skip")
-    lines = sdk(cluster, tmp_path / "c", "push", "--topic", topic, "--group", group, "--tag", "Keep",
+    wanted = produce(grpc_cluster, tmp_path / "p", topic, 4, "--tag", "Keep", "--prefix", "keep")
+    doomed = produce(grpc_cluster, tmp_path / "p", topic, 2, "--tag", "Keep", "--prefix", "dead")
+    produce(grpc_cluster, tmp_path / "p", topic, 4, "--tag", "Skip", "--prefix", "skip")
+    lines = sdk(grpc_cluster, tmp_path / "c", "push", "--topic", topic, "--group", group, "--tag", "Keep",
                 "--expect", "4", "--fail-times", "1", "--always-fail", "dead", "--linger", "6",
                 "--timeout", "60")  # fmt: skip
     got = deliveries(lines)
@@ -102,27 +90,29 @@ def test_push_consumer_with_a_tag_filter_retries_then_dead_letters(cluster: Loca
     for s in wanted + doomed:  # the first delivery failed, the server's retry came with attempt 2
         assert (s["sent"], 1) in attempts and (s["sent"], 2) in attempts, (s["sent"], sorted(attempts))
     assert not [g for g in got if g["attempt"] > 2]  # max attempts 2 (retryMaxTimes 1)
-    dead = asyncio.run(read_all(cluster.namesrv_addr, f"%DLQ%{group}"))
+    dead = asyncio.run(read_all(grpc_cluster.namesrv_addr, f"%DLQ%{group}"))
     assert sorted(m.body.decode() for m in dead) == sorted(s["sent"] for s in doomed)
     assert {m.properties["UNIQ_KEY"] for m in dead} == {s["id"] for s in doomed}
 
 
 def test_fifo_group_consumes_each_message_group_in_order_and_dead_letters_a_poison_message(
-    cluster: LocalCluster, tmp_path: Path
+    grpc_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     topic, group = "V5FifoConsume", "v5-fifo"
-    asyncio.run(create_topic(cluster, topic, queues=2))
+    asyncio.run(create_topic(grpc_cluster, topic, queues=2))
 
     async def fifo_group_and_topic() -> None:
-        async with Admin(cluster.namesrv_addr) as admin:
+        async with Admin(grpc_cluster.namesrv_addr) as admin:
             await admin.update_topic(topic, attributes={"message.type": "FIFO"})
             await admin.create_group(SubscriptionGroupConfig(group, consume_message_orderly=True, retry_max_times=1))
 
     asyncio.run(fifo_group_and_topic())
     sent: dict[str, list[str]] = {}
     for key in ("ga", "gb", "gc"):
-        sent[key] = [s["sent"] for s in produce(cluster, tmp_path / "p", topic, 8, "--group", key, "--prefix", key)]
-    lines = sdk(cluster, tmp_path / "c", "push", "--topic", topic, "--group", group, "--expect", "23",
+        sent[key] = [
+            s["sent"] for s in produce(grpc_cluster, tmp_path / "p", topic, 8, "--group", key, "--prefix", key)
+        ]
+    lines = sdk(grpc_cluster, tmp_path / "c", "push", "--topic", topic, "--group", group, "--expect", "23",
                 "--always-fail", "gb-3", "--linger", "2", "--timeout", "60")  # fmt: skip
     got = deliveries(lines)
     for key, bodies in sent.items():
@@ -131,5 +121,5 @@ def test_fifo_group_consumes_each_message_group_in_order_and_dead_letters_a_pois
         assert consumed == expected, (key, consumed)  # in send order, once each, the poison message skipped
     poison = [g for g in got if g["got"] == "gb-3"]
     assert len(poison) == 2  # max attempts 2: retried in place by the client (the SDK keeps attempt 1), given up
-    dead = asyncio.run(read_all(cluster.namesrv_addr, f"%DLQ%{group}"))
+    dead = asyncio.run(read_all(grpc_cluster.namesrv_addr, f"%DLQ%{group}"))
     assert [m.body.decode() for m in dead] == ["gb-3"]

@@ -8,26 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from krocket.client import Admin
 from krocket.common.message_type import MESSAGE_TYPE_ATTRIBUTE
 
 from tests.conformance.test_rocketmq_cpp_client import read_all, run_driver
 from tests.support.cluster import LocalCluster, create_topic, wait_until
-from tests.support.rmq5 import run_sdk, sdk_log, start_grpc_cluster
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = start_grpc_cluster(tmp_path_factory.mktemp("sdk5"))
-    try:
-        yield c
-    finally:
-        c.stop()
+from tests.support.rmq5 import run_sdk, sdk_log
 
 
 def grpc_endpoint(cluster: LocalCluster, index: int = 0) -> str:
@@ -55,16 +43,16 @@ def sent_ok(lines: list[dict]) -> list[dict]:
     return [line for line in lines if "sent" in line]
 
 
-def test_normal_messages_reach_4x_consumers_intact(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_normal_messages_reach_4x_consumers_intact(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic, count = "V5Normal", 12
-    asyncio.run(create_topic(cluster, topic, queues=4))
+    asyncio.run(create_topic(grpc_cluster, topic, queues=4))
     sent = sent_ok(
-        sdk(cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", str(count), "--tag", "TagA",
+        sdk(grpc_cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", str(count), "--tag", "TagA",
             "--keys", "order", "--prop", "color=red")
     )  # fmt: skip
     assert len(sent) == count and len({s["id"] for s in sent}) == count
     assert {s["broker"] for s in sent} == {"broker-a", "broker-b"}  # both groups from one endpoint
-    got = asyncio.run(read_all(cluster.namesrv_addr, topic))
+    got = asyncio.run(read_all(grpc_cluster.namesrv_addr, topic))
     by_body = {m.body.decode(): m for m in got}
     assert sorted(by_body) == sorted(s["sent"] for s in sent)
     for s in sent:
@@ -75,29 +63,29 @@ def test_normal_messages_reach_4x_consumers_intact(cluster: LocalCluster, tmp_pa
         assert m.queue_offset == s["offset"]
 
 
-def test_the_rocketmq_cpp_client_consumes_what_a_5x_producer_sent(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_the_rocketmq_cpp_client_consumes_what_a_5x_producer_sent(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic = "V5ToCpp"
-    asyncio.run(create_topic(cluster, topic, queues=2))
-    sent = sent_ok(sdk(cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "6", "--tag", "T1"))
+    asyncio.run(create_topic(grpc_cluster, topic, queues=2))
+    sent = sent_ok(sdk(grpc_cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "6", "--tag", "T1"))
     got = run_driver(
-        tmp_path, "push", "--namesrv", cluster.namesrv_addr, "--topic", topic, "--group", "cpp-from-v5",
+        tmp_path, "push", "--namesrv", grpc_cluster.namesrv_addr, "--topic", topic, "--group", "cpp-from-v5",
         "--expect", "6", "--timeout", "60", "--linger", "1", timeout=90,
     )  # fmt: skip
     assert sorted((g["got"], g["id"], g["tags"]) for g in got) == sorted((s["sent"], s["id"], "T1") for s in sent)
 
 
-def test_fifo_messages_of_a_group_land_on_one_queue_in_send_order(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_fifo_messages_of_a_group_land_on_one_queue_in_send_order(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic = "V5Fifo"
-    typed_topic(cluster, topic, "FIFO")
+    typed_topic(grpc_cluster, topic, "FIFO")
     sent: dict[str, list[str]] = {}
     for group in ("g1", "g2", "g3"):
         lines = sent_ok(
-            sdk(cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "10", "--group", group,
+            sdk(grpc_cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "10", "--group", group,
                 "--prefix", group)
         )  # fmt: skip
         sent[group] = [s["sent"] for s in lines]
     by_group: dict[str, list] = defaultdict(list)
-    for m in asyncio.run(read_all(cluster.namesrv_addr, topic)):
+    for m in asyncio.run(read_all(grpc_cluster.namesrv_addr, topic)):
         by_group[m.properties["__SHARDINGKEY"]].append(m)
     for group, bodies in sent.items():
         messages = by_group[group]
@@ -105,23 +93,25 @@ def test_fifo_messages_of_a_group_land_on_one_queue_in_send_order(cluster: Local
         assert [m.body.decode() for m in sorted(messages, key=lambda m: m.queue_offset)] == bodies
 
 
-def test_a_normal_message_to_a_fifo_topic_is_refused_by_the_type_check(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_a_normal_message_to_a_fifo_topic_is_refused_by_the_type_check(
+    grpc_cluster: LocalCluster, tmp_path: Path
+) -> None:
     topic = "V5FifoOnly"
-    typed_topic(cluster, topic, "FIFO")
-    lines = sdk(cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "1")
+    typed_topic(grpc_cluster, topic, "FIFO")
+    lines = sdk(grpc_cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "1")
     assert len(lines) == 1 and "error" in lines[0] and "FIFO" in lines[0]["error"], lines
-    assert asyncio.run(read_all(cluster.namesrv_addr, topic)) == []
+    assert asyncio.run(read_all(grpc_cluster.namesrv_addr, topic)) == []
 
 
-def test_delay_messages_are_delivered_at_their_time_not_before(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_delay_messages_are_delivered_at_their_time_not_before(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
     topic = "V5Delay"
-    typed_topic(cluster, topic, "DELAY")
-    sent = sent_ok(sdk(cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "3", "--delay-s", "3"))
-    assert asyncio.run(read_all(cluster.namesrv_addr, topic)) == []  # still waiting
+    typed_topic(grpc_cluster, topic, "DELAY")
+    sent = sent_ok(sdk(grpc_cluster, tmp_path / "sdk", "produce", "--topic", topic, "--count", "3", "--delay-s", "3"))
+    assert asyncio.run(read_all(grpc_cluster.namesrv_addr, topic)) == []  # still waiting
     got: list = []
 
     def delivered() -> bool:
-        got[:] = asyncio.run(read_all(cluster.namesrv_addr, topic))
+        got[:] = asyncio.run(read_all(grpc_cluster.namesrv_addr, topic))
         return len(got) == 3
 
     wait_until(delivered, timeout=20, message="the delayed messages")
@@ -130,45 +120,49 @@ def test_delay_messages_are_delivered_at_their_time_not_before(cluster: LocalClu
     assert sorted(m.msg_id for m in got) == sorted(s["id"] for s in sent)
 
 
-def test_transactions_commit_roll_back_and_an_orphan_is_checked_back(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_transactions_commit_roll_back_and_an_orphan_is_checked_back(
+    grpc_cluster: LocalCluster, tmp_path: Path
+) -> None:
     topic = "V5Tx"
-    typed_topic(cluster, topic, "TRANSACTION")
+    typed_topic(grpc_cluster, topic, "TRANSACTION")
     home = tmp_path / "sdk"
     committed = sent_ok(
-        sdk(cluster, home, "produce", "--topic", topic, "--prefix", "commit", "--transaction", "commit")
+        sdk(grpc_cluster, home, "produce", "--topic", topic, "--prefix", "commit", "--transaction", "commit")
     )
-    sent_ok(sdk(cluster, home, "produce", "--topic", topic, "--prefix", "rollback", "--transaction", "rollback"))
-    orphan = sent_ok(sdk(cluster, home, "produce", "--topic", topic, "--prefix", "orphan", "--transaction", "orphan"))
+    sent_ok(sdk(grpc_cluster, home, "produce", "--topic", topic, "--prefix", "rollback", "--transaction", "rollback"))
+    orphan = sent_ok(
+        sdk(grpc_cluster, home, "produce", "--topic", topic, "--prefix", "orphan", "--transaction", "orphan")
+    )
     assert orphan[0]["transaction_id"] == orphan[0]["id"]
     # The producer that sent the orphan is gone; another producer of the topic is asked, and commits.
-    checks = sdk(cluster, home, "check", "--topic", topic, "--expect", "1", "--timeout", "30", timeout=60)
+    checks = sdk(grpc_cluster, home, "check", "--topic", topic, "--expect", "1", "--timeout", "30", timeout=60)
     assert [c["checked"] for c in checks] == ["orphan-0"] and checks[0]["id"] == orphan[0]["id"]
     got: list = []
 
     def settled() -> bool:
-        got[:] = asyncio.run(read_all(cluster.namesrv_addr, topic))
+        got[:] = asyncio.run(read_all(grpc_cluster.namesrv_addr, topic))
         return len(got) >= 2
 
     wait_until(settled, timeout=20, message="the committed and the checked-back messages")
     time.sleep(1.0)  # a rolled-back message would have shown by now
-    got = asyncio.run(read_all(cluster.namesrv_addr, topic))
+    got = asyncio.run(read_all(grpc_cluster.namesrv_addr, topic))
     assert sorted(m.body for m in got) == [b"commit-0", b"orphan-0"]
     assert {m.msg_id for m in got} == {committed[0]["id"], orphan[0]["id"]}
 
 
 def test_a_topic_no_broker_carries_gets_topic_not_found_and_is_not_created(
-    cluster: LocalCluster, tmp_path: Path
+    grpc_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     """The SDK starts (5.1.2 only logs a failed route query at startup) but every send fails; the route query was
     answered TOPIC_NOT_FOUND (40402) with the reason, and it did not create the topic."""
     home = tmp_path / "sdk"
-    lines = sdk(cluster, home, "produce", "--topic", "NoSuchV5", "--count", "2")
+    lines = sdk(grpc_cluster, home, "produce", "--topic", "NoSuchV5", "--count", "2")
     assert len(lines) == 2 and all("NoSuchV5" in line.get("error", "") for line in lines), lines
     log = sdk_log(home)
     assert "40402, topic NoSuchV5 does not exist" in log, log[-2000:]
 
     async def listed() -> list[str]:
-        async with Admin(cluster.namesrv_addr) as admin:
+        async with Admin(grpc_cluster.namesrv_addr) as admin:
             return await admin.list_topics()
 
     assert "NoSuchV5" not in asyncio.run(listed()), "a 5.x route query created the topic"

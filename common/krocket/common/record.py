@@ -340,17 +340,19 @@ class PulledRecords:
     resume_at: int | None = None
 
 
-def decode_pulled_records(buf: bytes | bytearray | memoryview, from_offset: int) -> PulledRecords:
+def decode_pulled_records(
+    buf: bytes | bytearray | memoryview, from_offset: int, decompress: bool = True
+) -> PulledRecords:
     """The records of a pull response body (pulled from queue offset ``from_offset``), skipping those that do
     not decode instead of failing the pull: a record whose layout holds but whose body does not (a compressed
     body that does not inflate) is skipped by its size; at a record whose layout is broken, decoding stops and
-    ``resume_at`` is the queue offset after it."""
+    ``resume_at`` is the queue offset after it. ``decompress=False`` keeps compressed bodies as stored."""
     out = PulledRecords([], [])
     pos = 0
     n = len(buf)
     while pos + 4 <= n:
         try:
-            msg = decode_record(buf, pos)
+            msg = decode_record(buf, pos, decompress=decompress)
         except RecordError as exc:
             try:
                 head = record_layout(buf, pos)[0]

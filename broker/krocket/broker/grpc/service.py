@@ -33,7 +33,7 @@ from krocket.broker.grpc.route import RouteLookup, message_queues
 from krocket.broker.grpc.send import StoreMessage, check_topic, fifo_queue, to_store_message
 from krocket.broker.grpc.settings import reply_settings
 from krocket.broker.grpc.status import GrpcError, status, status_of
-from krocket.broker.pop.handle import InvalidReceiptHandle, ReceiptHandle
+from krocket.broker.pop.handle import ReceiptHandle
 from krocket.broker.pop.service import Delivery, PopService
 from krocket.broker.service import BrokerService, SendOutcome
 from krocket.broker.transaction import half_message
@@ -328,11 +328,13 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
             if time.monotonic() - began < 0.05:  # woken at once (a FIFO queue still in flight): do not spin
                 await asyncio.sleep(min(0.2, max(end - time.monotonic(), 0)))
 
-    def _handle(self, text: str) -> ReceiptHandle:
-        try:
-            return ReceiptHandle.parse(text)
-        except InvalidReceiptHandle as exc:
-            raise GrpcError(pb.INVALID_RECEIPT_HANDLE, exc.message) from None
+    def _on_receipt(self, context: grpc.aio.ServicerContext, topic: str, group: str, handle: str) -> ReceiptHandle:
+        """Checks of a call on one delivery (a known client, SUB on the topic and group, a master): its handle."""
+        meta = _metadata(context)
+        self._client(meta)
+        require(self._account(meta), topic=topic, group=group, perm=Perm.SUB)
+        self._pop()
+        return ReceiptHandle.parse(handle)
 
     async def AckMessage(self, request: rpc.AckMessageRequest, context: grpc.aio.ServicerContext) -> Any:
         meta = _metadata(context)
@@ -346,10 +348,8 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
         entries = []
         for entry in request.entries:
             try:
-                await pop.ack(group, self._handle(entry.receipt_handle))
+                await pop.ack(group, ReceiptHandle.parse(entry.receipt_handle))
                 result = status()
-            except InvalidReceiptHandle as exc:
-                result = status(pb.INVALID_RECEIPT_HANDLE, exc.message)
             except (GrpcError, KrocketError) as exc:
                 result = status_of(exc)
             entries.append(
@@ -367,31 +367,21 @@ class MessagingService(rpc_grpc.MessagingServiceServicer):
     async def ChangeInvisibleDuration(
         self, request: rpc.ChangeInvisibleDurationRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        meta = _metadata(context)
+        group = request.group.name
         try:
-            self._client(meta)
-            group = request.group.name
-            require(self._account(meta), topic=request.topic.name, group=group, perm=Perm.SUB)
-            handle = await self._pop().change_invisible(
-                group, self._handle(request.receipt_handle), change_ms(request.invisible_duration)
-            )
-        except InvalidReceiptHandle as exc:
-            return rpc.ChangeInvisibleDurationResponse(status=status(pb.INVALID_RECEIPT_HANDLE, exc.message))
+            handle = self._on_receipt(context, request.topic.name, group, request.receipt_handle)
+            renewed = await self._pop().change_invisible(group, handle, change_ms(request.invisible_duration))
         except (GrpcError, KrocketError) as exc:
             return rpc.ChangeInvisibleDurationResponse(status=status_of(exc))
-        return rpc.ChangeInvisibleDurationResponse(status=status(), receipt_handle=handle.encode())
+        return rpc.ChangeInvisibleDurationResponse(status=status(), receipt_handle=renewed.encode())
 
     async def ForwardMessageToDeadLetterQueue(
         self, request: rpc.ForwardMessageToDeadLetterQueueRequest, context: grpc.aio.ServicerContext
     ) -> Any:
-        meta = _metadata(context)
+        group = request.group.name
         try:
-            self._client(meta)
-            group = request.group.name
-            require(self._account(meta), topic=request.topic.name, group=group, perm=Perm.SUB)
-            await self._pop().forward_to_dlq(group, self._handle(request.receipt_handle))
-        except InvalidReceiptHandle as exc:
-            return rpc.ForwardMessageToDeadLetterQueueResponse(status=status(pb.INVALID_RECEIPT_HANDLE, exc.message))
+            handle = self._on_receipt(context, request.topic.name, group, request.receipt_handle)
+            await self._pop().forward_to_dlq(group, handle)
         except (GrpcError, KrocketError) as exc:
             return rpc.ForwardMessageToDeadLetterQueueResponse(status=status_of(exc))
         log.info("5.x consumer of group %s sent message %s to the DLQ", group, request.message_id)

@@ -4,6 +4,7 @@ mapping of krocket's remoting errors onto its ``Code`` values."""
 from __future__ import annotations
 
 from krocket.broker.grpc.protocol import definition_pb2 as pb
+from krocket.broker.pop.handle import InvalidReceiptHandle
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError
 
@@ -46,6 +47,8 @@ def status_of(exc: Exception) -> pb.Status:
     """The ``Status`` an error answers a request with."""
     if isinstance(exc, GrpcError):
         return status(exc.code, exc.message)
+    if isinstance(exc, InvalidReceiptHandle):
+        return status(pb.INVALID_RECEIPT_HANDLE, exc.message)
     if isinstance(exc, KrocketError):
         return status(code_of_remoting(exc.code), exc.message)
     return status(pb.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")

@@ -37,7 +37,7 @@ from krocket.common.errors import KrocketError
 from krocket.common.jsonfile import read_json
 from krocket.common.message import MessageExt
 from krocket.common.message_id import pack_host
-from krocket.common.record import RecordError, decode_record, record_host
+from krocket.common.record import decode_pulled_records, record_host
 from krocket.common.topic import RETRY_GROUP_PREFIX, TopicConfig
 
 from .handle import InvalidReceiptHandle, ReceiptHandle
@@ -81,7 +81,6 @@ class PopService:
         self._service = service
         self._store = service.store
         self._file = ConfigFile(config_dir / FILE_NAME, "pop log offset")
-        self._path = config_dir / FILE_NAME
         self.leases = PopLeases()
         # Whether a client still holds its leases (set by the gRPC service; a renewal stops once it is gone).
         self.client_alive: Callable[[str], bool] = lambda client_id: True
@@ -104,13 +103,13 @@ class PopService:
         self.persist()
 
     def replay(self) -> None:
-        start = int(read_json(self._path, {}).get("replayFrom", 0))
+        start = int(read_json(self._file.path, {}).get("replayFrom", 0))
         offset, records = max(start, self._store.min_offset(POP_LOG_TOPIC, 0)), 0
         while True:
             got = self._store.get_messages(POP_LOG_TOPIC, 0, offset, max_msgs=256)
             if got.status is not GetStatus.FOUND:
                 break
-            for msg in _records(got.body):
+            for msg in _records(got.body, offset):
                 try:
                     record = PopRecord.decode(msg.body)
                 except KrocketError as exc:
@@ -224,7 +223,7 @@ class PopService:
             return []
         if got.status is not GetStatus.FOUND:
             return []
-        messages = _records(got.body)
+        messages = _records(got.body, offset)
         if not messages:
             return []
         pop_ms = _now_ms()
@@ -305,7 +304,7 @@ class PopService:
         got = self._store.get_messages(lease.topic, lease.queue_id, lease.offset, max_msgs=1)
         if got.status is not GetStatus.FOUND:
             return None
-        messages = _records(got.body)
+        messages = _records(got.body, lease.offset)
         return messages[0] if messages and messages[0].queue_offset == lease.offset else None
 
     async def _put_copy(self, group: str, msg: MessageExt, dead: bool) -> None:
@@ -400,15 +399,10 @@ class PopService:
                 log.exception("pop redelivery round failed")
 
 
-def _records(body: bytes) -> list[MessageExt]:
-    """The records of a read, bodies as stored (a compressed body stays compressed: 5.x clients inflate it)."""
-    out: list[MessageExt] = []
-    pos = 0
-    while pos + 4 <= len(body):
-        try:
-            msg = decode_record(body, pos, decompress=False)
-        except RecordError:
-            break
-        out.append(msg)
-        pos += msg.store_size
-    return out
+def _records(body: bytes, from_offset: int) -> list[MessageExt]:
+    """The records of a read, bodies as stored (a compressed body stays compressed: 5.x clients inflate it);
+    a record that does not decode is logged and left out."""
+    pulled = decode_pulled_records(body, from_offset, decompress=False)
+    for bad in pulled.undecodable:
+        log.warning("record at queue offset %d not delivered: %s", bad.queue_offset, bad.reason)
+    return pulled.messages
