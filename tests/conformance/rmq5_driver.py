@@ -40,6 +40,18 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _start(client) -> None:  # type: ignore[no-untyped-def]
+    """``client.startup()``; a refusal (wrong credentials, no route) is reported as ``startup_error`` and ends the
+    run, so a test can tell it from a crash of the driver."""
+    try:
+        client.startup()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        _emit({"startup_error": f"{type(exc).__name__}: {exc}"})
+        _emit({"done": True})
+        sys.stdout.flush()
+        os._exit(0)
+
+
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from rocketmq import ClientConfiguration, Credentials
 
@@ -73,8 +85,8 @@ def produce(args: argparse.Namespace) -> None:
     from rocketmq import Message, Producer
 
     checker = _transaction_checker("COMMIT") if args.transaction else None
-    producer = Producer(_config(args), (args.topic,), checker=checker)
-    producer.startup()
+    producer = Producer(_config(args), (args.topic,), checker=checker, tls_enable=args.tls)
+    _start(producer)
     try:
         for i in range(args.count):
             body = f"{args.prefix}-{i}"
@@ -124,8 +136,8 @@ def check(args: argparse.Namespace) -> None:
     from rocketmq import Producer
 
     checker = _transaction_checker(args.resolution)
-    producer = Producer(_config(args), (args.topic,), checker=checker)
-    producer.startup()
+    producer = Producer(_config(args), (args.topic,), checker=checker, tls_enable=args.tls)
+    _start(producer)
     deadline = time.monotonic() + args.timeout
     while len(checker.checked) < args.expect and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -156,8 +168,10 @@ def _delivered(message) -> dict:  # type: ignore[no-untyped-def]
 def simple(args: argparse.Namespace) -> None:
     from rocketmq import SimpleConsumer
 
-    consumer = SimpleConsumer(_config(args), args.group, _subscription(args), await_duration=args.await_s)
-    consumer.startup()
+    consumer = SimpleConsumer(
+        _config(args), args.group, _subscription(args), await_duration=args.await_s, tls_enable=args.tls
+    )
+    _start(consumer)
     got = 0
     deadline = time.monotonic() + args.timeout
     try:
@@ -210,8 +224,8 @@ def push(args: argparse.Namespace) -> None:
             _emit(line)
             return ConsumeResult.SUCCESS if ok else ConsumeResult.FAILURE
 
-    consumer = PushConsumer(_config(args), args.group, Listener(), _subscription(args))
-    consumer.startup()
+    consumer = PushConsumer(_config(args), args.group, Listener(), _subscription(args), tls_enable=args.tls)
+    _start(consumer)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         with lock:
@@ -229,6 +243,9 @@ def main() -> None:
     parser.add_argument("--ak", default="")
     parser.add_argument("--sk", default="")
     parser.add_argument("--request-timeout", type=int, default=5)
+    parser.add_argument(
+        "--tls", action="store_true", help="TLS to the endpoints (trusting GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("produce")
     p.add_argument("--topic", required=True)

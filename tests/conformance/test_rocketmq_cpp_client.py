@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from krocket.client import Message, Producer, PullConsumer
+from krocket.client import Credentials, Message, Producer, PullConsumer
 from krocket.client.types import PullStatus
 from krocket.common.errors import TopicNotExistError
 
@@ -37,8 +37,8 @@ def run_driver(tmp_path: Path, *args: str, timeout: float = 60.0) -> list[dict]:
     return lines[:-1]
 
 
-async def read_all(namesrv: str, topic: str, expression: str = "*") -> list:
-    consumer = PullConsumer("conformance-reader", namesrv)
+async def read_all(namesrv: str, topic: str, expression: str = "*", credentials: Credentials | None = None) -> list:
+    consumer = PullConsumer("conformance-reader", namesrv, credentials=credentials)
     await consumer.start()
     try:
         out = []

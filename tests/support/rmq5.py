@@ -31,10 +31,11 @@ def sdk_python() -> Path:
     return python
 
 
-def run_sdk(home: Path, *args: str, timeout: float = 60) -> list[dict[str, Any]]:
-    """Run the driver with ``args``; its JSON lines. ``home`` keeps the SDK's logs (~/logs/rocketmq_python)."""
+def run_sdk(home: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run the driver with ``args`` (and ``env`` added to its environment); its JSON lines. ``home`` keeps the
+    SDK's logs (~/logs/rocketmq_python)."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", **(env or {})}
     done = subprocess.run(
         [str(sdk_python()), str(DRIVER), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )

@@ -68,6 +68,9 @@ class BrokerConfig:
     tls_client_cert_path: str = ""
     tls_client_key_path: str = ""
     http_tls_enable: bool = False  # the HTTP port serves HTTPS with tlsServerCertPath / tlsServerKeyPath
+    # The gRPC port serves TLS only (grpcio cannot serve TLS and plaintext on one port) with the same certificate;
+    # with tlsServerNeedClientAuth it requires client certificates chaining to tlsServerTrustCertPath.
+    grpc_tls_enable: bool = False
     broker_i_p1: str = ""  # advertised host; RocketMQ calls it brokerIP1
     store_path_root_dir: str = "./store"
     flush_disk_type: str = "ASYNC_FLUSH"
@@ -156,6 +159,18 @@ class BrokerConfig:
             self.tls_enable, self.tls_client_trust_cert_path, self.tls_client_cert_path, self.tls_client_key_path
         )
 
+    def grpc_tls_settings(self) -> TlsServerSettings | None:
+        """The gRPC port's TLS (TLS only, the remoting port's certificate), None unless grpcTlsEnable."""
+        if not self.grpc_tls_enable:
+            return None
+        return server_settings(
+            "enforcing",
+            self.tls_server_cert_path,
+            self.tls_server_key_path,
+            self.tls_server_trust_cert_path,
+            self.tls_server_need_client_auth,
+        )
+
     def http_ssl_context(self) -> ssl.SSLContext | None:
         """The HTTP port's server context, None unless httpTlsEnable (it needs the server certificate and key)."""
         return https_context(self.tls_server_cert_path, self.tls_server_key_path) if self.http_tls_enable else None
@@ -191,6 +206,9 @@ class BrokerConfig:
         self.tls_server_settings().context()  # certificate files load, or a ConfigError naming the key
         self.tls_client_context()
         self.http_ssl_context()
+        grpc_tls = self.grpc_tls_settings()
+        if grpc_tls is not None:
+            grpc_tls.context()
         if self.acl_enable and not self.acl_config_file:
             raise ConfigError("aclEnable is true but aclConfigFile is not set: name the plain_acl.yml to use")
         self.connection_limits()

@@ -318,7 +318,12 @@ class Broker:
         self.grpc = GrpcServer(service, pool, (lambda: acl_file.rules) if acl_file is not None else None)
         self.grpc_port = await self.grpc.start()
         registration.grpc_addr = f"{host}:{self.grpc_port}"
-        log.info("gRPC (RocketMQ 5.x clients) on %s:%d", config.grpc_bind_host, self.grpc_port)
+        log.info(
+            "gRPC (RocketMQ 5.x clients) on %s:%d%s",
+            config.grpc_bind_host,
+            self.grpc_port,
+            " (TLS)" if config.grpc_tls_enable else "",
+        )
 
     def _register_metrics(self, running: RunningParts) -> None:
         register_broker_metrics(

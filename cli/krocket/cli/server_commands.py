@@ -86,6 +86,14 @@ def register(sub: Any) -> None:
         help="serve HTTPS on the HTTP port with the --tls-cert/--tls-key certificate",
     )
     br.add_argument(
+        "--grpc-tls",
+        dest="grpcTlsEnable",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve TLS only on the gRPC port (5.x clients) with the --tls-cert/--tls-key certificate",
+    )
+    br.add_argument(
         "--listen-port",
         dest="listenPort",
         type=port_or_zero,
@@ -210,6 +218,7 @@ BROKER_FLAGS = (
     "tlsEnable",
     "tlsClientTrustCertPath",
     "httpTlsEnable",
+    "grpcTlsEnable",
     "aclConfigFile",
     "idleSpinMicros",
 )

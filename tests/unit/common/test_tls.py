@@ -258,6 +258,37 @@ def test_broker_config_tls_and_bind_keys(certs, tmp_path):
         load_broker_config(None, {"tlsMode": "on"})
 
 
+def test_broker_config_grpc_tls(certs, tmp_path):
+    """grpcTlsEnable: TLS only on the gRPC port with the remoting certificate, whatever tlsMode says; a missing
+    certificate stops the broker at start naming the key; client authentication takes the trust certificate."""
+    from krocket.broker.config import BrokerConfig, load_broker_config
+
+    pem = str(certs.server_pem)
+    assert BrokerConfig().grpc_tls_settings() is None
+    config = load_broker_config(None, {"grpcTlsEnable": True, "tlsServerCertPath": pem, "tlsServerKeyPath": pem})
+    tls = config.grpc_tls_settings()
+    assert tls is not None and tls.mode is TlsMode.ENFORCING and tls.client_ca_path is None
+    assert config.tls_server_settings().mode is TlsMode.DISABLED  # remoting stays as tlsMode says
+    with pytest.raises(ConfigError, match="tlsServerCertPath is not set"):
+        load_broker_config(None, {"grpcTlsEnable": True})
+    with pytest.raises(ConfigError, match="tlsServerTrustCertPath"):
+        load_broker_config(
+            None,
+            {"grpcTlsEnable": True, "tlsServerCertPath": pem, "tlsServerKeyPath": pem, "tlsServerNeedClientAuth": True},
+        )
+    mutual = load_broker_config(
+        None,
+        {
+            "grpcTlsEnable": True,
+            "tlsServerCertPath": pem,
+            "tlsServerKeyPath": pem,
+            "tlsServerNeedClientAuth": True,
+            "tlsServerTrustCertPath": str(certs.ca_path),
+        },
+    ).grpc_tls_settings()
+    assert mutual is not None and mutual.client_ca_path == str(certs.ca_path)
+
+
 def test_permissive_and_enforcing_ports_on_uvloop(certs):
     uvloop = pytest.importorskip("uvloop")
 

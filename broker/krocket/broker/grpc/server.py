@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -14,6 +15,7 @@ from krocket.broker.service import BrokerService
 from krocket.common.acl import PlainAcl
 from krocket.common.errors import ConfigError
 from krocket.common.remoting import ConnectionPool
+from krocket.common.remoting.tls import TlsServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,20 @@ FRAME_OVERHEAD_BYTES = 1024 * 1024
 """Room above maxMessageSize for a message's properties and the request around it (gRPC refuses a larger one)."""
 MAX_CONCURRENT_STREAMS = 1024
 """Per connection: streams (calls) open at once; long-polling receives each hold one."""
+
+
+def server_credentials(tls: TlsServerSettings | None) -> grpc.ServerCredentials | None:
+    """The gRPC port's TLS credentials (grpcTlsEnable): the certificate chain and key (one PEM file may hold both),
+    and the CA that client certificates must chain to when client authentication is on; None for plaintext."""
+    if tls is None:
+        return None
+    assert tls.cert_path and tls.key_path
+    try:
+        chain, key = Path(tls.cert_path).read_bytes(), Path(tls.key_path).read_bytes()
+        client_ca = Path(tls.client_ca_path).read_bytes() if tls.client_ca_path else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the gRPC port's TLS files (grpcTlsEnable): {exc}") from None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
 
 
 class GrpcServer:
@@ -48,8 +64,9 @@ class GrpcServer:
         rpc_grpc.add_MessagingServiceServicer_to_server(self.messaging, server)
         host = config.grpc_bind_host
         bind = f"[{host}]:{config.grpc_listen_port}" if ":" in host else f"{host}:{config.grpc_listen_port}"
+        credentials = server_credentials(config.grpc_tls_settings())
         try:
-            port = server.add_insecure_port(bind)
+            port = server.add_insecure_port(bind) if credentials is None else server.add_secure_port(bind, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot serve gRPC on {bind} (grpcListenPort): {exc}") from None
         if port == 0:
