@@ -1,17 +1,19 @@
 """The official RocketMQ 5.x Python SDK's consumers (``rocketmq-python-client==5.1.2``, unmodified, in its own
 process) against krocket's brokers over gRPC, no proxy: SimpleConsumer receive, ack, invisible-time expiry and
 redelivery, changed invisible time, a second ack refused; PushConsumer with a tag filter, retries through the
-server's retry policy and the dead-letter queue after the group's max attempts; messages from 4.x producers."""
+server's retry policy and the dead-letter queue after the group's max attempts; FIFO groups; messages from 4.x
+producers (the RocketMQ C++ client and krocket.client) received by a 5.x consumer with ids, tags, keys and
+properties intact."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from krocket.client import Admin
+from krocket.client import Admin, Message, Producer
 from krocket.common.subscription_group import SubscriptionGroupConfig
 
-from tests.conformance.test_rocketmq_cpp_client import read_all
+from tests.conformance.test_rocketmq_cpp_client import read_all, run_driver
 from tests.support.cluster import LocalCluster, create_topic
 from tests.support.rmq5 import run_sdk
 
@@ -123,3 +125,36 @@ def test_fifo_group_consumes_each_message_group_in_order_and_dead_letters_a_pois
     assert len(poison) == 2  # max attempts 2: retried in place by the client (the SDK keeps attempt 1), given up
     dead = asyncio.run(read_all(grpc_cluster.namesrv_addr, f"%DLQ%{group}"))
     assert [m.body.decode() for m in dead] == ["gb-3"]
+
+
+def test_a_5x_consumer_receives_what_4x_producers_sent_intact(grpc_cluster: LocalCluster, tmp_path: Path) -> None:
+    topic, group = "V5From4x", "v5-from-4x"
+    asyncio.run(create_topic(grpc_cluster, topic, queues=4))
+    namesrv = grpc_cluster.namesrv_addr.split(";")[0]
+    driven = run_driver(tmp_path, "produce", "--namesrv", namesrv, "--topic", topic, "--count", "4",
+                        "--prefix", "cpp", "--tag", "FromCpp", "--keys", "ck")  # fmt: skip
+    cpp = [line for line in driven if "sent" in line]
+    assert [line["status"] for line in cpp] == [0] * 4  # SEND_OK
+
+    async def send_with_krocket() -> list[str]:
+        async with Producer("v5-from-4x-producer", namesrv) as producer:
+            sent = []
+            for i in range(2):
+                msg = Message(topic, f"kr-{i}".encode(), tags="FromKrocket", keys=[f"kk-{i}", "shared"])
+                msg.properties.update({"seq": str(i), "color": "green"})
+                sent.append((await producer.send(msg)).msg_id)
+            return sent
+
+    krocket_ids = asyncio.run(send_with_krocket())
+    got = deliveries(sdk(grpc_cluster, tmp_path / "c", "simple", "--topic", topic, "--group", group, "--expect", "6",
+                         "--timeout", "40"))  # fmt: skip
+    by_body = {g["got"]: g for g in got}
+    assert sorted(by_body) == ["cpp-0", "cpp-1", "cpp-2", "cpp-3", "kr-0", "kr-1"], got
+    for i, line in enumerate(cpp):
+        g = by_body[f"cpp-{i}"]  # the 5.x message id is the 4.x client's message id (UNIQ_KEY)
+        assert (g["id"], g["tag"], g["keys"], g["props"]["seq"]) == (line["id"], "FromCpp", [f"ck-{i}"], str(i))
+    for i, msg_id in enumerate(krocket_ids):
+        g = by_body[f"kr-{i}"]
+        assert (g["id"], g["tag"], sorted(g["keys"])) == (msg_id, "FromKrocket", sorted([f"kk-{i}", "shared"]))
+        assert (g["props"]["seq"], g["props"]["color"]) == (str(i), "green")
+    assert all(g["attempt"] == 1 and g["acked"] for g in got)
