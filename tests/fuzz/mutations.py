@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,10 @@ def namesrv_frames() -> list[RemotingCommand]:
     """Valid requests a name server serves."""
     cluster = {"clusterName": "FuzzCluster", "brokerName": "fuzz-b", "brokerId": "0", "brokerAddr": "127.0.0.1:1"}
     register_body = json.dumps({"topicConfigSerializeWrapper": {"topicConfigTable": {}}, "filterServerList": []})
+    version = {"stateVersion": 0, "timestamp": 1, "counter": 1}
+    delta_body = json.dumps(
+        {"fromVersion": version, "dataVersion": {**version, "counter": 2}, "topicConfigTable": {}, "deletedTopics": []}
+    )
     frames = [
         _frame(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "FuzzTopic"}),
         _frame(RequestCode.GET_BROKER_CLUSTER_INFO, {}),
@@ -38,6 +43,9 @@ def namesrv_frames() -> list[RemotingCommand]:
         _frame(RequestCode.GET_TOPICS_BY_CLUSTER, {"cluster": "FuzzCluster"}),
         _frame(RequestCode.REGISTER_BROKER, {**cluster, "haServerAddr": "127.0.0.1:2"}, register_body.encode()),
         _frame(RequestCode.UNREGISTER_BROKER, cluster),
+        _frame(RequestCode.QUERY_DATA_VERSION, cluster, b'{"stateVersion":0,"timestamp":1,"counter":1}'),
+        _frame(RequestCode.REGISTER_TOPIC_IN_NAMESRV, cluster, delta_body.encode()),
+        _frame(RequestCode.REGISTER_BROKER, {**cluster, "compressed": "true"}, zlib.compress(register_body.encode())),
         _frame(9999, {"x": "y"}),
     ]
     return frames + [_frame(105, {"topic": "FuzzTopic"}, serialize=SERIALIZE_ROCKETMQ)]

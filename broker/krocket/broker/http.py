@@ -70,6 +70,7 @@ async def broker_info(request: web.Request) -> web.Response:
             "maxPhyOffset": service.store.max_phy_offset,
             "registered": registration.registered,
             "nameServers": registration.registered_with,
+            "registration": registration.stats(),
             "flushDiskType": config.flush_disk_type,
             "brokerPermission": service.topics.broker_permission,
             "replication": request.app[STATE_KEY].replication(),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
 from krocket.common.jsonfile import read_json, write_json_atomic
+from krocket.common.register_body import DataVersion, data_version
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, RETRY_GROUP_PREFIX, TopicConfig, validate_topic
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,10 @@ class TopicManager:
         self._on_change = on_change
         self.topics: dict[str, TopicConfig] = {}
         self.data_version = 0
+        self.started_ms = int(time.time() * 1000)  # the data version's timestamp: a restart is a new version
+        # Topics changed since the name servers were last told (``take_changes``); None: all of them (the
+        # broker's permission changed what every topic registers as, or a slave took its master's table).
+        self._changed_topics: set[str] | None = set()
         # The whole broker's permission (brokerPermission): sends need its write bit too, and the table registered
         # with the name servers shows each topic's perm masked by it.
         self.broker_permission = PERM_READ_WRITE
@@ -56,11 +62,39 @@ class TopicManager:
             },
         )
 
-    def _changed(self) -> None:
+    def _changed(self, topic: str | None = None) -> None:
         self.data_version += 1
         self.persist()
+        self._note_change(topic)
+
+    def _note_change(self, topic: str | None) -> None:
+        if topic is None:
+            self._changed_topics = None
+        elif self._changed_topics is not None:
+            self._changed_topics.add(topic)
         if self._on_change is not None:
             self._on_change()
+
+    def version(self) -> DataVersion:
+        """The data version the name servers are told (``krocket.common.register_body``)."""
+        return data_version(self.data_version, self.started_ms)
+
+    def take_changes(self) -> set[str] | None:
+        """The topics changed since the last call (created, updated or deleted), None when every topic may
+        have; the next call starts empty."""
+        changed, self._changed_topics = self._changed_topics, set()
+        return changed
+
+    def registered_table(self, names: set[str] | None = None) -> dict[str, dict[str, object]]:
+        """``{name: TopicConfig JSON}`` as registered (perm masked by the broker's), of ``names`` that exist or
+        of every topic."""
+        chosen = self.topics if names is None else {n: self.topics[n] for n in names if n in self.topics}
+        table = {}
+        for name, cfg in chosen.items():
+            entry = cfg.to_json()
+            entry["perm"] = self.registered_perm(cfg)
+            table[name] = entry
+        return table
 
     def set_broker_permission(self, perm: int) -> bool:
         """Change the broker's permission; a change is a new data version (registered at once). True if changed."""
@@ -68,8 +102,7 @@ class TopicManager:
             return False
         self.broker_permission = perm
         self.data_version += 1
-        if self._on_change is not None:
-            self._on_change()
+        self._note_change(None)
         return True
 
     def registered_perm(self, config: TopicConfig) -> int:
@@ -103,14 +136,14 @@ class TopicManager:
             config.write_queue_nums,
             config.perm,
         )
-        self._changed()
+        self._changed(config.topic_name)
         return config
 
     def delete(self, topic: str) -> bool:
         if self.topics.pop(topic, None) is None:
             return False
         log.info("deleted topic %s", topic)
-        self._changed()
+        self._changed(topic)
         return True
 
     def for_send(

@@ -10,7 +10,7 @@ from typing import Any
 MASTER_ID = 0
 GRPC_ADDRS_FIELD = "grpcAddrs"
 """BrokerData's krocket field: brokerId -> gRPC ``host:port`` of the brokers that serve 5.x clients
-(``krocket.common.broker_grpc``); written only when one does, ignored by RocketMQ's clients."""
+(``krocket.common.register_body``); written only when one does, ignored by RocketMQ's clients."""
 
 
 @dataclass(slots=True)

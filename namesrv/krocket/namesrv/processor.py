@@ -7,19 +7,19 @@ standard JSON (quoted ``brokerAddrs`` keys), which every client version accepts 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from krocket.common.acl import AclAccount, AclFile, authenticate
 from krocket.common.addresses import is_host_port
-from krocket.common.broker_grpc import grpc_addr_from_register_body
-from krocket.common.broker_http import http_url_from_register_body
 from krocket.common.codes import RequestCode, ResponseCode
-from krocket.common.errors import HeaderError, KrocketError, MessageIllegalError, NoPermissionError
+from krocket.common.errors import HeaderError, KrocketError, NoPermissionError
 from krocket.common.headers import (
     AddWritePermOfBrokerHeader,
+    BrokerIdentityHeader,
     DeleteTopicInNamesrvHeader,
     KVConfigHeader,
     NamespaceHeader,
@@ -31,9 +31,10 @@ from krocket.common.headers import (
     WipeWritePermOfBrokerHeader,
 )
 from krocket.common.headers.inspect import ADD_TOPIC_COUNT, WIPE_TOPIC_COUNT
+from krocket.common.register_body import decode_register_body, decode_topic_delta
 from krocket.common.remoting import Connection, RemotingCommand, header_fields
-from krocket.common.route import dumps, loads_lenient
-from krocket.common.topic import TopicConfig, validate_broker_name
+from krocket.common.route import dumps
+from krocket.common.topic import validate_broker_name
 from krocket.namesrv.kvconfig import KVConfigStore
 from krocket.namesrv.metrics import NamesrvMetrics
 from krocket.namesrv.registry import Registration, RegistrationConflictError, RouteRegistry
@@ -90,6 +91,14 @@ class BadRequestError(KrocketError):
     code = ResponseCode.SYSTEM_ERROR
 
 
+def _topic_list(topics: list[str], most: int = 20) -> str:
+    """Topics for a log line: the first ``most`` and how many more."""
+    if not topics:
+        return "-"
+    shown = ",".join(topics[:most])
+    return shown if len(topics) <= most else f"{shown} and {len(topics) - most} more"
+
+
 def _header(cls: type[H], cmd: RemotingCommand) -> H:
     """The request's header, or ``BadRequestError`` naming the request code and the field."""
     try:
@@ -100,31 +109,6 @@ def _header(cls: type[H], cmd: RemotingCommand) -> H:
         raise BadRequestError(
             f"request code {cmd.code}: header field '{exc.field}' must be an integer, got {exc.value!r}"
         ) from None
-
-
-def parse_register_body(body: bytes) -> tuple[dict[str, TopicConfig] | None, dict[str, Any] | None]:
-    """RegisterBrokerBody -> (topic configs by name, dataVersion). Invalid topic configs are skipped."""
-    if not body:
-        return None, None
-    try:
-        data = loads_lenient(body)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequestError("REGISTER_BROKER body is not JSON (compressed bodies are not supported)") from None
-    wrapper = data.get("topicConfigSerializeWrapper") if isinstance(data, dict) else None
-    if not isinstance(wrapper, dict):
-        return None, None
-    version = wrapper.get("dataVersion")
-    table = wrapper.get("topicConfigTable") or {}
-    configs: dict[str, TopicConfig] = {}
-    if isinstance(table, dict):
-        for name, raw in table.items():
-            try:
-                config = TopicConfig.from_json({"topicName": name, **raw})
-            except (KeyError, TypeError, ValueError, MessageIllegalError) as exc:
-                log.warning("ignoring topic config %r in a registration: %s", name, exc)
-                continue
-            configs[config.topic_name] = config
-    return configs, version if isinstance(version, dict) else None
 
 
 class NamesrvProcessor:
@@ -149,6 +133,8 @@ class NamesrvProcessor:
             RequestCode.GET_KV_CONFIG: self.get_kv_config,
             RequestCode.DELETE_KV_CONFIG: self.delete_kv_config,
             RequestCode.REGISTER_BROKER: self.register_broker,
+            RequestCode.REGISTER_TOPIC_IN_NAMESRV: self.register_topics,
+            RequestCode.QUERY_DATA_VERSION: self.query_data_version,
             RequestCode.UNREGISTER_BROKER: self.unregister_broker,
             RequestCode.GET_ROUTEINFO_BY_TOPIC: self.get_route,
             RequestCode.GET_BROKER_CLUSTER_INFO: self.get_cluster_info,
@@ -188,8 +174,9 @@ class NamesrvProcessor:
 
     # -- brokers ----------------------------------------------------------------------------------------
     async def register_broker(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        configs, version = parse_register_body(cmd.body)
         h = _header(RegisterBrokerHeader, cmd)
+        body = decode_register_body(cmd.body, h.compressed)
+        configs = body.topic_configs
         validate_broker_name("clusterName", h.cluster_name)
         validate_broker_name("brokerName", h.broker_name)
         if not is_host_port(h.broker_addr):
@@ -203,11 +190,11 @@ class NamesrvProcessor:
             addr=h.broker_addr,
             ha_server_addr=h.ha_server_addr,
             topic_configs=configs,
-            data_version=version,
+            data_version=body.data_version,
             conn_id=connection_id(conn),
             peer_host=conn.peer.rpartition(":")[0] or None,
-            http_url=http_url_from_register_body(cmd.body),
-            grpc_addr=grpc_addr_from_register_body(cmd.body),
+            http_url=body.http_url,
+            grpc_addr=body.grpc_addr,
         )
         try:
             result = self.registry.register(reg)
@@ -235,11 +222,44 @@ class NamesrvProcessor:
                 reg.addr,
                 reg.ha_server_addr or "-",
                 reg.grpc_addr or "-",
-                ",".join(result.topics_updated) or "-",
+                _topic_list(result.topics_updated),
             )
         return cmd.response(
             ResponseCode.SUCCESS,
             ext_fields=header_fields({"haServerAddr": result.ha_server_addr, "masterAddr": result.master_addr}),
+        )
+
+    async def register_topics(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        """A registered broker's topic delta; ``registered`` false tells it to register in full."""
+        h = _header(BrokerIdentityHeader, cmd)
+        delta = decode_topic_delta(cmd.body, h.compressed)
+        result = self.registry.apply_delta(h.broker_name, h.broker_id, h.broker_addr, delta, connection_id(conn))
+        if result.topics_updated:
+            log.info(
+                "topics of %s changed: %s%s",
+                h.broker_name,
+                _topic_list(result.topics_updated),
+                "" if result.caught_up else " (a change was missed: waiting for a full registration)",
+            )
+        fields = {"registered": str(result.known).lower(), "caughtUp": str(result.caught_up).lower()}
+        return cmd.response(ResponseCode.SUCCESS, ext_fields=fields)
+
+    async def query_data_version(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        """Whether the broker's data version (the body) differs from the one registered here; keeps it alive."""
+        h = _header(BrokerIdentityHeader, cmd)
+        try:
+            version = json.loads(cmd.body) if cmd.body else None
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequestError("QUERY_DATA_VERSION body is not a DataVersion JSON object") from None
+        if not isinstance(version, dict):
+            raise BadRequestError("QUERY_DATA_VERSION body is not a DataVersion JSON object")
+        changed = self.registry.query_data_version(
+            h.broker_name, h.broker_id, h.broker_addr, version, connection_id(conn)
+        )
+        info = self.registry.broker(h.broker_addr)
+        held = info.data_version if info is not None and not changed else None
+        return cmd.response(
+            ResponseCode.SUCCESS, ext_fields={"changed": str(changed).lower()}, body=dumps(held) if held else b""
         )
 
     def _log_conflict(self, exc: RegistrationConflictError) -> None:

@@ -6,9 +6,14 @@ RocketMQ's ``RouteInfoManager``:
 - live brokers by address (``BrokerLiveInfo``: identity, HA address, last registration, connection id);
 - ``brokerAddrTable``: brokerName -> BrokerData (cluster, brokerName, brokerId -> address);
 - ``clusterAddrTable``: cluster -> brokerNames;
-- ``topicQueueTable``: topic -> brokerName -> QueueData, defined by the group's master (brokerId 0) only.
+- ``topicQueueTable``: topic -> brokerName -> QueueData, defined by the group's master (brokerId 0) only, with its
+  index brokerName -> topics, so that nothing but a full registration or a listing walks every topic.
 
-Each live broker also keeps the gRPC endpoint it registered (``krocket.common.broker_grpc``); routes and the
+A master's full registration is the whole truth about its group's topics (one it does not name is gone from the
+group); a topic delta (``apply_delta``) changes only the topics it names; ``query_data_version`` tells a broker
+whether what this name server holds is what the broker has, and keeps it alive, at the cost of a comparison.
+
+Each live broker also keeps the gRPC endpoint it registered (``krocket.common.register_body``); routes and the
 cluster info give each group's as BrokerData's ``grpcAddrs``, for the brokers that serve gRPC.
 
 A group keeps its BrokerData while any of its brokers is registered, and its topics' queue data stays
@@ -25,6 +30,7 @@ from typing import Any
 
 from krocket.common.codes import PERM_WRITE, ResponseCode
 from krocket.common.errors import KrocketError
+from krocket.common.register_body import DataVersion, TopicDelta
 from krocket.common.route import MASTER_ID, BrokerData, QueueData, TopicRouteData
 from krocket.common.topic import TopicConfig
 
@@ -61,8 +67,8 @@ class BrokerLiveInfo:
     conn_id: int | None = None
     data_version: dict[str, Any] | None = None
     peer_host: str | None = None  # the host the registration's connection came from
-    http_url: str = ""  # the broker's HTTP admin API (krocket.common.broker_http), "" when it named none
-    grpc_addr: str = ""  # the broker's 5.x gRPC endpoint (krocket.common.broker_grpc), "" when it serves none
+    http_url: str = ""  # the broker's HTTP admin API (krocket.common.register_body), "" when it named none
+    grpc_addr: str = ""  # the broker's 5.x gRPC endpoint (krocket.common.register_body), "" when it serves none
 
 
 @dataclass(slots=True)
@@ -93,6 +99,17 @@ class RegisterResult:
     topics_updated: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class DeltaResult:
+    """What a topic delta did: whether the broker is known here (else it must register in full), whether this
+    name server now holds the delta's data version (False: it missed a change, a full registration follows) and
+    the topics whose queue data changed."""
+
+    known: bool
+    caught_up: bool = False
+    topics_updated: list[str] = field(default_factory=list)
+
+
 class UnregistrationRefusedError(KrocketError):
     """An UNREGISTER_BROKER for a live broker that arrives over another connection than its registration."""
 
@@ -119,6 +136,7 @@ class RouteRegistry:
         self._broker_addr_table: dict[str, BrokerData] = {}
         self._cluster_addr_table: dict[str, set[str]] = {}
         self._topic_queue_table: dict[str, dict[str, QueueData]] = {}
+        self._topics_of_group: dict[str, set[str]] = {}  # brokerName -> the topics it has queue data for
 
     # -- registration -------------------------------------------------------------------------------
     def register(self, reg: Registration, now: float | None = None) -> RegisterResult:
@@ -160,6 +178,8 @@ class RouteRegistry:
         version_changed = old is None or old.data_version != reg.data_version or reg.data_version is None
         if reg.broker_id == MASTER_ID and reg.topic_configs is not None and (first or version_changed):
             result.topics_updated = self._apply_topic_configs(reg.broker_name, reg.topic_configs.values())
+            gone = self._topics_of_group.get(reg.broker_name, set()) - reg.topic_configs.keys()
+            result.topics_updated += self._remove_topics(reg.broker_name, gone)
 
         if old is not None and (old.ha_server_addr, old.grpc_addr) != (reg.ha_server_addr, reg.grpc_addr):
             result.changed = True
@@ -218,6 +238,7 @@ class RouteRegistry:
     def _apply_topic_configs(self, broker_name: str, configs: Iterable[TopicConfig]) -> list[str]:
         """Create or update the queue data of ``broker_name``; returns the topics that changed."""
         changed: list[str] = []
+        owned = self._topics_of_group.setdefault(broker_name, set())
         for config in configs:
             queue = QueueData(
                 broker_name, config.read_queue_nums, config.write_queue_nums, config.perm, config.topic_sys_flag
@@ -225,8 +246,65 @@ class RouteRegistry:
             by_broker = self._topic_queue_table.setdefault(config.topic_name, {})
             if by_broker.get(broker_name) != queue:
                 by_broker[broker_name] = queue
+                owned.add(config.topic_name)
                 changed.append(config.topic_name)
         return changed
+
+    def _remove_topics(self, broker_name: str, topics: Iterable[str]) -> list[str]:
+        """Drop ``broker_name``'s queue data of ``topics`` (a topic no group carries is forgotten); the removed."""
+        owned = self._topics_of_group.get(broker_name, set())
+        removed: list[str] = []
+        for topic in topics:
+            by_broker = self._topic_queue_table.get(topic)
+            if by_broker is None or by_broker.pop(broker_name, None) is None:
+                continue
+            removed.append(topic)
+            owned.discard(topic)
+            if not by_broker:
+                del self._topic_queue_table[topic]
+        if not owned:
+            self._topics_of_group.pop(broker_name, None)
+        return removed
+
+    # -- deltas and version checks ----------------------------------------------------------------------------
+    def _live_holder(self, addr: str, broker_name: str, broker_id: int, conn_id: int | None) -> BrokerLiveInfo | None:
+        """The live registration of ``addr`` if it is that broker, over that connection (when it registered
+        over one): only it may change or refresh what it registered."""
+        info = self._live.get(addr)
+        if info is None or (info.broker_name, info.broker_id) != (broker_name, broker_id):
+            return None
+        if info.conn_id is not None and conn_id is not None and info.conn_id != conn_id:
+            return None
+        return info if self._is_live(info, self._clock()) else None
+
+    def apply_delta(
+        self, broker_name: str, broker_id: int, addr: str, delta: TopicDelta, conn_id: int | None = None
+    ) -> DeltaResult:
+        """REGISTER_TOPIC_IN_NAMESRV: apply a registered broker's topic changes (a master's only define queue
+        data); it holds the delta's version after only if it held the delta's starting version."""
+        info = self._live_holder(addr, broker_name, broker_id, conn_id)
+        if info is None:
+            return DeltaResult(known=False)
+        info.last_update = self._clock()
+        result = DeltaResult(known=True)
+        if broker_id == MASTER_ID:
+            result.topics_updated = self._apply_topic_configs(broker_name, delta.upserted.values())
+            result.topics_updated += self._remove_topics(broker_name, delta.deleted)
+        if info.data_version == delta.from_version:
+            info.data_version = delta.to_version
+            result.caught_up = True
+        return result
+
+    def query_data_version(
+        self, broker_name: str, broker_id: int, addr: str, version: DataVersion | None, conn_id: int | None = None
+    ) -> bool:
+        """QUERY_DATA_VERSION: whether the broker's ``version`` differs from what is held for it (True also when
+        it is not registered here, or not over this connection); a registered broker is kept alive by it."""
+        info = self._live_holder(addr, broker_name, broker_id, conn_id)
+        if info is None:
+            return True
+        info.last_update = self._clock()
+        return version is None or info.data_version != version
 
     def _move_group(self, broker_data: BrokerData, cluster: str) -> None:
         names = self._cluster_addr_table.get(broker_data.cluster)
@@ -300,10 +378,7 @@ class RouteRegistry:
             names.discard(broker_name)
             if not names:
                 del self._cluster_addr_table[broker_data.cluster]
-        for topic in list(self._topic_queue_table):
-            by_broker = self._topic_queue_table[topic]
-            if by_broker.pop(broker_name, None) is not None and not by_broker:
-                del self._topic_queue_table[topic]
+        self._remove_topics(broker_name, list(self._topics_of_group.get(broker_name, ())))
 
     # -- topics -------------------------------------------------------------------------------------------
     def delete_topic(self, topic: str, cluster: str | None = None) -> bool:
@@ -311,15 +386,10 @@ class RouteRegistry:
         by_broker = self._topic_queue_table.get(topic)
         if by_broker is None:
             return False
-        if cluster is None:
-            del self._topic_queue_table[topic]
-            return True
-        names = self._cluster_addr_table.get(cluster, set())
+        names = self._cluster_addr_table.get(cluster, set()) if cluster is not None else set(by_broker)
         removed = [name for name in list(by_broker) if name in names]
         for name in removed:
-            del by_broker[name]
-        if not by_broker:
-            del self._topic_queue_table[topic]
+            self._remove_topics(name, [topic])
         return bool(removed)
 
     def wipe_write_perm(self, broker_name: str) -> int:
@@ -334,8 +404,8 @@ class RouteRegistry:
 
     def _change_perm(self, broker_name: str, change: Callable[[int], int]) -> int:
         changed = 0
-        for by_broker in self._topic_queue_table.values():
-            queue = by_broker.get(broker_name)
+        for topic in self._topics_of_group.get(broker_name, ()):
+            queue = self._topic_queue_table[topic].get(broker_name)
             if queue is not None and change(queue.perm) != queue.perm:
                 queue.perm = change(queue.perm)
                 changed += 1

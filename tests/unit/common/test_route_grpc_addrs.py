@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from krocket.common.broker_grpc import GRPC_ADDR_FIELD, grpc_addr_from_register_body
-from krocket.common.broker_http import HTTP_URL_FIELD, http_url_from_register_body
+from krocket.common.register_body import GRPC_ADDR_FIELD, HTTP_URL_FIELD, RegisterBodyError, decode_register_body
 from krocket.common.route import GRPC_ADDRS_FIELD, BrokerData, QueueData, TopicRouteData, dumps, loads_lenient
 
 
@@ -33,17 +32,14 @@ def test_grpc_addrs_with_fastjson_unquoted_keys_parse() -> None:
 
 def test_register_body_carries_grpc_addr_beside_http_url() -> None:
     body = dumps({"filterServerList": [], HTTP_URL_FIELD: "http://10.0.0.1:10913", GRPC_ADDR_FIELD: "10.0.0.1:8081"})
-    assert grpc_addr_from_register_body(body) == "10.0.0.1:8081"
-    assert http_url_from_register_body(body) == "http://10.0.0.1:10913"
+    read = decode_register_body(body)
+    assert (read.grpc_addr, read.http_url) == ("10.0.0.1:8081", "http://10.0.0.1:10913")
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        None,
         b"",
-        b"\x00not json",
-        b"[1, 2]",
         dumps({"filterServerList": []}),  # a broker that serves no gRPC (or a Java broker)
         dumps({GRPC_ADDR_FIELD: 8081}),
         dumps({GRPC_ADDR_FIELD: "no-port"}),
@@ -52,5 +48,11 @@ def test_register_body_carries_grpc_addr_beside_http_url() -> None:
         dumps({GRPC_ADDR_FIELD: "bad host:8081"}),
     ],
 )
-def test_a_body_without_a_host_port_grpc_addr_names_none(body: bytes | None) -> None:
-    assert grpc_addr_from_register_body(body) == ""
+def test_a_body_without_a_host_port_grpc_addr_names_none(body: bytes) -> None:
+    assert decode_register_body(body).grpc_addr == ""
+
+
+@pytest.mark.parametrize("body", [b"\x00not json", b"[1, 2]"])
+def test_a_body_that_is_no_json_object_is_refused(body: bytes) -> None:
+    with pytest.raises(RegisterBodyError, match="REGISTER_BROKER body"):
+        decode_register_body(body)

@@ -11,8 +11,8 @@ from typing import Any
 from krocket.broker.config import BrokerConfig
 from krocket.broker.registration import NameServerRegistration
 from krocket.broker.topic_manager import TopicManager
-from krocket.common.broker_grpc import GRPC_ADDR_FIELD
 from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.register_body import GRPC_ADDR_FIELD
 from krocket.common.remoting import RemotingCommand, header_fields
 from krocket.common.route import TopicRouteData
 from krocket.common.topic import TopicConfig

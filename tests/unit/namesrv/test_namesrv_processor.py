@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from krocket.common.codes import RequestCode, ResponseCode
+from krocket.common.register_body import decode_register_body
 from krocket.common.remoting import RemotingCommand, header_fields
 from krocket.common.route import TopicRouteData, dumps
 from krocket.namesrv.kvconfig import KVConfigStore
-from krocket.namesrv.processor import NamesrvProcessor, parse_register_body
+from krocket.namesrv.processor import NamesrvProcessor
 from krocket.namesrv.registry import RouteRegistry
 
 
@@ -134,13 +135,14 @@ async def test_a_slave_registers_with_ha_port_zero(proc: NamesrvProcessor) -> No
     assert (await call(proc, cmd)).code == ResponseCode.SUCCESS
 
 
-def test_parse_register_body_skips_bad_topics_and_reads_unquoted_keys() -> None:
+def test_decode_register_body_skips_bad_topics_and_reads_unquoted_keys() -> None:
     body = json.loads(register_body({"Good": 2}))
     body["topicConfigSerializeWrapper"]["topicConfigTable"]["bad topic!"] = {"topicName": "bad topic!"}
-    configs, version = parse_register_body(dumps(body))
-    assert configs is not None and list(configs) == ["Good"]
-    assert version == {"stateVersion": 0, "timestamp": 1, "counter": 1}
-    assert parse_register_body(b"") == (None, None)
+    read = decode_register_body(dumps(body))
+    assert read.topic_configs is not None and list(read.topic_configs) == ["Good"]
+    assert read.data_version == {"stateVersion": 0, "timestamp": 1, "counter": 1}
+    empty = decode_register_body(b"")
+    assert (empty.topic_configs, empty.data_version) == (None, None)
 
 
 async def test_route_lookup(proc: NamesrvProcessor) -> None:

@@ -30,6 +30,7 @@ from krocket.common.headers.inspect import (
     WipeWritePermOfBrokerHeader,
 )
 from krocket.common.headers.namesrv import (
+    BrokerIdentityHeader,
     DeleteTopicInNamesrvHeader,
     KVConfigHeader,
     NamespaceHeader,
@@ -42,6 +43,7 @@ from krocket.common.headers.send import SEND_LONG_NAMES, SEND_V2_NAMES, SendHead
 from krocket.common.headers.send_back import SEND_BACK_MAX_TIMES_VERSION, ConsumerSendMsgBackHeader
 
 __all__ = [
+    "BrokerIdentityHeader",
     "AddWritePermOfBrokerHeader",
     "GetProducerConnectionListHeader",
     "GetTopicStatsInfoHeader",

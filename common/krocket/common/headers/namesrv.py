@@ -29,6 +29,18 @@ class RegisterBrokerHeader(NamesrvHeader):
     heartbeat_timeout_millis: int | None = None
 
 
+@dataclass(slots=True, kw_only=True)
+class BrokerIdentityHeader(NamesrvHeader):
+    """QUERY_DATA_VERSION (322; the broker's DataVersion in the body, ``changed`` in the answer) and
+    REGISTER_TOPIC_IN_NAMESRV (217; a topic delta in the body, ``krocket.common.register_body``)."""
+
+    broker_name: str
+    broker_addr: str
+    cluster_name: str
+    broker_id: int
+    compressed: bool = False
+
+
 @dataclass(slots=True)
 class UnregisterBrokerHeader(NamesrvHeader):
     """UNREGISTER_BROKER (104)."""
