@@ -122,11 +122,13 @@ def test_a_name_server_that_was_down_catches_up_and_a_restarted_broker_registers
     cluster: LocalCluster,
 ) -> None:
     a = masters(cluster)[0]
+    http(a, "POST", "/api/v1/topics", topic("IncGone", 2))
+    wait_until(lambda: routes_equal_tables(cluster), 15, message="a settled cluster")
     late = cluster.namesrvs[1]
     late.stop()
     for i in range(10):
         http(a, "POST", "/api/v1/topics", topic(f"IncLate{i}", 2))
-    http(a, "DELETE", "/api/v1/topics/IncA0")
+    http(a, "DELETE", "/api/v1/topics/IncGone")
     wait_until(lambda: routes_equal_tables(cluster, [cluster.namesrvs[0]]), 15, message="the live name server")
     late.start()
     late.wait_ports()

@@ -1,4 +1,6 @@
-"""Topic configs of one broker, persisted in ``config/topics.json``; auto-creation through TBW102."""
+"""Topic configs of one broker, persisted in ``config/topics.json`` and its journal
+(``krocket.broker.metadata_journal``: a change costs one appended line, not a rewrite of every topic); auto-creation
+through TBW102."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from krocket.broker.metadata_journal import Entries, MetadataJournal
 from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
-from krocket.common.jsonfile import read_json, write_json_atomic
 from krocket.common.register_body import DataVersion, data_version
 from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, RETRY_GROUP_PREFIX, TopicConfig, validate_topic
 
@@ -20,7 +22,7 @@ class TopicManager:
     def __init__(
         self, config_dir: Path, auto_create: bool, default_queue_nums: int, on_change: Callable[[], None] | None = None
     ) -> None:
-        self._path = config_dir / "topics.json"
+        self._journal = MetadataJournal(config_dir / "topics.json", "topic configs", _snapshot, _read_snapshot)
         self._auto_create = auto_create
         self._default_queue_nums = default_queue_nums
         self._on_change = on_change
@@ -35,11 +37,11 @@ class TopicManager:
         self.broker_permission = PERM_READ_WRITE
 
     def load(self) -> None:
-        data = read_json(self._path, {"topicConfigTable": {}})
-        for raw in data.get("topicConfigTable", {}).values():
+        loaded = self._journal.load()
+        for raw in loaded.entries.values():
             config = TopicConfig.from_json(raw)
             self.topics[config.topic_name] = config
-        self.data_version = int(data.get("dataVersion", 0))
+        self.data_version = loaded.version
         if self._auto_create:
             self.topics.setdefault(
                 AUTO_CREATE_TOPIC_KEY,
@@ -54,17 +56,26 @@ class TopicManager:
             self.topics.pop(AUTO_CREATE_TOPIC_KEY, None)
 
     def persist(self) -> None:
-        write_json_atomic(
-            self._path,
-            {
-                "topicConfigTable": {name: cfg.to_json() for name, cfg in self.topics.items()},
-                "dataVersion": self.data_version,
-            },
-        )
+        """The whole table to ``topics.json`` now (the journal starts empty)."""
+        self._journal.compact_now(self.topics, self.data_version, TopicConfig.to_json)
+
+    def close(self) -> None:
+        """Let a compaction in flight finish and close the journal (at stop)."""
+        self._journal.close()
 
     def _changed(self, topic: str | None = None) -> None:
+        """A new data version, on disk before the change is acknowledged: one journal line for one topic (the
+        journal compacted in the background now and then), the whole table when every topic may have changed."""
         self.data_version += 1
-        self.persist()
+        if topic is None:
+            self.persist()
+        else:
+            config = self.topics.get(topic)
+            if config is None:
+                self._journal.delete(topic, self.data_version)
+            else:
+                self._journal.put(topic, config.to_json(), self.data_version)
+            self._journal.maybe_compact(self.topics, self.data_version, TopicConfig.to_json)
         self._note_change(topic)
 
     def _note_change(self, topic: str | None) -> None:
@@ -179,3 +190,14 @@ class TopicManager:
 
     def auto_create_enabled(self) -> bool:
         return self._auto_create
+
+
+def _snapshot(entries: Entries, version: int) -> dict[str, object]:
+    return {"topicConfigTable": entries, "dataVersion": version}
+
+
+def _read_snapshot(data: object) -> tuple[Entries, int]:
+    if not isinstance(data, dict):
+        return {}, 0
+    table = data.get("topicConfigTable") or {}
+    return (dict(table) if isinstance(table, dict) else {}), int(data.get("dataVersion", 0))

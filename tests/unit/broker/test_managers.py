@@ -49,8 +49,8 @@ def test_upsert_persists_and_announces_changes(tmp_path: Path) -> None:
     manager.upsert(TopicConfig("T", 4, 4))
     manager.upsert(TopicConfig("T", 4, 4))  # unchanged: no new version
     assert changes == [1] and manager.data_version == 1
-    saved = json.loads((tmp_path / "topics.json").read_text())
-    assert saved["dataVersion"] == 1 and saved["topicConfigTable"]["T"]["readQueueNums"] == 4
+    journal = (tmp_path / "topics.json.journal").read_text().splitlines()
+    assert len(journal) == 1 and '"put":"T"' in journal[0]  # one line per change, not a rewrite of the table
     reloaded = topics(tmp_path)
     assert reloaded.get("T") == TopicConfig("T", 4, 4) and reloaded.data_version == 1
     assert manager.delete("T") and not manager.delete("T") and changes == [1, 1]

@@ -1,0 +1,228 @@
+"""A metadata table (``{key: JSON}``, e.g. the topic configs) kept as a snapshot file and a journal of changes.
+
+A change costs one appended line and an fsync, whatever the table's size: ``<crc32 hex> {"v": version, "put": key,
+"value": ...}`` or ``... {"v": version, "del": key}``. Once the journal holds more lines than a quarter of the table
+(and at least ``compact_min``), it is compacted: the journal is set aside (``<file>.journal.old``), a new one takes
+the next changes, and a thread writes the snapshot (temp file, fsync, rename) and then drops the old journal. At
+load the snapshot is read, then the old journal and the journal, each line applied when its version is newer than
+the snapshot's: a crash at any point of a compaction loses nothing, and replaying a line twice is harmless.
+
+A torn last line (``kill -9`` during an append) is cut; a line whose CRC or JSON is bad is skipped without taking
+the lines after it, and the table is compacted at once so the bad bytes are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from krocket.common.jsonfile import read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+Entries = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A table as the files hold it: its entries (JSON), its version, and what loading met."""
+
+    entries: Entries
+    version: int
+    snapshot_version: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    torn: bool = False
+
+
+class MetadataJournal:
+    def __init__(
+        self,
+        path: Path,
+        what: str,
+        snapshot: Callable[[Entries, int], Any],
+        read_snapshot: Callable[[Any], tuple[Entries, int]],
+        compact_min: int = 1000,
+    ) -> None:
+        """``snapshot(entries, version)`` builds the snapshot file's JSON, ``read_snapshot(data)`` reads it back."""
+        self.path = path
+        self.journal_path = path.with_name(path.name + ".journal")
+        self.old_path = path.with_name(path.name + ".journal.old")
+        self._what = what
+        self._snapshot = snapshot
+        self._read_snapshot = read_snapshot
+        self.compact_min = compact_min
+        self._fd: int | None = None
+        self.lines = 0  # lines in the journal since the last compaction began
+        self._compacting: threading.Thread | None = None
+        self.compactions = 0
+
+    # -- load -----------------------------------------------------------------------------------------------
+    def load(self) -> Loaded:
+        entries, version = self._read_snapshot(read_json(self.path, None))
+        loaded = Loaded(entries, version, version)
+        for path in (self.old_path, self.journal_path):
+            self._replay(path, loaded)
+        if loaded.replayed or loaded.skipped:
+            log.info(
+                "%s: %d entries, %d journal lines replayed%s",
+                self._what,
+                len(entries),
+                loaded.replayed,
+                f", {loaded.skipped} bad lines skipped" if loaded.skipped else "",
+            )
+        if loaded.skipped or loaded.torn or self.old_path.exists():
+            # Bad bytes or a compaction cut short: write them out of the files now.
+            self.compact_now(loaded.entries, loaded.version)
+        return loaded
+
+    def _replay(self, path: Path, loaded: Loaded) -> None:
+        """Apply the lines of ``path`` newer than the snapshot (older ones are in it already)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            loaded.torn = True
+            log.warning("%s: a torn last line (%d bytes) of %s is cut", self._what, len(data) - end, path)
+        for line in data[:end].splitlines():
+            change = _parse_line(line)
+            if change is None:
+                loaded.skipped += 1
+                log.warning("%s: a bad line of %s is skipped: %r", self._what, path, line[:120])
+            elif change["v"] > loaded.snapshot_version:
+                _apply(loaded, change)
+            if path == self.journal_path:
+                self.lines += 1
+
+    # -- changes --------------------------------------------------------------------------------------------
+    def put(self, key: str, value: Any, version: int) -> None:
+        self._append({"v": version, "put": key, "value": value})
+
+    def delete(self, key: str, version: int) -> None:
+        self._append({"v": version, "del": key})
+
+    def _append(self, change: dict[str, Any]) -> None:
+        """One line, on disk before this returns (OSError when it cannot be: the change must not be acked)."""
+        text = json.dumps(change, separators=(",", ":"), sort_keys=True).encode()
+        line = b"%08x %s\n" % (zlib.crc32(text), text)
+        if self._fd is None:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        written = os.write(self._fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {self.journal_path}: {written} of {len(line)} bytes")
+        os.fsync(self._fd)
+        self.lines += 1
+
+    # -- compaction -----------------------------------------------------------------------------------------
+    def due(self, size: int) -> bool:
+        return not self.compacting and self.lines >= max(self.compact_min, size // 4)
+
+    @property
+    def compacting(self) -> bool:
+        return self._compacting is not None and self._compacting.is_alive()
+
+    def maybe_compact(self, entries: Mapping[str, Any], version: int, to_json: Callable[[Any], Any]) -> None:
+        """Compact when due: a thread writes the snapshot of a copy of ``entries`` (``to_json`` of each), so the
+        event loop goes on serving; changes meanwhile go to the new journal."""
+        if not self.due(len(entries)):
+            return
+        copy = dict(entries)
+        self._set_aside()
+        self._compacting = threading.Thread(
+            target=self._write_snapshot_logged, args=(copy, version, to_json), name="metadata-compaction", daemon=True
+        )
+        self._compacting.start()
+
+    def compact_now(
+        self, entries: Mapping[str, Any], version: int, to_json: Callable[[Any], Any] = lambda v: v
+    ) -> None:
+        """Write the snapshot here and now (a slave taking its master's table, a load that met bad lines)."""
+        self.wait_compacted()
+        self._set_aside()
+        self._write_snapshot(dict(entries), version, to_json)
+
+    def wait_compacted(self) -> None:
+        """Let a compaction in flight finish (at stop, and before another)."""
+        if self._compacting is not None:
+            self._compacting.join()
+            self._compacting = None
+
+    def _set_aside(self) -> None:
+        """The journal becomes the old journal (unless one is still there: then both hold changes the snapshot
+        being written covers, and the journal's lines are appended to it); the next change starts a new one."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.journal_path.exists():
+            if self.old_path.exists():
+                with open(self.old_path, "ab") as old:
+                    old.write(self.journal_path.read_bytes())
+                    old.flush()
+                    os.fsync(old.fileno())
+                self.journal_path.unlink()
+            else:
+                os.replace(self.journal_path, self.old_path)
+        self.lines = 0
+
+    def _write_snapshot_logged(self, entries: Entries, version: int, to_json: Callable[[Any], Any]) -> None:
+        try:
+            self._write_snapshot(entries, version, to_json)
+        except Exception:  # noqa: BLE001 - the journal still holds every change; the next compaction retries
+            log.exception("%s: compaction failed (the journals keep every change)", self._what)
+
+    def _write_snapshot(self, entries: Entries, version: int, to_json: Callable[[Any], Any]) -> None:
+        began = time.monotonic()
+        data = self._snapshot({key: to_json(value) for key, value in entries.items()}, version)
+        write_json_atomic(self.path, data, compact=True)
+        self.old_path.unlink(missing_ok=True)
+        self.compactions += 1
+        log.info(
+            "%s: snapshot of %d entries at version %d written in %.2f s",
+            self._what,
+            len(entries),
+            version,
+            time.monotonic() - began,
+        )
+
+    def close(self) -> None:
+        self.wait_compacted()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    crc, _, text = line.partition(b" ")
+    try:
+        if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
+            return None
+        change = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(change, dict) or not isinstance(change.get("v"), int):
+        return None
+    if isinstance(change.get("put"), str) and "value" in change:
+        return change
+    if isinstance(change.get("del"), str):
+        return change
+    return None
+
+
+def _apply(loaded: Loaded, change: dict[str, Any]) -> None:
+    if "put" in change:
+        loaded.entries[change["put"]] = change["value"]
+    else:
+        loaded.entries.pop(change["del"], None)
+    loaded.version = max(loaded.version, change["v"])
+    loaded.replayed += 1
