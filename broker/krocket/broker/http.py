@@ -17,7 +17,7 @@ from krocket.common.codes import PERM_READ, PERM_READ_WRITE
 from krocket.common.errors import KrocketError
 from krocket.common.metrics import CONTENT_TYPE, Metrics
 from krocket.common.subscription_group import SubscriptionGroupConfig
-from krocket.common.topic import TopicConfig
+from krocket.common.topic import MAX_TOPICS_PER_BATCH, TopicConfig
 
 
 @dataclass(slots=True)
@@ -111,11 +111,17 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfig:
-    body = await _json_object(request)
+def topic_from_json(body: dict[str, Any], current: TopicConfig | None, name: str | None = None) -> TopicConfig:
+    """A topic config from an admin request's JSON; ``attributes`` replace the topic's when given, else the
+    current ones stay (``current``: the topic as the broker holds it). ``ValueError`` names a bad field."""
     topic = name or body.get("topicName") or body.get("topic")
     if not topic:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "topicName is required"}), content_type="application/json")
+        raise ValueError("topicName is required")
+    attributes = body.get("attributes")
+    if attributes is not None and (
+        not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values())
+    ):
+        raise ValueError('attributes must be an object of strings, e.g. {"message.type": "FIFO"}')
     try:
         read_queue_nums = int(body.get("readQueueNums", 8))
         return TopicConfig(
@@ -124,21 +130,51 @@ async def _topic_from_body(request: web.Request, name: str | None) -> TopicConfi
             write_queue_nums=int(body.get("writeQueueNums", read_queue_nums)),
             perm=int(body.get("perm", PERM_READ_WRITE)),
             order=bool(body.get("order", False)),
+            attributes=dict(attributes) if attributes is not None else dict(current.attributes if current else {}),
         )
     except (TypeError, ValueError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"bad topic field: {exc}"}), content_type="application/json"
-        ) from None
+        raise ValueError(f"bad topic field: {exc}") from None
+
+
+async def _topic_from_body(request: web.Request, service: BrokerService, name: str | None) -> TopicConfig:
+    body = await _json_object(request)
+    try:
+        return topic_from_json(body, service.topics.get(str(name or body.get("topicName") or "")), name)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
 
 
 async def upsert_topic(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    config = await _topic_from_body(request, request.match_info.get("topic"))
+    config = await _topic_from_body(request, service, request.match_info.get("topic"))
     try:
         saved = service.create_topic(config)
     except KrocketError as exc:
         return _error(400, exc.message)
     return web.json_response(saved.to_json())
+
+
+async def batch_topics(request: web.Request) -> web.Response:
+    """``{"topics": [config, ...], "delete": [name, ...]}``: many topics created, updated or deleted in one request
+    (one fsync, one delta to the name servers); every config is checked before anything changes."""
+    service = request.app[SERVICE_KEY]
+    body = await _json_object(request)
+    raw, names = body.get("topics") or [], body.get("delete") or []
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        return _error(400, "topics must be a list of topic objects")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return _error(400, "delete must be a list of topic names")
+    if len(raw) + len(names) > MAX_TOPICS_PER_BATCH:
+        return _error(400, f"at most {MAX_TOPICS_PER_BATCH} topics per request, got {len(raw) + len(names)}")
+    try:
+        configs = [topic_from_json(t, service.topics.get(str(t.get("topicName") or ""))) for t in raw]
+        changed = service.create_topics(configs)
+        deleted = service.delete_topics(names)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    except KrocketError as exc:
+        return _error(400, exc.message)
+    return web.json_response({"applied": len(configs), "changed": len(changed), "deleted": deleted})
 
 
 async def delete_topic(request: web.Request) -> web.Response:
@@ -248,6 +284,7 @@ def make_app(
             web.get("/api/v1/broker", broker_info),
             web.get("/api/v1/topics", list_topics),
             web.post("/api/v1/topics", upsert_topic),
+            web.post("/api/v1/topics/batch", batch_topics),
             web.get("/api/v1/topics/{topic}", get_topic),
             web.put("/api/v1/topics/{topic}", upsert_topic),
             web.delete("/api/v1/topics/{topic}", delete_topic),

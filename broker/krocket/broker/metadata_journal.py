@@ -106,23 +106,28 @@ class MetadataJournal:
 
     # -- changes --------------------------------------------------------------------------------------------
     def put(self, key: str, value: Any, version: int) -> None:
-        self._append({"v": version, "put": key, "value": value})
+        self.append([put_change(key, value, version)])
 
     def delete(self, key: str, version: int) -> None:
-        self._append({"v": version, "del": key})
+        self.append([delete_change(key, version)])
 
-    def _append(self, change: dict[str, Any]) -> None:
-        """One line, on disk before this returns (OSError when it cannot be: the change must not be acked)."""
-        text = json.dumps(change, separators=(",", ":"), sort_keys=True).encode()
-        line = b"%08x %s\n" % (zlib.crc32(text), text)
+    def append(self, changes: list[dict[str, Any]]) -> None:
+        """Lines for ``changes`` (``put_change``/``delete_change``), on disk before this returns with one fsync
+        for all (OSError when they cannot be: the changes must not be acknowledged)."""
+        lines = []
+        for change in changes:
+            text = json.dumps(change, separators=(",", ":"), sort_keys=True).encode()
+            lines.append(b"%08x %s\n" % (zlib.crc32(text), text))
+        data = b"".join(lines)
         if self._fd is None:
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        written = os.write(self._fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {self.journal_path}: {written} of {len(line)} bytes")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
         os.fsync(self._fd)
-        self.lines += 1
+        self.lines += len(lines)
 
     # -- compaction -----------------------------------------------------------------------------------------
     def due(self, size: int) -> bool:
@@ -200,6 +205,14 @@ class MetadataJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def put_change(key: str, value: Any, version: int) -> dict[str, Any]:
+    return {"v": version, "put": key, "value": value}
+
+
+def delete_change(key: str, version: int) -> dict[str, Any]:
+    return {"v": version, "del": key}
 
 
 def _parse_line(line: bytes) -> dict[str, Any] | None:

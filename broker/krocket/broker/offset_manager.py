@@ -104,8 +104,13 @@ class ConsumerOffsetManager:
         return sorted({key.partition("@")[2] for key in self.table})
 
     def delete_topic(self, topic: str) -> None:
-        for key in [k for k in self.table if k.partition("@")[0] == topic]:
+        self.delete_topics([topic])
+
+    def delete_topics(self, topics: list[str]) -> None:
+        """Forget every group's offsets of ``topics`` (one pass over the table, however many topics)."""
+        gone = set(topics)
+        for key in [k for k in self.table if k.partition("@")[0] in gone]:
             del self.table[key]
             self._version += 1
-        for pending in [k for k in self._resets if k[1] == topic]:
+        for pending in [k for k in self._resets if k[1] in gone]:
             del self._resets[pending]

@@ -40,7 +40,7 @@ from krocket.common.errors import (
     ServiceNotAvailableError,
     TopicNotExistError,
 )
-from krocket.common.topic import TopicConfig, validate_topic
+from krocket.common.topic import MAX_TOPICS_PER_BATCH, TopicConfig, validate_topic
 
 if TYPE_CHECKING:
     from krocket.broker.pop.service import PopService
@@ -512,20 +512,40 @@ class BrokerService:
 
     # -- topics -----------------------------------------------------------------------------------------------
     def create_topic(self, config: TopicConfig) -> TopicConfig:
+        self._check_new_topic(config)
+        return self.topics.upsert(config)
+
+    def create_topics(self, configs: list[TopicConfig]) -> list[TopicConfig]:
+        """Many topics created or updated at once (all checked first); those that changed."""
+        if len(configs) > MAX_TOPICS_PER_BATCH:
+            raise MessageIllegalError(f"at most {MAX_TOPICS_PER_BATCH} topics per request, got {len(configs)}")
+        for config in configs:
+            self._check_new_topic(config)
+        return self.topics.upsert_many(configs)
+
+    def _check_new_topic(self, config: TopicConfig) -> None:
         if self.config.is_slave:
             raise ServiceNotAvailableError("topics are created on the master")
         if config.write_queue_nums > config.read_queue_nums:
             raise MessageIllegalError(
-                f"writeQueueNums ({config.write_queue_nums}) must not exceed readQueueNums ({config.read_queue_nums})"
+                f"topic {config.topic_name}: writeQueueNums ({config.write_queue_nums}) must not exceed readQueueNums"
+                f" ({config.read_queue_nums})"
             )
-        return self.topics.upsert(config)
 
     def delete_topic(self, topic: str) -> bool:
-        existed = self.topics.delete(topic)
-        if existed:
-            self.offsets.delete_topic(topic)
-            self.store.delete_topic(topic)
-        return existed
+        return bool(self.delete_topics([topic]))
+
+    def delete_topics(self, topics: list[str]) -> list[str]:
+        """Many topics deleted at once, their offsets and consume queues with them; the names that existed."""
+        if len(topics) > MAX_TOPICS_PER_BATCH:
+            raise MessageIllegalError(f"at most {MAX_TOPICS_PER_BATCH} topics per request, got {len(topics)}")
+        gone = self.topics.delete_many(topics)
+        if gone:
+            self.offsets.delete_topics(gone)
+            self.store.delete_topics(gone)
+            for topic in gone:
+                self.traffic.forget_topic(topic)
+        return gone
 
     def topic_stats(self, topic: str) -> list[dict[str, Any]]:
         config = self._readable_topic(topic)

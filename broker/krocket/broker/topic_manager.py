@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from krocket.broker.metadata_journal import Entries, MetadataJournal
+from krocket.broker.metadata_journal import Entries, MetadataJournal, delete_change, put_change
 from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
 from krocket.common.register_body import DataVersion, data_version
@@ -63,25 +63,17 @@ class TopicManager:
         """Let a compaction in flight finish and close the journal (at stop)."""
         self._journal.close()
 
-    def _changed(self, topic: str | None = None) -> None:
-        """A new data version, on disk before the change is acknowledged: one journal line for one topic (the
-        journal compacted in the background now and then), the whole table when every topic may have changed."""
+    def _replaced(self) -> None:
+        """Every topic may have changed (a slave took its master's table): a new version and the whole table."""
         self.data_version += 1
-        if topic is None:
-            self.persist()
-        else:
-            config = self.topics.get(topic)
-            if config is None:
-                self._journal.delete(topic, self.data_version)
-            else:
-                self._journal.put(topic, config.to_json(), self.data_version)
-            self._journal.maybe_compact(self.topics, self.data_version, TopicConfig.to_json)
-        self._note_change(topic)
+        self.persist()
+        self._note_change(None)
 
     def _note_change(self, topic: str | None) -> None:
+        """``topic`` changed ("": already noted; None: every topic may have); the name servers are told."""
         if topic is None:
             self._changed_topics = None
-        elif self._changed_topics is not None:
+        elif topic and self._changed_topics is not None:
             self._changed_topics.add(topic)
         if self._on_change is not None:
             self._on_change()
@@ -126,19 +118,17 @@ class TopicManager:
         if table == self.topics:
             return
         self.topics = table
-        self._changed()
+        self._replaced()
 
     def get(self, topic: str) -> TopicConfig | None:
         return self.topics.get(topic)
 
     def upsert(self, config: TopicConfig) -> TopicConfig:
-        config.validate()
-        if config.topic_name == AUTO_CREATE_TOPIC_KEY and not self._auto_create:
-            raise MessageIllegalError(f"{AUTO_CREATE_TOPIC_KEY} is reserved for topic auto-creation")
+        self._check(config)
         old = self.topics.get(config.topic_name)
         if old == config:
             return config
-        self.topics[config.topic_name] = config
+        self._apply_many([config], [])
         log.info(
             "%s topic %s: read=%d write=%d perm=%d",
             "updated" if old else "created",
@@ -147,14 +137,60 @@ class TopicManager:
             config.write_queue_nums,
             config.perm,
         )
-        self._changed(config.topic_name)
         return config
 
+    def _check(self, config: TopicConfig) -> None:
+        config.validate()
+        if config.topic_name == AUTO_CREATE_TOPIC_KEY and not self._auto_create:
+            raise MessageIllegalError(f"{AUTO_CREATE_TOPIC_KEY} is reserved for topic auto-creation")
+
+    def upsert_many(self, configs: list[TopicConfig]) -> list[TopicConfig]:
+        """Create or update many topics at once: every config is checked before any is applied, the changes
+        reach the disk with one fsync and the name servers in one delta. Returns those that changed."""
+        for config in configs:
+            self._check(config)
+        latest = {c.topic_name: c for c in configs}  # a topic named twice: the last one
+        changed = [c for c in latest.values() if self.topics.get(c.topic_name) != c]
+        self._apply_many(changed, [])
+        log.info("%d topics created or updated at once (%d unchanged)", len(changed), len(latest) - len(changed))
+        return changed
+
+    def delete_many(self, topics: list[str]) -> list[str]:
+        """Delete many topics at once (one fsync, one delta); the names that existed."""
+        gone = [name for name in dict.fromkeys(topics) if name in self.topics]
+        self._apply_many([], gone)
+        log.info("%d topics deleted at once", len(gone))
+        return gone
+
+    def _apply_many(self, upserts: list[TopicConfig], deletes: list[str]) -> None:
+        """Each change a new data version and a journal line, on disk (one fsync) before memory changes and
+        before the caller acknowledges; the journal is compacted in the background now and then."""
+        if not upserts and not deletes:
+            return
+        changes = []
+        version = self.data_version
+        for config in upserts:
+            version += 1
+            changes.append(put_change(config.topic_name, config.to_json(), version))
+        for name in deletes:
+            version += 1
+            changes.append(delete_change(name, version))
+        self._journal.append(changes)  # on disk first: a failed write changes nothing in memory
+        for config in upserts:
+            self.topics[config.topic_name] = config
+        for name in deletes:
+            del self.topics[name]
+        self.data_version = version
+        if self._changed_topics is not None:
+            self._changed_topics.update([c.topic_name for c in upserts] + deletes)
+        self._journal.maybe_compact(self.topics, self.data_version, TopicConfig.to_json)
+        self._note_change("")
+
     def delete(self, topic: str) -> bool:
-        if self.topics.pop(topic, None) is None:
+        if topic not in self.topics:
             return False
+        self._apply_many([], [topic])
         log.info("deleted topic %s", topic)
-        self._changed(topic)
         return True
 
     def for_send(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from krocket.cli.acl_options import add_credential_arguments, credential_kwargs
@@ -20,6 +22,7 @@ from krocket.cli.exit_codes import (
     fail,
 )
 from krocket.cli.tls_options import add_tls_arguments, tls_kwargs
+from krocket.cli.topic_file import TopicDefaults, read_topic_file, topic_configs, topic_names
 from krocket.common.addresses import namesrv_from_env
 from krocket.common.errors import ConfigError
 from krocket.common.message_type import MESSAGE_TYPE_ATTRIBUTE, TOPIC_MESSAGE_TYPES
@@ -64,6 +67,29 @@ def _force_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _from_file_arg(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "--from-file",
+        "-f",
+        metavar="FILE",
+        default=None,
+        help=f"{verb} every topic of a YAML/JSON file (a list of names or of {{name, readQueues, writeQueues, perm, "
+        "messageType}} objects; the flags give the defaults), many per request",
+    )
+
+
+def _one_topic_or_file(args: argparse.Namespace) -> None:
+    if (args.topic is None) == (args.from_file is None):
+        raise ConfigError(f"topic {args.verb}: give a topic name or --from-file FILE (one of them)")
+
+
+def _bulk_progress(verb: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        print(f"{verb}: {done}/{total} topics", file=sys.stderr, flush=True)
+
+    return show
+
+
 def _refuse_system_topic(args: argparse.Namespace) -> None:
     if is_system_topic(args.topic) and not args.force:
         raise ConfigError(f"{args.topic} is a system topic the brokers rely on; pass --force to {args.verb} it")
@@ -80,7 +106,8 @@ def register(sub: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _namesrv_arg(p)
-        p.add_argument("topic")
+        p.add_argument("topic", nargs="?", help="the topic (or --from-file)")
+        _from_file_arg(p, verb)
         p.add_argument(
             "--read-queues", "-r", type=queue_count, default=8, help="read queues per broker, 1-1024 (default 8)"
         )
@@ -119,7 +146,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=topic_route)
     p = verbs.add_parser("delete", help="delete a topic from brokers and name servers")
     _namesrv_arg(p)
-    p.add_argument("topic")
+    p.add_argument("topic", nargs="?", help="the topic (or --from-file)")
+    _from_file_arg(p, "delete")
     _force_arg(p)
     p.set_defaults(func=topic_delete)
 
@@ -165,6 +193,9 @@ def _print(args: argparse.Namespace, data: Any, table: list[str]) -> None:
 
 @exits_1_on_failure
 def topic_upsert(args: argparse.Namespace) -> int:
+    _one_topic_or_file(args)
+    if args.from_file is not None:
+        return _topics_upsert_from_file(args)
     write = args.write_queues if args.write_queues is not None else args.read_queues
     _refuse_system_topic(args)
     check_queue_nums(args.read_queues, write)
@@ -200,6 +231,26 @@ def topic_upsert(args: argparse.Namespace) -> int:
 
 
 @exits_1_on_failure
+def _topics_upsert_from_file(args: argparse.Namespace) -> int:
+    defaults = TopicDefaults(args.read_queues, args.write_queues, args.perm, args.message_type)
+    configs = topic_configs(read_topic_file(args.from_file), args.from_file, defaults, args.force)
+
+    async def run(admin: Any) -> list[str]:
+        return list(
+            await admin.create_topics(
+                configs, args.cluster, args.broker, args.allow_shrink, progress=_bulk_progress(f"topic {args.verb}")
+            )
+        )
+
+    names = asyncio.run(_with_admin(args, run))
+    _print(
+        args,
+        {"topics": len(configs), "brokerNames": names, "file": args.from_file},
+        [f"{args.verb}d {len(configs)} topics from {args.from_file} on {', '.join(names)}"],
+    )
+    return EXIT_OK
+
+
 def topic_list(args: argparse.Namespace) -> int:
     topics = asyncio.run(_with_admin(args, lambda a: a.list_topics()))
     _print(args, sorted(topics), sorted(topics))
@@ -223,6 +274,16 @@ def topic_route(args: argparse.Namespace) -> int:
 
 @exits_1_on_failure
 def topic_delete(args: argparse.Namespace) -> int:
+    _one_topic_or_file(args)
+    if args.from_file is not None:
+        names = topic_names(read_topic_file(args.from_file), args.from_file, args.force)
+        gone = asyncio.run(_with_admin(args, lambda a: a.delete_topics(names, progress=_bulk_progress("topic delete"))))
+        _print(
+            args,
+            {"deleted": gone, "missing": [n for n in names if n not in set(gone)]},
+            [f"deleted {len(gone)} of the {len(names)} topics of {args.from_file}"],
+        )
+        return EXIT_OK
     _refuse_system_topic(args)
     asyncio.run(_with_admin(args, lambda a: a.delete_topic(args.topic)))
     _print(args, {"topic": args.topic, "deleted": True}, [f"deleted topic {args.topic}"])

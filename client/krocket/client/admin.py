@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,13 @@ from krocket.common.record import decode_record, decode_records
 from krocket.common.remoting.tls import client_tls
 from krocket.common.route import MASTER_ID, BrokerData, TopicRouteData, dumps
 from krocket.common.subscription_group import SubscriptionGroupConfig
-from krocket.common.topic import AUTO_CREATE_TOPIC_KEY, validate_group, validate_topic
+from krocket.common.topic import (
+    AUTO_CREATE_TOPIC_KEY,
+    MAX_TOPICS_PER_BATCH,
+    TopicConfig,
+    validate_group,
+    validate_topic,
+)
 from krocket.common.topic_attributes import format_attribute_changes
 
 from . import broker_api
@@ -230,6 +236,82 @@ class Admin:
             ", ".join(sorted(masters)),
         )
         return sorted(masters)
+
+    async def create_topics(
+        self,
+        configs: list[TopicConfig],
+        cluster: str | None = None,
+        broker_names: list[str] | None = None,
+        allow_shrink: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Create or update many topics on every master of ``cluster`` (or of ``broker_names``, or of every
+        cluster) with UPDATE_AND_CREATE_TOPIC_LIST, ``MAX_TOPICS_PER_BATCH`` per request; a config's
+        attributes replace the topic's, a config without any keeps the topic's. Unless ``allow_shrink``, raises ``QueueShrinkRefused`` when fewer read
+        queues would drop queues holding unconsumed messages (as ``update_topic``). ``progress(done, total)``
+        after each request. Returns the broker names."""
+        for config in configs:
+            config.validate()
+        masters = (await self.cluster_info()).masters(cluster, broker_names)
+        if not masters:
+            raise KrocketError("no broker to create the topics on")
+        if not allow_shrink:
+            await self._refuse_shrinks(configs, masters)
+        for start in range(0, len(configs), MAX_TOPICS_PER_BATCH):
+            chunk = configs[start : start + MAX_TOPICS_PER_BATCH]
+            body = dumps({"topicConfigList": [_list_entry(c) for c in chunk]})
+            await self._on_all(masters, RequestCode.UPDATE_AND_CREATE_TOPIC_LIST, None, body)
+            for config in chunk:
+                self.instance.namesrv.forget(config.topic_name)
+            if progress is not None:
+                progress(start + len(chunk), len(configs))
+        log.info("%d topics applied to %s", len(configs), ", ".join(sorted(masters)))
+        return sorted(masters)
+
+    async def _refuse_shrinks(self, configs: list[TopicConfig], masters: dict[str, str]) -> None:
+        """``QueueShrinkRefused`` for the first topic whose fewer read queues would drop unconsumed messages;
+        only topics whose read queues go down are looked at."""
+        tables = await asyncio.gather(*(self.topic_config(addr) for addr in masters.values()))
+        for config in configs:
+            current = max(
+                (int(t[config.topic_name].get("readQueueNums", 0)) for t in tables if config.topic_name in t),
+                default=0,
+            )
+            if current > config.read_queue_nums:
+                at_risk = await self.queues_at_risk(config.topic_name, config.read_queue_nums, masters)
+                if at_risk:
+                    raise QueueShrinkRefused(config.topic_name, at_risk)
+
+    async def delete_topics(
+        self,
+        topics: list[str],
+        cluster: str | None = None,
+        broker_names: list[str] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        concurrency: int = 16,
+    ) -> list[str]:
+        """Delete many topics from the masters and the name servers, ``concurrency`` at a time; the topics that
+        existed (the others are skipped, not an error)."""
+        for topic in topics:
+            validate_topic(topic)
+        masters = (await self.cluster_info()).masters(cluster, broker_names)
+        known = set(await self.list_topics())
+        for table in await asyncio.gather(*(self.topic_config(addr) for addr in masters.values())):
+            known.update(table)
+        present = [t for t in dict.fromkeys(topics) if t in known]
+        gate = asyncio.Semaphore(max(1, concurrency))
+        done = 0
+
+        async def one(topic: str) -> None:
+            nonlocal done
+            async with gate:
+                await self.delete_topic(topic, cluster, broker_names)
+                done += 1
+                if progress is not None and (done % 100 == 0 or done == len(present)):
+                    progress(done, len(present))
+
+        await asyncio.gather(*(one(t) for t in present))
+        return present
 
     async def update_topic(
         self,
@@ -590,3 +672,11 @@ class Admin:
             if response.code == ResponseCode.SUCCESS:
                 found.extend(decode_records(response.body))
         return sorted(found, key=lambda m: m.store_timestamp)
+
+
+def _list_entry(config: TopicConfig) -> dict[str, Any]:
+    """A config for UPDATE_AND_CREATE_TOPIC_LIST; without attributes the broker keeps the topic's own."""
+    entry = config.to_json()
+    if not config.attributes:
+        del entry["attributes"]
+    return entry

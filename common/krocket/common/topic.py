@@ -13,6 +13,8 @@ from krocket.common.topic_attributes import validate_attributes
 AUTO_CREATE_TOPIC_KEY = "TBW102"
 DEFAULT_QUEUE_NUMS = 8
 MAX_QUEUE_NUMS = 1024
+MAX_TOPICS_PER_BATCH = 1000
+"""Topics in one bulk request (UPDATE_AND_CREATE_TOPIC_LIST, the HTTP batch): clients send more in several."""
 MAX_TOPIC_LENGTH = 127
 MAX_GROUP_LENGTH = 120
 RETRY_GROUP_PREFIX = "%RETRY%"

@@ -142,6 +142,7 @@ RULES: dict[int, Rule] = {
     RequestCode.GET_BROKER_RUNTIME_INFO: Access.SIGNED,
     RequestCode.GET_TOPIC_STATS_INFO: Access.SIGNED,  # queue offsets and times, as GET_MAX_OFFSET
     RequestCode.UPDATE_AND_CREATE_TOPIC: Access.ADMIN,
+    RequestCode.UPDATE_AND_CREATE_TOPIC_LIST: Access.ADMIN,
     RequestCode.DELETE_TOPIC_IN_BROKER: Access.ADMIN,
     RequestCode.UPDATE_BROKER_CONFIG: Access.ADMIN,
     RequestCode.GET_BROKER_CONFIG: Access.ADMIN,

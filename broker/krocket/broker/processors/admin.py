@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from krocket.broker.service import BrokerService
 from krocket.common.codes import ResponseCode
-from krocket.common.errors import TopicNotExistError
+from krocket.common.errors import MessageIllegalError, TopicNotExistError
 from krocket.common.headers import (
     CreateTopicHeader,
     DeleteTopicInBrokerHeader,
@@ -36,10 +38,32 @@ async def process_create_topic(service: BrokerService, conn: Connection, cmd: Re
     return cmd.response(ResponseCode.SUCCESS)
 
 
+async def process_create_topic_list(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    """UPDATE_AND_CREATE_TOPIC_LIST (18), RocketMQ 5's bulk create: ``{"topicConfigList": [TopicConfig, ...]}``;
+    a config's ``attributes`` are the topic's whole set when given, the topic keeps its own when the key is
+    absent. All are checked before any is applied."""
+    try:
+        data = json.loads(cmd.body or b"")
+    except (UnicodeDecodeError, ValueError):
+        raise MessageIllegalError("UPDATE_AND_CREATE_TOPIC_LIST body is not JSON") from None
+    raw = data.get("topicConfigList") if isinstance(data, dict) else None
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise MessageIllegalError("UPDATE_AND_CREATE_TOPIC_LIST body needs topicConfigList, a list of topic configs")
+    try:
+        configs = [TopicConfig.from_json(t) for t in raw]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MessageIllegalError(f"UPDATE_AND_CREATE_TOPIC_LIST: a bad topic config: {exc}") from None
+    for config, given in zip(configs, raw, strict=True):
+        current = service.topics.get(config.topic_name)
+        if "attributes" not in given and current is not None:
+            config.attributes = dict(current.attributes)
+    changed = service.create_topics(configs)
+    return cmd.response(ResponseCode.SUCCESS, f"{len(configs)} topics applied, {len(changed)} changed")
+
+
 async def process_delete_topic(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     topic = DeleteTopicInBrokerHeader.from_fields(cmd.ext_fields).topic
     service.delete_topic(topic)
-    service.traffic.forget_topic(topic)
     return cmd.response(ResponseCode.SUCCESS)
 
 

@@ -502,7 +502,13 @@ class MessageStore:
 
         A checkpoint is written at once, so recovery does not rebuild the queues from older records.
         """
-        dropped = self.queues.delete_topic(topic)
+        return self.delete_topics([topic])
+
+    def delete_topics(self, topics: list[str]) -> int:
+        """Drop the consume queues of every one of ``topics`` (one checkpoint for all); how many were dropped."""
+        dropped = sum(self.queues.delete_topic(topic) for topic in topics)
+        if not dropped:
+            return 0
         fds, finish = self._prepare_logics_flush()
         fdatasync_all(fds)
         finish()
