@@ -126,7 +126,12 @@ def test_brokergroup_defaults(defaulted):
     assert ctr["args"] == ["broker", "--config", "/etc/krocket/broker.yaml"]
     assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert {p["containerPort"] for p in ctr["ports"]} == {10911, 10912, 10913}
+    assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {
+        "remoting": 10911,
+        "ha": 10912,
+        "http": 10913,
+        "grpc": 8081,
+    }
     anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["topologyKey"] == "kubernetes.io/hostname"
     assert anti["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
@@ -144,6 +149,7 @@ def test_brokergroup_defaults(defaulted):
         "listenPort": 10911,
         "haListenPort": 10912,
         "httpPort": 10913,
+        "grpcListenPort": 8081,
         "storePathRootDir": "/var/lib/krocket",
         "autoCreateTopicEnable": False,
         "fileReservedTime": 72,

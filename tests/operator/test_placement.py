@@ -19,12 +19,13 @@ def _group(name: str, cluster: str = "c1", ns: str = "mq", labels: dict | None =
 
 def test_desired_config_defaults(defaulted):
     cfg = pl.desired_config(defaulted("Topic", "orders", {"placement": {"clusterName": "c1"}}))
-    assert cfg == TopicConfig("orders", 8, 8, 6)
-    assert {k: cfg.to_json()[k] for k in ("topicName", "readQueueNums", "writeQueueNums", "perm")} == {
+    assert cfg == TopicConfig("orders", 8, 8, 6, attributes={"message.type": "NORMAL"})
+    assert {k: cfg.to_json()[k] for k in ("topicName", "readQueueNums", "writeQueueNums", "perm", "attributes")} == {
         "topicName": "orders",
         "readQueueNums": 8,
         "writeQueueNums": 8,
         "perm": 6,
+        "attributes": {"message.type": "NORMAL"},
     }
 
 

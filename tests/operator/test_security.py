@@ -28,6 +28,7 @@ from krocket.operator.build_security import NetworkPolicySettings
 from tests.operator.api import G, bg_body, create, nss_body, patch, path
 from tests.operator.bodies import make_body
 from tests.operator.kopf_harness import StampingEmulator, condition, get, running_operator, wait_for
+from tests.operator.test_operator_metrics import free_port
 
 K8S_VERSIONS = ["1.30", "1.32"]
 OPERATOR_NS = NetworkPolicySettings(operator_namespace="krocket-system", monitoring_namespace_labels={"team": "mon"})
@@ -95,7 +96,7 @@ def nameservers(crds, name: str = "ns1", **spec: Any) -> dict[str, Any]:
 
 
 def _rule_for(policy: dict[str, Any], port: int) -> dict[str, Any]:
-    return next(r for r in policy["spec"]["ingress"] if [p["port"] for p in r["ports"]] == [port])
+    return next(r for r in policy["spec"]["ingress"] if port in [p["port"] for p in r["ports"]])
 
 
 # --- NetworkPolicy ------------------------------------------------------------------------------------
@@ -401,6 +402,25 @@ def _relocate(values: list[str] | dict[str, Any], tls_dir: Path) -> Any:
     return [move(v) for v in values]
 
 
+async def _grpc_serves_tls_only(endpoint: str, ca: Path) -> None:
+    """The broker's gRPC port answers a 5.x client that trusts the cluster's CA and refuses a plaintext one."""
+    import grpc
+
+    from krocket.broker.grpc.protocol import definition_pb2 as pb
+    from krocket.broker.grpc.protocol import service_pb2 as rpc
+    from krocket.broker.grpc.protocol import service_pb2_grpc as rpc_grpc
+
+    client = (("x-mq-client-id", "operator-test@1@1"), ("x-mq-language", "PYTHON"), ("x-mq-client-version", "5.1.2"))
+    query = rpc.QueryRouteRequest(topic=pb.Resource(name="NoSuchTopic"))
+    async with grpc.aio.secure_channel(endpoint, grpc.ssl_channel_credentials(ca.read_bytes())) as channel:
+        route = await rpc_grpc.MessagingServiceStub(channel).QueryRoute(query, metadata=client, timeout=10)
+    assert route.status.code == pb.TOPIC_NOT_FOUND, route.status
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await rpc_grpc.MessagingServiceStub(channel).QueryRoute(query, metadata=client, timeout=10)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
 async def test_operator_tls_settings_serve_https_and_the_operator_trusts_the_ca(tmp_path: Path):
     import ssl
 
@@ -412,6 +432,7 @@ async def test_operator_tls_settings_serve_https_and_the_operator_trusts_the_ca(
 
     files = _issue(tmp_path / "tls")
     src = build_tls.TlsSource("x", False, "enforcing", True)
+    grpc_port = free_port()
     ns_args = ["namesrv", "--host", "127.0.0.1", "--listen-port", "0", "--http-port", "0"]
     ns_proc, ns_ports = _spawn(
         [*ns_args, *_relocate(build_tls.namesrv_args(src), tmp_path / "tls")], tmp_path / "ns.json", tmp_path / "ns.log"
@@ -423,7 +444,7 @@ async def test_operator_tls_settings_serve_https_and_the_operator_trusts_the_ca(
             [
                 "broker", "--config", str(config),
                 "--host", "127.0.0.1", "--listen-port", "0", "--http-port", "0", "--ha-port", "0",
-                "--grpc-port", "0",  # no gRPC: its default port would collide with other tests' brokers
+                "--grpc-port", str(grpc_port),  # not the default 8081, which other tests' brokers may hold
                 "--namesrv", f"127.0.0.1:{ns_ports['port']}",
                 "--cluster", "c1", "--broker-name", "broker-a", "--broker-id", "0",
                 "--store-dir", str(tmp_path / "store"), "--no-auto-create-topic",
@@ -449,6 +470,7 @@ async def test_operator_tls_settings_serve_https_and_the_operator_trusts_the_ca(
                 from tests.support.cluster import wait_until_async
 
                 await wait_until_async(registered, timeout=20, message="the broker registered over TLS")
+            await _grpc_serves_tls_only(f"127.0.0.1:{grpc_port}", files["ca.crt"])  # grpcTlsEnable
         finally:
             _stop(br_proc)
     finally:

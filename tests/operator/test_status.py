@@ -185,6 +185,7 @@ def test_placement_entries():
         "readQueues": 8,
         "writeQueues": 4,
         "perm": 6,
+        "messageType": "NORMAL",
         "state": "Applied",
     }
     refused = topic_status.held_entry(_broker("a"), want, Action("refuse", "would shrink"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from krocket.common.message_type import MESSAGE_TYPE_ATTRIBUTE
 from krocket.common.topic import TopicConfig
 from krocket.operator.broker_admin import BrokerAdmin, BrokerRejected
 
@@ -123,7 +124,7 @@ async def test_topic_applied_to_real_broker_and_drift_repaired(kmock, loopback_b
         assert (on_broker["readQueueNums"], on_broker["writeQueueNums"], on_broker["perm"]) == (4, 4, 6)
         placement = get(kmock, TOPICS, "mq", "orders")["status"]["placement"]
         assert placement == [{"brokerGroup": "broker-a", "brokerName": "broker-a", "readQueues": 4,
-                              "writeQueues": 4, "perm": 6, "state": "Applied"}]  # fmt: skip
+                              "writeQueues": 4, "perm": 6, "messageType": "NORMAL", "state": "Applied"}]  # fmt: skip
         # the BrokerGroup status reads the real broker: registered with the name server
         await wait_for(lambda: get(kmock, BGS, "mq", "broker-a")["status"]["master"].get("registered") is True,
                        what="master registered in status")  # fmt: skip
@@ -157,3 +158,33 @@ async def wait_for_async(fetch, check=bool, timeout: float = 15.0, what: str = "
             return value
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_broker_admin_keeps_topic_attributes(loopback_broker):
+    """The operator's topic writes carry `message.type`; the broker holds it and answers with it."""
+    base = loopback_broker
+    async with aiohttp.ClientSession() as session:
+        admin = BrokerAdmin(session)
+        fifo = TopicConfig("Typed", 4, 4, 6, attributes={MESSAGE_TYPE_ATTRIBUTE: "FIFO"})
+        assert (await admin.upsert_topic(base, fifo))["attributes"] == {MESSAGE_TYPE_ATTRIBUTE: "FIFO"}
+        assert (await admin.get_topic(base, "Typed"))["attributes"] == {MESSAGE_TYPE_ATTRIBUTE: "FIFO"}
+
+
+@pytest.mark.kmock(cls=StampingEmulator)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_topic_message_type_applied_to_real_broker_and_changed(kmock, loopback_broker):
+    base = loopback_broker
+    fifo_topic = topic_body("fifo", topicName="Fifo", messageType="FIFO")
+
+    def holds(message_type: str):
+        return lambda t: (t or {}).get("attributes") == {MESSAGE_TYPE_ATTRIBUTE: message_type}
+
+    async with operator_on(kmock, base):
+        await kmock.post(f"/apis/{G}/namespaces/mq/brokergroups", json=brokergroup("127.0.0.1:9876", cluster="c1"))
+        await kmock.post(f"/apis/{G}/namespaces/mq/topics", json=fifo_topic)
+        await wait_for_async(lambda: _topic(base, "Fifo"), check=holds("FIFO"), what="the broker's topic is FIFO")
+        await kmock.patch(f"/apis/{G}/namespaces/mq/topics/fifo", json={"spec": {"messageType": "MIXED"}},
+                          headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
+        await wait_for_async(lambda: _topic(base, "Fifo"), check=holds("MIXED"), what="changed to MIXED on the broker")
+        await wait_for(lambda: condition(get(kmock, TOPICS, "mq", "fifo"), "Degraded")["status"] == "False",
+                       what="not degraded: the broker holds the spec's type")  # fmt: skip

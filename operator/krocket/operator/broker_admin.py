@@ -147,6 +147,8 @@ class BrokerAdmin:
         return None if status == 404 else dict(body)
 
     async def upsert_topic(self, base: str, cfg: TopicConfig) -> dict[str, Any]:
+        """Create or replace the topic (queues, perm and its attributes, e.g. message.type, in RocketMQ's
+        TopicConfig JSON); the topic as the broker holds it afterwards."""
         _, body = await self._call("POST", f"{base}/api/v1/topics", json=cfg.to_json())
         return dict(body or {})
 

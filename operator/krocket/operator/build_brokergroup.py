@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from krocket.common import ports
-from krocket.operator import build_acl, build_namesrv, build_tls
+from krocket.operator import build_acl, build_grpc, build_namesrv, build_tls
 from krocket.operator import constants as c
 from krocket.operator.build_common import (
     Manifest,
@@ -46,6 +46,7 @@ RESERVED_CONFIG_KEYS = frozenset(
         "listenPort",
         "haListenPort",
         "httpPort",
+        "grpcListenPort",
         "storePathRootDir",
     }
 )
@@ -114,6 +115,16 @@ def pvc_name(name: str, ordinal: int) -> str:
     return f"{DATA_VOLUME}-{statefulset_name(name)}-{ordinal}"
 
 
+def grpc_endpoint(body: Mapping[str, Any]) -> str | None:
+    """What a RocketMQ 5.x SDK dials (its access point): the headless Service, `<name>-headless.<ns>.svc:<port>`,
+    which resolves to every broker of the group; any of them answers QueryRoute for every group of the cluster,
+    and the routes name each master's own `<pod>.<name>-headless.<ns>.svc:<port>`. None when gRPC is off."""
+    served = build_grpc.port(body)
+    if served is None:
+        return None
+    return f"{headless_service_name(meta(body)['name'])}.{meta(body)['namespace']}.svc:{served}"
+
+
 def namesrv_address(body: Mapping[str, Any]) -> str:
     """Name servers are addressed by the NameServerSet's headless Service: scaling them restarts nothing."""
     ref = spec_of(body).get("nameServerSetRef") or {}
@@ -147,6 +158,7 @@ def broker_config(body: Mapping[str, Any]) -> dict[str, Any]:
             "listenPort": ports.BROKER_PORT,
             "haListenPort": ports.BROKER_HA_PORT,
             "httpPort": ports.BROKER_HTTP_PORT,
+            "grpcListenPort": build_grpc.listen_port(body),
             "storePathRootDir": c.DATA_DIR,
         }
     )
@@ -220,6 +232,7 @@ def pod_template(body: Mapping[str, Any], restart_token: str | None = None) -> M
             {"name": "remoting", "containerPort": ports.BROKER_PORT, "protocol": "TCP"},
             {"name": "ha", "containerPort": ports.BROKER_HA_PORT, "protocol": "TCP"},
             {"name": "http", "containerPort": ports.BROKER_HTTP_PORT, "protocol": "TCP"},
+            *build_grpc.container_ports(body),
         ],
         # A crashed broker replays its commit log before /healthz answers: give recovery time.
         "startupProbe": {
@@ -359,6 +372,7 @@ def headless_service(body: Mapping[str, Any]) -> Manifest:
                 {"name": "remoting", "port": ports.BROKER_PORT, "targetPort": "remoting", "protocol": "TCP"},
                 {"name": "ha", "port": ports.BROKER_HA_PORT, "targetPort": "ha", "protocol": "TCP"},
                 {"name": "http", "port": ports.BROKER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                *build_grpc.service_ports(body),
             ],
         },
     }

@@ -5,7 +5,8 @@ exactly that resource's pods. Per owner rather than per clusterName: the HA rule
 pods") is a per-group fact, a per-cluster object would have no single owner to be collected with, and groups of
 one cluster may differ in their opt-out or monitoring namespace.
 
-- remoting (brokers 10911, name servers 9876): open to every client (RocketMQ clients connect from anywhere);
+- remoting (brokers 10911, name servers 9876) and a broker's gRPC port (8081, `spec.grpc`; RocketMQ 5.x SDKs):
+  open to every client (RocketMQ clients connect from anywhere);
 - HA (10912): only from the pods of the same BrokerGroup (slaves replicate from their master);
 - HTTP admin (broker 10913, name server 9877): only from the operator's pods (its namespace and pod labels) and
   from a monitoring namespace (Prometheus scrapes /metrics there).
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from krocket.common import ports
+from krocket.operator import build_grpc
 from krocket.operator import constants as c
 from krocket.operator.build_common import Manifest, child_metadata, common_labels, meta, selector_labels, spec_of
 
@@ -100,8 +102,10 @@ def network_policy(
     own_pods = {"matchLabels": selector_labels(name, component)}
     ingress: list[dict[str, Any]]
     if component == c.COMPONENT_BROKER:
+        grpc = build_grpc.port(body)
+        client_ports = [ports.BROKER_PORT] if grpc is None else [ports.BROKER_PORT, grpc]
         ingress = [
-            {"ports": [_tcp(ports.BROKER_PORT)]},
+            {"ports": [_tcp(p) for p in client_ports]},
             {"from": [{"podSelector": own_pods}], "ports": [_tcp(ports.BROKER_HA_PORT)]},
             {"from": _admin_peers(body, settings), "ports": [_tcp(ports.BROKER_HTTP_PORT)]},
         ]

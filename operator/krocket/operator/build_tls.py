@@ -9,7 +9,9 @@ operator creates for it, how it is mounted, and the broker/name server settings 
 
 Remoting (and a broker's HA port) serve in `mode` (enforcing: TLS only, the default; permissive: TLS and plain on
 one port, for a migration); the broker's own connections out (name servers, its master) use TLS trusting ca.crt;
-the HTTP port serves HTTPS (`http: false` keeps it plain) and the probes switch to HTTPS.
+the HTTP port serves HTTPS (`http: false` keeps it plain) and the probes switch to HTTPS; a broker's gRPC port
+(RocketMQ 5.x SDKs) serves TLS only with the same certificate (`grpc: false` keeps it plain; gRPC has no permissive
+mode, so a migration keeps it plain until the 5.x clients have TLS on).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TlsSource:
     cert_manager: bool
     mode: str
     http: bool
+    grpc: bool = True  # a broker's gRPC port serves TLS (BrokerGroup only)
 
 
 def certificate_name(name: str) -> str:
@@ -45,11 +48,11 @@ def certificate_name(name: str) -> str:
 def source(body: Mapping[str, Any]) -> TlsSource | None:
     tls = spec_of(body).get("tls") or {}
     mode = str(tls.get("mode") or "enforcing")
-    http = bool(tls.get("http", True))
+    http, grpc = bool(tls.get("http", True)), bool(tls.get("grpc", True))
     if (tls.get("secretRef") or {}).get("name"):
-        return TlsSource(str(tls["secretRef"]["name"]), False, mode, http)
+        return TlsSource(str(tls["secretRef"]["name"]), False, mode, http, grpc)
     if tls.get("certManager"):
-        return TlsSource(certificate_name(meta(body)["name"]), True, mode, http)
+        return TlsSource(certificate_name(meta(body)["name"]), True, mode, http, grpc)
     return None
 
 
@@ -78,6 +81,7 @@ def broker_config(src: TlsSource | None) -> dict[str, Any]:
         "tlsEnable": True,
         "tlsClientTrustCertPath": CA_FILE,
         "httpTlsEnable": src.http,
+        "grpcTlsEnable": src.grpc,
     }
 
 

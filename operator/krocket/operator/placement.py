@@ -6,12 +6,19 @@ each group gets `readQueues`/`writeQueues` queues; producers spread over all of 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from krocket.common.codes import PERM_READ, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError
+from krocket.common.message_type import (
+    DEFAULT_TOPIC_MESSAGE_TYPE,
+    MESSAGE_TYPE_ATTRIBUTE,
+    TOPIC_MESSAGE_TYPES,
+    topic_message_type,
+)
 from krocket.common.topic import DEFAULT_QUEUE_NUMS, TopicConfig, is_system_topic, validate_topic
 from krocket.operator import build_brokergroup
 from krocket.operator import conditions as cond
@@ -63,13 +70,18 @@ def desired_config(topic: Mapping[str, Any]) -> TopicConfig:
             cond.REASON_INVALID,
             f"perm must be {PERM_WRITE} (write), {PERM_READ} (read) or {PERM_READ_WRITE} (read+write), not {perm}",
         )
+    message_type = str(spec.get("messageType") or DEFAULT_TOPIC_MESSAGE_TYPE)
+    if message_type not in TOPIC_MESSAGE_TYPES:
+        raise TopicSpecError(
+            cond.REASON_INVALID, f"messageType must be one of {', '.join(TOPIC_MESSAGE_TYPES)}, not {message_type!r}"
+        )
     previous = ((topic.get("status") or {}).get("topicName")) or None
     if previous and previous != name:
         raise TopicSpecError(
             cond.REASON_NOT_SUPPORTED,
             f"topicName cannot change ({previous!r} -> {name!r}); create a new Topic resource instead",
         )
-    return TopicConfig(name, read, write, perm)
+    return TopicConfig(name, read, write, perm, attributes={MESSAGE_TYPE_ATTRIBUTE: message_type})
 
 
 def allow_shrink(topic: Mapping[str, Any]) -> bool:
@@ -156,9 +168,20 @@ def broker_topic(answer: Mapping[str, Any] | None) -> TopicConfig | None:
     return None if answer is None else TopicConfig.from_json(dict(answer))
 
 
+def with_attributes_of(cfg: TopicConfig, held: TopicConfig) -> TopicConfig:
+    """`cfg` carrying the attributes the broker holds, with `cfg`'s own on top: the operator sets the attributes a
+    Topic declares (message.type) and keeps the others."""
+    return dataclasses.replace(cfg, attributes={**held.attributes, **cfg.attributes})
+
+
 def reads_cut(desired: TopicConfig, actual: TopicConfig | None) -> bool:
     """Whether the spec removes read queues the broker holds (the lossy half of a queue shrink)."""
     return actual is not None and desired.read_queue_nums < actual.read_queue_nums
+
+
+def shape(cfg: TopicConfig) -> tuple[int, int, int, str]:
+    """What the operator keeps a broker's topic at: (readQueues, writeQueues, perm, message type)."""
+    return cfg.read_queue_nums, cfg.write_queue_nums, cfg.perm, topic_message_type(cfg)
 
 
 def plan(
@@ -174,22 +197,26 @@ def plan(
     going to the upper queues; consumers keep reading them: always applied. Lowering readQueues makes the
     upper queues unreadable: applied only when `removed_lag` (unconsumed messages per group in the queues that
     go; None when unknown) is empty, or with the annotation that accepts the loss. While it is refused, the
-    first phase (writeQueues and perm) is still applied, so the queues that go drain.
+    first phase (writeQueues, perm and the message type) is still applied, so the queues that go drain.
+    A topic without a message.type attribute is NORMAL (as RocketMQ reads it): a NORMAL Topic leaves it as it is.
     """
     if actual is None:
         return Action("create", f"creating topic {desired.topic_name}", desired)
-    cur_read, cur_write, cur_perm = actual.read_queue_nums, actual.write_queue_nums, actual.perm
-    if (cur_read, cur_write, cur_perm) == (desired.read_queue_nums, desired.write_queue_nums, desired.perm):
+    if shape(actual) == shape(desired):
         return Action("none", "in sync")
+    cur_read, cur_write, cur_perm, cur_type = shape(actual)
+    want_type = topic_message_type(desired)
+    wanted = with_attributes_of(desired, actual)
+    type_change = f", message type {cur_type}->{want_type}" if cur_type != want_type else ""
     update = Action(
         "update",
         f"updating topic {desired.topic_name}: read {cur_read}->{desired.read_queue_nums}, "
-        f"write {cur_write}->{desired.write_queue_nums}, perm {cur_perm}->{desired.perm}",
-        desired,
+        f"write {cur_write}->{desired.write_queue_nums}, perm {cur_perm}->{desired.perm}{type_change}",
+        wanted,
     )
     if not reads_cut(desired, actual) or shrink_allowed or removed_lag == {}:
         return update
-    first_phase = TopicConfig(desired.topic_name, cur_read, desired.write_queue_nums, desired.perm)
+    first_phase = dataclasses.replace(wanted, read_queue_nums=cur_read)
     gone = f"queues {desired.read_queue_nums}..{cur_read - 1}"
     if removed_lag is None:
         why = f"the broker does not report what {gone} hold"
@@ -197,12 +224,12 @@ def plan(
         total = sum(removed_lag.values())
         lags = ", ".join(f"{g}={n}" for g, n in sorted(removed_lag.items()))
         why = f"{gone} still hold {total} unconsumed message(s) ({lags})"
-    done = (first_phase.write_queue_nums, first_phase.perm) == (cur_write, cur_perm)
-    phase_one = "" if done else f"; writeQueues lowered to {desired.write_queue_nums} first"
+    writes_done = (first_phase.write_queue_nums, first_phase.perm) == (cur_write, cur_perm)
+    phase_one = "" if writes_done else f"; writeQueues lowered to {desired.write_queue_nums} first"
     return Action(
         "refuse",
         f"readQueues stays {cur_read} (spec {desired.read_queue_nums}): {why}{phase_one}. It is lowered once "
         f"consumers have caught up; to accept losing those messages set annotation "
         f'{c.ANN_ALLOW_QUEUE_SHRINK}="true"',
-        None if done else first_phase,
+        None if shape(first_phase) == shape(actual) else first_phase,
     )

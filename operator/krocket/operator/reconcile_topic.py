@@ -8,6 +8,7 @@ status in `status_topic`; this module calls the brokers and relays.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -123,13 +124,13 @@ async def _leave_group(
             return None, Event("Normal", "TopicRemovedFromGroup", f"deleted topic {cfg.topic_name}: {decision.message}")
         if decision.kind == "refuse":
             if prev_state == topic_status.DRAINING and held.perm == PERM_READ and cfg.perm != PERM_READ:
-                restored = TopicConfig(cfg.topic_name, held.read_queue_nums, held.write_queue_nums, cfg.perm)
+                restored = dataclasses.replace(held, perm=cfg.perm)  # its queues and attributes as they are
                 held = pl.broker_topic(await ctx.admin.upsert_topic(url, restored)) or restored
             entry = topic_status.leaving_entry(group, held, topic_status.LEAVING, decision.message, total, None)
             event = Event("Warning", "DrainRequired", decision.message) if prev_state != topic_status.LEAVING else None
             return entry, event
         if held.perm != PERM_READ:
-            read_only = TopicConfig(cfg.topic_name, held.read_queue_nums, held.write_queue_nums, PERM_READ)
+            read_only = dataclasses.replace(held, perm=PERM_READ)
             held = pl.broker_topic(await ctx.admin.upsert_topic(url, read_only)) or read_only
         entry = topic_status.leaving_entry(
             group, held, topic_status.DRAINING, decision.message, total, drain.iso(started or now)

@@ -109,6 +109,7 @@ def status(
         "master": master,
         "slaves": slaves,
         "registered": bool(master.get("registered", False)),
+        "grpcEndpoint": bg.grpc_endpoint(body),  # None (gRPC off) removes it from the status (a merge patch)
     }
     image = current_image(sts)
     if image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from krocket.common.message_type import topic_message_type
 from krocket.common.topic import TopicConfig
 from krocket.operator import build_brokergroup as bg
 from krocket.operator import conditions as cond
@@ -39,6 +40,7 @@ def held_entry(group: Mapping[str, Any], held: TopicConfig, action: Action) -> d
         "readQueues": held.read_queue_nums,
         "writeQueues": held.write_queue_nums,
         "perm": held.perm,
+        "messageType": topic_message_type(held),
         "state": REFUSED if action.kind == "refuse" else APPLIED,
     }
     if action.kind == "refuse":
@@ -55,6 +57,7 @@ def leaving_entry(
         "readQueues": held.read_queue_nums,
         "writeQueues": held.write_queue_nums,
         "perm": held.perm,
+        "messageType": topic_message_type(held),
         "state": state,
         "message": message,
         "lag": lag,
@@ -70,9 +73,27 @@ def total_queues(placement: Sequence[Mapping[str, Any]]) -> int:
     return sum(int(p.get("writeQueues", 0)) for p in placement)
 
 
-def _held_differs(cfg: TopicConfig, p: Mapping[str, Any]) -> bool:
+def _shape_problems(cfg: TopicConfig, p: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """How a selected group's topic differs from the spec: its queue counts or perm, its message type."""
+    name = p["brokerName"]
+    problems: list[tuple[str, str]] = []
     held = (p.get("readQueues"), p.get("writeQueues"), p.get("perm"))
-    return held != (cfg.read_queue_nums, cfg.write_queue_nums, cfg.perm)
+    if held != (cfg.read_queue_nums, cfg.write_queue_nums, cfg.perm):
+        problems.append(
+            (
+                cond.REASON_QUEUE_MISMATCH,
+                f"{name} holds read {p.get('readQueues')}/write {p.get('writeQueues')}/perm {p.get('perm')}, "
+                f"spec read {cfg.read_queue_nums}/write {cfg.write_queue_nums}/perm {cfg.perm}",
+            )
+        )
+    if p.get("messageType") != topic_message_type(cfg):
+        problems.append(
+            (
+                cond.REASON_MESSAGE_TYPE_MISMATCH,
+                f"{name} holds message type {p.get('messageType')}, spec {topic_message_type(cfg)}",
+            )
+        )
+    return problems
 
 
 _DEGRADED_ORDER = (
@@ -80,6 +101,7 @@ _DEGRADED_ORDER = (
     cond.REASON_LEFT_PLACEMENT,
     cond.REASON_TOPIC_MISSING,
     cond.REASON_QUEUE_MISMATCH,
+    cond.REASON_MESSAGE_TYPE_MISMATCH,
     cond.REASON_GROUP_DRAINING,
 )
 
@@ -91,7 +113,8 @@ def degraded_condition(
     draining_groups: Sequence[str] = (),
 ) -> cond.Condition:
     """True whenever placement and what the brokers hold differ: a selected group missing the topic or holding
-    other queue counts, a group still holding it after leaving, a broker that cannot be asked, a group draining."""
+    other queue counts or another message type, a group still holding it after leaving, a broker that cannot be
+    asked, a group draining."""
     problems: list[tuple[str, str]] = []
     for p in selected:
         name = p["brokerName"]
@@ -99,14 +122,8 @@ def degraded_condition(
             problems.append((cond.REASON_BROKER_UNAVAILABLE, f"{name}: master unreachable"))
         elif p["state"] == REJECTED:
             problems.append((cond.REASON_TOPIC_MISSING, f"{name} does not hold the topic: {p.get('message', '')}"))
-        elif _held_differs(cfg, p):
-            problems.append(
-                (
-                    cond.REASON_QUEUE_MISMATCH,
-                    f"{name} holds read {p.get('readQueues')}/write {p.get('writeQueues')}/perm {p.get('perm')}, "
-                    f"spec read {cfg.read_queue_nums}/write {cfg.write_queue_nums}/perm {cfg.perm}",
-                )
-            )
+        else:
+            problems.extend(_shape_problems(cfg, p))
     for p in leaving:
         name = p["brokerName"]
         if p["state"] == UNAVAILABLE:
