@@ -48,6 +48,14 @@ MAX_INFLATED_BYTES = 256 * 1024 * 1024
 
 DataVersion = dict[str, Any]
 
+# A slave's copy of its master's topic table (GET_ALL_TOPIC_CONFIG) names the data version it holds and that it
+# takes a deflated body; the master answers "unchanged" with no body when that is still its version, and deflates
+# a large table. Fields RocketMQ's brokers and tools neither send nor read.
+KNOWN_VERSION_FIELD = "krocketKnownDataVersion"
+ACCEPT_COMPRESSED_FIELD = "krocketAcceptCompressed"
+UNCHANGED_FIELD = "krocketUnchanged"
+COMPRESSED_FIELD = "krocketCompressed"
+
 
 class RegisterBodyError(KrocketError):
     """A registration or delta body that cannot be read: the request is refused (SYSTEM_ERROR, as RocketMQ's name
@@ -58,6 +66,18 @@ class RegisterBodyError(KrocketError):
 
 def data_version(counter: int, started_ms: int) -> DataVersion:
     return {"stateVersion": 0, "timestamp": started_ms, "counter": counter}
+
+
+def version_key(version: DataVersion) -> str:
+    """A data version as one comparable string (for a header field)."""
+    return f"{version.get('timestamp', 0)}.{version.get('stateVersion', 0)}.{version.get('counter', 0)}"
+
+
+def maybe_compress(body: bytes) -> tuple[bytes, bool]:
+    """``body`` deflated when it is over ``COMPRESS_ABOVE_BYTES``, and whether it is."""
+    if len(body) <= COMPRESS_ABOVE_BYTES:
+        return body, False
+    return zlib.compress(body, 6), True
 
 
 @dataclass(slots=True)
@@ -94,9 +114,7 @@ def encode_register_body(
             **({GRPC_ADDR_FIELD: grpc_addr} if grpc_addr else {}),
         }
     )
-    if len(body) <= COMPRESS_ABOVE_BYTES:
-        return body, False
-    return zlib.compress(body, 6), True
+    return maybe_compress(body)
 
 
 def decode_register_body(body: bytes, compressed: bool = False) -> RegisterBody:
@@ -225,9 +243,7 @@ def encode_topic_delta(delta: TopicDelta, topic_table: dict[str, dict[str, Any]]
             "deletedTopics": delta.deleted,
         }
     )
-    if len(body) <= COMPRESS_ABOVE_BYTES:
-        return body, False
-    return zlib.compress(body, 6), True
+    return maybe_compress(body)
 
 
 def decode_topic_delta(body: bytes, compressed: bool = False) -> TopicDelta:

@@ -17,6 +17,14 @@ from krocket.broker.subscription_group_manager import SubscriptionGroupManager
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.errors import KrocketError
+from krocket.common.register_body import (
+    ACCEPT_COMPRESSED_FIELD,
+    COMPRESSED_FIELD,
+    KNOWN_VERSION_FIELD,
+    UNCHANGED_FIELD,
+    inflate,
+    version_key,
+)
 from krocket.common.remoting import ConnectionPool, RemotingCommand
 from krocket.common.subscription_group import SubscriptionGroupConfig
 from krocket.common.topic import TopicConfig
@@ -38,6 +46,7 @@ class MetadataSync:
     ) -> None:
         self._delay_offsets_dir = delay_offsets_dir  # where config/delayOffset.json is copied to
         self._topics = topics
+        self._topics_version = ""  # the master's topic data version copied last ("": none yet)
         self._groups = groups
         self._offsets = offsets
         self._master_addr = master_addr
@@ -71,9 +80,7 @@ class MetadataSync:
             await asyncio.sleep(self._period_s if self.last_sync_ok else 1.0)
 
     async def sync_once(self, addr: str) -> None:
-        topics = await self._fetch(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
-        configs = [TopicConfig.from_json(raw) for raw in topics.get("topicConfigTable", {}).values()]
-        self._topics.replace_all(configs)
+        await self._sync_topics(addr)
         if self._groups is not None:
             table = await self._fetch(addr, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG)
             raws = (table.get("subscriptionGroupTable") or {}).values()
@@ -90,11 +97,37 @@ class MetadataSync:
         if self._delay_offsets_dir is not None:
             copy_from_master(self._delay_offsets_dir, await self._fetch(addr, RequestCode.GET_ALL_DELAY_OFFSET))
 
-    async def _fetch(self, addr: str, code: int) -> dict:
-        response = await self._pool.request(addr, RemotingCommand(code), timeout=5.0)
+    async def _sync_topics(self, addr: str) -> None:
+        """The master's topic table, fetched only when its data version is not the one copied last (the master
+        answers "unchanged" without the table), deflated when large."""
+        fields = {ACCEPT_COMPRESSED_FIELD: "true"}
+        if self._topics_version:
+            fields[KNOWN_VERSION_FIELD] = self._topics_version
+        response = await self._request(addr, RemotingCommand(RequestCode.GET_ALL_TOPIC_CONFIG, ext_fields=fields))
+        if response.ext_fields.get(UNCHANGED_FIELD) == "true":
+            return
+        body = response.body or b"{}"
+        if response.ext_fields.get(COMPRESSED_FIELD) == "true":
+            body = inflate(body)
+        topics = _json(body, RequestCode.GET_ALL_TOPIC_CONFIG)
+        configs = [TopicConfig.from_json(raw) for raw in topics.get("topicConfigTable", {}).values()]
+        self._topics.replace_all(configs)
+        version = topics.get("dataVersion")
+        self._topics_version = version_key(version) if isinstance(version, dict) else ""
+
+    async def _request(self, addr: str, cmd: RemotingCommand) -> RemotingCommand:
+        response = await self._pool.request(addr, cmd, timeout=10.0)
         if response.code != ResponseCode.SUCCESS:
-            raise KrocketError(f"master answered code {response.code} to request {code}: {response.remark}")
-        try:
-            return json.loads(response.body or b"{}")
-        except ValueError as exc:
-            raise KrocketError(f"master sent a body that is not JSON for request {code}: {exc}") from None
+            raise KrocketError(f"master answered code {response.code} to request {cmd.code}: {response.remark}")
+        return response
+
+    async def _fetch(self, addr: str, code: int) -> dict:
+        response = await self._request(addr, RemotingCommand(code))
+        return _json(response.body or b"{}", code)
+
+
+def _json(body: bytes, code: int) -> dict:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise KrocketError(f"master sent a body that is not JSON for request {code}: {exc}") from None

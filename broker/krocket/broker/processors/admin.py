@@ -15,6 +15,14 @@ from krocket.common.headers import (
     ViewMessageHeader,
 )
 from krocket.common.message_id import decode_offset_msg_id
+from krocket.common.register_body import (
+    ACCEPT_COMPRESSED_FIELD,
+    COMPRESSED_FIELD,
+    KNOWN_VERSION_FIELD,
+    UNCHANGED_FIELD,
+    maybe_compress,
+    version_key,
+)
 from krocket.common.remoting import Connection, RemotingCommand
 from krocket.common.route import dumps
 from krocket.common.topic import TopicConfig
@@ -68,11 +76,19 @@ async def process_delete_topic(service: BrokerService, conn: Connection, cmd: Re
 
 
 async def process_all_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-    body = {
-        "topicConfigTable": {n: c.to_json() for n, c in service.topics.topics.items()},
-        "dataVersion": {"counter": service.topics.data_version, "timestamp": 0},
-    }
-    return cmd.response(ResponseCode.SUCCESS, None, None, dumps(body))
+    """GET_ALL_TOPIC_CONFIG: the whole table, or, for a krocket slave that names the version it holds, "unchanged"
+    and no body while that is the version; deflated when large and the caller takes it."""
+    version = service.topics.version()
+    if cmd.ext_fields.get(KNOWN_VERSION_FIELD) == version_key(version):
+        return cmd.response(ResponseCode.SUCCESS, ext_fields={UNCHANGED_FIELD: "true"})
+    body = dumps(
+        {"topicConfigTable": {n: c.to_json() for n, c in service.topics.topics.items()}, "dataVersion": version}
+    )
+    if cmd.ext_fields.get(ACCEPT_COMPRESSED_FIELD) == "true":
+        body, compressed = maybe_compress(body)
+        if compressed:
+            return cmd.response(ResponseCode.SUCCESS, None, {COMPRESSED_FIELD: "true"}, body)
+    return cmd.response(ResponseCode.SUCCESS, None, None, body)
 
 
 async def process_get_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
