@@ -1,4 +1,4 @@
-"""``krocket bench produce|consume|e2e|backlog|compare|floor|delay``: argument parsing and the run driver."""
+"""``krocket bench produce|consume|e2e|backlog|compare|floor|delay|grpc``: argument parsing and the run driver."""
 
 from __future__ import annotations
 
@@ -149,11 +149,12 @@ def register(sub: Any) -> None:
                 "--backlog", type=positive_int, default=None, metavar="N", help="messages to store first (--n)"
             )
         p.set_defaults(func=bench_main)
-    from krocket.cli.bench import compare, delay, floor
+    from krocket.cli.bench import compare, delay, floor, grpc_sdk
 
     compare.register(verbs)
     floor.register(verbs)
     delay.register(verbs)
+    grpc_sdk.register(verbs)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
@@ -191,7 +192,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     )
 
 
-def _event_loop_runner(loop: str) -> Any:
+def event_loop_runner(loop: str) -> Any:
     if loop == "uvloop":
         try:
             import uvloop
@@ -216,13 +217,13 @@ def human_line(r: dict[str, Any]) -> str:
     return text
 
 
-_CLUSTERS: list[system.BenchCluster] = []
+RUNNING_CLUSTERS: list[system.BenchCluster] = []
 
 
-def _terminate(signum: int, _frame: object) -> None:
+def stop_clusters_on_signal(signum: int, _frame: object) -> None:
     """SIGTERM: stop the local cluster and leave at once (an exception raised here can be swallowed inside the
     event loop's machinery, and the run would go on to its end)."""
-    for cluster in _CLUSTERS:
+    for cluster in RUNNING_CLUSTERS:
         cluster.stop()
     os._exit(128 + signum)
 
@@ -262,8 +263,8 @@ def bench_main(args: argparse.Namespace) -> int:
         raise ConfigError("--slaves must not be negative")
     if not local and (args.slaves is not None):
         progress.log("--slaves applies to --local clusters only; ignored")
-    run = _event_loop_runner(opts.loop)
-    signal.signal(signal.SIGTERM, _terminate)  # stop the local cluster on SIGTERM too
+    run = event_loop_runner(opts.loop)
+    signal.signal(signal.SIGTERM, stop_clusters_on_signal)  # stop the local cluster on SIGTERM too
     cluster = None
     failures = 0
     try:
@@ -277,7 +278,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 progress=progress.log,
                 broker_args=opts.broker_args,
             )
-            _CLUSTERS.append(cluster)
+            RUNNING_CLUSTERS.append(cluster)
             cluster.start()
             namesrv = cluster.namesrv
             broker_pid = cluster.broker_pid
@@ -300,7 +301,7 @@ def bench_main(args: argparse.Namespace) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-            _CLUSTERS.remove(cluster)
+            RUNNING_CLUSTERS.remove(cluster)
     return 1 if failures else 0
 
 

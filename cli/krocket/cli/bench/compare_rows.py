@@ -1,7 +1,9 @@
 """The rows of ``krocket bench compare``: each krocket setting measured, its peer class and its target.
 
 The send rows run twice: with the broker's compiled fast path (the default) and with its Python twin
-(``KROCKET_NO_EXTENSIONS=1``, the ``-py`` rows); the one-at-a-time rows also with the idle spin on."""
+(``KROCKET_NO_EXTENSIONS=1``, the ``-py`` rows); the one-at-a-time rows also with the idle spin on. The ``grpc-*``
+rows (``krocket bench grpc``: RocketMQ 5.x clients over gRPC) have no peer and no target; the SDK rows need the
+5.x SDK's environment (``.venv-rmq5`` or ``$KROCKET_RMQ5_VENV``) and show "not run" without it."""
 
 from __future__ import annotations
 
@@ -41,6 +43,41 @@ def _twin(row: Row, broker_cpu_us: float | None = None) -> Row:
         broker_cpu_us=broker_cpu_us,
         target=row.target if broker_cpu_us is None else row.target.replace("5 us", f"{broker_cpu_us:g} us"),
     )
+
+
+GRPC_TARGET = "- (5.x clients over gRPC: no target)"
+
+
+def grpc_rows() -> list[Row]:
+    """``krocket bench grpc``, one client setting per row (``--clients``)."""
+    sdk = "5.x SDK (rocketmq-python-client 5.1.2) over gRPC"
+    return [
+        Row("grpc-sdk-seq", f"{sdk}: send one at a time", ["grpc", "--clients", "sdk-seq"], None, None, GRPC_TARGET),
+        Row(
+            "grpc-sdk-threads8",
+            f"{sdk}: send from 8 threads",
+            ["grpc", "--clients", "sdk-threads", "--threads", "8"],
+            None,
+            None,
+            GRPC_TARGET,
+        ),
+        Row(
+            "grpc-sdk-async",
+            f"{sdk}: send_async, 64 in flight",
+            ["grpc", "--clients", "sdk-async", "--window", "64"],
+            None,
+            None,
+            GRPC_TARGET,
+        ),
+        Row(
+            "grpc-stubs-window",
+            "krocket's grpc.aio stubs: 256 SendMessage in flight (the broker's gRPC ceiling)",
+            ["grpc", "--clients", "stubs-window", "--stub-window", "256"],
+            None,
+            None,
+            GRPC_TARGET,
+        ),
+    ]
 
 
 def default_rows(backlog: int, rate: float) -> list[Row]:
@@ -157,4 +194,5 @@ def default_rows(backlog: int, rate: float) -> list[Row]:
             None,
             "RSS within 10 % of empty",
         ),
+        *grpc_rows(),
     ]
