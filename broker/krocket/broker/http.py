@@ -71,6 +71,7 @@ async def broker_info(request: web.Request) -> web.Response:
             "registered": registration.registered,
             "nameServers": registration.registered_with,
             "registration": registration.stats(),
+            "topics": len(service.topics.topics),
             "flushDiskType": config.flush_disk_type,
             "brokerPermission": service.topics.broker_permission,
             "replication": request.app[STATE_KEY].replication(),

@@ -1,4 +1,4 @@
-"""``krocket bench produce|consume|e2e|backlog|compare|floor|delay|grpc``: argument parsing and the run driver."""
+"""``krocket bench produce|consume|e2e|backlog|compare|floor|delay|grpc|scale``: argument parsing and the run driver."""
 
 from __future__ import annotations
 
@@ -149,12 +149,13 @@ def register(sub: Any) -> None:
                 "--backlog", type=positive_int, default=None, metavar="N", help="messages to store first (--n)"
             )
         p.set_defaults(func=bench_main)
-    from krocket.cli.bench import compare, delay, floor, grpc_sdk
+    from krocket.cli.bench import compare, delay, floor, grpc_sdk, scale
 
     compare.register(verbs)
     floor.register(verbs)
     delay.register(verbs)
     grpc_sdk.register(verbs)
+    scale.register(verbs)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
