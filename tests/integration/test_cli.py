@@ -37,7 +37,7 @@ def _free_port() -> int:
     "args, needle",
     [
         (["local", "up", "--groups", "0"], "--groups"),
-        (["topic", "create"], "usage"),
+        (["topic", "create"], "give a topic name or --from-file FILE"),
         (["broker", "--flush", "MAYBE"], "invalid choice"),
         (["nonsense"], "invalid choice"),
         (["topic", "list"], "NAMESRV_ADDR"),

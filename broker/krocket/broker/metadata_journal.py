@@ -61,6 +61,7 @@ class MetadataJournal:
         self._read_snapshot = read_snapshot
         self.compact_min = compact_min
         self._fd: int | None = None
+        self._guard = threading.Lock()  # appends may come from a thread (a durable offset commit)
         self.lines = 0  # lines in the journal since the last compaction began
         self._compacting: threading.Thread | None = None
         self.compactions = 0
@@ -79,9 +80,13 @@ class MetadataJournal:
                 loaded.replayed,
                 f", {loaded.skipped} bad lines skipped" if loaded.skipped else "",
             )
-        if loaded.skipped or loaded.torn or self.old_path.exists():
-            # Bad bytes or a compaction cut short: write them out of the files now.
-            self.compact_now(loaded.entries, loaded.version)
+        if loaded.skipped or self.old_path.exists():
+            # Bad lines or a compaction cut short: write them out of the files now, if the disk lets us (a full
+            # disk must not stop a start: the files are read the same way next time).
+            try:
+                self.compact_now(loaded.entries, loaded.version)
+            except OSError as exc:
+                log.warning("%s: cannot compact the journal now, it stays as it is: %s", self._what, exc)
         return loaded
 
     def _replay(self, path: Path, loaded: Loaded) -> None:
@@ -94,6 +99,7 @@ class MetadataJournal:
         if end < len(data):
             loaded.torn = True
             log.warning("%s: a torn last line (%d bytes) of %s is cut", self._what, len(data) - end, path)
+            os.truncate(path, end)  # so the next line appended does not join it (works on a full disk too)
         for line in data[:end].splitlines():
             change = _parse_line(line)
             if change is None:
@@ -119,15 +125,21 @@ class MetadataJournal:
             text = json.dumps(change, separators=(",", ":"), sort_keys=True).encode()
             lines.append(b"%08x %s\n" % (zlib.crc32(text), text))
         data = b"".join(lines)
-        if self._fd is None:
-            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
-        self.lines += len(lines)
+        with self._guard:
+            if self._fd is None:
+                self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+                os.fsync(self._fd)
+            except OSError:
+                os.ftruncate(self._fd, start)  # no half line left to join the next append (a full disk)
+                raise
+            self.lines += len(lines)
 
     # -- compaction -----------------------------------------------------------------------------------------
     def due(self, size: int) -> bool:
@@ -143,7 +155,8 @@ class MetadataJournal:
         if not self.due(len(entries)):
             return
         copy = dict(entries)
-        self._set_aside()
+        with self._guard:
+            self._set_aside()
         self._compacting = threading.Thread(
             target=self._write_snapshot_logged, args=(copy, version, to_json), name="metadata-compaction", daemon=True
         )
@@ -154,7 +167,8 @@ class MetadataJournal:
     ) -> None:
         """Write the snapshot here and now (a slave taking its master's table, a load that met bad lines)."""
         self.wait_compacted()
-        self._set_aside()
+        with self._guard:
+            self._set_aside()
         self._write_snapshot(dict(entries), version, to_json)
 
     def wait_compacted(self) -> None:
@@ -202,9 +216,10 @@ class MetadataJournal:
 
     def close(self) -> None:
         self.wait_compacted()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._guard:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def put_change(key: str, value: Any, version: int) -> dict[str, Any]:

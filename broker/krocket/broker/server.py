@@ -389,7 +389,8 @@ class Broker:
         if running is not None and running.service.pop is not None:
             await running.service.pop.stop()  # writes the offsets, then the pop log's replay offset
         self.offsets.persist()
-        self.topics.close()  # a compaction in flight finishes; the journal holds every change anyway
+        self.offsets.close()
+        self.topics.close()  # a compaction in flight finishes; the journals hold every change anyway
         if self.schedule_delivery is not None:
             await self.schedule_delivery.stop()
         if running is not None:

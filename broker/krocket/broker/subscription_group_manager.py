@@ -1,4 +1,6 @@
-"""Subscription groups of one broker, persisted in ``config/subscriptionGroup.json`` (RocketMQ's file and shape).
+"""Subscription groups of one broker, persisted in ``config/subscriptionGroup.json`` (RocketMQ's file and shape) and
+its journal (``krocket.broker.metadata_journal``: a change is one line, the journal compacted into the file now and
+then). On a full disk a change stays in memory; ``persist_if_unsaved`` writes the whole table once space frees.
 
 A group is created on first use (a heartbeat or a pull names it) unless ``autoCreateSubscriptionGroup`` is off;
 then only groups created by an admin (``krocket group create``) may pull.
@@ -9,11 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
-from krocket.broker.config_file import ConfigFile
+from krocket.broker.config_file import DISK_FULL_ERRNOS
+from krocket.broker.metadata_journal import Entries, MetadataJournal
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError, NoPermissionError
-from krocket.common.jsonfile import read_json
 from krocket.common.subscription_group import DEFAULT_RETRY_MAX_TIMES, SubscriptionGroupConfig
 
 log = logging.getLogger(__name__)
@@ -28,32 +31,50 @@ class SubscriptionGroupNotExistError(KrocketError):
 class SubscriptionGroupManager:
     def __init__(self, config_dir: Path | None, auto_create: bool = True) -> None:
         """``config_dir`` None keeps the groups in memory only."""
-        self._path = config_dir / FILE_NAME if config_dir is not None else None
-        self._file = ConfigFile(self._path, "subscription groups") if self._path is not None else None
+        self._journal = (
+            MetadataJournal(config_dir / FILE_NAME, "subscription groups", _snapshot, _read)
+            if config_dir is not None
+            else None
+        )
         self._unsaved = False
+        self._failing = False
         self.auto_create = auto_create
         self.groups: dict[str, SubscriptionGroupConfig] = {}
         self.data_version = 0
 
     def load(self) -> None:
-        if self._path is None:
+        if self._journal is None:
             return
-        data = read_json(self._path, {})
-        for raw in (data.get("subscriptionGroupTable") or {}).values():
+        loaded = self._journal.load()
+        for raw in loaded.entries.values():
             config = SubscriptionGroupConfig.from_json(raw)
             self.groups[config.group_name] = config
-        version = data.get("dataVersion", 0)
-        self.data_version = int(version.get("counter", 0) if isinstance(version, dict) else version)
+        self.data_version = loaded.version
 
     def persist(self) -> None:
-        """Write the table; on a full disk it stays in memory (``persist_if_unsaved`` tries again)."""
-        if self._file is not None:
-            self._unsaved = not self._file.write(self.to_json())
+        """Write the whole table now; on a full disk it stays in memory (``persist_if_unsaved`` tries again)."""
+        if self._journal is not None:
+            self._saved(lambda j: j.compact_now(self.groups, self.data_version, SubscriptionGroupConfig.to_json))
 
     def persist_if_unsaved(self) -> None:
         """The periodic retry of a write a full disk refused."""
         if self._unsaved:
             self.persist()
+
+    def _saved(self, write: Any) -> None:
+        assert self._journal is not None
+        try:
+            write(self._journal)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            if not self._failing:
+                log.warning("disk full: subscription groups stay in memory until they can be written: %s", exc)
+            self._failing = self._unsaved = True
+            return
+        if self._failing:
+            log.warning("subscription groups are written again")
+        self._failing = self._unsaved = False
 
     def to_json(self) -> dict:
         """RocketMQ's ``SubscriptionGroupWrapper``: what the file holds and GET_ALL_SUBSCRIPTIONGROUP_CONFIG answers."""
@@ -62,9 +83,20 @@ class SubscriptionGroupManager:
             "dataVersion": {"counter": self.data_version, "timestamp": int(time.time() * 1000)},
         }
 
-    def _changed(self) -> None:
+    def _changed(self, group: str) -> None:
+        """One journal line for ``group`` (a full write instead while an earlier one is still unsaved)."""
         self.data_version += 1
-        self.persist()
+        if self._journal is None:
+            return
+        if self._unsaved:
+            self.persist()
+            return
+        config = self.groups.get(group)
+        if config is None:
+            self._saved(lambda j: j.delete(group, self.data_version))
+        else:
+            self._saved(lambda j: j.put(group, config.to_json(), self.data_version))
+        self._journal.maybe_compact(self.groups, self.data_version, SubscriptionGroupConfig.to_json)
 
     def get(self, group: str) -> SubscriptionGroupConfig | None:
         return self.groups.get(group)
@@ -76,14 +108,14 @@ class SubscriptionGroupManager:
             return config
         self.groups[config.group_name] = config
         log.info("%s subscription group %s", "updated" if old else "created", config.group_name)
-        self._changed()
+        self._changed(config.group_name)
         return config
 
     def delete(self, group: str) -> bool:
         if self.groups.pop(group, None) is None:
             return False
         log.info("deleted subscription group %s", group)
-        self._changed()
+        self._changed(group)
         return True
 
     def replace_all(self, configs: list[SubscriptionGroupConfig]) -> None:
@@ -91,7 +123,8 @@ class SubscriptionGroupManager:
         table = {c.group_name: c for c in configs}
         if table != self.groups:
             self.groups = table
-            self._changed()
+            self.data_version += 1
+            self.persist()
 
     def find_or_create(self, group: str) -> SubscriptionGroupConfig | None:
         """The group's config, created with the defaults when auto-creation is on; None when it is off."""
@@ -119,3 +152,19 @@ class SubscriptionGroupManager:
         """How many times a message of ``group`` is retried before it goes to the dead letter topic."""
         config = self.groups.get(group)
         return config.retry_max_times if config is not None else DEFAULT_RETRY_MAX_TIMES
+
+
+def _snapshot(entries: Entries, version: int) -> dict[str, Any]:
+    return {
+        "subscriptionGroupTable": entries,
+        "dataVersion": {"counter": version, "timestamp": int(time.time() * 1000)},
+    }
+
+
+def _read(data: Any) -> tuple[Entries, int]:
+    if not isinstance(data, dict):
+        return {}, 0
+    table = data.get("subscriptionGroupTable") or {}
+    version = data.get("dataVersion", 0)
+    counter = version.get("counter", 0) if isinstance(version, dict) else version
+    return (dict(table) if isinstance(table, dict) else {}), int(counter or 0)

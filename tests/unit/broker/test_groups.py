@@ -77,6 +77,7 @@ def test_manager_persists_in_rocketmq_file_and_shape(tmp_path: Path) -> None:
     manager = SubscriptionGroupManager(tmp_path, auto_create=True)
     manager.upsert(SubscriptionGroupConfig("g1", retry_max_times=3, consume_message_orderly=True))
     assert manager.find_or_create("g2") is not None
+    manager.persist()  # the whole table (changes go to subscriptionGroup.json.journal first)
     on_disk = json.loads((tmp_path / "subscriptionGroup.json").read_text())
     assert on_disk["subscriptionGroupTable"]["g1"]["retryMaxTimes"] == 3
     assert on_disk["subscriptionGroupTable"]["g2"] == SubscriptionGroupConfig("g2").to_json()

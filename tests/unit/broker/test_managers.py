@@ -109,11 +109,14 @@ def test_offsets_commit_query_and_persist(tmp_path: Path) -> None:
     assert offsets.groups_of("T") == ["g1", "g2"] and offsets.all_groups() == ["g1", "g2"]
     assert offsets.offsets_of("g1") == {"T": {0: 5, 1: 7}, "U": {0: 2}}
     offsets.persist()
-    path = tmp_path / "consumerOffset.json"
-    assert json.loads(path.read_text())["offsetTable"]["T@g1"] == {"0": 5, "1": 7}
-    mtime = path.stat().st_mtime_ns
+    path = tmp_path / "consumerOffset.json.journal"
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and '"put":"T@g1","v":4,"value":{"0":5,"1":7}' in lines[0]  # one line per changed key
     offsets.persist()  # nothing changed: nothing written
-    assert path.stat().st_mtime_ns == mtime
+    assert len(path.read_text().splitlines()) == 3
+    offsets.commit("g1", "T", 0, 6)
+    offsets.persist()
+    assert '"value":{"0":6,"1":7}' in path.read_text().splitlines()[3]  # only the key that changed
     reloaded = ConsumerOffsetManager(tmp_path)
     reloaded.load()
     assert reloaded.table == offsets.table
@@ -247,3 +250,18 @@ async def test_long_polling_times_out_and_wakes_all() -> None:
     await asyncio.sleep(0)
     polling.wake_all()
     assert await waiting is True and polling.suspended() == 0
+
+
+async def test_offset_writes_are_compacted_and_reload_the_latest(tmp_path: Path) -> None:
+    offsets = ConsumerOffsetManager(tmp_path)
+    for i in range(1500):  # past the journal's 1,000 lines: a snapshot is written by a thread meanwhile
+        offsets.commit("g", f"T{i % 50}", i % 4, i)
+        await offsets.persist_durably()
+    offsets.delete_topic("T7")
+    offsets.persist()
+    offsets.close()
+    assert json.loads((tmp_path / "consumerOffset.json").read_text())["offsetTable"]  # a snapshot exists
+    assert len((tmp_path / "consumerOffset.json.journal").read_text().splitlines()) < 1000
+    reloaded = ConsumerOffsetManager(tmp_path)
+    reloaded.load()
+    assert reloaded.table == offsets.table and "T7@g" not in reloaded.table

@@ -287,7 +287,8 @@ async def test_consumer_offsets(rig: BrokerRig) -> None:
     update = request(RequestCode.UPDATE_CONSUMER_OFFSET, UpdateConsumerOffsetHeader("cg", "T", 0, 12))
     assert (await rig.answer(update)).code == ResponseCode.SUCCESS
     assert (await rig.answer(query)).ext_fields == {"offset": "12"}
-    assert (Path(rig.service.config.store_path_root_dir) / "config" / "consumerOffset.json").exists()  # durable
+    journal = Path(rig.service.config.store_path_root_dir) / "config" / "consumerOffset.json.journal"
+    assert '"put":"T@cg"' in journal.read_text()  # durable before the answer
     negative = request(RequestCode.UPDATE_CONSUMER_OFFSET, UpdateConsumerOffsetHeader("cg", "T", 0, -1))
     assert (await rig.answer(negative)).code == ResponseCode.MESSAGE_ILLEGAL
 

@@ -359,10 +359,16 @@ class ConsumeQueueTable:
         return cq if cq is not None else self._new(topic, queue_id)
 
     def delete_topic(self, topic: str) -> int:
-        doomed = [key for key in self.queues if key[0] == topic]
+        return self.delete_topics([topic])
+
+    def delete_topics(self, topics: list[str]) -> int:
+        """Drop every queue of ``topics`` and their files (one pass over the queues, however many topics)."""
+        gone = set(topics)
+        doomed = [key for key in self.queues if key[0] in gone]
         for key in doomed:
             self.queues.pop(key).destroy()
-        shutil.rmtree(self.root / topic, ignore_errors=True)
+        for topic in gone:
+            shutil.rmtree(self.root / topic, ignore_errors=True)
         return len(doomed)
 
     def topics(self) -> dict[str, list[int]]:

@@ -506,7 +506,7 @@ class MessageStore:
 
     def delete_topics(self, topics: list[str]) -> int:
         """Drop the consume queues of every one of ``topics`` (one checkpoint for all); how many were dropped."""
-        dropped = sum(self.queues.delete_topic(topic) for topic in topics)
+        dropped = self.queues.delete_topics(topics)
         if not dropped:
             return 0
         fds, finish = self._prepare_logics_flush()
