@@ -4,22 +4,13 @@ run in the background), the change in flight at the kill may or may not be, and 
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-from tests.support.cluster import ChildProcess, start_cluster, wait_until
-
-
-def request(broker: ChildProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{broker.http_port}{path}", data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=5) as response:
-        return json.loads(response.read())
+from tests.support.broker_http import http_call
+from tests.support.cluster import start_cluster, wait_until
 
 
 def test_acknowledged_topic_changes_survive_kill_9(tmp_path: Path) -> None:
@@ -43,12 +34,12 @@ def test_acknowledged_topic_changes_survive_kill_9(tmp_path: Path) -> None:
                     if i % 7 == 6:  # now and then delete an earlier one
                         victim = f"Churn{i - 3}"
                         in_flight[:] = [victim]
-                        request(broker, "DELETE", f"/api/v1/topics/{victim}")
+                        http_call(broker, "DELETE", f"/api/v1/topics/{victim}")
                         acked[victim] = None
                     else:
                         queues = 1 + i % 8
                         body = {"topicName": name, "readQueueNums": queues, "writeQueueNums": queues, "perm": 6}
-                        request(broker, "POST", "/api/v1/topics", body)
+                        http_call(broker, "POST", "/api/v1/topics", body)
                         acked[name] = queues
                 except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                     return  # the broker is gone: this change was not acknowledged
@@ -68,7 +59,7 @@ def test_acknowledged_topic_changes_survive_kill_9(tmp_path: Path) -> None:
         cluster.wait_registered()
         on_broker = {
             t["topicName"]: t["writeQueueNums"]
-            for t in request(broker, "GET", "/api/v1/topics")["topics"]
+            for t in http_call(broker, "GET", "/api/v1/topics")["topics"]
             if t["topicName"].startswith("Churn")
         }
         unsure = set(in_flight)  # the change in flight at the kill: either outcome is right

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from krocket.common.codes import RequestCode, ResponseCode
 from krocket.common.remoting import ConnectionPool
 from krocket.common.route import TopicRouteData
 
+from tests.support.broker_http import http_call
 from tests.support.cluster import ChildProcess, LocalCluster, start_cluster, wait_until
 from tests.support.remoting import call
 
@@ -42,19 +42,11 @@ def masters(cluster: LocalCluster) -> list[ChildProcess]:
     return [b for b in cluster.brokers if b.broker_id == 0]
 
 
-def http(broker: ChildProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{broker.http_port}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def broker_tables(cluster: LocalCluster) -> dict[str, Shape]:
     """Each master's user topics, by broker name."""
     out: dict[str, Shape] = {}
     for broker in masters(cluster):
-        topics = http(broker, "GET", "/api/v1/topics")["topics"]
+        topics = http_call(broker, "GET", "/api/v1/topics")["topics"]
         out[str(broker.broker_name)] = {
             t["topicName"]: (t["readQueueNums"], t["writeQueueNums"], t["perm"])
             for t in topics
@@ -87,7 +79,7 @@ def routes_equal_tables(cluster: LocalCluster, namesrvs: list[ChildProcess] | No
 
 
 def stats(broker: ChildProcess) -> dict[str, int]:
-    return dict(http(broker, "GET", "/api/v1/broker")["registration"])
+    return dict(http_call(broker, "GET", "/api/v1/broker")["registration"])
 
 
 def topic(name: str, queues: int, perm: int = 6) -> dict[str, Any]:
@@ -99,15 +91,15 @@ def test_creates_updates_and_deletes_reach_every_name_server_as_deltas(cluster: 
     wait_until(lambda: all(stats(m)["fullRegistrations"] >= 2 for m in (a, b)), 15, message="first registrations")
     before = {m.name: stats(m) for m in (a, b)}
     for i in range(20):
-        http(a, "POST", "/api/v1/topics", topic(f"IncA{i}", 4))
+        http_call(a, "POST", "/api/v1/topics", topic(f"IncA{i}", 4))
     for i in range(5):
-        http(b, "POST", "/api/v1/topics", topic(f"IncB{i}", 2))
-    http(a, "POST", "/api/v1/topics", topic("IncShared", 4))
-    http(b, "POST", "/api/v1/topics", topic("IncShared", 8))
+        http_call(b, "POST", "/api/v1/topics", topic(f"IncB{i}", 2))
+    http_call(a, "POST", "/api/v1/topics", topic("IncShared", 4))
+    http_call(b, "POST", "/api/v1/topics", topic("IncShared", 8))
     wait_until(lambda: routes_equal_tables(cluster), 15, message="routes equal to the brokers' tables after creates")
-    http(a, "PUT", "/api/v1/topics/IncA3", topic("IncA3", 16, perm=4))
-    http(a, "DELETE", "/api/v1/topics/IncA7")
-    http(b, "DELETE", "/api/v1/topics/IncShared")
+    http_call(a, "PUT", "/api/v1/topics/IncA3", topic("IncA3", 16, perm=4))
+    http_call(a, "DELETE", "/api/v1/topics/IncA7")
+    http_call(b, "DELETE", "/api/v1/topics/IncShared")
     wait_until(lambda: routes_equal_tables(cluster), 15, message="routes after updates and deletes")
     routed = asyncio.run(namesrv_tables(cluster.namesrvs[1].addr))
     assert routed["broker-a"]["IncA3"] == (16, 16, 4) and "IncA7" not in routed["broker-a"]
@@ -122,13 +114,13 @@ def test_a_name_server_that_was_down_catches_up_and_a_restarted_broker_registers
     cluster: LocalCluster,
 ) -> None:
     a = masters(cluster)[0]
-    http(a, "POST", "/api/v1/topics", topic("IncGone", 2))
+    http_call(a, "POST", "/api/v1/topics", topic("IncGone", 2))
     wait_until(lambda: routes_equal_tables(cluster), 15, message="a settled cluster")
     late = cluster.namesrvs[1]
     late.stop()
     for i in range(10):
-        http(a, "POST", "/api/v1/topics", topic(f"IncLate{i}", 2))
-    http(a, "DELETE", "/api/v1/topics/IncGone")
+        http_call(a, "POST", "/api/v1/topics", topic(f"IncLate{i}", 2))
+    http_call(a, "DELETE", "/api/v1/topics/IncGone")
     wait_until(lambda: routes_equal_tables(cluster, [cluster.namesrvs[0]]), 15, message="the live name server")
     late.start()
     late.wait_ports()
@@ -140,7 +132,7 @@ def test_a_name_server_that_was_down_catches_up_and_a_restarted_broker_registers
     a.wait_ports()
     wait_until(lambda: stats(a)["fullRegistrations"] >= 2, 20, message="the restarted broker's full registrations")
     assert stats(a)["fullRegistrations"] < fulls + 10  # a new process: its own counters
-    http(a, "POST", "/api/v1/topics", topic("IncAfterRestart", 2))
+    http_call(a, "POST", "/api/v1/topics", topic("IncAfterRestart", 2))
     wait_until(lambda: routes_equal_tables(cluster), 20, message="routes after the broker restart")
 
 

@@ -34,6 +34,18 @@ stdout: one JSON line per run, in the peer kit's shape ; stderr: progress.
 """
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--profile-broker, --json and --quiet, as every bench run takes them."""
+    p.add_argument(
+        "--profile-broker",
+        metavar="PATH",
+        default=None,
+        help="--local: run the broker under cProfile and write its stats to PATH when it stops",
+    )
+    p.add_argument("--json", action="store_true", help="stdout gets only the JSON lines")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -115,14 +127,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="--local: its brokers poll without blocking for up to N us after each I/O event (idleSpinMicros; "
         "default 0 = off; asyncio loop only); the JSON line reports it",
     )
-    p.add_argument(
-        "--profile-broker",
-        metavar="PATH",
-        default=None,
-        help="--local: run the broker under cProfile and write its stats to PATH when it stops",
-    )
-    p.add_argument("--json", action="store_true", help="stdout gets only the JSON lines")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_output_arguments(p)
 
 
 def register(sub: Any) -> None:

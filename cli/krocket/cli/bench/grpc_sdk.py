@@ -31,7 +31,13 @@ from typing import Any
 from krocket.cli.arg_types import non_negative_float, positive_int
 from krocket.cli.bench import grpc_report as report
 from krocket.cli.bench import system
-from krocket.cli.bench.command import RUNNING_CLUSTERS, bench_target, event_loop_runner, stop_clusters_on_signal
+from krocket.cli.bench.command import (
+    RUNNING_CLUSTERS,
+    add_output_arguments,
+    bench_target,
+    event_loop_runner,
+    stop_clusters_on_signal,
+)
 from krocket.cli.bench.grpc_report import Variant
 from krocket.cli.bench.progress import Progress
 from krocket.client import Admin
@@ -109,14 +115,7 @@ def register(verbs: Any) -> None:
         "--loop", choices=["asyncio", "uvloop"], default=argparse.SUPPRESS,
         help="event loop of this process (the stubs) and of the --local cluster (default: the global --loop)",
     )  # fmt: skip
-    p.add_argument(
-        "--profile-broker",
-        metavar="PATH",
-        default=None,
-        help="--local: run the broker under cProfile and write its stats to PATH when it stops",
-    )
-    p.add_argument("--json", action="store_true", help="stdout gets only the JSON lines")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    add_output_arguments(p)
     p.set_defaults(func=grpc_main)
 
 
