@@ -247,9 +247,9 @@ class Admin:
     ) -> list[str]:
         """Create or update many topics on every master of ``cluster`` (or of ``broker_names``, or of every
         cluster) with UPDATE_AND_CREATE_TOPIC_LIST, ``MAX_TOPICS_PER_BATCH`` per request; a config's
-        attributes replace the topic's, a config without any keeps the topic's. Unless ``allow_shrink``, raises ``QueueShrinkRefused`` when fewer read
-        queues would drop queues holding unconsumed messages (as ``update_topic``). ``progress(done, total)``
-        after each request. Returns the broker names."""
+        attributes replace the topic's, a config without any keeps the topic's. Unless ``allow_shrink``, raises
+        ``QueueShrinkRefused`` when fewer read queues would drop queues holding unconsumed messages (as
+        ``update_topic``). ``progress(done, total)`` after each request. Returns the broker names."""
         for config in configs:
             config.validate()
         masters = (await self.cluster_info()).masters(cluster, broker_names)
