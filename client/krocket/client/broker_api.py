@@ -251,8 +251,10 @@ async def search_offset(
 
 
 # -- membership -------------------------------------------------------------------------------------
-async def heartbeat(pool: ConnectionPool, addr: str, data: dict[str, Any], timeout: float = 3.0) -> None:
-    await invoke(pool, addr, RequestCode.HEART_BEAT, body=json.dumps(data).encode(), timeout=timeout)
+async def heartbeat(pool: ConnectionPool, addr: str, data: dict[str, Any] | bytes, timeout: float = 3.0) -> None:
+    """HEART_BEAT with ``data`` (its JSON, or the JSON already encoded: one body for every broker)."""
+    body = data if isinstance(data, bytes) else json.dumps(data).encode()
+    await invoke(pool, addr, RequestCode.HEART_BEAT, body=body, timeout=timeout)
 
 
 async def unregister_client(

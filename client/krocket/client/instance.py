@@ -1,10 +1,12 @@
 """The client instance: connections, name server routes, heartbeats and the background schedule.
 
 Like RocketMQ's MQClientInstance, but not a process-wide singleton: every Producer, PushConsumer,
-PullConsumer and Admin owns one. It refreshes the routes of the topics its members use every 30 s, sends
-heartbeats to every broker of those routes every 30 s, runs its consumers' rebalance every
-``rebalance_interval`` seconds and at once when a broker sends NOTIFY_CONSUMER_IDS_CHANGED (40), and has
-them persist their offsets every 5 s.
+PullConsumer and Admin owns one. It refreshes the routes of the topics its members use every 30 s
+(``ROUTE_FETCH_CONCURRENCY`` lookups in flight), sends heartbeats to every broker of those routes every 30 s, runs
+its consumers' rebalance every ``rebalance_interval`` seconds (all topics: the safety net), at once when a broker
+sends NOTIFY_CONSUMER_IDS_CHANGED (40) (all topics) and when a refresh finds routes changed (those topics only), and
+has them persist their offsets every 5 s. With ``route_idle_s`` set (producers), the routes of topics not used for
+that long are forgotten: the next use looks them up again.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from krocket.common.acl import Credentials, resolve_credentials
@@ -29,6 +34,7 @@ from krocket.common.remoting import Connection, ConnectionPool, RemotingCommand
 from krocket.common.route import MASTER_ID, TopicRouteData
 
 from . import broker_api
+from .bounded import map_bounded
 from .namesrv import NameServerClient
 from .types import MessageQueue
 
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 ROUTE_REFRESH_S = 30.0
 HEARTBEAT_S = 30.0
 PERSIST_S = 5.0
+ROUTE_FETCH_CONCURRENCY = 32  # route lookups in flight during a refresh
 
 _instance_counter = itertools.count(1)
 
@@ -64,9 +71,20 @@ class ConsumerMember(Protocol):
 
     def heartbeat_data(self) -> dict[str, Any]: ...
 
-    async def rebalance(self) -> None: ...
+    async def rebalance(self, topics: Collection[str] | None = None) -> None:
+        """Rebalance ``topics`` (those subscribed among them), or every subscribed topic."""
 
     async def persist_offsets(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RouteRound:
+    """What one round of route lookups found."""
+
+    changed: set[str] = field(default_factory=set)
+    """Topics whose route is new or not the same as the cached one."""
+    failed: dict[str, KrocketError] = field(default_factory=dict)
+    """Topics whose lookup failed (``TopicNotExistError`` for a topic without route); their cached route stays."""
 
 
 # Serves one request a broker sends this client (the reply, or None for a oneway request).
@@ -94,13 +112,20 @@ class ClientInstance:
         self.namesrv = NameServerClient(self.pool, namesrv, timeout)
         self.timeout = timeout
         self.rebalance_interval = rebalance_interval
-        self.topics: set[str] = set()
+        self.topics: set[str] = set()  # the topics whose routes the refresh keeps current
+        # Forget the route of a topic not used for this long (None: never); producers mark what they use.
+        self.route_idle_s: float | None = None
+        self.used_topics: set[str] = set()  # topics used since the last refresh round
+        self._last_used: dict[str, float] = {}
+        self.forget_hooks: list[Callable[[str], None]] = []  # told of each topic whose route is forgotten
         self.producer_groups: set[str] = set()
         self.consumers: list[ConsumerMember] = []
         # brokerName -> {brokerId: addr}, merged from every route fetched.
         self.brokers: dict[str, dict[int, str]] = {}
         self._heartbeat_addrs: set[str] = set()
         self._rebalance_now = asyncio.Event()
+        self._rebalance_all = False  # the next rebalance covers every topic (else those in _rebalance_topics)
+        self._rebalance_topics: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         # Requests brokers send to this client, by code, served by the member that registered them
@@ -152,6 +177,7 @@ class ClientInstance:
     async def route(self, topic: str, fresh: bool = False) -> TopicRouteData:
         """The topic's route (cached; the refresh task keeps it current). Raises ``TopicNotExistError``."""
         self.topics.add(topic)
+        self.used_topics.add(topic)
         route = None if fresh else self.namesrv.cached_route(topic)
         if route is None:
             route = await self.namesrv.fetch_route(topic)
@@ -160,16 +186,63 @@ class ClientInstance:
                 await self.send_heartbeats()
         return route
 
-    async def refresh_routes(self) -> None:
-        self.namesrv.resolve()
-        for topic in sorted(self.topics):
-            try:
-                self._learn(await self.namesrv.fetch_route(topic))
-            except KrocketError as exc:
-                log.debug("route of %s not refreshed: %s", topic, exc)
-        new = self.all_broker_addrs() - self._heartbeat_addrs
-        if new:
+    async def fetch_routes(self, topics: Iterable[str]) -> RouteRound:
+        """Look the routes of ``topics`` up again, ``ROUTE_FETCH_CONCURRENCY`` at a time (the first alone: it settles
+        which name server answers before the others go), learn their brokers and send heartbeats to new ones."""
+        todo = sorted(set(topics))
+        self.topics.update(todo)
+        before = {t: self.namesrv.cached_route(t) for t in todo}
+        results: list[TopicRouteData | Exception] = []
+        if todo:
+            results = await map_bounded(self.namesrv.fetch_route, todo[:1], 1)
+            results += await map_bounded(self.namesrv.fetch_route, todo[1:], ROUTE_FETCH_CONCURRENCY)
+        found = RouteRound()
+        for topic, result in zip(todo, results, strict=True):
+            if isinstance(result, TopicRouteData):
+                self._learn(result)
+                if result is not before[topic]:  # the name server client keeps the cached object when the same
+                    found.changed.add(topic)
+            elif isinstance(result, KrocketError):
+                found.failed[topic] = result
+            else:
+                raise result
+        if self.all_broker_addrs() - self._heartbeat_addrs:
             await self.send_heartbeats()
+        return found
+
+    async def refresh_routes(self) -> set[str]:
+        """One refresh round: forget idle routes (``route_idle_s``), look the others up again and rebalance the
+        topics whose route changed. Returns those topics."""
+        self.namesrv.resolve()
+        self.forget_idle_routes()
+        found = await self.fetch_routes(self.topics)
+        for topic, exc in sorted(found.failed.items()):
+            log.debug("route of %s not refreshed: %s", topic, exc)
+        if found.changed and self.consumers:
+            self.rebalance_soon(found.changed)
+        return found.changed
+
+    def forget_idle_routes(self, now: float | None = None) -> list[str]:
+        """Forget the routes of the topics not used (``used_topics``) for ``route_idle_s``; returns those topics."""
+        now = time.monotonic() if now is None else now
+        used, self.used_topics = self.used_topics, set()
+        if self.route_idle_s is None:
+            return []
+        last = self._last_used
+        for topic in used:
+            last[topic] = now
+        idle = sorted(t for t in self.topics if now - last.setdefault(t, now) > self.route_idle_s)
+        for topic in idle:
+            self.topics.discard(topic)
+            self.namesrv.forget(topic)
+            del last[topic]
+            for hook in self.forget_hooks:
+                hook(topic)
+        for topic in [t for t in last if t not in self.topics]:  # no longer kept (dropped by a member)
+            del last[topic]
+        if idle:
+            log.debug("forgot the routes of %d topics unused for %.0fs", len(idle), self.route_idle_s)
+        return idle
 
     def broker_addr(self, broker_name: str, broker_id: int = MASTER_ID, only_this: bool = False) -> str | None:
         """An address of ``broker_name``: the given id, else (unless ``only_this``) any other member."""
@@ -194,7 +267,7 @@ class ClientInstance:
         if not self.producer_groups and not self.consumers:
             return
         addrs = sorted(self.all_broker_addrs())
-        body = self.heartbeat_body()
+        body = json.dumps(self.heartbeat_body()).encode()  # encoded once for every broker
         results = await asyncio.gather(
             *(broker_api.heartbeat(self.pool, a, body, self.timeout) for a in addrs), return_exceptions=True
         )
@@ -222,17 +295,29 @@ class ClientInstance:
         if self._started and not any(t.get_name() == "krocket-rebalance" for t in self._tasks):
             self._tasks.append(self._spawn(self._rebalance_loop(), "rebalance"))
 
-    def rebalance_soon(self) -> None:
+    def rebalance_soon(self, topics: Iterable[str] | None = None) -> None:
+        """Rebalance now: ``topics`` only (their routes changed), or every topic."""
+        if topics is None:
+            self._rebalance_all = True
+        else:
+            self._rebalance_topics.update(topics)
         self._rebalance_now.set()
 
     async def _rebalance_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        every_topic_at = loop.time() + self.rebalance_interval  # the safety net, kept by changes of a few topics
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebalance_now.wait(), self.rebalance_interval)
+                await asyncio.wait_for(self._rebalance_now.wait(), max(every_topic_at - loop.time(), 0.0))
             self._rebalance_now.clear()
+            topics: set[str] | None = self._rebalance_topics
+            if self._rebalance_all or loop.time() >= every_topic_at:
+                topics = None
+                every_topic_at = loop.time() + self.rebalance_interval
+            self._rebalance_all, self._rebalance_topics = False, set()
             for consumer in list(self.consumers):
                 try:
-                    await consumer.rebalance()
+                    await consumer.rebalance(topics)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

@@ -1,4 +1,8 @@
-"""Name server access: address list (re-resolved on refresh), fail-over, route lookups with a cache."""
+"""Name server access: address list (re-resolved on refresh), fail-over, route lookups with a cache.
+
+A route fetched again that is the same as the cached one (``same_route``) keeps the cached object, so callers tell
+an unchanged route by identity (``is``) and keep what they derived from it.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,33 @@ from krocket.common.errors import (
 )
 from krocket.common.headers import DeleteTopicInNamesrvHeader, RequestHeader, RouteInfoHeader
 from krocket.common.remoting import ConnectionPool, RemotingCommand
-from krocket.common.route import TopicRouteData
+from krocket.common.route import BrokerData, QueueData, TopicRouteData
 
 from .broker_api import command, json_body
 
 log = logging.getLogger(__name__)
+
+
+def _queue_key(q: QueueData) -> tuple[str, int, int, int, int]:
+    return (q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm, q.topic_sys_flag)
+
+
+def _broker_key(b: BrokerData) -> tuple[str, str, list[tuple[int, str]], list[tuple[int, str]]]:
+    return (b.broker_name, b.cluster, sorted(b.broker_addrs.items()), sorted(b.grpc_addrs.items()))
+
+
+def same_route(a: TopicRouteData | None, b: TopicRouteData | None) -> bool:
+    """Whether two routes say the same, whatever the order of their queue and broker lists (a name server need
+    not sort them)."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (
+        a.order_topic_conf == b.order_topic_conf
+        and sorted(map(_queue_key, a.queue_datas)) == sorted(map(_queue_key, b.queue_datas))
+        and sorted(map(_broker_key, a.broker_datas)) == sorted(map(_broker_key, b.broker_datas))
+    )
 
 
 class NameServerClient:
@@ -86,13 +112,17 @@ class NameServerClient:
         return out
 
     async def fetch_route(self, topic: str) -> TopicRouteData:
-        """Ask a name server for a topic's route. Raises ``TopicNotExistError``."""
+        """Ask a name server for a topic's route (the cached object when it is the same). Raises
+        ``TopicNotExistError``."""
         response = await self.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, RouteInfoHeader(topic))
         if response.code == ResponseCode.TOPIC_NOT_EXIST:
             raise TopicNotExistError(f"topic {topic!r} does not exist: {response.remark or ''}".rstrip(": "))
         if response.code != ResponseCode.SUCCESS:
             raise RemoteError(response.code, response.remark or "")
         route = TopicRouteData.from_json(json_body(response))
+        cached = self._routes.get(topic)
+        if cached is not None and same_route(cached[1], route):
+            route = cached[1]
         self._routes[topic] = (time.monotonic(), route)
         return route
 

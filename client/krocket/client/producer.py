@@ -1,4 +1,8 @@
-"""Producer: sync, oneway, batch and ordered (selector) sends with retries on another broker."""
+"""Producer: sync, oneway, batch and ordered (selector) sends with retries on another broker.
+
+Routes are looked up lazily: a topic's on the first send to it. The refresh task keeps the routes of the topics
+sent to recently current and forgets those not sent to for ``ROUTE_IDLE_S`` (the next send looks them up again).
+"""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ BlockingRequest = Callable[[str, RemotingCommand, float], RemotingCommand]  # (a
 COMPRESS_LEVEL = 5
 _BODY_TYPES = (bytes, bytearray, memoryview)
 MAX_FRAME_TEMPLATES = 1024  # pre-encoded send headers kept (one per topic sent to); all dropped past this
+ROUTE_IDLE_S = 300.0  # the route of a topic not sent to for this long is forgotten (looked up again on use)
 
 
 SendCallback = Callable[[SendResult | None, BaseException | None], None]
@@ -115,6 +120,8 @@ class Producer:
             credentials=self.credentials,
         )
         self._instance.producer_groups.add(self.group)
+        self._instance.route_idle_s = ROUTE_IDLE_S
+        self._instance.forget_hooks.append(self._forget_route)
         await self._instance.start()
         log.info(
             "producer %s started as %s (name servers %s)",
@@ -142,9 +149,17 @@ class Producer:
         """The topic's writable queues (those of the auto-create topic when it does not exist yet)."""
         return await self._publish_info(topic)
 
+    def _forget_route(self, topic: str) -> None:
+        """The instance forgot the topic's route (unused for ``ROUTE_IDLE_S``): drop what was derived from it."""
+        self._publish_cache.pop(topic, None)
+        self._via_default.pop(topic, None)
+
     def _cached_publish_info(self, topic: str) -> list[MessageQueue] | None:
-        """The topic's queues from the cached route (or the auto-create topic's), None when unknown."""
-        route = self.instance.namesrv.cached_route(topic)
+        """The topic's queues from the cached route (or the auto-create topic's), None when unknown; marks the
+        topic used (its route is kept current while it is)."""
+        instance = self.instance
+        instance.used_topics.add(topic)
+        route = instance.namesrv.cached_route(topic)
         if route is not None:
             cached = self._publish_cache.get(topic)
             if cached is not None and cached[0] is route:  # same route object: same queues

@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import ssl
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,8 @@ class PushConsumer:
         self._pulls: PullService | None = None
         self._rebalancer: PushRebalance | None = None
         self._throttle = LogThrottle()
+        self._subscribed: set[str] = set()  # topics subscribed since the last heartbeat (while running)
+        self._after_subscribe_task: asyncio.Task[None] | None = None
 
     # -- configuration ------------------------------------------------------------------------------------
     def subscribe(self, topic: str, expression: str = "*") -> None:
@@ -130,11 +133,15 @@ class PushConsumer:
         self._subs[topic] = build_subscription(topic, expression)
         if self._instance is not None:
             self._instance.topics.add(topic)
-            asyncio.get_running_loop().create_task(self._after_subscribe())
+            self._subscribed.add(topic)
+            if self._after_subscribe_task is None or self._after_subscribe_task.done():
+                # One task for the subscriptions made meanwhile: one heartbeat, not one per topic subscribed.
+                self._after_subscribe_task = asyncio.get_running_loop().create_task(self._after_subscribe())
 
     def unsubscribe(self, topic: str) -> None:
         self._subs.pop(topic, None)
         if self._instance is not None:
+            self._instance.topics.discard(topic)  # its route is no longer refreshed
             self._instance.rebalance_soon()
 
     def register_listener(self, listener: Listener) -> None:
@@ -216,14 +223,11 @@ class PushConsumer:
         if self.message_model is MessageModel.CLUSTERING:
             retry = retry_topic(self.group)  # redeliveries of sent-back messages, as RocketMQ's clients do
             self._subs.setdefault(retry, build_subscription(retry, "*"))
-        instance.topics.update(self._subs)
         instance.add_consumer(self)
-        for topic in self._subs:
-            try:
-                await instance.route(topic)
-            except KrocketError as exc:
-                level = logging.DEBUG if topic.startswith(RETRY_GROUP_PREFIX) else logging.WARNING  # made on use
-                log.log(level, "consumer %s: no route for topic %s yet: %s", self.group, topic, exc)
+        found = await instance.fetch_routes(self._subs)
+        for topic, exc in sorted(found.failed.items()):
+            level = logging.DEBUG if topic.startswith(RETRY_GROUP_PREFIX) else logging.WARNING  # made on use
+            log.log(level, "consumer %s: no route for topic %s yet: %s", self.group, topic, exc)
         await instance.send_heartbeats()
         await instance.start()
         log.info(
@@ -245,6 +249,10 @@ class PushConsumer:
         instance = self._instance
         if instance is None:
             return
+        if self._after_subscribe_task is not None:
+            self._after_subscribe_task.cancel()
+            await asyncio.gather(self._after_subscribe_task, return_exceptions=True)
+            self._after_subscribe_task = None
         if self._pulls is not None:
             await self._pulls.stop_all()
         if self._consume_service is not None:
@@ -275,10 +283,12 @@ class PushConsumer:
         await self.shutdown()
 
     async def _after_subscribe(self) -> None:
-        assert self._instance is not None
-        with contextlib.suppress(KrocketError):
-            await self._instance.send_heartbeats()
-        self._instance.rebalance_soon()
+        """Tell the brokers of the topics subscribed since the last call and rebalance them."""
+        while self._subscribed and self._instance is not None:
+            topics, self._subscribed = self._subscribed, set()
+            with contextlib.suppress(KrocketError):
+                await self._instance.send_heartbeats()
+            self._instance.rebalance_soon(topics)
 
     # -- ConsumerMember -------------------------------------------------------------------------------
     def heartbeat_data(self) -> dict[str, Any]:
@@ -296,10 +306,11 @@ class PushConsumer:
             queues = self._rebalancer.process_queues if self._rebalancer is not None else {}
             await self._store.persist(list(queues))
 
-    async def rebalance(self) -> None:
+    async def rebalance(self, topics: Collection[str] | None = None) -> None:
+        """Rebalance ``topics`` (those subscribed among them), or every subscribed topic."""
         if self._instance is None or self._rebalancer is None:
             return
-        await self._rebalancer.rebalance()
+        await self._rebalancer.rebalance(topics)
 
     async def reset_offsets(self, topic: str, offsets: dict[MessageQueue, int]) -> None:
         """RESET_CONSUMER_CLIENT_OFFSET (220): drop this client's queues among ``offsets`` (one broker's queues of
