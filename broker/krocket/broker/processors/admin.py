@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from krocket.broker.service import BrokerService
 from krocket.common.codes import ResponseCode
@@ -77,18 +79,22 @@ async def process_delete_topic(service: BrokerService, conn: Connection, cmd: Re
 
 async def process_all_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     """GET_ALL_TOPIC_CONFIG: the whole table, or, for a krocket slave that names the version it holds, "unchanged"
-    and no body while that is the version; deflated when large and the caller takes it."""
+    and no body while that is the version; deflated when large and the caller takes it. The table is encoded off
+    the event loop (a copy of it, in a thread): 100 k topics take a few hundred ms that sends must not wait for."""
     version = service.topics.version()
     if cmd.ext_fields.get(KNOWN_VERSION_FIELD) == version_key(version):
         return cmd.response(ResponseCode.SUCCESS, ext_fields={UNCHANGED_FIELD: "true"})
-    body = dumps(
-        {"topicConfigTable": {n: c.to_json() for n, c in service.topics.topics.items()}, "dataVersion": version}
+    compress = cmd.ext_fields.get(ACCEPT_COMPRESSED_FIELD) == "true"
+    table = dict(service.topics.topics)
+    body, compressed = await asyncio.get_running_loop().run_in_executor(
+        None, _topic_table_body, table, version, compress
     )
-    if cmd.ext_fields.get(ACCEPT_COMPRESSED_FIELD) == "true":
-        body, compressed = maybe_compress(body)
-        if compressed:
-            return cmd.response(ResponseCode.SUCCESS, None, {COMPRESSED_FIELD: "true"}, body)
-    return cmd.response(ResponseCode.SUCCESS, None, None, body)
+    return cmd.response(ResponseCode.SUCCESS, None, {COMPRESSED_FIELD: "true"} if compressed else None, body)
+
+
+def _topic_table_body(table: dict[str, TopicConfig], version: dict[str, Any], compress: bool) -> tuple[bytes, bool]:
+    body = dumps({"topicConfigTable": {n: c.to_json() for n, c in table.items()}, "dataVersion": version})
+    return maybe_compress(body) if compress else (body, False)
 
 
 async def process_get_topic_config(service: BrokerService, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
