@@ -48,17 +48,19 @@ class MetadataJournal:
         self,
         path: Path,
         what: str,
-        snapshot: Callable[[Entries, int], Any],
-        read_snapshot: Callable[[Any], tuple[Entries, int]],
+        table_key: str,
+        version_json: Callable[[int], Any] = lambda version: version,
         compact_min: int = 1000,
     ) -> None:
-        """``snapshot(entries, version)`` builds the snapshot file's JSON, ``read_snapshot(data)`` reads it back."""
+        """The snapshot file is ``{table_key: entries, "dataVersion": version_json(version)}`` (RocketMQ's files:
+        ``topicConfigTable``, ``offsetTable``, ``subscriptionGroupTable``); a version is read back from a number or
+        from ``{"counter": n, ...}``."""
         self.path = path
         self.journal_path = path.with_name(path.name + ".journal")
         self.old_path = path.with_name(path.name + ".journal.old")
         self._what = what
-        self._snapshot = snapshot
-        self._read_snapshot = read_snapshot
+        self._table_key = table_key
+        self._version_json = version_json
         self.compact_min = compact_min
         self._fd: int | None = None
         self._guard = threading.Lock()  # appends may come from a thread (a durable offset commit)
@@ -109,6 +111,14 @@ class MetadataJournal:
                 _apply(loaded, change)
             if path == self.journal_path:
                 self.lines += 1
+
+    def _read_snapshot(self, data: Any) -> tuple[Entries, int]:
+        if not isinstance(data, dict):
+            return {}, 0
+        table = data.get(self._table_key) or {}
+        version = data.get("dataVersion", 0)
+        counter = version.get("counter", 0) if isinstance(version, dict) else version
+        return (dict(table) if isinstance(table, dict) else {}), int(counter) if isinstance(counter, int) else 0
 
     # -- changes --------------------------------------------------------------------------------------------
     def put(self, key: str, value: Any, version: int) -> None:
@@ -202,7 +212,10 @@ class MetadataJournal:
 
     def _write_snapshot(self, entries: Entries, version: int, to_json: Callable[[Any], Any]) -> None:
         began = time.monotonic()
-        data = self._snapshot({key: to_json(value) for key, value in entries.items()}, version)
+        data = {
+            self._table_key: {key: to_json(value) for key, value in entries.items()},
+            "dataVersion": self._version_json(version),
+        }
         write_json_atomic(self.path, data, compact=True)
         self.old_path.unlink(missing_ok=True)
         self.compactions += 1

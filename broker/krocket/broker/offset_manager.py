@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from krocket.broker.config_file import DISK_FULL_ERRNOS
-from krocket.broker.metadata_journal import Entries, MetadataJournal, delete_change, put_change
+from krocket.broker.metadata_journal import MetadataJournal, delete_change, put_change
 
 log = logging.getLogger(__name__)
 
 
 class ConsumerOffsetManager:
     def __init__(self, config_dir: Path) -> None:
-        self._journal = MetadataJournal(config_dir / "consumerOffset.json", "consumer offsets", _snapshot, _read)
+        self._journal = MetadataJournal(config_dir / "consumerOffset.json", "consumer offsets", "offsetTable")
         # "topic@group" -> {queueId: offset}, RocketMQ's key layout.
         self.table: dict[str, dict[int, int]] = {}
         self._version = 0  # bumped by every change
@@ -158,15 +158,3 @@ class ConsumerOffsetManager:
 
 def _queues_json(queues: dict[int, int]) -> dict[str, int]:
     return {str(q): o for q, o in queues.items()}
-
-
-def _snapshot(entries: Entries, version: int) -> dict[str, Any]:
-    return {"offsetTable": entries, "dataVersion": version}
-
-
-def _read(data: Any) -> tuple[Entries, int]:
-    if not isinstance(data, dict):
-        return {}, 0
-    table = data.get("offsetTable") or {}
-    version = data.get("dataVersion", 0)
-    return (dict(table) if isinstance(table, dict) else {}), int(version) if isinstance(version, int) else 0

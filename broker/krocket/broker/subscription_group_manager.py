@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from krocket.broker.config_file import DISK_FULL_ERRNOS
-from krocket.broker.metadata_journal import Entries, MetadataJournal
+from krocket.broker.metadata_journal import MetadataJournal
 from krocket.common.codes import ResponseCode
 from krocket.common.errors import KrocketError, NoPermissionError
 from krocket.common.subscription_group import DEFAULT_RETRY_MAX_TIMES, SubscriptionGroupConfig
@@ -32,7 +32,7 @@ class SubscriptionGroupManager:
     def __init__(self, config_dir: Path | None, auto_create: bool = True) -> None:
         """``config_dir`` None keeps the groups in memory only."""
         self._journal = (
-            MetadataJournal(config_dir / FILE_NAME, "subscription groups", _snapshot, _read)
+            MetadataJournal(config_dir / FILE_NAME, "subscription groups", "subscriptionGroupTable", _counter_and_time)
             if config_dir is not None
             else None
         )
@@ -154,17 +154,6 @@ class SubscriptionGroupManager:
         return config.retry_max_times if config is not None else DEFAULT_RETRY_MAX_TIMES
 
 
-def _snapshot(entries: Entries, version: int) -> dict[str, Any]:
-    return {
-        "subscriptionGroupTable": entries,
-        "dataVersion": {"counter": version, "timestamp": int(time.time() * 1000)},
-    }
-
-
-def _read(data: Any) -> tuple[Entries, int]:
-    if not isinstance(data, dict):
-        return {}, 0
-    table = data.get("subscriptionGroupTable") or {}
-    version = data.get("dataVersion", 0)
-    counter = version.get("counter", 0) if isinstance(version, dict) else version
-    return (dict(table) if isinstance(table, dict) else {}), int(counter or 0)
+def _counter_and_time(version: int) -> dict[str, int]:
+    """RocketMQ's DataVersion shape, as subscriptionGroup.json has it."""
+    return {"counter": version, "timestamp": int(time.time() * 1000)}

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from krocket.broker.metadata_journal import Entries, MetadataJournal, delete_change, put_change
+from krocket.broker.metadata_journal import MetadataJournal, delete_change, put_change
 from krocket.common.codes import PERM_INHERIT, PERM_READ_WRITE, PERM_WRITE
 from krocket.common.errors import MessageIllegalError, NoPermissionError, TopicNotExistError
 from krocket.common.register_body import DataVersion, data_version
@@ -22,7 +22,7 @@ class TopicManager:
     def __init__(
         self, config_dir: Path, auto_create: bool, default_queue_nums: int, on_change: Callable[[], None] | None = None
     ) -> None:
-        self._journal = MetadataJournal(config_dir / "topics.json", "topic configs", _snapshot, _read_snapshot)
+        self._journal = MetadataJournal(config_dir / "topics.json", "topic configs", "topicConfigTable")
         self._auto_create = auto_create
         self._default_queue_nums = default_queue_nums
         self._on_change = on_change
@@ -226,14 +226,3 @@ class TopicManager:
 
     def auto_create_enabled(self) -> bool:
         return self._auto_create
-
-
-def _snapshot(entries: Entries, version: int) -> dict[str, object]:
-    return {"topicConfigTable": entries, "dataVersion": version}
-
-
-def _read_snapshot(data: object) -> tuple[Entries, int]:
-    if not isinstance(data, dict):
-        return {}, 0
-    table = data.get("topicConfigTable") or {}
-    return (dict(table) if isinstance(table, dict) else {}), int(data.get("dataVersion", 0))

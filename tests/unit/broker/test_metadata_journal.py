@@ -7,25 +7,16 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from krocket.broker.metadata_journal import Entries, MetadataJournal
+from krocket.broker.metadata_journal import MetadataJournal
 from krocket.broker.topic_manager import TopicManager
 from krocket.common.topic import TopicConfig
 
 
-def snapshot(entries: Entries, version: int) -> dict[str, Any]:
-    return {"table": entries, "dataVersion": version}
-
-
-def read_snapshot(data: Any) -> tuple[Entries, int]:
-    return (dict(data["table"]), int(data["dataVersion"])) if isinstance(data, dict) else ({}, 0)
-
-
 def journal(tmp_path: Path, compact_min: int = 1000) -> MetadataJournal:
-    return MetadataJournal(tmp_path / "table.json", "test table", snapshot, read_snapshot, compact_min)
+    return MetadataJournal(tmp_path / "table.json", "test table", "table", compact_min=compact_min)
 
 
 def test_changes_survive_a_reload_and_cost_one_line_each(tmp_path: Path) -> None:
@@ -95,7 +86,7 @@ def test_a_crash_during_a_compaction_loses_nothing(tmp_path: Path, snapshot_writ
     j.close()
     os.replace(j.journal_path, j.old_path)  # the compaction set the journal aside ...
     if snapshot_written:  # ... and wrote the snapshot, but died before dropping the old journal
-        j.path.write_text(json.dumps(snapshot({f"k{v}": v for v in range(1, 6)}, 5)))
+        j.path.write_text(json.dumps({"table": {f"k{v}": v for v in range(1, 6)}, "dataVersion": 5}))
     newer = journal(tmp_path)
     newer.put("k6", 6, 6)  # the new journal took a change meanwhile
     newer.close()
