@@ -67,14 +67,12 @@ class TopicManager:
         """Every topic may have changed (a slave took its master's table): a new version and the whole table."""
         self.data_version += 1
         self.persist()
-        self._note_change(None)
+        self._announce(every_topic=True)
 
-    def _note_change(self, topic: str | None) -> None:
-        """``topic`` changed ("": already noted; None: every topic may have); the name servers are told."""
-        if topic is None:
+    def _announce(self, every_topic: bool = False) -> None:
+        """Tell the name servers (``every_topic``: each topic may have changed, not only those noted)."""
+        if every_topic:
             self._changed_topics = None
-        elif topic and self._changed_topics is not None:
-            self._changed_topics.add(topic)
         if self._on_change is not None:
             self._on_change()
 
@@ -105,7 +103,7 @@ class TopicManager:
             return False
         self.broker_permission = perm
         self.data_version += 1
-        self._note_change(None)
+        self._announce(every_topic=True)
         return True
 
     def registered_perm(self, config: TopicConfig) -> int:
@@ -184,7 +182,7 @@ class TopicManager:
         if self._changed_topics is not None:
             self._changed_topics.update([c.topic_name for c in upserts] + deletes)
         self._journal.maybe_compact(self.topics, self.data_version, TopicConfig.to_json)
-        self._note_change("")
+        self._announce()
 
     def delete(self, topic: str) -> bool:
         if topic not in self.topics:
